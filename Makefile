@@ -1,0 +1,40 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+# The venv is rebuilt only when the pinned requirements change; the C++ extension when csrc changes.
+REQ_STAMP := $(VENV)/.req-stamp
+EXT_STAMP := $(VENV)/.ext-stamp
+CSRC := $(wildcard csrc/*.cpp csrc/*.h)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test demo bench clean
+
+setup: $(EXT_STAMP)
+
+$(REQ_STAMP): requirements/base.txt
+	@test -x $(PY) || { echo "[setup] creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[setup] installing pinned dependencies (first time: a few minutes)"
+	$(PIP) install -r requirements/base.txt
+	@touch $@
+
+$(EXT_STAMP): $(REQ_STAMP) setup.py $(CSRC)
+	@echo "[setup] building csrc and installing bqnet_ros in editable mode"
+	$(PIP) install --no-build-isolation --no-deps -e .
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q test
+
+demo: setup
+	$(PY) -m bqnet_model.demo
+
+bench: setup
+	$(PY) bench/superpoints.py
+
+clean:
+	rm -rf build *.egg-info bqnet_model/_C*.so

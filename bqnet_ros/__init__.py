@@ -1,0 +1,1 @@
+"""ROS 2 edge of bqnet: conversions, the segmentation node and the scene player."""
