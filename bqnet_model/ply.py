@@ -356,7 +356,7 @@ def write_ply(
     # ascii: numpy's shortest round-trip repr per value, joined column-wise without a per-point loop.
     text = cols[0][1].astype(str)
     for _, c in cols[1:]:
-        text = np.strings.add(np.strings.add(text, " "), c.astype(str))
+        text = np.char.add(np.char.add(text, " "), c.astype(str))
     with open(path, "wb") as f:
         f.write(head_bytes)
         f.write(("\n".join(text.tolist()) + "\n").encode("ascii"))

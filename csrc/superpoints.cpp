@@ -350,13 +350,13 @@ inline double ms_since(Clock::time_point t0) {
 
 }  // namespace
 
-// Returns (labels int64 (N,), point_to_voxel int64 (N,), stats float64 (10,)):
-// stats = [num_voxels, num_edges, num_segments, t_voxelize, t_normals, t_graph, t_sort, t_merge,
-//          t_labels, t_total] (times in ms).
+// Returns (labels int64 (N,), point_to_voxel int64 (N,), stats float64 (11,)):
+// stats = [num_voxels, num_edges, num_segments, t_voxelize, t_sums, t_window (normals + neighbours),
+//          t_edges, t_sort, t_merge, t_labels, t_total] (times in ms).
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
     const torch::Tensor& xyz, const c10::optional<torch::Tensor>& rgb, const c10::optional<torch::Tensor>& normals,
     double voxel_size, double k_thresh, int64_t min_size, int64_t max_size, double color_weight,
-    int64_t neighbor_radius, int64_t max_neighbors, int64_t normal_radius, int64_t num_threads) {
+    int64_t neighbor_radius, int64_t max_neighbors, int64_t normal_radius, bool smooth_color, int64_t num_threads) {
   const auto t_start = Clock::now();
   TORCH_CHECK(xyz.dim() == 2 && xyz.size(1) == 3, "xyz must have shape (N, 3), got ", xyz.sizes());
   TORCH_CHECK(xyz.scalar_type() == torch::kFloat32, "xyz must be float32");
@@ -404,13 +404,17 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   TORCH_CHECK(finite, "xyz contains NaN or Inf; clean the cloud first");
   const double inv_vs = 1.0 / voxel_size;
   std::vector<int32_t> pc(3 * n);  // per point cell coordinates
-#pragma omp parallel for num_threads(nt) schedule(static)
+  int32_t max_cell = 0;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(max : max_cell)
   for (int64_t i = 0; i < n; ++i)
-    for (int k = 0; k < 3; ++k) pc[3 * i + k] = int32_t(std::floor((double(P[3 * i + k]) - lo[k]) * inv_vs));
-  for (int64_t i = 0; i < n; ++i)
-    for (int k = 0; k < 3; ++k)
-      TORCH_CHECK(pc[3 * i + k] <= kMaxCoord, "cloud extent / voxel_size exceeds the grid limit (",
-                  kMaxCoord, " cells per axis)");
+    for (int k = 0; k < 3; ++k) {
+      const double c = std::floor((double(P[3 * i + k]) - lo[k]) * inv_vs);
+      const int32_t ci = c < double(kMaxCoord) ? int32_t(c) : int32_t(kMaxCoord + 1);
+      pc[3 * i + k] = ci;
+      max_cell = std::max(max_cell, ci);
+    }
+  TORCH_CHECK(max_cell <= kMaxCoord, "cloud extent / voxel_size exceeds the grid limit (", kMaxCoord,
+              " cells per axis)");
   SparseGrid grid;
   auto p2v_t = torch::empty({n}, torch::kInt64);
   int64_t* p2v = p2v_t.data_ptr<int64_t>();
@@ -420,54 +424,64 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
     if (v == nv) ++nv;
     p2v[i] = v;
   }
-  std::vector<int32_t> vc(3 * size_t(nv));  // voxel cell coordinates
+  pc.clear();
+  pc.shrink_to_fit();
+  std::vector<int32_t> vc;  // voxel cell coordinates (3 per voxel)
+  {
+    const std::vector<int32_t> remap = grid.renumber(nv, vc);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; ++i) p2v[i] = remap[p2v[i]];
+  }
+  const double t_vox = ms_since(t0);
+
+  // Per-voxel sums: count, sum x (3), sum x x^T (6) relative to the grid origin in double, colour,
+  // sum n n^T (6) of given normals. Thread t owns a contiguous voxel range and adds its points in
+  // point order, so sums are bitwise independent of the thread count.
+  t0 = Clock::now();
   std::vector<int32_t> cnt(nv, 0);
-  // Moments relative to the grid origin, in double: sum x (3), sum x x^T (6).
-  std::vector<double> m1(3 * size_t(nv), 0.0), m2(6 * size_t(nv), 0.0), col(3 * size_t(nv), 0.0),
+  std::vector<double> m1(3 * size_t(nv), 0.0), m2(6 * size_t(nv), 0.0), col(has_rgb ? 3 * size_t(nv) : 0, 0.0),
       nn(has_normals ? 6 * size_t(nv) : 0, 0.0);
   const uint8_t* C = has_rgb ? rgb_c.data_ptr<uint8_t>() : nullptr;
   const float* N = has_normals ? nrm_c.data_ptr<float>() : nullptr;
-  for (int64_t i = 0; i < n; ++i) {  // sequential: fixed summation order
-    const int64_t v = p2v[i];
-    if (cnt[v]++ == 0)
-      for (int k = 0; k < 3; ++k) vc[3 * v + k] = pc[3 * i + k];
-    const double x = P[3 * i] - lo[0], y = P[3 * i + 1] - lo[1], z = P[3 * i + 2] - lo[2];
-    double* a = &m1[3 * v];
-    a[0] += x;
-    a[1] += y;
-    a[2] += z;
-    double* b = &m2[6 * v];
-    b[0] += x * x;
-    b[1] += y * y;
-    b[2] += z * z;
-    b[3] += x * y;
-    b[4] += x * z;
-    b[5] += y * z;
-    if (C)
-      for (int k = 0; k < 3; ++k) col[3 * v + k] += C[3 * i + k];
-    if (N) {
-      const double u = N[3 * i], w = N[3 * i + 1], s = N[3 * i + 2];
-      double* c = &nn[6 * v];
-      c[0] += u * u;
-      c[1] += w * w;
-      c[2] += s * s;
-      c[3] += u * w;
-      c[4] += u * s;
-      c[5] += w * s;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+  for (int t = 0; t < nt; ++t) {
+    const int64_t v0 = int64_t(nv) * t / nt, v1 = int64_t(nv) * (t + 1) / nt;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t v = p2v[i];
+      if (v < v0 || v >= v1) continue;
+      ++cnt[v];
+      const double x = P[3 * i] - lo[0], y = P[3 * i + 1] - lo[1], z = P[3 * i + 2] - lo[2];
+      double* a = &m1[3 * v];
+      a[0] += x;
+      a[1] += y;
+      a[2] += z;
+      double* b = &m2[6 * v];
+      b[0] += x * x;
+      b[1] += y * y;
+      b[2] += z * z;
+      b[3] += x * y;
+      b[4] += x * z;
+      b[5] += y * z;
+      if (C)
+        for (int k = 0; k < 3; ++k) col[3 * v + k] += C[3 * i + k];
+      if (N) {
+        const double u = N[3 * i], w = N[3 * i + 1], s = N[3 * i + 2];
+        double* c = &nn[6 * v];
+        c[0] += u * u;
+        c[1] += w * w;
+        c[2] += s * s;
+        c[3] += u * w;
+        c[4] += u * s;
+        c[5] += w * s;
+      }
     }
   }
-  std::vector<float> vcol(3 * size_t(nv), 0.0f);
+  std::vector<float> vcol(has_rgb ? 3 * size_t(nv) : 0, 0.0f);
   if (C) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t v = 0; v < nv; ++v)
       for (int k = 0; k < 3; ++k) vcol[3 * v + k] = float(col[3 * v + k] / cnt[v] / 255.0);
   }
-  pc.clear();
-  pc.shrink_to_fit();
-  const double t_vox = ms_since(t0);
-
-  // ---- 2. normals ----------------------------------------------------------------------------
-  t0 = Clock::now();
   std::vector<float> vn(3 * size_t(nv));
   if (has_normals) {
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -476,25 +490,80 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
       sym3_eigvec(&nn[6 * v], true, e);
       for (int k = 0; k < 3; ++k) vn[3 * v + k] = float(e[k]);
     }
-  } else {
-    const std::vector<Offset> win = window_offsets(int(normal_radius));
-#pragma omp parallel num_threads(nt)
-    {
-      Neighbourhood nb(grid);
-#pragma omp for schedule(dynamic, 1024)
-      for (int64_t v = 0; v < nv; ++v) {
-        const int64_t x = vc[3 * v], y = vc[3 * v + 1], z = vc[3 * v + 2];
-        nb.center(x, y, z);
-        double s0 = cnt[v], s1[3], s2[6];
-        for (int k = 0; k < 3; ++k) s1[k] = m1[3 * v + k];
-        for (int k = 0; k < 6; ++k) s2[k] = m2[6 * v + k];
-        for (const Offset& o : win) {
-          const int32_t u = nb.voxel(x + o.dx, y + o.dy, z + o.dz);
-          if (u < 0) continue;
+  }
+  const double t_sums = ms_since(t0);
+
+  // ---- 2./3. one window pass per voxel: PCA normal and neighbour set -------------------------
+  // Offsets of the cube of radius max(normal_radius, neighbor_radius), nearest first. Normals use
+  // every occupied cell within Chebyshev normal_radius (raw-point moments summed, then PCA).
+  // Voxel v's neighbour set N(v): occupied cells within Chebyshev neighbor_radius, nearest first,
+  // whole distance shells until at least max_neighbors are found; shell[v] = the last shell's
+  // squared length (the window's largest when fewer were found).
+  t0 = Clock::now();
+  const int rn = int(normal_radius), rg = int(neighbor_radius);
+  const std::vector<Offset> win = window_offsets(std::max(need_window ? rn : 0, rg));
+  const bool need_pca = !has_normals;
+  const bool smooth_col = smooth_color && has_rgb && color_weight > 0;
+  const bool need_window = need_pca || smooth_col;
+  const int normal_d2_max = need_window ? 3 * rn * rn : 0;  // beyond this no window offset remains
+  std::vector<float> vcol_s(smooth_col ? 3 * size_t(nv) : 0);
+  int graph_d2_max = 0;
+  for (const Offset& o : win)
+    if (std::max({std::abs(o.dx), std::abs(o.dy), std::abs(o.dz)}) <= rg) graph_d2_max = o.d2;
+  std::vector<int32_t> shell(nv), ncount(nv);
+  std::vector<std::vector<int32_t>> t_ids(nt);
+  std::vector<std::vector<uint8_t>> t_d2(nt);
+  // Chunk t = voxels [nv t / nt, nv (t + 1) / nt); one chunk per loop iteration, so the chunking
+  // (and the neighbour lists' layout) never depends on how many threads OpenMP actually gives.
+  std::vector<int64_t> t_v0(nt + 1);
+  for (int t = 0; t <= nt; ++t) t_v0[t] = int64_t(nv) * t / nt;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+  for (int t = 0; t < nt; ++t) {
+    const int64_t v0 = t_v0[t], v1 = t_v0[t + 1];
+    std::vector<int32_t>& ids = t_ids[t];
+    std::vector<uint8_t>& d2s = t_d2[t];
+    ids.reserve(size_t(v1 - v0) * size_t(max_neighbors + 4));
+    d2s.reserve(ids.capacity());
+    Neighbourhood nb(grid);
+    for (int64_t v = v0; v < v1; ++v) {
+      const int64_t x = vc[3 * v], y = vc[3 * v + 1], z = vc[3 * v + 2];
+      nb.center(x, y, z);
+      double s0 = cnt[v], s1[3], s2[6];
+      for (int k = 0; k < 3; ++k) s1[k] = m1[3 * v + k];
+      for (int k = 0; k < 6; ++k) s2[k] = m2[6 * v + k];
+      double sc[3] = {0.0, 0.0, 0.0};
+      if (smooth_col)
+        for (int k = 0; k < 3; ++k) sc[k] = col[3 * v + k];
+      int found = 0, last = 0;
+      bool graph_done = false;
+      for (const Offset& o : win) {
+        if (!graph_done && (o.d2 > graph_d2_max || (found >= max_neighbors && o.d2 > last))) graph_done = true;
+        if (graph_done && o.d2 > normal_d2_max) break;
+        const int cheb = std::max({std::abs(o.dx), std::abs(o.dy), std::abs(o.dz)});
+        const bool want_graph = !graph_done && cheb <= rg;
+        const bool want_normal = need_window && cheb <= rn;
+        if (!want_graph && !want_normal) continue;
+        const int32_t u = nb.voxel(x + o.dx, y + o.dy, z + o.dz);
+        if (u < 0) continue;
+        if (want_normal) {
           s0 += cnt[u];
           for (int k = 0; k < 3; ++k) s1[k] += m1[3 * size_t(u) + k];
           for (int k = 0; k < 6; ++k) s2[k] += m2[6 * size_t(u) + k];
+          if (smooth_col)
+            for (int k = 0; k < 3; ++k) sc[k] += col[3 * size_t(u) + k];
         }
+        if (want_graph) {
+          ids.push_back(u);
+          d2s.push_back(uint8_t(o.d2));
+          ++found;
+          last = o.d2;
+        }
+      }
+      ncount[v] = found;
+      shell[v] = found >= max_neighbors ? last : graph_d2_max;
+      if (smooth_col)
+        for (int k = 0; k < 3; ++k) vcol_s[3 * v + k] = float(sc[k] / s0 / 255.0);
+      if (need_pca) {
         const double mx = s1[0] / s0, my = s1[1] / s0, mz = s1[2] / s0;
         const double cov[6] = {s2[0] / s0 - mx * mx, s2[1] / s0 - my * my, s2[2] / s0 - mz * mz,
                                s2[3] / s0 - mx * my, s2[4] / s0 - mx * mz, s2[5] / s0 - my * mz};
@@ -504,58 +573,24 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
       }
     }
   }
-  m1.clear();
-  m1.shrink_to_fit();
-  m2.clear();
-  m2.shrink_to_fit();
+  m1 = std::vector<double>();
+  m2 = std::vector<double>();
+  if (smooth_col) vcol.swap(vcol_s);
   const double t_nrm = ms_since(t0);
 
-  // ---- 3./4. graph and edge weights ----------------------------------------------------------
-  // Voxel v's neighbour set N(v): occupied cells of the window, nearest first, whole distance
-  // shells until at least max_neighbors are found; shell[v] = the last shell's squared length.
+  // ---- 4. edges and weights ------------------------------------------------------------------
   // Undirected edge set = {(u, v): u in N(v) or v in N(u)}; v emits (v, u) for u in N(v) when
-  // u > v or v is not in N(u) (d2 > shell[u]), so every edge is emitted exactly once.
+  // u > v or v is not in N(u) (d2 > shell[u]), so every edge is emitted exactly once, in order of v.
   t0 = Clock::now();
-  const std::vector<Offset> gwin = window_offsets(int(neighbor_radius));
-  std::vector<int32_t> shell(nv);
-#pragma omp parallel num_threads(nt)
-  {
-    Neighbourhood nb(grid);
-#pragma omp for schedule(dynamic, 1024)
-    for (int64_t v = 0; v < nv; ++v) {
-      const int64_t x = vc[3 * v], y = vc[3 * v + 1], z = vc[3 * v + 2];
-      nb.center(x, y, z);
-      int found = 0, last = gwin.back().d2;
-      for (size_t j = 0; j < gwin.size(); ++j) {
-        const Offset& o = gwin[j];
-        if (found >= max_neighbors && o.d2 > last) break;
-        if (nb.voxel(x + o.dx, y + o.dy, z + o.dz) >= 0) {
-          ++found;
-          last = o.d2;
-        }
-      }
-      shell[v] = found >= max_neighbors ? last : gwin.back().d2;
-    }
-  }
   std::vector<int64_t> deg(size_t(nv) + 1, 0);
-  auto for_each_edge = [&](Neighbourhood& nb, int64_t v, auto&& fn) {
-    const int64_t x = vc[3 * v], y = vc[3 * v + 1], z = vc[3 * v + 2];
-    nb.center(x, y, z);
-    const int32_t sh = shell[v];
-    for (const Offset& o : gwin) {
-      if (o.d2 > sh) break;
-      const int32_t u = nb.voxel(x + o.dx, y + o.dy, z + o.dz);
-      if (u < 0) continue;
-      if (u > v || o.d2 > shell[u]) fn(u);
-    }
-  };
-#pragma omp parallel num_threads(nt)
-  {
-    Neighbourhood nb(grid);
-#pragma omp for schedule(dynamic, 1024)
-    for (int64_t v = 0; v < nv; ++v) {
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+  for (int t = 0; t < nt; ++t) {
+    const std::vector<int32_t>& ids = t_ids[t];
+    const std::vector<uint8_t>& d2s = t_d2[t];
+    size_t j = 0;
+    for (int64_t v = t_v0[t]; v < t_v0[t + 1]; ++v) {
       int64_t c = 0;
-      for_each_edge(nb, v, [&](int32_t) { ++c; });
+      for (int q = 0; q < ncount[v]; ++q, ++j) c += (ids[j] > v || int32_t(d2s[j]) > shell[ids[j]]);
       deg[v + 1] = c;
     }
   }
@@ -566,52 +601,72 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   std::vector<float> ew(ne);
   const float cw = float(color_weight);
   const bool use_col = has_rgb && cw > 0.0f;
-#pragma omp parallel num_threads(nt)
-  {
-    Neighbourhood nb(grid);
-#pragma omp for schedule(dynamic, 1024)
-    for (int64_t v = 0; v < nv; ++v) {
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+  for (int t = 0; t < nt; ++t) {
+    const std::vector<int32_t>& ids = t_ids[t];
+    const std::vector<uint8_t>& d2s = t_d2[t];
+    size_t j = 0;
+    for (int64_t v = t_v0[t]; v < t_v0[t + 1]; ++v) {
       int64_t e = deg[v];
-      const float* nv_ = &vn[3 * v];
-      for_each_edge(nb, v, [&](int32_t u) {
+      const float* na = &vn[3 * v];
+      for (int q = 0; q < ncount[v]; ++q, ++j) {
+        const int32_t u = ids[j];
+        if (!(u > v || int32_t(d2s[j]) > shell[u])) continue;
         const float* nu = &vn[3 * size_t(u)];
-        float w = 1.0f - std::abs(nv_[0] * nu[0] + nv_[1] * nu[1] + nv_[2] * nu[2]);
+        float w = 1.0f - std::abs(na[0] * nu[0] + na[1] * nu[1] + na[2] * nu[2]);
         if (use_col) {
-          const float dr = vcol[3 * v] - vcol[3 * size_t(u)], dg = vcol[3 * v + 1] - vcol[3 * size_t(u) + 1],
-                      db = vcol[3 * v + 2] - vcol[3 * size_t(u) + 2];
+          const float* ca = &vcol[3 * v];
+          const float* cu = &vcol[3 * size_t(u)];
+          const float dr = ca[0] - cu[0], dg = ca[1] - cu[1], db = ca[2] - cu[2];
           w += cw * std::sqrt(dr * dr + dg * dg + db * db);
         }
         ea[e] = int32_t(v);
         eb[e] = u;
         ew[e] = w > 0.0f ? w : 0.0f;  // also maps -0.0 to +0.0 for the radix sort
         ++e;
-      });
+      }
     }
   }
+  t_ids = {};
+  t_d2 = {};
   const double t_graph = ms_since(t0);
 
   // ---- 5. sort + merge -----------------------------------------------------------------------
   t0 = Clock::now();
-  const std::vector<int32_t> order = ne > 0 ? sort_edges(ew) : std::vector<int32_t>();
+  {
+    // Gather edges into weight order so that both merge passes read memory sequentially.
+    const std::vector<int32_t> order = ne > 0 ? sort_edges(ew) : std::vector<int32_t>();
+    std::vector<int32_t> sa(ne), sb(ne);
+    std::vector<float> sw(ne);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < ne; ++i) {
+      const int32_t e = order[i];
+      sa[i] = ea[e];
+      sb[i] = eb[e];
+      sw[i] = ew[e];
+    }
+    ea.swap(sa);
+    eb.swap(sb);
+    ew.swap(sw);
+  }
   const double t_sort = ms_since(t0);
   t0 = Clock::now();
   UnionFind uf(nv, float(k_thresh));
   const float kf = float(k_thresh);
   for (int64_t i = 0; i < ne; ++i) {
-    const int32_t e = order[i];
-    int32_t a = uf.find(ea[e]), b = uf.find(eb[e]);
+    const int32_t a = uf.find(ea[i]), b = uf.find(eb[i]);
     if (a == b) continue;
-    const float w = ew[e];
+    const float w = ew[i];
     if (w <= uf.thresh[a] && w <= uf.thresh[b] &&
         (max_size == 0 || int64_t(uf.size[a]) + uf.size[b] <= max_size)) {
       const int32_t r = uf.join(a, b);
       uf.thresh[r] = w + kf / float(uf.size[r]);
     }
   }
+  // Segments below min_size join the neighbour across their lightest edge (first in order).
   if (min_size > 1) {
     for (int64_t i = 0; i < ne; ++i) {
-      const int32_t e = order[i];
-      int32_t a = uf.find(ea[e]), b = uf.find(eb[e]);
+      const int32_t a = uf.find(ea[i]), b = uf.find(eb[i]);
       if (a != b && (uf.size[a] < min_size || uf.size[b] < min_size)) uf.join(a, b);
     }
   }
@@ -633,18 +688,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   for (int64_t i = 0; i < n; ++i) L[i] = vlabel[p2v[i]];
   const double t_lab = ms_since(t0);
 
-  auto stats = torch::empty({10}, torch::kFloat64);
+  auto stats = torch::empty({11}, torch::kFloat64);
   double* st = stats.data_ptr<double>();
-  st[0] = nv;
-  st[1] = double(ne);
-  st[2] = ns;
-  st[3] = t_vox;
-  st[4] = t_nrm;
-  st[5] = t_graph;
-  st[6] = t_sort;
-  st[7] = t_merge;
-  st[8] = t_lab;
-  st[9] = ms_since(t_start);
+  const double vals[11] = {double(nv), double(ne), double(ns), t_vox, t_sums, t_nrm, t_graph, t_sort, t_merge,
+                           t_lab, ms_since(t_start)};
+  std::copy(vals, vals + 11, st);
   return {labels_t, p2v_t, stats};
 }
 
@@ -654,9 +702,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "bqnet_model C++ kernels (csrc/)";
   m.def("oversegment", &bqnet_sp::oversegment,
         "Felzenszwalb graph oversegmentation of a point cloud on a voxel grid; returns "
-        "(labels int64 (N,), point_to_voxel int64 (N,), stats float64 (10,))",
+        "(labels int64 (N,), point_to_voxel int64 (N,), stats float64 (11,))",
         pybind11::arg("xyz"), pybind11::arg("rgb") = pybind11::none(), pybind11::arg("normals") = pybind11::none(),
         pybind11::arg("voxel_size"), pybind11::arg("k_thresh"), pybind11::arg("min_size"), pybind11::arg("max_size"),
         pybind11::arg("color_weight"), pybind11::arg("neighbor_radius"), pybind11::arg("max_neighbors"),
-        pybind11::arg("normal_radius"), pybind11::arg("num_threads"));
+        pybind11::arg("normal_radius"), pybind11::arg("smooth_color"), pybind11::arg("num_threads"));
 }

@@ -184,7 +184,10 @@ def load_scannet_scene(
             raise FileNotFoundError(f"align=True but {d / (sid + '.txt')} has no axisAlignment")
         xyz = (xyz.astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
     if superpoints == "ours":
-        from bqnet_model.superpoints import oversegment
+        try:
+            from bqnet_model.superpoints import oversegment
+        except ImportError as exc:
+            raise ImportError(f"superpoints='ours' needs bqnet_model.superpoints (run `make setup`): {exc}") from exc
 
         sp = np.asarray(oversegment(xyz, cloud.rgb, **(superpoint_params or {})), dtype=np.int64)
         sp, _ = dense_labels(sp)

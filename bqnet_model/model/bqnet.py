@@ -1,0 +1,206 @@
+"""BQNet: sparse U-Net scene encoder + frozen text encoder + the BQNet decoder.
+
+The forward pass is split where the cost splits: ``encode_scene`` (backbone, superpoint pooling,
+FPS seeds) depends only on the map, ``encode_text`` only on the sentences, ``decode`` on both.
+``Segmenter`` caches the first and runs the other two per sentence; ``forward`` chains all three
+for training, so training and inference compute exactly the same function.
+
+Module names: ``backbone`` (holding SPFormer's ``input_conv``/``unet``/``output_layer``),
+``text_encoder`` (``.model`` = the HF model), ``decoder`` (IPDN's ``dec``); see checkpoint.py
+for the official key mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .backbone import SparseUNetBackbone, pad_by_offsets, superpoint_pool
+from .config import ModelConfig, TrainConfig
+from .decoder import BQNetDecoder, DecoderOutput
+from .losses import bqnet_loss
+from .query_sampling import farthest_point_sample
+from .text_encoder import TextEncoder, TextFeatures
+
+__all__ = ["BQNet", "SceneFeatures", "TextFeatures", "sync_time"]
+
+_BATCH_KEYS = ("coords", "feats", "spatial_shape", "batch_size", "p2v", "point_xyz", "superpoints", "sp_offsets")
+
+
+@dataclass
+class SceneFeatures:
+    """Per-scene superpoint features, padded over scenes (B scenes, S = most superpoints)."""
+
+    sp_feats: torch.Tensor  # (B, S, C) float
+    sp_xyz: torch.Tensor  # (B, S, 3) float, mean xyz of each superpoint's points
+    sp_pad: torch.Tensor  # (B, S) bool, True = padding
+    seed_idx: torch.Tensor  # (B, F) long, FPS seeds (indices into S)
+    sp_sizes: torch.Tensor  # (B, S) long, points per superpoint (0 on padding)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.sp_feats.shape[0])
+
+
+def sync_time(device: torch.device) -> float:
+    """``time.perf_counter`` after a CUDA synchronize when on GPU (honest stage timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class BQNet(nn.Module):
+    """The network. ``cfg.decoder.in_channels``/``text_channels`` are set from the backbone and
+    the loaded text encoder (the config object is updated so checkpoints record them)."""
+
+    def __init__(self, cfg: ModelConfig, text_pretrained: bool = True) -> None:
+        super().__init__()
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"BQNet expects a ModelConfig, got {type(cfg).__name__}")
+        self.backbone = SparseUNetBackbone(cfg.backbone)
+        self.text_encoder = TextEncoder(cfg.text, pretrained=text_pretrained)
+        cfg.decoder = dataclasses.replace(
+            cfg.decoder, in_channels=self.backbone.out_channels, text_channels=self.text_encoder.hidden_size
+        )
+        self.cfg = cfg
+        self.decoder = BQNetDecoder(cfg.decoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    # ------------------------------------------------------------------ scene
+    def encode_scene(self, batch: dict[str, Any], timings: dict[str, float] | None = None) -> SceneFeatures:
+        """Backbone -> point features (by ``p2v``) -> superpoint mean -> FPS seeds.
+
+        ``timings`` (optional) receives ``backbone``, ``pooling``, ``fps`` in ms.
+        """
+        missing = [k for k in _BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks {missing} (build it with bqnet_model.model.inputs.collate_scenes)")
+        dev = self.device
+        t0 = sync_time(dev)
+        feats = batch["feats"].to(dev, non_blocking=True).float()
+        coords = batch["coords"].to(dev, non_blocking=True)
+        vox = self.backbone(feats, coords, batch["spatial_shape"], int(batch["batch_size"]))
+        t1 = sync_time(dev)
+
+        p2v = batch["p2v"].to(dev, non_blocking=True)
+        sp = batch["superpoints"].to(dev, non_blocking=True)
+        xyz = batch["point_xyz"].to(dev, non_blocking=True).float()
+        sp_offsets = batch["sp_offsets"].to(dev)
+        n_sp = int(batch["sp_offsets"][-1])
+        if p2v.shape[0] != sp.shape[0] or xyz.shape[0] != sp.shape[0]:
+            raise ValueError(f"p2v ({p2v.shape[0]}), superpoints ({sp.shape[0]}) and point_xyz ({xyz.shape[0]}) differ in length")
+        pool = self.cfg.backbone.pool
+        sp_feats = superpoint_pool(vox[p2v], sp, n_sp, pool)
+        sp_xyz = superpoint_pool(xyz, sp, n_sp, "mean")
+        sizes = torch.bincount(sp, minlength=n_sp)
+        sp_feats_b, sp_pad = pad_by_offsets(sp_feats, sp_offsets)
+        sp_xyz_b, _ = pad_by_offsets(sp_xyz, sp_offsets)
+        sizes_b, _ = pad_by_offsets(sizes, sp_offsets)
+        t2 = sync_time(dev)
+        seed_idx = farthest_point_sample(sp_xyz_b, self.cfg.decoder.fps_num, sp_pad)
+        t3 = sync_time(dev)
+        if timings is not None:
+            timings["backbone"] = (t1 - t0) * 1e3
+            timings["pooling"] = (t2 - t1) * 1e3
+            timings["fps"] = (t3 - t2) * 1e3
+        return SceneFeatures(sp_feats_b, sp_xyz_b, sp_pad, seed_idx, sizes_b)
+
+    # ------------------------------------------------------------------ text
+    def encode_text(self, texts: str | Sequence[str]) -> TextFeatures:
+        """Word features and mask of the sentences (cached when the encoder is frozen)."""
+        if not isinstance(texts, str):
+            texts = list(texts)
+        return self.text_encoder(texts)
+
+    # ------------------------------------------------------------------ decoder
+    @staticmethod
+    def _per_sentence(x: torch.Tensor, text_scene: torch.Tensor, n_scenes: int) -> torch.Tensor:
+        """Scene rows for each sentence: a stride-0 ``expand`` for one scene, a gather otherwise."""
+        if n_scenes == 1:
+            return x.expand(text_scene.shape[0], *x.shape[1:])
+        return x.index_select(0, text_scene)
+
+    def decode(
+        self,
+        scene: SceneFeatures,
+        text: TextFeatures,
+        text_scene: torch.Tensor | Sequence[int] | None = None,
+        keep_all_layers: bool = True,
+    ) -> DecoderOutput:
+        """Decoder over every sentence; ``text_scene[t]`` is sentence t's scene (default all 0)."""
+        dev = scene.sp_feats.device
+        T = len(text)
+        if text_scene is None:
+            if scene.batch_size != 1:
+                raise ValueError("text_scene is required when the scene features hold several scenes")
+            ts = torch.zeros(T, dtype=torch.long, device=dev)
+        else:
+            ts = torch.as_tensor(text_scene, dtype=torch.long, device=dev)
+            if ts.ndim != 1 or ts.shape[0] != T:
+                raise ValueError(f"text_scene must have one entry per sentence ({T}), got shape {tuple(ts.shape)}")
+            if T and (int(ts.min()) < 0 or int(ts.max()) >= scene.batch_size):
+                raise ValueError(f"text_scene values must be in [0, {scene.batch_size})")
+        B = scene.batch_size
+        return self.decoder(
+            self._per_sentence(scene.sp_feats, ts, B),
+            self._per_sentence(scene.sp_xyz, ts, B),
+            self._per_sentence(scene.sp_pad, ts, B),
+            self._per_sentence(scene.seed_idx, ts, B),
+            text.word_feats.to(dev),
+            text.word_mask.to(dev),
+            keep_all_layers=keep_all_layers,
+        )
+
+    def forward(self, batch: dict[str, Any]) -> DecoderOutput:
+        """All three stages on a batch of ``collate_scenes`` (texts and text_scene required)."""
+        texts = batch.get("texts")
+        if not texts:
+            raise ValueError("batch has no texts: forward needs at least one sentence")
+        scene = self.encode_scene(batch)
+        text = self.encode_text(texts)
+        return self.decode(scene, text, batch["text_scene"])
+
+    # ------------------------------------------------------------------ training helpers
+    @staticmethod
+    def sentence_targets(batch: dict[str, Any], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ground truth ``(T, S)`` float and padding ``(T, S)`` bool for ``bqnet_loss``."""
+        if batch.get("gt_sp_masks") is None:
+            raise ValueError("batch has no gt_sp_masks (training batches need them)")
+        sp_offsets = batch["sp_offsets"].long()
+        counts = sp_offsets[1:] - sp_offsets[:-1]
+        s_max = int(counts.max())
+        ts = torch.as_tensor(batch["text_scene"]).long()
+        T = ts.shape[0]
+        gt = torch.zeros(T, s_max)
+        for t, m in enumerate(batch["gt_sp_masks"]):  # T small lists of tensors
+            gt[t, : m.shape[0]] = m
+        pad = torch.arange(s_max)[None, :] >= counts[ts][:, None]
+        if device is not None:
+            gt, pad = gt.to(device), pad.to(device)
+        return gt, pad
+
+    def loss(self, out: DecoderOutput, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``bqnet_loss`` of a ``forward`` output against the batch's ``gt_sp_masks``."""
+        gt, pad = self.sentence_targets(batch, out.layers[-1].masks.device)
+        return bqnet_loss(out, gt, pad, self.cfg.loss)
+
+    def param_groups(self, train_cfg: TrainConfig) -> list[dict[str, Any]]:
+        """AdamW groups with the lr multipliers; frozen parameters (the text encoder) are left out."""
+        groups = []
+        for name, module, mult in (
+            ("text_encoder", self.text_encoder, train_cfg.lr_mult_text),
+            ("backbone", self.backbone, train_cfg.lr_mult_backbone),
+            ("decoder", self.decoder, train_cfg.lr_mult_decoder),
+        ):
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                groups.append({"name": name, "params": params, "lr": train_cfg.lr * mult, "lr_mult": mult})
+        return groups

@@ -1,0 +1,45 @@
+"""ROS-specific pytest fixtures (used by test_node.py and test_msgs.py).
+
+``ros_domain_id``: one random ROS_DOMAIN_ID per test session, so parallel sessions on one
+machine do not hear each other; discovery is kept on this host.
+``ros_context_factory``: fresh rclpy contexts on that domain (with optional ROS arguments such as
+``--params-file``), shut down after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    """A random domain in 1..100 for this session; exported for subprocesses too."""
+    domain = random.SystemRandom().randint(1, 100)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; would conflict with the range above
+    return domain
+
+
+@pytest.fixture
+def ros_context_factory(ros_domain_id: int) -> Iterator[Callable[..., object]]:
+    """``make(ros_args=None)`` -> an initialised ``rclpy.context.Context`` on the session domain."""
+    import rclpy
+    from rclpy.context import Context
+
+    made: list[Context] = []
+
+    def make(ros_args: Sequence[str] | None = None) -> Context:
+        ctx = Context()
+        args = ["pytest"] + (["--ros-args", *ros_args] if ros_args else [])
+        rclpy.init(args=args, context=ctx, domain_id=ros_domain_id)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        rclpy.try_shutdown(context=ctx)
