@@ -8,13 +8,16 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 REQ_STAMP := $(VENV)/.req-stamp
 EXT_STAMP := $(VENV)/.ext-stamp
 CSRC := $(wildcard csrc/*.cpp csrc/*.h)
+# Custom messages (bqnet_ros_interfaces) generated with rosidl from PyPI wheels into build/msgs.
+MSG_STAMP := build/msgs/.stamp
+MSG_SRC := requirements/msgs.txt tools/build_msgs.sh $(wildcard msg/*.msg) $(wildcard interfaces/bqnet_ros_interfaces/*.xml interfaces/bqnet_ros_interfaces/*.txt interfaces/bqnet_ros_interfaces/cmake/*.cmake)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup test demo bench clean
 
-setup: $(EXT_STAMP)
+setup: $(EXT_STAMP) $(MSG_STAMP)
 
 $(REQ_STAMP): requirements/base.txt
 	@test -x $(PY) || { echo "[setup] creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -25,6 +28,11 @@ $(REQ_STAMP): requirements/base.txt
 $(EXT_STAMP): $(REQ_STAMP) setup.py $(CSRC)
 	@echo "[setup] building csrc and installing bqnet_ros in editable mode"
 	$(PIP) install --no-build-isolation --no-deps -e .
+	@touch $@
+
+$(MSG_STAMP): $(REQ_STAMP) $(MSG_SRC)
+	@echo "[setup] generating the ROS 2 messages (bqnet_ros_interfaces)"
+	VENV=$(VENV) tools/build_msgs.sh
 	@touch $@
 
 test: setup

@@ -35,6 +35,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*")),
         ("share/" + package_name + "/msg", glob("msg/*.msg")),
+        ("share/" + package_name + "/models", glob("models/*.pth")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,
@@ -44,6 +45,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "segment_node = bqnet_ros.segment_node:main",
+            "play_scene = bqnet_ros.play_scene:main",
         ],
     },
 )

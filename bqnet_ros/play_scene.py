@@ -33,6 +33,7 @@ from bqnet_ros.interfaces import load_interfaces
 __all__ = ["SceneArrays", "load_scene", "ScenePlayer", "ResultSummary", "summarize", "main"]
 
 SYNTHETIC = ("demo", "minimal")
+_DEMO_POINTS = 140_000  # demo_room's size at RoomConfig's default density
 
 
 @dataclass
@@ -45,7 +46,10 @@ class SceneArrays:
 
 
 def load_scene(spec: str, *, n_points: int | None = None, seed: int = 0) -> SceneArrays:
-    """'demo' / 'minimal' (synthetic rooms) or a .ply file. Raises ValueError / FileNotFoundError."""
+    """'demo' / 'minimal' (synthetic rooms) or a .ply file, at most ``n_points`` points.
+
+    Raises ValueError / FileNotFoundError.
+    """
     if not isinstance(spec, str) or not spec:
         raise ValueError("scene must be 'demo', 'minimal' or a .ply file")
     if n_points is not None and n_points < 1:
@@ -53,15 +57,15 @@ def load_scene(spec: str, *, n_points: int | None = None, seed: int = 0) -> Scen
     if spec in SYNTHETIC:
         from bqnet_model.data import synthetic
 
-        fn_name = "demo_room" if spec == "demo" else "minimal_room"
-        fn = getattr(synthetic, fn_name, None)
-        if fn is None:
-            raise ValueError(f"bqnet_model.data.synthetic has no {fn_name}() yet; use --scene minimal")
-        kwargs: dict[str, Any] = {"seed": seed}
-        if n_points is not None:
-            kwargs["n_points"] = n_points
-        scene = fn(**kwargs)
-        return SceneArrays(np.asarray(scene.xyz, np.float32), np.asarray(scene.rgb, np.uint8), spec)
+        if spec == "minimal":
+            scene = synthetic.minimal_room(**({"n_points": n_points} if n_points else {}), seed=seed)
+        else:
+            cfg = synthetic.RoomConfig()
+            if n_points is not None:  # the demo room has ~140k points at the default density
+                cfg = synthetic.RoomConfig(density=cfg.density * min(1.0, 1.3 * n_points / _DEMO_POINTS))
+            scene = synthetic.demo_room(seed=seed, config=cfg)
+        xyz, rgb = np.asarray(scene.xyz, np.float32), np.asarray(scene.rgb, np.uint8)
+        return _cap(SceneArrays(xyz, rgb, spec), n_points, seed)
     path = Path(spec).expanduser()
     if path.suffix.lower() != ".ply":
         raise ValueError(f"scene {spec!r} is neither 'demo', 'minimal' nor a .ply file")
@@ -70,13 +74,18 @@ def load_scene(spec: str, *, n_points: int | None = None, seed: int = 0) -> Scen
     from bqnet_model.ply import read_ply
 
     cloud = read_ply(path)
-    xyz, rgb = cloud.xyz, cloud.rgb
-    if n_points is not None and len(xyz) > n_points:
-        from bqnet_model.pointcloud import random_downsample
+    return _cap(SceneArrays(np.asarray(cloud.xyz, np.float32), cloud.rgb, path.name), n_points, seed)
 
-        sel = random_downsample(len(xyz), n_points, seed=seed)
-        xyz, rgb = xyz[sel], (rgb[sel] if rgb is not None else None)
-    return SceneArrays(np.asarray(xyz, np.float32), rgb, path.name)
+
+def _cap(scene: SceneArrays, n_points: int | None, seed: int) -> SceneArrays:
+    """At most ``n_points`` points (seeded random subset, input order kept)."""
+    if n_points is None or len(scene.xyz) <= n_points:
+        return scene
+    from bqnet_model.pointcloud import random_downsample
+
+    sel = random_downsample(len(scene.xyz), n_points, seed=seed)
+    rgb = scene.rgb[sel] if scene.rgb is not None else None
+    return SceneArrays(scene.xyz[sel], rgb, scene.name)
 
 
 @dataclass
@@ -179,7 +188,7 @@ def _spin_until(node: Node, done: Any, timeout: float) -> bool:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="play_scene", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scene", default="demo", help="'demo', 'minimal' or a .ply file (default: demo)")
-    ap.add_argument("--points", type=int, default=None, help="points of a synthetic scene / cap for a .ply")
+    ap.add_argument("--points", type=int, default=None, help="at most this many points (synthetic scenes are generated near it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--text", action="append", default=[], help="a sentence to send (repeatable)")
     ap.add_argument("--map-topic", default="/map_cloud")

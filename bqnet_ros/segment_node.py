@@ -54,6 +54,7 @@ DEFAULT_MODEL_CONFIG = "config/tiny.yaml"
 # Characters of a sentence handed to the model; the tokenizer keeps far fewer tokens anyway
 # (78 by default), this only bounds the tokenizer's work on absurd inputs.
 MAX_MODEL_TEXT_CHARS = 2000
+WARNINGS_KEPT = 500  # warnings/errors remembered in NodeStats (all of them are logged)
 
 
 class StartupError(RuntimeError):
@@ -93,7 +94,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("text_queue_size", 32, "Sentences waiting for the worker; beyond this the oldest is dropped "
               "(counted, logged, answered with found=false).", int_range=(1, 100_000)),
     ParamSpec("max_batch", 8, "Queued sentences answered together in one query.", int_range=(1, 1024)),
-    ParamSpec("qos_depth", 10, "History depth of the text subscription and of the publishers.",
+    ParamSpec("qos_depth", 10, "History depth of the publishers (the text subscription keeps all: "
+              "overflow is handled by text_queue_size).",
               int_range=(1, 10_000)),
     ParamSpec("map_qos_durability", "transient_local", "Map subscription durability: 'transient_local' "
               "(receives a latched map) or 'volatile'."),
@@ -170,7 +172,7 @@ class NodeStats:
     sentences_answered: int = 0  # answered by the model
     results_published: int = 0
     errors: int = 0
-    warnings: list[str] = field(default_factory=list)
+    warnings: deque[str] = field(default_factory=lambda: deque(maxlen=WARNINGS_KEPT))  # the latest ones
 
 
 class SegmenterLike(Protocol):
@@ -232,7 +234,7 @@ def _search_roots() -> list[Path]:
         from ament_index_python.packages import get_package_share_directory
 
         roots.append(Path(get_package_share_directory("bqnet_ros")))
-    except (ImportError, LookupError, ValueError):  # PackageNotFoundError is a KeyError/LookupError
+    except (ImportError, LookupError, ValueError, OSError):  # not installed / no AMENT_PREFIX_PATH
         pass
     return roots
 
@@ -281,6 +283,13 @@ class SegmentNode(Node):
         """``segmenter``: use this model instead of loading one from the parameters (embedding
         the node in another program). Raises StartupError when the node cannot work."""
         super().__init__(node_name, **node_kwargs)
+        try:
+            self._setup(segmenter)
+        except BaseException:
+            super().destroy_node()  # no half-built node left in the context
+            raise
+
+    def _setup(self, segmenter: SegmenterLike | None) -> None:
         self.stats = NodeStats()
         self._declare_parameters()
         try:
@@ -320,7 +329,10 @@ class SegmentNode(Node):
         map_qos = _qos(1, reliable=p.map_qos_reliability == "reliable",
                        transient=p.map_qos_durability == "transient_local")
         self._sub_map = self.create_subscription(PointCloud2, p.map_topic, self._on_map, map_qos)
-        self._sub_text = self.create_subscription(String, p.text_topic, self._on_text, _qos(p.qos_depth))
+        # KEEP_ALL: DDS never drops a sentence silently; the node's bounded queue (counted) does.
+        text_qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
+        self._sub_text = self.create_subscription(String, p.text_topic, self._on_text, text_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._worker = threading.Thread(target=self._run, name="bqnet_worker", daemon=True)
@@ -383,17 +395,16 @@ class SegmentNode(Node):
         if warning:
             self._warn(warning)
         self.device = device
-        try:
-            from bqnet_model.pipeline import Segmenter
-        except ImportError as exc:  # pragma: no cover - the package is broken
-            raise StartupError(f"cannot import bqnet_model.pipeline: {exc}") from exc
-
         ckpt_name = p.checkpoint.strip() or DEFAULT_CHECKPOINT
         ckpt, tried = resolve_model_file(ckpt_name)
         if ckpt is None and p.checkpoint.strip():
             raise StartupError(
                 f"checkpoint {p.checkpoint!r} not found (looked at: {', '.join(str(t) for t in tried)})"
             )
+        try:
+            from bqnet_model.pipeline import Segmenter
+        except ImportError as exc:  # a broken install
+            raise StartupError(f"cannot import bqnet_model.pipeline: {exc}") from exc
         if ckpt is not None:
             try:
                 seg = Segmenter.from_checkpoint(str(ckpt), device=device)
@@ -426,14 +437,17 @@ class SegmentNode(Node):
         return seg
 
     def _configure_segmenter(self, seg: Any) -> None:
-        """Hand the node's voxel size and seed to the model's inference config when it has one;
-        the node downsamples to max_points itself (it must map indices back)."""
+        """Hand the node's voxel size and seed to the model's inference config. The node cleans
+        and downsamples to max_points itself (it maps indices back to the received cloud), so the
+        model's own limit is lifted to the node's."""
         inf = getattr(getattr(seg, "cfg", None), "inference", None)
-        if inf is not None:
-            if hasattr(inf, "voxel_size"):
-                inf.voxel_size = float(self.params.voxel_size)
-            if hasattr(inf, "seed"):
-                inf.seed = int(self.params.seed)
+        if inf is None:
+            return
+        p = self.params
+        for name, value in (("voxel_size", float(p.voxel_size)), ("seed", int(p.seed)),
+                            ("max_points", int(p.max_points or 2**31 - 1))):
+            if hasattr(inf, name):
+                setattr(inf, name, value)
 
     # ----------------------------------------------------------------- logging helpers
     def _warn(self, text: str) -> None:

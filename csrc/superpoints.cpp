@@ -356,7 +356,7 @@ inline double ms_since(Clock::time_point t0) {
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
     const torch::Tensor& xyz, const c10::optional<torch::Tensor>& rgb, const c10::optional<torch::Tensor>& normals,
     double voxel_size, double k_thresh, int64_t min_size, int64_t max_size, double color_weight,
-    int64_t neighbor_radius, int64_t max_neighbors, int64_t normal_radius, bool smooth_color, int64_t num_threads) {
+    int64_t neighbor_radius, int64_t max_neighbors, int64_t normal_radius, int64_t num_threads) {
   const auto t_start = Clock::now();
   TORCH_CHECK(xyz.dim() == 2 && xyz.size(1) == 3, "xyz must have shape (N, 3), got ", xyz.sizes());
   TORCH_CHECK(xyz.scalar_type() == torch::kFloat32, "xyz must be float32");
@@ -501,12 +501,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   // squared length (the window's largest when fewer were found).
   t0 = Clock::now();
   const int rn = int(normal_radius), rg = int(neighbor_radius);
-  const std::vector<Offset> win = window_offsets(std::max(need_window ? rn : 0, rg));
   const bool need_pca = !has_normals;
-  const bool smooth_col = smooth_color && has_rgb && color_weight > 0;
-  const bool need_window = need_pca || smooth_col;
-  const int normal_d2_max = need_window ? 3 * rn * rn : 0;  // beyond this no window offset remains
-  std::vector<float> vcol_s(smooth_col ? 3 * size_t(nv) : 0);
+  const int normal_d2_max = need_pca ? 3 * rn * rn : 0;  // beyond this no normal offset remains
+  const std::vector<Offset> win = window_offsets(std::max(need_pca ? rn : 0, rg));
   int graph_d2_max = 0;
   for (const Offset& o : win)
     if (std::max({std::abs(o.dx), std::abs(o.dy), std::abs(o.dz)}) <= rg) graph_d2_max = o.d2;
@@ -531,9 +528,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
       double s0 = cnt[v], s1[3], s2[6];
       for (int k = 0; k < 3; ++k) s1[k] = m1[3 * v + k];
       for (int k = 0; k < 6; ++k) s2[k] = m2[6 * v + k];
-      double sc[3] = {0.0, 0.0, 0.0};
-      if (smooth_col)
-        for (int k = 0; k < 3; ++k) sc[k] = col[3 * v + k];
       int found = 0, last = 0;
       bool graph_done = false;
       for (const Offset& o : win) {
@@ -541,7 +535,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
         if (graph_done && o.d2 > normal_d2_max) break;
         const int cheb = std::max({std::abs(o.dx), std::abs(o.dy), std::abs(o.dz)});
         const bool want_graph = !graph_done && cheb <= rg;
-        const bool want_normal = need_window && cheb <= rn;
+        const bool want_normal = need_pca && cheb <= rn;
         if (!want_graph && !want_normal) continue;
         const int32_t u = nb.voxel(x + o.dx, y + o.dy, z + o.dz);
         if (u < 0) continue;
@@ -549,8 +543,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
           s0 += cnt[u];
           for (int k = 0; k < 3; ++k) s1[k] += m1[3 * size_t(u) + k];
           for (int k = 0; k < 6; ++k) s2[k] += m2[6 * size_t(u) + k];
-          if (smooth_col)
-            for (int k = 0; k < 3; ++k) sc[k] += col[3 * size_t(u) + k];
         }
         if (want_graph) {
           ids.push_back(u);
@@ -561,8 +553,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
       }
       ncount[v] = found;
       shell[v] = found >= max_neighbors ? last : graph_d2_max;
-      if (smooth_col)
-        for (int k = 0; k < 3; ++k) vcol_s[3 * v + k] = float(sc[k] / s0 / 255.0);
       if (need_pca) {
         const double mx = s1[0] / s0, my = s1[1] / s0, mz = s1[2] / s0;
         const double cov[6] = {s2[0] / s0 - mx * mx, s2[1] / s0 - my * my, s2[2] / s0 - mz * mz,
@@ -575,7 +565,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   }
   m1 = std::vector<double>();
   m2 = std::vector<double>();
-  if (smooth_col) vcol.swap(vcol_s);
   const double t_nrm = ms_since(t0);
 
   // ---- 4. edges and weights ------------------------------------------------------------------
@@ -706,5 +695,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("xyz"), pybind11::arg("rgb") = pybind11::none(), pybind11::arg("normals") = pybind11::none(),
         pybind11::arg("voxel_size"), pybind11::arg("k_thresh"), pybind11::arg("min_size"), pybind11::arg("max_size"),
         pybind11::arg("color_weight"), pybind11::arg("neighbor_radius"), pybind11::arg("max_neighbors"),
-        pybind11::arg("normal_radius"), pybind11::arg("smooth_color"), pybind11::arg("num_threads"));
+        pybind11::arg("normal_radius"), pybind11::arg("num_threads"));
 }

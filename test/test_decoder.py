@@ -23,7 +23,7 @@ from bqnet_model.model.losses import bqnet_loss
 from bqnet_model.model.psc import ProgressiveSpatialConstraint, query_centres, scene_extent
 from bqnet_model.model.query_sampling import TextGuidedSampling, farthest_point_sample, knn_mask
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny problems: one thread is fastest on the shared 2-core machine
 
 T, S, C_IN, L, C_TXT = 3, 60, 8, 7, 16
 N_REAL = (60, 50, 40)  # real superpoints per sentence (rows 1, 2 padded)

@@ -310,6 +310,14 @@ def test_dataset_gres_zero_and_multi_targets(tmp_path):
     inst = ds.load_scene("room00")["instance"]
     np.testing.assert_array_equal(s.gt_point_masks[0], np.isin(inst, [6, 9]))
     assert not s.gt_point_masks[1].any() and not s.gt_sp_masks[1].any()
+    # per-superpoint instance ids of the targets: each chair's superpoints carry its own id
+    si = s.gt_sp_inst[0]
+    assert set(np.unique(si).tolist()) == {-1, 6, 9}
+    np.testing.assert_array_equal(si[s.inputs.superpoints] >= 0, s.gt_sp_masks[0][s.inputs.superpoints] > 0)
+    np.testing.assert_array_equal(si[s.inputs.superpoints][inst == 6], 6)
+    assert (s.gt_sp_inst[1] == -1).all()
+    b = collate_fn([s])
+    assert [m.dtype for m in b["gt_sp_inst"]] == [torch.int64] * 2
     with pytest.raises(ValueError, match="exactly one target"):
         ReferDataset(tmp_path, g, split="val", task="res")
     with pytest.raises(ValueError, match="task"):

@@ -39,6 +39,7 @@ class ReferSample:
     gt_point_masks: list[np.ndarray]  # (N,) bool each, union of the targets
     meta: list[dict[str, Any]]
     point_index: np.ndarray  # int64 (N,): rows of the scene file these points are
+    gt_sp_inst: list[np.ndarray] = field(default_factory=list)  # (S,) int64 each: target instance id or -1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,6 +53,10 @@ class ReferDataset(Dataset):
     ``max_points``: training crops scenes to this many points around a target; evaluation never
     crops (every point gets a prediction). RES descriptions whose target the crop removed are
     dropped from that item.
+    Scene files without superpoints (``superpoint`` all -1, as the synthetic writer leaves them
+    when the extension is missing) get ``bqnet_model.superpoints.oversegment(xyz, rgb,
+    **superpoint_params)`` once, at construction (pass ``inference.superpoints`` so training sees
+    the superpoints inference will compute).
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class ReferDataset(Dataset):
         seed: int = 0,
         augment_cfg: AugmentConfig | None = None,
         cache_scenes: bool = False,
+        superpoint_params: dict[str, Any] | None = None,
     ) -> None:
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
@@ -112,6 +118,19 @@ class ReferDataset(Dataset):
             if any(a.eval_type is None for a in anns):
                 assign_res_eval_types(anns, self.scene_dir)
         self.annotations = anns
+        self.superpoint_params = dict(superpoint_params or {})
+        self._computed_sp: dict[str, np.ndarray] = {}
+        for sid in scene_ids:
+            with np.load(self.scene_dir / f"{sid}.npz", allow_pickle=False) as z:
+                if "superpoint" in z.files and (z["superpoint"] < 0).any():
+                    self._computed_sp[sid] = np.empty(0, np.int64)  # filled below
+        if self._computed_sp:
+            from bqnet_model.superpoints import oversegment
+
+            for sid in self._computed_sp:
+                data = load_scene_npz(self.scene_dir / f"{sid}.npz")
+                self._computed_sp[sid] = np.asarray(
+                    oversegment(data["xyz"], data["rgb"], **self.superpoint_params), dtype=np.int64)
         by_scene: dict[str, list[int]] = {}
         for i, a in enumerate(anns):
             by_scene.setdefault(a.scene_id, []).append(i)
@@ -135,9 +154,19 @@ class ReferDataset(Dataset):
         if self._cache is not None and scene_id in self._cache:
             return self._cache[scene_id]
         data = load_scene_npz(self.scene_dir / f"{scene_id}.npz")
+        if scene_id in self._computed_sp:
+            data["superpoint"] = self._computed_sp[scene_id]
         if self._cache is not None:
             self._cache[scene_id] = data
         return data
+
+    def item(self, idx: int) -> tuple[str, list[Annotation]]:
+        """Scene id and annotations of item ``idx`` without loading anything (all of them for a
+        training item, before the per-epoch draw)."""
+        if not 0 <= idx < len(self.items):
+            raise IndexError(f"index {idx} out of range for {len(self.items)} items")
+        scene_id, ann_idx = self.items[idx]
+        return scene_id, [self.annotations[i] for i in ann_idx]
 
     def __getitem__(self, idx: int) -> ReferSample:
         if not 0 <= idx < len(self.items):
@@ -168,7 +197,8 @@ class ReferDataset(Dataset):
         sp = data["superpoint"][keep] if cropped else data["superpoint"]
         inputs = scene_inputs(xyz, rgb, sp, self.voxel_size)
 
-        texts, sp_masks, pt_masks, meta = [], [], [], []
+        inst_kept = inst[keep] if cropped else inst
+        texts, sp_masks, pt_masks, sp_inst, meta = [], [], [], [], []
         for a, m in zip(anns, full_masks):
             pm = m[keep] if cropped else m
             if cropped and a.object_ids and not pm.any():
@@ -176,19 +206,26 @@ class ReferDataset(Dataset):
             texts.append(a.description)
             pt_masks.append(pm)
             sp_masks.append(superpoint_targets(inputs.superpoints, pm))
+            si = np.full(inputs.n_superpoints, -1, np.int64)
+            for k in a.object_ids:  # targets are disjoint: at most one holds a superpoint's majority
+                si[superpoint_targets(inputs.superpoints, inst_kept == k) > 0] = k
+            sp_inst.append(si)
             meta.append({"scene_id": scene_id, "ann_id": a.ann_id, "object_ids": list(a.object_ids),
                          "object_name": a.object_name, "eval_type": a.eval_type})
-        return ReferSample(scene_id, inputs, texts, sp_masks, pt_masks, meta, keep)
+        return ReferSample(scene_id, inputs, texts, sp_masks, pt_masks, meta, keep, sp_inst)
 
 
 def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
-    """Batch ``ReferSample``s with ``collate_scenes`` (the dict of docs/architecture.md)."""
+    """Batch ``ReferSample``s with ``collate_scenes`` (the dict of docs/architecture.md), plus
+    ``gt_sp_inst``: list (T) of LongTensor (S_b,), the target instance id of each superpoint (-1 =
+    not a target), which lets the loss train a GRES query on its own object."""
     if not samples:
         raise ValueError("collate_fn got an empty list of samples")
     texts: list[str] = []
     text_scene: list[int] = []
     sp_masks: list[np.ndarray] = []
     pt_masks: list[np.ndarray] = []
+    sp_inst: list[np.ndarray] = []
     meta: list[dict[str, Any]] = []
     for b, s in enumerate(samples):
         if not isinstance(s, ReferSample):
@@ -197,6 +234,9 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
         text_scene += [b] * len(s.texts)
         sp_masks += s.gt_sp_masks
         pt_masks += s.gt_point_masks
+        sp_inst += s.gt_sp_inst
         meta += s.meta
-    return collate_scenes([s.inputs for s in samples], texts, torch.tensor(text_scene, dtype=torch.long),
-                          sp_masks, pt_masks, meta)
+    batch = collate_scenes([s.inputs for s in samples], texts, torch.tensor(text_scene, dtype=torch.long),
+                           sp_masks, pt_masks, meta)
+    batch["gt_sp_inst"] = [torch.from_numpy(m) for m in sp_inst] if len(sp_inst) == len(texts) else None
+    return batch

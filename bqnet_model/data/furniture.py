@@ -348,7 +348,8 @@ def _cabinet(rng: np.random.Generator, color: str, variant: str) -> ObjectModel:
     top = h
     if variant == "kitchen":
         top = h + 0.04
-        b.box(-w / 2, -d / 2, h, w / 2, d / 2 + 0.03, top, _rgb(_pick(rng, ("grey", "white", "black", "beige"))))
+        counter = c if rng.random() < 0.6 else _rgb(_pick(rng, ("grey", "white", "black", "beige")))
+        b.box(-w / 2, -d / 2, h, w / 2, d / 2 + 0.03, top, counter)
     b.box(-w / 2, -d / 2, plinth, w / 2, d / 2, h, c, faces=NO_BOTTOM)
     # Door / drawer fronts: thin panels with gaps, handles in metal.
     cols = max(1, int(round(w / 0.5)))

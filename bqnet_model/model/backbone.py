@@ -157,6 +157,8 @@ def pad_by_offsets(rows: torch.Tensor, offsets: torch.Tensor, fill: float = 0.0)
     Returns the padded tensor and the padding mask (B, R_max), True where padded.
     """
     offsets = offsets.to(rows.device).long()
+    if offsets.ndim != 1 or offsets.shape[0] < 2 or int(offsets[0]) != 0 or int(offsets[-1]) != rows.shape[0]:
+        raise ValueError(f"offsets must run from 0 to the number of rows ({rows.shape[0]}), got {offsets.tolist()}")
     counts = offsets[1:] - offsets[:-1]
     n_b = counts.shape[0]
     r_max = int(counts.max()) if n_b > 0 else 0

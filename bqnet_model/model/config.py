@@ -106,6 +106,7 @@ class InferenceConfig:
     ``max_points``: larger clouds are randomly (seeded) downsampled with a warning.
     ``text_chunk``: at most this many sentences go through the decoder in one call.
     ``superpoints``: keyword arguments of ``bqnet_model.superpoints.oversegment``.
+    ``amp``: float16 autocast for the backbone and decoder on CUDA (ignored on CPU).
     """
 
     task: Literal["res", "gres"] = "res"
@@ -116,6 +117,7 @@ class InferenceConfig:
     max_points: int = 2_500_000
     text_chunk: int = 32
     seed: int = 0
+    amp: bool = False
     superpoints: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

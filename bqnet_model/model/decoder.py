@@ -472,9 +472,14 @@ class BQNetDecoder(nn.Module):
         feats = _rowwise(self.input_proj, sp_feats)
         mask_feats = _rowwise(self.x_mask, sp_feats)
 
-        seed_feats = _gather_rows(feats, seed_idx)
         seed_pos = _gather_rows(sp_xyz, seed_idx)
-        seed_feats = self.scg_head(seed_feats, attn_mask=knn_mask(seed_pos, cfg.knn))
+        if _shared_rows(feats) and _shared_rows(sp_xyz) and _shared_rows(seed_idx):
+            # One scene for all sentences: the seed context does not depend on the sentence.
+            s0 = self.scg_head(_gather_rows(feats[:1], seed_idx[:1]), attn_mask=knn_mask(seed_pos[:1], cfg.knn))
+            seed_feats = s0.expand(seed_idx.shape[0], *s0.shape[1:])
+        else:
+            seed_feats = _gather_rows(feats, seed_idx)
+            seed_feats = self.scg_head(seed_feats, attn_mask=knn_mask(seed_pos, cfg.knn))
         sampled = self.sampling_module(seed_feats, lang, ~wpad)
         sample_idx = sampled.indices
         query = self.query_generator(_gather_rows(seed_feats, sample_idx))

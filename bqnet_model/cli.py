@@ -1,0 +1,547 @@
+"""``bqnet-segment``: segment the objects sentences name in a point-cloud map.
+
+The main job for a new user: one map (a ``.ply`` file, or ``demo`` for the bundled synthetic
+room), one or more sentences, a trained checkpoint. The map is prepared once (clean, voxelize,
+superpoints, backbone) and every sentence is answered from that cache in one batched query, the
+way the ROS node works. For each sentence the job writes a coloured PLY (target highlighted, the
+rest dimmed, an ``instance`` field), a PNG (top-down + oblique views) and a JSON with the numbers.
+
+Every user mistake (missing file, bad PLY, no checkpoint, empty sentence, unwritable folder) ends
+with one clear message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "CliError",
+    "Cloud",
+    "SentenceOutput",
+    "JobReport",
+    "build_parser",
+    "checkpoint_candidates",
+    "resolve_checkpoint",
+    "check_texts",
+    "check_out_dir",
+    "demo_cloud",
+    "load_cloud",
+    "load_segmenter",
+    "run",
+    "summary_line",
+    "slugify",
+    "target_colors",
+    "result_to_dict",
+    "segment_and_write",
+    "main",
+]
+
+PROG = "bqnet-segment"
+DEFAULT_CHECKPOINT = "models/bqnet_tiny_synth.pth"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repository / install root above bqnet_model/
+TASKS = ("res", "gres")
+_SLUG_MAX = 48
+
+
+class CliError(Exception):
+    """A user-facing error: ``main`` prints the message and exits with status 2."""
+
+
+@dataclass
+class Cloud:
+    """The map to segment: xyz float32 (N, 3), rgb uint8 (N, 3) or None, where it came from."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray | None
+    source: str
+
+
+@dataclass
+class SentenceOutput:
+    """What one sentence produced: the answer in short and the files written for it."""
+
+    text: str
+    task: str
+    found: bool
+    n_objects: int
+    n_points: int  # points of all targets together
+    best_score: float | None
+    best_centroid: list[float] | None
+    ply: Path
+    png: Path
+    json: Path
+    query_ms: float
+    point_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # union, into the cloud
+
+
+@dataclass
+class JobReport:
+    """One run of the job: the map size, the prepare / query times and the outputs per sentence."""
+
+    n_points: int
+    prepare_ms: float
+    query_ms: float
+    prepare_timings_ms: dict[str, float]
+    outputs: list[SentenceOutput] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (separate so tests and docs can inspect it)."""
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Segment the object(s) a sentence names in a 3D point-cloud map with BQNet.",
+        epilog=(
+            "example: bqnet-segment --cloud demo --text 'the chair next to the desk' --out out/seg\n"
+            "The shipped model (models/bqnet_tiny_synth.pth) comes with `make demo`; "
+            "train your own with bqnet-train."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--cloud", required=True,
+                    help="the map: a .ply file (x, y, z; colours optional) or 'demo' for the bundled synthetic room")
+    ap.add_argument("--text", action="append", default=None, metavar="SENTENCE",
+                    help="a referring sentence; repeat for several (all answered from one prepared map)")
+    ap.add_argument("--task", choices=TASKS, default="res",
+                    help="res: exactly one target per sentence; gres: any number of targets, possibly none "
+                         "(default: res)")
+    ap.add_argument("--checkpoint", default=None,
+                    help=f"trained model (default: {DEFAULT_CHECKPOINT}, looked up under the package root, "
+                         "then the current folder)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs (default: cpu)")
+    ap.add_argument("--untrained", action="store_true",
+                    help="use a RANDOMLY INITIALISED model built from --config (for tests and timing only; "
+                         "the answers are meaningless)")
+    ap.add_argument("--config", default=None, help="YAML model config; only with --untrained")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random init with --untrained (default: 0)")
+    ap.add_argument("--out", required=True, help="output folder (created if needed)")
+    ap.add_argument("--no-indices", action="store_true",
+                    help="leave the point indices out of the JSON files (the .ply's instance field has them)")
+    ap.add_argument("--quiet", action="store_true", help="only the per-sentence summary lines")
+    return ap
+
+
+def check_texts(texts: Sequence[str] | None) -> list[str]:
+    """Sentences stripped of outer whitespace; refuses none at all and empty ones."""
+    if not texts:
+        raise CliError("no sentence given: pass at least one --text 'the chair next to the desk'")
+    out = []
+    for i, t in enumerate(texts, start=1):
+        s = " ".join(t.split())
+        if not s:
+            raise CliError(f"--text number {i} is empty or only whitespace: give a sentence that names an object")
+        out.append(s)
+    return out
+
+
+def check_out_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder and prove it is writable before any slow work starts."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".bqnet-write-test-"):
+            pass
+    except OSError as exc:
+        raise CliError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def checkpoint_candidates(arg: str | None) -> list[Path]:
+    """Where a checkpoint argument may point: as given (absolute or from the current folder),
+    then relative to the package root. ``None`` means the shipped default model."""
+    name = Path(arg) if arg else Path(DEFAULT_CHECKPOINT)
+    if name.is_absolute():
+        return [name]
+    first = [PACKAGE_ROOT / name, Path.cwd() / name] if arg is None else [Path.cwd() / name, PACKAGE_ROOT / name]
+    seen: list[Path] = []
+    for p in first:
+        if p.resolve() not in [s.resolve() for s in seen]:
+            seen.append(p)
+    return seen
+
+
+def resolve_checkpoint(arg: str | None) -> Path:
+    """The checkpoint file to load; a missing one says where it looked and how to get one."""
+    cands = checkpoint_candidates(arg)
+    for p in cands:
+        if p.is_file():
+            return p
+    looked = "\n  ".join(str(p) for p in cands)
+    what = "the shipped model" if arg is None else f"checkpoint {arg!r}"
+    raise CliError(
+        f"{what} not found; looked in:\n  {looked}\n"
+        "How to get one: `make demo` ships models/bqnet_tiny_synth.pth (it is part of the repository); "
+        "or train your own with `bqnet-train config/tiny.yaml` and pass --checkpoint PATH. "
+        "(--untrained --config FILE runs a random model, for tests only.)"
+    )
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def demo_cloud(out_dir: Path | None = None, *, density: float | None = None) -> tuple[Cloud, Any]:
+    """The bundled synthetic demo room as a ``Cloud`` (and the labelled scene, for ground truth);
+    written as ``out_dir/room.ply`` (with ``gt_instance``/``gt_semantic`` fields) when given."""
+    from bqnet_model.data.synthetic import RoomConfig, demo_room
+
+    scene = demo_room() if density is None else demo_room(config=RoomConfig(density=density))
+    if out_dir is not None:
+        from bqnet_model.ply import write_ply
+
+        write_ply(out_dir / "room.ply", scene.xyz, scene.rgb,
+                  gt_instance=np.asarray(scene.instance, np.int32),
+                  gt_semantic=np.asarray(scene.semantic, np.int32))
+    cloud = Cloud(np.ascontiguousarray(scene.xyz, np.float32), np.ascontiguousarray(scene.rgb, np.uint8),
+                  f"demo ({scene.scene_id})")
+    return cloud, scene
+
+
+def load_cloud(spec: str, out_dir: Path | None = None, *, demo_density: float | None = None) -> Cloud:
+    """Read the map: a PLY file, or ``demo`` (the bundled synthetic room, also written as
+    ``out_dir/room.ply`` so the input can be looked at; ``demo_density`` points per m^2 thins it)."""
+    if spec == "demo":
+        return demo_cloud(out_dir, density=demo_density)[0]
+    path = Path(spec)
+    if not path.exists():
+        raise CliError(f"cloud file not found: {path} (pass a .ply file, or 'demo' for the bundled room)")
+    if not path.is_file():
+        raise CliError(f"--cloud {path} is not a file")
+    from bqnet_model.ply import read_ply
+
+    try:
+        ply = read_ply(path)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"cannot read the cloud {path} as a PLY point cloud: {exc}") from exc
+    n = ply.n_points
+    if n == 0:
+        raise CliError(f"the cloud {path} has no points")
+    finite = np.isfinite(ply.xyz).all(axis=1)
+    if not finite.any():
+        raise CliError(f"the cloud {path} has no finite points (all x/y/z are NaN or Inf)")
+    return Cloud(ply.xyz, ply.rgb, str(path))
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def slugify(text: str, index: int, max_len: int = _SLUG_MAX) -> str:
+    """``01_the-chair-next-to-the-desk``: numbered, lower-case ASCII letters, digits and dashes."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(s) > max_len:
+        s = s[:max_len].rsplit("-", 1)[0] or s[:max_len]
+    return f"{index:02d}_{s or 'sentence'}"
+
+
+def target_colors(
+    rgb: np.ndarray | None, n: int, objects_indices: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point colours (uint8) with each target in a bright colour over a dimmed, greyish room,
+    and the ``instance`` field: object rank 0..K-1 for target points, -1 for the rest. A point
+    claimed by several (overlapping GRES) objects goes to the best-ranked one."""
+    from bqnet_model.viz import HIGHLIGHT_COLORS
+
+    base = np.full((n, 3), 160.0) if rgb is None else np.asarray(rgb, np.float64)
+    col = 0.35 * base + 0.65 * 200.0  # dimmed
+    inst = np.full(n, -1, np.int32)
+    for k, idx in reversed(list(enumerate(objects_indices))):
+        idx = np.asarray(idx, np.int64)
+        col[idx] = HIGHLIGHT_COLORS[k % len(HIGHLIGHT_COLORS)] * 255.0
+        inst[idx] = k
+    return np.clip(np.rint(col), 0, 255).astype(np.uint8), inst
+
+
+def _floats(a: Any) -> list[float]:
+    return [round(float(v), 5) for v in np.asarray(a, np.float64).reshape(-1)]
+
+
+def result_to_dict(result: Any, task: str, n_cloud: int, *, include_indices: bool = True) -> dict[str, Any]:
+    """The JSON of one ``Result``: text, task, found, objects (score, point count, centroid, box,
+    optionally the point indices into the input cloud), timings."""
+    objects = []
+    for k, obj in enumerate(result.objects):
+        idx = np.asarray(obj.point_indices, np.int64)
+        d: dict[str, Any] = {
+            "rank": k,
+            "score": round(float(obj.score), 5),
+            "n_points": int(idx.size),
+            "centroid": _floats(obj.centroid),
+            "box_min": _floats(obj.box_min),
+            "box_max": _floats(obj.box_max),
+        }
+        if include_indices:
+            d["point_indices"] = idx.tolist()
+        objects.append(d)
+    return {
+        "text": result.text,
+        "task": task,
+        "found": bool(result.found),
+        "n_objects": len(objects),
+        "n_points": int(np.asarray(result.point_indices).size),
+        "cloud_points": int(n_cloud),
+        "objects": objects,
+        "timings_ms": {k: round(float(v), 3) for k, v in dict(result.timings_ms).items()},
+    }
+
+
+# A list of numbers as json.dumps(indent=...) spreads it over lines (strings never hold raw newlines).
+_NUM_LIST = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
+
+
+def _dump_json(data: dict[str, Any], path: Path) -> None:
+    """Indented JSON with number lists kept on one line (indices stay readable in an editor)."""
+    text = json.dumps(data, indent=2)
+    text = _NUM_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"[{PROG}] {msg}", flush=True)
+
+
+def _fmt_timings(t: dict[str, float]) -> str:
+    return ", ".join(f"{k} {float(v):.0f}" for k, v in t.items())
+
+
+def segment_and_write(
+    segmenter: Any,
+    cloud: Cloud,
+    queries: Sequence[tuple[str, str]],
+    out_dir: Path,
+    *,
+    title_prefix: str = "",
+    meta: dict[str, Any] | None = None,
+    quiet: bool = False,
+    include_indices: bool = True,
+    first_index: int = 1,
+) -> JobReport:
+    """Prepare the map once, answer every ``(sentence, task)`` (one batched query per task) and
+    write ``NN_slug.ply/.png/.json`` per sentence into ``out_dir``; print a summary line each.
+    ``meta`` (e.g. which model answered) is copied into every JSON."""
+    from bqnet_model.ply import write_ply
+    from bqnet_model.viz import Highlight, render_views_finite
+
+    bad = [t for _, t in queries if t not in TASKS]
+    if bad:
+        raise CliError(f"unknown task {bad[0]!r}; use one of {list(TASKS)}")
+    n = int(cloud.xyz.shape[0])
+    _log(f"preparing the map: {n:,} points from {cloud.source} "
+         "(clean -> voxelize -> superpoints -> backbone -> seeds) ...", quiet)
+    t0 = time.perf_counter()
+    try:
+        cache = segmenter.prepare(cloud.xyz, cloud.rgb)
+    except ValueError as exc:  # e.g. too few valid points to build a scene
+        raise CliError(f"cannot prepare the map {cloud.source}: {exc}") from exc
+    prepare_ms = (time.perf_counter() - t0) * 1000.0
+    prep_t = {k: float(v) for k, v in dict(getattr(cache, "timings_ms", {}) or {}).items()}
+    _log(f"map prepared in {prepare_ms:.0f} ms" + (f" ({_fmt_timings(prep_t)} ms)" if prep_t else ""), quiet)
+
+    # One batched query per task, answers put back in the order the sentences came.
+    answers: list[Any] = [None] * len(queries)
+    query_ms = 0.0
+    for task in TASKS:
+        pos = [i for i, (_, t) in enumerate(queries) if t == task]
+        if not pos:
+            continue
+        t1 = time.perf_counter()
+        try:
+            res = segmenter.query(cache, [queries[i][0] for i in pos], task=task)
+        except ValueError as exc:  # a sentence the text encoder refuses
+            raise CliError(f"cannot answer the {task.upper()} sentences: {exc}") from exc
+        query_ms += (time.perf_counter() - t1) * 1000.0
+        if len(res) != len(pos):
+            raise RuntimeError(f"Segmenter.query returned {len(res)} results for {len(pos)} sentences")
+        for i, r in zip(pos, res):
+            answers[i] = r
+
+    report = JobReport(n, prepare_ms, query_ms, prep_t)
+    for j, ((text, task), r) in enumerate(zip(queries, answers)):
+        stem = slugify(text, j + first_index)
+        objs = list(r.objects)
+        obj_idx = [np.asarray(o.point_indices, np.int64) for o in objs]
+        for idx in obj_idx:
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise RuntimeError(f"point indices of {text!r} fall outside the cloud of {n} points")
+        colors, inst = target_colors(cloud.rgb, n, obj_idx)
+        ply_path, png_path, json_path = (out_dir / f"{stem}{ext}" for ext in (".ply", ".png", ".json"))
+        write_ply(ply_path, cloud.xyz, colors, instance=inst)
+        highlights = [
+            Highlight(idx, np.asarray(o.box_min), np.asarray(o.box_max), f"#{k} score {float(o.score):.2f}")
+            for k, (o, idx) in enumerate(zip(objs, obj_idx))
+        ]
+        if not r.found:
+            verdict = "no target"
+        else:
+            verdict = (f"{len(objs)} target{'s' if len(objs) != 1 else ''}, "
+                       f"{'best ' if len(objs) > 1 else ''}score {float(objs[0].score):.2f}")
+        shown = cloud.rgb if cloud.rgb is not None else np.full((n, 3), 160, np.uint8)
+        render_views_finite(cloud.xyz, shown, png_path, highlights=highlights,
+                            title=f'{title_prefix}"{text}"  [{task.upper()}: {verdict}]')
+        data = result_to_dict(r, task, n, include_indices=include_indices)
+        data["cloud"] = cloud.source
+        data["prepare_timings_ms"] = {k: round(v, 3) for k, v in prep_t.items()}
+        data.update(meta or {})
+        data["files"] = {"ply": ply_path.name, "png": png_path.name}
+        _dump_json(data, json_path)
+        best = objs[0] if objs else None
+        out = SentenceOutput(
+            text=text, task=task, found=bool(r.found), n_objects=len(objs),
+            n_points=int(np.asarray(r.point_indices).size),
+            best_score=None if best is None else float(best.score),
+            best_centroid=None if best is None else _floats(best.centroid),
+            ply=ply_path, png=png_path, json=json_path,
+            query_ms=float(dict(r.timings_ms).get("total", 0.0)) if r.timings_ms else 0.0,
+            point_indices=np.asarray(r.point_indices, np.int64),
+        )
+        report.outputs.append(out)
+        print(summary_line(out), flush=True)
+    _log(f"timings: prepare {prepare_ms:.0f} ms once for the map; query {query_ms:.0f} ms for "
+         f"{len(queries)} sentence(s) ({query_ms / max(len(queries), 1):.0f} ms each)", quiet)
+    return report
+
+
+def summary_line(o: SentenceOutput) -> str:
+    """``"the chair ..." (res): found 1 object, score 0.91, centroid (1.05, 2.55, 0.45), 2,310 points -> png``."""
+    head = f'"{o.text}" ({o.task}): '
+    if not o.found:
+        return head + f"none (no target) -> {o.png}"
+    c = ", ".join(f"{v:.2f}" for v in (o.best_centroid or []))
+    many = f"{o.n_objects} objects" if o.n_objects != 1 else "1 object"
+    return head + f"found {many}, score {o.best_score:.2f}, centroid ({c}), {o.n_points:,} points -> {o.png}"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+_UNTRAINED_BANNER = """\
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!! WARNING: --untrained: the network has RANDOM weights (config {config}, seed {seed}).
+!! Its answers are meaningless; use this for tests and timing only.
+!! For real answers pass a trained --checkpoint (`make demo` ships one).
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
+
+
+def _pick_device(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"[{PROG}] warning: --device cuda asked for but no GPU is available; running on the CPU",
+                  file=sys.stderr, flush=True)
+            return "cpu"
+    return device
+
+
+def load_segmenter(args: argparse.Namespace, device: str) -> tuple[Any, str]:
+    """The ``Segmenter`` the arguments ask for on ``device``, and a note of what it is (for the JSON)."""
+    from bqnet_model.pipeline import Segmenter
+
+    if args.untrained:
+        from bqnet_model.model.config import load_config
+
+        cfg_path = Path(args.config)
+        if not cfg_path.is_file():
+            raise CliError(f"config file not found: {cfg_path}")
+        try:
+            cfg = load_config(cfg_path)
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"bad config {cfg_path}: {exc}") from exc
+        print(_UNTRAINED_BANNER.format(config=cfg_path, seed=args.seed), file=sys.stderr, flush=True)
+        try:
+            seg = Segmenter.from_config(cfg, device=device, seed=args.seed)
+        except (ValueError, TypeError, OSError) as exc:
+            raise CliError(f"cannot build the model from {cfg_path}: {exc}") from exc
+        return seg, "UNTRAINED (random weights)"
+    ckpt = resolve_checkpoint(args.checkpoint)
+    try:
+        seg = Segmenter.from_checkpoint(ckpt, device=device)
+    except FileNotFoundError as exc:
+        raise CliError(f"cannot load checkpoint {ckpt}: {exc}") from exc
+    except (ValueError, TypeError, KeyError, RuntimeError, EOFError, OSError) as exc:
+        msg = str(exc).strip() or type(exc).__name__
+        raise CliError(f"cannot load checkpoint {ckpt}: {msg}\n(is it a bqnet checkpoint? train one with "
+                       "bqnet-train or use the shipped models/bqnet_tiny_synth.pth)") from exc
+    return seg, f"checkpoint {ckpt}"
+
+
+def run(args: argparse.Namespace) -> JobReport:
+    """The whole job for parsed arguments (cheap checks first, then model, map, sentences)."""
+    texts = check_texts(args.text)
+    if args.config and not args.untrained:
+        raise CliError("--config only applies with --untrained (a checkpoint carries its own config)")
+    if args.untrained and not args.config:
+        raise CliError("--untrained needs --config FILE (e.g. config/tiny.yaml) to build the random model")
+    if args.untrained and args.checkpoint:
+        raise CliError("--untrained and --checkpoint exclude each other")
+    if not args.untrained:
+        resolve_checkpoint(args.checkpoint)  # fail before reading a large map
+    out_dir = check_out_dir(args.out)
+    t0 = time.perf_counter()
+    cloud = load_cloud(args.cloud, out_dir)
+    _log(f"read {len(cloud.xyz):,} points from {cloud.source} in {(time.perf_counter() - t0) * 1000:.0f} ms"
+         + (f"; input room written to {out_dir / 'room.ply'}" if args.cloud == "demo" else ""), args.quiet)
+    device = _pick_device(args.device)
+    t0 = time.perf_counter()
+    seg, what = load_segmenter(args, device)
+    _log(f"model loaded in {(time.perf_counter() - t0) * 1000:.0f} ms ({what}, device {device})", args.quiet)
+    prefix = "[UNTRAINED] " if args.untrained else ""
+    report = segment_and_write(seg, cloud, [(t, args.task) for t in texts], out_dir, title_prefix=prefix,
+                               meta={"model": what, "untrained": bool(args.untrained)}, quiet=args.quiet,
+                               include_indices=not args.no_indices)
+    _log(f"outputs in {out_dir}/ (per sentence: .ply coloured cloud, .png picture, .json numbers)", args.quiet)
+    return report
+
+
+def _setup_logging(quiet: bool) -> None:
+    """Show the library's warnings (downsampling, dropped points, CPU fallback) on stderr, once."""
+    lg = logging.getLogger("bqnet_model")
+    if not any(isinstance(h, _StderrHandler) for h in lg.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter(f"[{PROG}] %(levelname)s: %(message)s"))
+        lg.addHandler(h)
+    lg.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be redirected after set-up)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging must never break the job
+            self.handleError(record)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry: parse, run, turn user errors into ``error: ...`` and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        run(args)
+    except CliError as exc:
+        parser.exit(2, f"{PROG}: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{PROG}: interrupted\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

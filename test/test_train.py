@@ -1,0 +1,170 @@
+"""Training / evaluation program on a tiny synthetic data set written to tmp (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bqnet_model.data.scannet import ScanNetScene, save_scene_npz
+from bqnet_model.data.synthetic import minimal_room
+from bqnet_model.train import EpochSampler, find_annotations, main, poly_factor
+
+TINY_MODEL = """
+model:
+  backbone: {media: 8, levels: 2, block_reps: 1}
+  text: {encoder: minilm}
+  decoder: {d_model: 32, nhead: 2, ffn: 64, num_layers: 2, fps_num: 32, num_proposal: 16}
+inference: {task: res}
+train:
+  epochs: 2
+  batch_size: 2
+  lang_per_scene: 3
+  lang_per_scene_eval: 4
+  num_workers: 0
+  max_points_train: 1500
+  amp: false
+  log_every: 1
+  eval_every: 0
+  lr_mult_backbone: 1.0
+  data_root: DATA
+  work_dir: WORK
+"""
+
+SENTENCES = [(6, "the red chair next to the desk"), (9, "the green chair"), (7, "the white table"),
+             (8, "the blue cabinet"), (5, "the desk")]
+
+
+def _write_data(root: Path) -> None:
+    """3 small rooms (2 train, 1 val) as per-scene npz + ScanRefer JSON (no eval_type: computed)."""
+    root.mkdir(parents=True)
+    train, val = [], []
+    for k in range(3):
+        room = minimal_room(n_points=2500, seed=k)
+        sid = f"room{k:02d}"
+        cell = np.floor(room.xyz / 0.6).astype(np.int64)
+        key = room.instance.astype(np.int64) * 10**6 + cell[:, 0] * 10**4 + cell[:, 1] * 100 + cell[:, 2]
+        sp = np.unique(key, return_inverse=True)[1].reshape(-1)
+        names = np.array([o.name for o in room.objects])
+        save_scene_npz(root / f"{sid}.npz", ScanNetScene(sid, room.xyz, room.rgb, sp, room.semantic.astype(np.int64),
+                                                         room.instance.astype(np.int64), names))
+        for j, (oid, text) in enumerate(SENTENCES):
+            (val if k == 2 else train).append({"scene_id": sid, "object_id": str(oid), "object_name": str(names[oid]),
+                                               "ann_id": str(j), "description": text})
+    (root / "scanrefer_train.json").write_text(json.dumps(train))
+    (root / "scanrefer_val.json").write_text(json.dumps(val))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(2)
+    tmp = tmp_path_factory.mktemp("train")
+    _write_data(tmp / "data")
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(TINY_MODEL.replace("DATA", str(tmp / "data")).replace("WORK", str(tmp / "run")))
+    return tmp, cfg
+
+
+def _log(work: Path) -> list[dict]:
+    return [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_resume_and_evaluate(setup, capsys):
+    from bqnet_model.checkpoint import load_checkpoint, read_checkpoint
+
+    tmp, cfg = setup
+    work = tmp / "run"
+    assert main([str(cfg), "--gpu_id", "0", "--max-steps", "2", "--no-eval"]) == 0
+    log = _log(work)
+    train = [r for r in log if r["event"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in train)
+    assert train[1]["lr"] < train[0]["lr"]  # poly decay over the 2 steps
+    ck = work / "latest.pth"
+    assert ck.is_file()
+    st = read_checkpoint(ck)["train_state"]
+    assert st["step"] == 2
+    w2 = {k: v.clone() for k, v in read_checkpoint(ck)["state_dict"].items()}
+    # the written checkpoint is the product's format: Segmenter / load_checkpoint read it
+    model, ccfg, _ = load_checkpoint(ck)
+    assert ccfg.model.decoder.d_model == 32
+
+    # resume: continues at step 2 with the optimizer state, schedule over the new total
+    assert main([str(cfg), "--max-steps", "4", "--resume", "--no-eval"]) == 0
+    log = _log(work)
+    starts = [r for r in log if r["event"] == "start"]
+    assert starts[-1]["step"] == 2 and starts[-1]["total_steps"] == 4
+    assert [r["step"] for r in log if r["event"] == "train"][-2:] == [3, 4]
+    obj = read_checkpoint(ck)
+    assert obj["train_state"]["step"] == 4
+    assert len(obj["train_state"]["optimizer"]["state"]) > 0
+    changed = [k for k, v in obj["state_dict"].items() if v.is_floating_point() and not torch.equal(v, w2[k])]
+    assert any(k.startswith("decoder.") for k in changed) and any(k.startswith("backbone.") for k in changed)
+
+    # evaluation only: prints the metrics and writes the per-description records
+    capsys.readouterr()
+    assert main([str(cfg), "--checkpoint", str(ck)]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out and "Acc@0.5" in out and "unique" in out and "multiple" in out
+    res = json.loads((work / "eval_val.json").read_text())
+    assert res["summary"]["count"] == len(SENTENCES)
+    assert {r["ann_id"] for r in res["records"]} == {str(j) for j in range(len(SENTENCES))}
+    assert res["summary"]["multiple"]["count"] == 2  # the two chairs
+    assert 0.0 <= res["summary"]["mIoU"] <= 1.0
+
+
+def test_training_reduces_loss_on_one_batch(setup):
+    """Several steps on one fixed batch: the loss must drop (the step really optimizes)."""
+    from bqnet_model.data.dataset import ReferDataset, collate_fn
+    from bqnet_model.model.bqnet import BQNet
+    from bqnet_model.model.config import load_config
+    from bqnet_model.train import train_step
+
+    tmp, cfg_path = setup
+    cfg = load_config(cfg_path)
+    cfg.train.lr = 1e-3
+    cfg.train.grad_clip = 1.0
+    torch.manual_seed(0)
+    model = BQNet(cfg.model)
+    ds = ReferDataset(tmp / "data", tmp / "data" / "scanrefer_train.json", "val", "res", lang_per_scene=5)
+    batch = collate_fn([ds[0]])
+    opt = torch.optim.AdamW(model.param_groups(cfg.train), lr=cfg.train.lr)
+    before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    losses = [train_step(model, model, batch, opt, None, cfg, torch.device("cpu"), False, torch.float16)["loss"]
+              for _ in range(6)]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    after = dict(model.named_parameters())
+    assert all(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder.query_generator"))
+
+
+def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
+    s = EpochSampler(5, shuffle=True, seed=3, rank=0, world_size=2)
+    t = EpochSampler(5, shuffle=True, seed=3, rank=1, world_size=2)
+    a, b = list(s), list(t)
+    assert len(a) == len(b) == 3 and set(a) | set(b) == set(range(5))
+    s.set_epoch(0, start=2)
+    assert list(s) == a[2:] and len(s) == 1
+    one = EpochSampler(6, shuffle=True, seed=3)
+    e0 = list(one)
+    one.set_epoch(1)
+    assert sorted(list(one)) == sorted(e0) == list(range(6)) and list(one) != e0  # a new order per epoch
+    assert list(EpochSampler(4, shuffle=False)) == [0, 1, 2, 3]
+    assert poly_factor(0, 10, 4.0) == 1.0 and poly_factor(10, 10, 4.0) == 0.0
+    assert poly_factor(5, 10, 4.0) == pytest.approx(0.5**4)
+    tmp, cfg = setup
+    with pytest.raises(FileNotFoundError, match="train_annotations"):
+        find_annotations(tmp_path, "res", "train")
+    assert find_annotations(tmp / "data", "res", "val").name == "scanrefer_val.json"
+    capsys.readouterr()
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main([str(cfg), "--data-root", str(tmp_path / "nothing"), "--work-dir", str(tmp_path / "w")]) == 2
+    assert "data root" in capsys.readouterr().err
+    assert main([str(cfg), "--max-steps", "0"]) == 2
+    assert main([str(cfg), "--resume", str(tmp_path / "none.pth"), "--work-dir", str(tmp_path / "w")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,13 @@
+#!/usr/bin/env python3
+"""Train or evaluate BQNet, as the original's entry point: ``python tools/train.py config/res.yaml --gpu_id 0``.
+
+Thin wrapper of ``bqnet_model.train`` (also installed as ``bqnet-train``); see its ``--help``.
+Multi-GPU: ``torchrun --nproc_per_node 4 tools/train.py config/res.yaml``.
+"""
+
+import sys
+
+from bqnet_model.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())
