@@ -47,6 +47,7 @@ setup(
         "console_scripts": [
             "segment_node = bqnet_ros.segment_node:main",
             "play_scene = bqnet_ros.play_scene:main",
+            "bqnet-synth = bqnet_model.data.synthetic:main",
         ],
     },
 )

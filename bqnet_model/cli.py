@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment the object(s) a sentence names in a 3D point-cloud map with BQNet.",
         epilog=(
             "example: bqnet-segment --cloud demo --text 'the chair next to the desk' --out out/seg\n"
-            "The shipped model (models/bqnet_tiny_synth.pth) comes with `make demo`; "
-            "train your own with bqnet-train."
+            "The shipped model (models/bqnet_tiny_synth.pth, also used by `make demo`) comes with the "
+            "repository;\ntrain your own with bqnet-train."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -184,11 +184,12 @@ def resolve_checkpoint(arg: str | None) -> Path:
         if p.is_file():
             return p
     looked = "\n  ".join(str(p) for p in cands)
-    what = "the shipped model" if arg is None else f"checkpoint {arg!r}"
+    what = f"the shipped model {DEFAULT_CHECKPOINT}" if arg is None else f"checkpoint {arg!r}"
     raise CliError(
         f"{what} not found; looked in:\n  {looked}\n"
-        "How to get one: `make demo` ships models/bqnet_tiny_synth.pth (it is part of the repository); "
-        "or train your own with `bqnet-train config/tiny.yaml` and pass --checkpoint PATH. "
+        f"How to get one: the shipped model comes with the repository (the one `make demo` uses); restore it "
+        f"with `git checkout -- {DEFAULT_CHECKPOINT}` in the repository root, or train your own with "
+        "`bqnet-train config/tiny.yaml` and pass --checkpoint PATH.\n"
         "(--untrained --config FILE runs a random model, for tests only.)"
     )
 

@@ -33,7 +33,7 @@ from bqnet_ros.interfaces import load_interfaces
 __all__ = ["SceneArrays", "load_scene", "ScenePlayer", "ResultSummary", "summarize", "main"]
 
 SYNTHETIC = ("demo", "minimal")
-_DEMO_POINTS = 140_000  # demo_room's size at RoomConfig's default density
+_DEMO_POINTS = 190_000  # demo_room's size at RoomConfig's default density
 
 
 @dataclass

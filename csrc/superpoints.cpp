@@ -174,10 +174,13 @@ class Neighbourhood {
  public:
   explicit Neighbourhood(const SparseGrid& g) : g_(g) {}
 
+  // Voxels are numbered block by block, so consecutive calls mostly keep the resolved blocks.
   void center(int64_t x, int64_t y, int64_t z) {
-    bx_ = x >> kBlockShift;
-    by_ = y >> kBlockShift;
-    bz_ = z >> kBlockShift;
+    const int64_t bx = x >> kBlockShift, by = y >> kBlockShift, bz = z >> kBlockShift;
+    if (bx == bx_ && by == by_ && bz == bz_) return;
+    bx_ = bx;
+    by_ = by;
+    bz_ = bz;
     bid_.fill(-2);
   }
 
@@ -196,7 +199,7 @@ class Neighbourhood {
 
  private:
   const SparseGrid& g_;
-  int64_t bx_ = 0, by_ = 0, bz_ = 0;
+  int64_t bx_ = -1, by_ = -1, bz_ = -1;  // no block yet
   std::array<int32_t, 27> bid_{};
 };
 

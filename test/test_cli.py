@@ -82,6 +82,20 @@ def test_render_views_finite_drops_nan_and_remaps(tmp_path: Path, monkeypatch: p
         viz.render_views_finite(np.full((3, 3), np.nan), cols[:3], tmp_path / "b.png")
 
 
+def test_result_to_dict_fields_and_optional_indices() -> None:
+    from bqnet_model.pipeline import Result, TargetObject
+
+    o = TargetObject(np.array([3, 5, 9]), 0.8, np.array([1.0, 2.0, 0.5]), np.zeros(3), np.ones(3))
+    r = Result("a chair", True, [o], np.array([3, 5, 9]), {"total": 12.5}, "gres")
+    d = cli.result_to_dict(r, "gres", 20)
+    assert (d["text"], d["task"], d["found"], d["n_objects"], d["n_points"], d["cloud_points"]) == (
+        "a chair", "gres", True, 1, 3, 20)
+    assert d["objects"][0] == {"rank": 0, "score": 0.8, "n_points": 3, "centroid": [1.0, 2.0, 0.5],
+                               "box_min": [0.0] * 3, "box_max": [1.0] * 3, "point_indices": [3, 5, 9]}
+    assert d["timings_ms"] == {"total": 12.5}
+    assert "point_indices" not in cli.result_to_dict(r, "gres", 20, include_indices=False)["objects"][0]
+
+
 def test_slugify_is_safe_numbered_and_bounded() -> None:
     assert cli.slugify("The chair next to the desk!", 1) == "01_the-chair-next-to-the-desk"
     assert cli.slugify("  ../../etc/passwd  ", 12) == "12_etc-passwd"
@@ -139,7 +153,7 @@ def test_default_checkpoint_missing(tmp_path: Path, small_ply: Path, monkeypatch
     monkeypatch.setattr(cli, "PACKAGE_ROOT", tmp_path / "pkg")
     monkeypatch.chdir(tmp_path)
     code, err = _exit(["--cloud", str(small_ply), "--text", "the chair", "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "the shipped model not found" in err
+    assert code == 2 and f"the shipped model {cli.DEFAULT_CHECKPOINT} not found" in err
     assert str(tmp_path / "pkg" / cli.DEFAULT_CHECKPOINT) in err and str(tmp_path / cli.DEFAULT_CHECKPOINT) in err
 
 
@@ -214,7 +228,7 @@ def _check_outputs(out: Path, stem: str, text: str, task: str, n_cloud: int) -> 
 def test_full_run_untrained_writes_ply_png_json(tmp_path: Path, small_ply: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    texts = ["the red chair next to the desk", "the white table"]
+    texts = ["the red chair next to the desk", 'the white "table" [1, 2]']
     rc = cli.main(["--cloud", str(small_ply), "--text", texts[0], "--text", texts[1], "--out", str(out),
                    "--untrained", "--config", str(TINY), "--seed", "0"])
     assert rc == 0
