@@ -4,13 +4,14 @@ Run: ``python bench/superpoints.py`` (``make bench``). Prints a table meant to b
 median wall time after a warm-up, points per second, superpoint count, and ASA (achievable
 segmentation accuracy against the room's instance labels), for
 - ``csrc FH``: ``bqnet_model.superpoints.oversegment`` with the default ``SuperpointParams``;
-- ``numpy RG``: the same idea written with numpy/scipy only (2 cm voxels, kNN graph by cKDTree, PCA
-  normals by batched eigh, edges below a threshold joined by connected components, fragments below
-  the minimum size given to the nearest large segment);
+- ``numpy RG``: a graph segmentation in numpy/scipy only: threshold region growing (2 cm voxels, kNN
+  graph by cKDTree, PCA normals by batched eigh, edges below a threshold joined by connected
+  components, fragments below the minimum size given to the nearest large segment);
 - ``grid 0.2m``: plain 20 cm voxel cells as superpoints.
-``time ms`` is wall time, ``cpu ms`` the process CPU time of all threads (the machine may be shared:
-compare with the load average printed above the table). ``voxel bound`` is the ASA of the 2 cm voxels themselves (the ceiling for any method whose points
-inherit their voxel's label). Ratios are relative to ``csrc FH``.
+``time ms`` is wall time, ``cpu ms`` the process CPU time of all threads (the machine may be
+shared: compare with the load average printed above the table). ``voxel bound`` is the ASA of the
+2 cm voxels themselves (the ceiling for any method whose points inherit their voxel's label).
+Ratios are relative to ``csrc FH``.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def main() -> None:
         bound = achievable_segmentation_accuracy(voxel_ids(xyz, params.voxel_size), inst)
         base = res["csrc FH"]
         for r in res.values():
-            print(f"| {r.n_points:>9,} | {r.method:<10} | {r.ms:>8.1f} | {r.cpu_ms:>8.1f} | {r.n_points / r.ms / 1e3:>6.2f} | "
+            print(f"| {r.n_points:>9,} | {r.method:<10} | {r.ms:>8.1f} | {r.cpu_ms:>8.1f} | "
+                  f"{r.n_points / r.ms / 1e3:>6.2f} | "
                   f"{r.superpoints:>11,} | {r.asa:>6.4f} | {r.ms / base.ms:>10.2f}x | {r.asa - base.asa:>+10.4f} |")
         print(f"| {npts:>9,} | {'voxel bnd':<10} | {'':>8} | {'':>8} | {'':>6} | {'':>11} | {bound:>6.4f} | {'':>11} | "
               f"{bound - base.asa:>+10.4f} |")

@@ -435,7 +435,7 @@ _UNTRAINED_BANNER = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 !! WARNING: --untrained: the network has RANDOM weights (config {config}, seed {seed}).
 !! Its answers are meaningless; use this for tests and timing only.
-!! For real answers pass a trained --checkpoint (`make demo` ships one).
+!! For real answers use the shipped model (no --untrained) or a trained --checkpoint.
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
 
 

@@ -113,6 +113,17 @@ class SceneCache:
         offs = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
         return self.sp_order[offs + np.arange(total)]
 
+    def sorted_points_of(self, superpoints: np.ndarray) -> np.ndarray:
+        """``points_of`` in ascending order: a sort for small selections, a point mask
+        (O(M), no sort) once they cover more than 1/16 of the map."""
+        rows = self.points_of(superpoints)
+        m = self.n_points
+        if rows.size * 16 <= m:
+            return np.sort(rows)
+        mask = np.zeros(m, dtype=bool)
+        mask[rows] = True
+        return np.flatnonzero(mask)
+
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``torch.device``; CUDA asked for but absent falls back to CPU with a warning."""
@@ -306,12 +317,12 @@ class Segmenter:
 
     # ------------------------------------------------------------------ selection
     def _make_object(self, cache: SceneCache, sp_ids: np.ndarray, score: float, queries: list[int]) -> TargetObject | None:
-        rows = cache.points_of(sp_ids)
+        rows = cache.sorted_points_of(sp_ids)
         if rows.size == 0:
             return None
         pts = cache.point_xyz[rows].astype(np.float64)
         return TargetObject(
-            point_indices=np.sort(cache.point_index[rows]),
+            point_indices=cache.point_index[rows],  # ascending: clean() keeps the input order
             score=float(score),
             centroid=pts.mean(axis=0),
             box_min=pts.min(axis=0),
@@ -357,9 +368,20 @@ class Segmenter:
             if not objects:
                 results.append(Result(text, False, [], empty, {}, task))
                 continue
-            union = np.unique(np.concatenate([o.point_indices for o in objects]))
+            union = _union_sorted([o.point_indices for o in objects], cache.n_input)
             results.append(Result(text, True, objects, union, {}, task))
         return results
+
+
+def _union_sorted(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """Sorted union of index arrays in [0, n): a mask for large unions, np.unique for small ones."""
+    total = sum(int(p.size) for p in parts)
+    if total * 16 <= n:
+        return np.unique(np.concatenate(parts))
+    mask = np.zeros(n, dtype=bool)
+    for p in parts:
+        mask[p] = True
+    return np.flatnonzero(mask)
 
 
 def _merge_queries(masks: np.ndarray, scores: np.ndarray, queries: np.ndarray, weights: np.ndarray,

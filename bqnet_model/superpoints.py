@@ -58,20 +58,21 @@ _MAX_CELLS = (1 << 21) - 16
 class SuperpointParams:
     """Oversegmentation parameters; defaults chosen by measurement (bench/superpoints.py).
 
-    On ``minimal_room`` (5 x 4 x 2.5 m) with these defaults: ASA 0.993 / 0.997 / 0.996 at
+    On ``minimal_room`` (5 x 4 x 2.5 m, seed 0) with these defaults: ASA 0.992 / 0.997 / 0.996 at
     100k / 300k / 1M points (the 2 cm voxelization itself bounds ASA at 0.999 / 0.998 / 0.997),
-    about 700 / 1350 / 2300 superpoints. Why these values:
+    712 / 1466 / 2183 superpoints. Sweeps below: mean over seeds 0 and 1 at 300k points. Why:
 
-    - ``k_thresh`` 0.03: between 0.01 and 0.1 ASA does not move; larger values merge more of the
-      flat walls. The normal-angle noise of 2 cm PCA on a 4 mm-noise scan (~0.01) sets the scale.
-    - ``min_size`` 30 voxels (~120 cm^2 at 2 cm): 20 gives ~2300 superpoints at 300k points,
-      50 gives ~800, at equal ASA.
+    - ``k_thresh`` 0.03: ASA 0.9970 for 0.01, 0.03 and 0.1 (1350 / 1351 / 1132 superpoints; 0.1 gives
+      less even sizes). Edge weights carry noise of ~0.01 (PCA normals over 6 cm with 4 mm jitter)
+      plus the colour noise, so FH merging stalls early and ``min_size`` mostly sets the size.
+    - ``min_size`` 30 voxels (~120 cm^2 at 2 cm): 20 gives 2034 superpoints, 50 gives 794, all at
+      ASA 0.9970.
     - ``color_weight`` 1.0: ASA 0.9923 (off) -> 0.9960 (0.5) -> 0.9970 (1.0) -> 0.9976 (2.0) at 300k;
       1.0 keeps shading noise of real scans from dominating the geometric term.
     - ``neighbor_radius`` 2: radius 1 (the 26-neighbourhood) falls apart below one point per voxel
       (ASA 0.972 and 4588 segments at 100k points vs 0.993 and 701).
     - ``max_neighbors`` 8: 4 loses ASA on sparse clouds, 16 costs time for nothing.
-    - ``normal_radius`` 1: radius 2 gives smoother normals (+0.0008 ASA) at ~1.6x the time.
+    - ``normal_radius`` 1: radius 2 gives smoother normals (+0.0008 ASA) at ~1.7x the time.
     """
 
     voxel_size: float = 0.02
@@ -135,7 +136,8 @@ def _as_points(name: str, a: Any, n: int | None) -> np.ndarray:
     if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor
         a = a.detach().cpu().numpy()
     arr = np.asarray(a)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
+    real = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    if not real:
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise ValueError(f"{name} must have shape (N, 3), got {arr.shape}")
@@ -155,8 +157,8 @@ def oversegment_detailed(
     """Superpoints of a cloud with voxel ids, sizes and per-stage timings; see the module docstring.
 
     xyz (N, 3) float (metres, finite, N >= 2; float64 input is shifted to its minimum corner before
-    the float32 conversion, so large world coordinates keep their precision); rgb (N, 3) uint8 (or integers in 0..255) or None;
-    normals (N, 3) float (any sign, any length) or None to estimate them. ``num_threads``
+    the float32 conversion, so large world coordinates keep their precision); rgb (N, 3) uint8 (or
+    integers in 0..255) or None; normals (N, 3) float (any sign, any length) or None to estimate them. ``num_threads``
     defaults to ``torch.get_num_threads()``.
     """
     p = SuperpointParams() if params is None else params

@@ -538,6 +538,11 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
     work = Path(tc.work_dir)
     if info.main:
         work.mkdir(parents=True, exist_ok=True)
+    resume_path = None
+    if opt.resume:
+        resume_path = Path(work / "latest.pth" if opt.resume == "auto" else opt.resume)
+        if not resume_path.is_file():
+            raise FileNotFoundError(f"--resume: checkpoint {resume_path} not found")
     train_ds, eval_ds = build_datasets(cfg, tc.data_root, train=True, eval_split=opt.eval_split)
     assert train_ds is not None
     model = BQNet(cfg.model).to(device)
@@ -560,10 +565,8 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
     scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
 
     step, best = 0, None
-    if opt.resume:
-        path = Path(work / "latest.pth" if opt.resume == "auto" else opt.resume)
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: checkpoint {path} not found")
+    if resume_path is not None:
+        path = resume_path
         st = load_training_state(path, raw_model)
         optimizer.load_state_dict(st["optimizer"])
         scheduler.load_state_dict(st["scheduler"])

@@ -3,15 +3,16 @@
 // Why: the original BQNet/IPDN pipeline reads ScanNet's mesh superpoints; a robot only has a
 // point cloud, so we segment the cloud itself (docs/design.md section 2). Stages:
 //   1. voxelize (sparse block grid: a hash of 8^3-cell blocks, dense cells inside a block, so that
-//      neighbour lookups stay cache-local); voxel ids in order of first appearance (deterministic);
+//      neighbour lookups stay cache-local); voxel ids in spatial order (blocks by key, then cells);
 //   2. per-voxel point moments; normals by PCA of all raw points in a (2r+1)^3 window of cells
 //      (or the principal direction of the given per-point normals inside the voxel);
 //   3. graph: each voxel links to its nearest occupied cells (complete distance shells until at
 //      least k are found, within a Chebyshev radius); the graph is the symmetric union;
 //   4. edge weight = (1 - |n_i . n_j|) + color_weight * ||c_i - c_j|| / 255 (mean voxel colours);
-//   5. stable LSD radix sort of edges by weight, FH merge with threshold k / |C| (|C| in voxels),
-//      optional size cap, then segments below min_size merge along their lightest edge;
-//   6. dense labels 0..S-1 in order of first voxel, broadcast to points.
+//   5. stable LSD radix sort of edges by weight (parallel), FH merge with threshold k / |C|
+//      (|C| in voxels), optional size cap, then segments below min_size merge along their
+//      lightest edge;
+//   6. dense labels 0..S-1 in order of each segment's first voxel, broadcast to points.
 // Every parallel loop writes only its own output slots, so results do not depend on thread count.
 
 #include <torch/extension.h>
@@ -294,32 +295,54 @@ void sym3_eigvec(const double* a_in, bool want_largest, double* out) {
   for (int k = 0; k < 3; ++k) out[k] = w[k] * inv;
 }
 
-// Stable LSD radix sort of edge ids by the bit pattern of non-negative float weights
-// (which orders like the floats themselves). Ties keep edge-id order: deterministic.
-std::vector<int32_t> sort_edges(const std::vector<float>& w) {
-  const size_t n = w.size();
-  std::vector<uint32_t> key(n);
-  std::memcpy(key.data(), w.data(), n * sizeof(float));
-  std::vector<int32_t> idx(n), tmp(n);
-  for (size_t i = 0; i < n; ++i) idx[i] = int32_t(i);
-  constexpr int kBits = 11;
+// Stable LSD radix sort of edge ids by the bit pattern of non-negative float weights (which orders
+// like the floats themselves). Keys travel with the ids (no random reads). Each pass is parallel
+// over contiguous chunks: chunk t's elements of digit d land after those of chunks < t, exactly
+// where a sequential stable pass puts them, so the result (ties in edge-id order) is independent
+// of the thread count.
+std::vector<int32_t> sort_edges(const std::vector<float>& w, int nt) {
+  const int64_t n = int64_t(w.size());
+  std::vector<uint32_t> key(n), key_tmp(n);
+  std::memcpy(key.data(), w.data(), size_t(n) * sizeof(float));
+  std::vector<int32_t> idx(n), idx_tmp(n);
+  for (int64_t i = 0; i < n; ++i) idx[i] = int32_t(i);
+  constexpr int kBits = 8;
   constexpr uint32_t kRadix = 1u << kBits;
-  std::vector<size_t> count(kRadix);
+  const int T = int(std::max<int64_t>(1, std::min<int64_t>(nt, n / 65536 + 1)));
+  std::vector<int64_t> bounds(T + 1);
+  for (int t = 0; t <= T; ++t) bounds[t] = n * t / T;
+  std::vector<int64_t> hist(size_t(T) * kRadix);
   for (int shift = 0; shift < 32; shift += kBits) {
-    std::fill(count.begin(), count.end(), 0);
-    for (size_t i = 0; i < n; ++i) ++count[(key[i] >> shift) & (kRadix - 1)];
-    if (count[(key[idx[0]] >> shift) & (kRadix - 1)] == n) continue;  // all equal digits: no-op pass
-    size_t sum = 0;
+    std::fill(hist.begin(), hist.end(), 0);
+#pragma omp parallel for num_threads(T) schedule(static, 1)
+    for (int t = 0; t < T; ++t) {
+      int64_t* h = &hist[size_t(t) * kRadix];
+      for (int64_t i = bounds[t]; i < bounds[t + 1]; ++i) ++h[(key[i] >> shift) & (kRadix - 1)];
+    }
+    int64_t sum = 0;
+    bool trivial = false;
     for (uint32_t d = 0; d < kRadix; ++d) {
-      const size_t c = count[d];
-      count[d] = sum;
-      sum += c;
+      int64_t digit_total = 0;
+      for (int t = 0; t < T; ++t) {
+        const int64_t c = hist[size_t(t) * kRadix + d];
+        hist[size_t(t) * kRadix + d] = sum;
+        sum += c;
+        digit_total += c;
+      }
+      trivial |= digit_total == n;
     }
-    for (size_t i = 0; i < n; ++i) {
-      const int32_t e = idx[i];
-      tmp[count[(key[e] >> shift) & (kRadix - 1)]++] = e;
+    if (trivial) continue;  // every key has the same digit: the pass would not move anything
+#pragma omp parallel for num_threads(T) schedule(static, 1)
+    for (int t = 0; t < T; ++t) {
+      int64_t* h = &hist[size_t(t) * kRadix];
+      for (int64_t i = bounds[t]; i < bounds[t + 1]; ++i) {
+        const int64_t o = h[(key[i] >> shift) & (kRadix - 1)]++;
+        key_tmp[o] = key[i];
+        idx_tmp[o] = idx[i];
+      }
     }
-    idx.swap(tmp);
+    key.swap(key_tmp);
+    idx.swap(idx_tmp);
   }
   return idx;
 }
@@ -627,7 +650,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   t0 = Clock::now();
   {
     // Gather edges into weight order so that both merge passes read memory sequentially.
-    const std::vector<int32_t> order = ne > 0 ? sort_edges(ew) : std::vector<int32_t>();
+    const std::vector<int32_t> order = ne > 0 ? sort_edges(ew, nt) : std::vector<int32_t>();
     std::vector<int32_t> sa(ne), sb(ne);
     std::vector<float> sw(ne);
 #pragma omp parallel for num_threads(nt) schedule(static)

