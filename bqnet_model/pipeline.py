@@ -142,6 +142,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _check_superpoint_params(params: dict[str, Any]) -> None:
+    """Refuse unknown ``inference.superpoints`` keys at start-up, not at the first map."""
+    from bqnet_model.superpoints import SuperpointParams
+
+    allowed = {f.name for f in dataclasses.fields(SuperpointParams)} | {"num_threads"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"inference.superpoints: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    try:
+        SuperpointParams(**{k: v for k, v in params.items() if k != "num_threads"})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"inference.superpoints: {exc}") from exc
+
+
 def _inference_overrides(inf: InferenceConfig, overrides: dict[str, Any]) -> InferenceConfig:
     if not overrides:
         return inf
@@ -161,6 +175,7 @@ class Segmenter:
             cfg = Config(model=model.cfg, inference=cfg)
         elif not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a Config or an InferenceConfig, got {type(cfg).__name__}")
+        _check_superpoint_params(cfg.inference.superpoints)
         self.cfg = cfg
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -176,8 +191,13 @@ class Segmenter:
         from bqnet_model.checkpoint import load_model
 
         dev = resolve_device(device)
-        model, stored = load_model(path, device=dev, config=None if config is None else load_config(config))
-        cfg = stored if stored is not None else load_config(config)  # type: ignore[arg-type]
+        conf = None if config is None else copy.deepcopy(load_config(config))
+        model, stored = load_model(path, device=dev, config=conf)
+        if stored is not None and conf is not None:
+            log.warning("%s carries its own config; the config given is ignored (pass inference overrides instead)", path)
+        cfg = stored if stored is not None else conf
+        assert cfg is not None  # load_model raises for a foreign file without a config
+        cfg.model = model.cfg
         cfg.inference = _inference_overrides(cfg.inference, overrides)
         return cls(model, cfg, dev)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from bqnet_model.model.backbone import SparseUNetBackbone, pad_by_offsets, superpoint_pool
 from bqnet_model.model.config import BackboneConfig
-from bqnet_model.model.spconv_compat import spconv, stream_patched
+from bqnet_model.model.spconv_compat import set_conv_algorithm, spconv, stream_patched
 
 
 def _sites(grid: int, p: float, seed: int) -> torch.Tensor:
@@ -44,6 +44,9 @@ def test_spconv_cpu_forward_and_gradients_match_dense_conv3d() -> None:
 
     subm = spconv.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key="s").double()
     down = spconv.SparseConv3d(cin, cout, 2, stride=2, bias=False, indice_key="d").double()
+    inv = spconv.SparseInverseConv3d(cout, cin, 2, bias=False, indice_key="d").double()
+    for conv in (subm, down, inv):
+        set_conv_algorithm(conv, "cpu")  # CUDA builds default to implicit GEMM, which has no CPU kernel
     for conv, kw in ((subm, dict(padding=1)), (down, dict(stride=2))):
         y = conv(x)
         # spconv 2 weights are (out, k, k, k, in); dense conv3d wants (out, in, k, k, k).
@@ -59,7 +62,6 @@ def test_spconv_cpu_forward_and_gradients_match_dense_conv3d() -> None:
     # Inverse conv: back onto the fine sites of the strided conv.
     xd = down(x)
     coarse = torch.randn(xd.features.shape[0], cout, dtype=torch.float64, requires_grad=True)
-    inv = spconv.SparseInverseConv3d(cout, cin, 2, bias=False, indice_key="d").double()
     y = inv(xd.replace_feature(coarse))
     assert torch.equal(y.indices, idx)
     ref_dense = F.conv_transpose3d(_dense(coarse, xd.indices, grid // 2), inv.weight.permute(4, 0, 1, 2, 3), stride=2)
@@ -83,6 +85,7 @@ def test_spconv_cpu_forward_is_thread_safe() -> None:
             idx = _sites(grid, 0.3, seed=100 + trial)
             feats = torch.randn(idx.shape[0], c)
             conv = spconv.SubMConv3d(c, c, 3, padding=1, bias=False)
+            set_conv_algorithm(conv, "cpu")
             with torch.no_grad():
                 y = conv(spconv.SparseConvTensor(feats, idx, [grid] * 3, 1))
                 ref = _at(F.conv3d(_dense(feats, idx, grid), conv.weight.permute(0, 4, 1, 2, 3), padding=1), y.indices)

@@ -24,6 +24,7 @@ from bqnet_model.data.synthetic import minimal_room
 from bqnet_model.model.bqnet import BQNet
 from bqnet_model.model.config import load_config
 from bqnet_model.model.inputs import collate_scenes, scene_inputs
+from bqnet_model.pipeline import Segmenter
 
 TINY = {
     "model": {
@@ -173,6 +174,9 @@ def test_official_checkpoint_maps_and_reports(tmp_path: Path, trained, batch) ->
     m2, stored = load_model(tmp_path / "bare.pth", config=cfg)
     assert stored is None
     assert torch.equal(_outputs(m2, batch), _outputs(model, batch))
+    seg = Segmenter.from_checkpoint(tmp_path / "bare.pth", config=TINY, mask_threshold=0.3)
+    assert seg.inference.mask_threshold == 0.3 and seg.cfg.model.decoder.text_channels == 384
+    assert torch.equal(_outputs(seg.model, batch), _outputs(model, batch))
 
     # missing decoder weights: reported, and refused by load_model (they would stay random)
     del official["module.dec.out_norm.weight"]

@@ -198,6 +198,9 @@ def test_errors_and_fallbacks(seg, cache, room, monkeypatch, caplog) -> None:
         Segmenter(seg.model, seg.cfg, device="tpu")
     with pytest.raises(ValueError, match="unknown key"):
         Segmenter.from_config(TINY, mask_treshold=0.3)
+    with pytest.raises(ValueError, match=r"inference\.superpoints: unknown key\(s\) \['k_tresh'\]"):
+        with_inference(seg, superpoints={"k_tresh": 0.1})
+    assert with_inference(seg, superpoints={"k_thresh": 0.05, "num_threads": 1}).inference.superpoints["k_thresh"] == 0.05
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="bqnet_model.pipeline"):
         s = Segmenter(seg.model, seg.cfg, device="cuda")
@@ -223,3 +226,13 @@ def test_from_checkpoint_with_overrides(tmp_path: Path, seg, cache, room, sp) ->
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="unknown key"):
         Segmenter.from_checkpoint(path, taks="gres")
+
+
+def test_sentences_cached_by_query_can_be_trained_on(seg, cache, room, sp) -> None:
+    """query() runs under inference_mode; its text cache must not leak inference tensors into autograd."""
+    seg.query(cache, TEXTS[:2])
+    batch = collate_scenes([scene_inputs(room.xyz, room.rgb, sp, 0.02)], TEXTS[:2])
+    out = seg.model(batch)  # eval mode (no BN statistics change), autograd on
+    out.final.masks.sum().backward()
+    assert seg.model.decoder.lang_proj.weight.grad is not None
+    seg.model.zero_grad(set_to_none=True)

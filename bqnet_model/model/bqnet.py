@@ -98,7 +98,8 @@ class BQNet(nn.Module):
         if p2v.shape[0] != sp.shape[0] or xyz.shape[0] != sp.shape[0]:
             raise ValueError(f"p2v ({p2v.shape[0]}), superpoints ({sp.shape[0]}) and point_xyz ({xyz.shape[0]}) differ in length")
         pool = self.cfg.backbone.pool
-        sp_feats = superpoint_pool(vox[p2v], sp, n_sp, pool)
+        # float32 pooling: under fp16 autocast a large superpoint's feature sum could overflow
+        sp_feats = superpoint_pool(vox[p2v].float(), sp, n_sp, pool)
         sp_xyz = superpoint_pool(xyz, sp, n_sp, "mean")
         sizes = torch.bincount(sp, minlength=n_sp)
         sp_feats_b, sp_pad = pad_by_offsets(sp_feats, sp_offsets)

@@ -173,8 +173,11 @@ class TextEncoder(nn.Module):
         if missing:
             feats, mask = self._encode(missing)
             lengths = mask.sum(1).tolist()
-            for t, f, n in zip(missing, feats, lengths):
-                self._cache[t] = f[: int(n)].detach().clone()
+            # Stored as normal tensors even when encoded under inference_mode (Segmenter.query): a
+            # cached sentence may later enter a training forward that records autograd.
+            with torch.inference_mode(False):
+                for t, f, n in zip(missing, feats, lengths):
+                    self._cache[t] = f[: int(n)].detach().clone()
         rows = []
         for t in texts:
             self._cache.move_to_end(t)
