@@ -48,6 +48,7 @@ setup(
             "segment_node = bqnet_ros.segment_node:main",
             "play_scene = bqnet_ros.play_scene:main",
             "bqnet-synth = bqnet_model.data.synthetic:main",
+            "bqnet-train = bqnet_model.train:main",
         ],
     },
 )

@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -174,18 +175,22 @@ def init_distributed(gpu_id: int | None) -> tuple[DistInfo, torch.device]:
     return DistInfo(), torch.device("cpu")
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[Any]):
     """Seeded per-epoch order, sharded over ranks, resumable mid-epoch.
 
     The order of epoch e is ``randperm(n)`` from seed ``seed + e`` (or 0..n-1 without shuffle),
     padded by wrapping so every rank gets ``ceil(n / world)`` items; rank r takes every world-th
     item from r; ``set_epoch(e, start)`` skips the first ``start`` items of this rank's share.
+    ``with_epoch``: yield ``(epoch, index)`` pairs (``ReferDataset`` accepts them), so persistent
+    workers draw each epoch's augmentation without being told the epoch.
     """
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, n: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 with_epoch: bool = False) -> None:
         if n < 1:
             raise ValueError("EpochSampler needs at least one item")
         self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world_size
+        self.with_epoch = with_epoch
         self.epoch, self.start = 0, 0
         self.per_rank = math.ceil(n / world_size)
 
@@ -202,8 +207,9 @@ class EpochSampler(Sampler[int]):
         order = (order * math.ceil(total / self.n))[:total]
         return order[self.rank::self.world]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._order()[self.start:])
+    def __iter__(self) -> Iterator[Any]:
+        idx = self._order()[self.start:]
+        return iter([(self.epoch, i) for i in idx] if self.with_epoch else idx)
 
     def __len__(self) -> int:
         return max(0, self.per_rank - self.start)
@@ -266,7 +272,7 @@ def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_
 
 def _loader(ds: ReferDataset, sampler: Sampler[int], batch_size: int, workers: int, device: torch.device) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
-                      pin_memory=device.type == "cuda", persistent_workers=False)
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
 
 # ----------------------------------------------------------------------------- model pieces
@@ -505,10 +511,12 @@ def _print(info: DistInfo, *args: Any) -> None:
 def run_evaluation_only(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.device) -> dict[str, Any]:
     """``--checkpoint``: our checkpoint (its own model config) or an official file (the config's
     model); data and inference settings come from the command's config."""
+    from bqnet_model.checkpoint import is_our_format, read_checkpoint
     from bqnet_model.pipeline import Segmenter
 
-    seg = Segmenter.from_checkpoint(opt.checkpoint, device=device, config=cfg)
-    seg.cfg.inference = cfg.inference
+    ours = is_our_format(read_checkpoint(opt.checkpoint))
+    seg = Segmenter.from_checkpoint(opt.checkpoint, device=device, config=None if ours else cfg,
+                                    **asdict(cfg.inference))
     _, eval_ds = build_datasets(cfg, cfg.train.data_root, train=False, eval_split=opt.eval_split)
     assert eval_ds is not None
     share = list(EpochSampler(len(eval_ds), shuffle=False, rank=info.rank, world_size=info.world_size))
@@ -555,7 +563,8 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
         _print(info, f"backbone initialised from {tc.pretrained_backbone}\n{report}")
     raw_model = model
     optimizer = torch.optim.AdamW(raw_model.param_groups(tc), lr=tc.lr, weight_decay=tc.weight_decay)
-    sampler = EpochSampler(len(train_ds), shuffle=True, seed=tc.seed, rank=info.rank, world_size=info.world_size)
+    sampler = EpochSampler(len(train_ds), shuffle=True, seed=tc.seed, rank=info.rank, world_size=info.world_size,
+                           with_epoch=True)
     steps_per_epoch = math.ceil(sampler.per_rank / tc.batch_size)
     total_steps = opt.max_steps if opt.max_steps is not None else tc.epochs * steps_per_epoch
     n_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -613,11 +622,11 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
     from tqdm import tqdm
 
     epoch = step // steps_per_epoch
+    loader = _loader(train_ds, sampler, tc.batch_size, tc.num_workers, device)  # workers live across epochs
     while step < total_steps:
         start_in_epoch = (step % steps_per_epoch) * tc.batch_size
         train_ds.set_epoch(epoch)
         sampler.set_epoch(epoch, start_in_epoch)
-        loader = _loader(train_ds, sampler, tc.batch_size, tc.num_workers, device)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", unit="step", disable=not info.main,
                    dynamic_ncols=True, leave=False)
         t_data = time.perf_counter()
@@ -625,7 +634,9 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
             data_s = time.perf_counter() - t_data
             lr = optimizer.param_groups[-1]["lr"]
             parts = train_step(model, raw_model, batch, optimizer, scaler, cfg, device, amp, amp_dtype)
-            scheduler.step()
+            with warnings.catch_warnings():  # an fp16 step skipped by the scaler makes torch warn here
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                scheduler.step()
             step += 1
             bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{lr:.2e}")
             if info.main and (step % max(1, tc.log_every) == 0 or step == 1 or step == total_steps):

@@ -297,6 +297,9 @@ def test_dataset_train_samples_augments_and_crops(tmp_path):
     np.testing.assert_array_equal(again.inputs.xyz, s0.inputs.xyz)
     ds.set_epoch(1)
     assert not np.array_equal(ds[0].inputs.xyz, s0.inputs.xyz)
+    # an (epoch, index) key gives that epoch's draw whatever set_epoch said (persistent workers)
+    np.testing.assert_array_equal(ds[(0, 0)].inputs.xyz, s0.inputs.xyz)
+    np.testing.assert_array_equal(ds[(1, 0)].inputs.xyz, ds[0].inputs.xyz)
     batch = collate_fn([ds[0], ds[1]])
     assert batch["coords"].shape[1] == 4 and batch["point_offsets"][-1] == 3000
 
@@ -333,3 +336,19 @@ def test_dataset_gres_zero_and_multi_targets(tmp_path):
         bad[0]
     with pytest.raises(TypeError, match="ReferSample"):
         collate_fn([1])
+
+
+def test_dataset_computes_missing_superpoints(tmp_path):
+    """Scene files written without superpoints (-1) get the online oversegmentation once."""
+    from bqnet_model.superpoints import oversegment
+
+    room = minimal_room(n_points=2500, seed=3)
+    names = np.array([o.name for o in room.objects])
+    save_scene_npz(tmp_path / "r.npz", ScanNetScene("r", room.xyz, room.rgb, np.full(len(room.xyz), -1, np.int64),
+                                                    room.semantic.astype(np.int64), room.instance.astype(np.int64),
+                                                    names))
+    ds = ReferDataset(tmp_path, [Annotation("r", [6], "chair", "0", "the red chair")], split="val")
+    sp = ds.load_scene("r")["superpoint"]
+    np.testing.assert_array_equal(sp, oversegment(room.xyz, room.rgb))
+    s = ds[0]
+    assert s.inputs.n_superpoints == sp.max() + 1 and s.gt_sp_masks[0].sum() >= 1

@@ -103,7 +103,7 @@ def test_train_resume_and_evaluate(setup, capsys):
     assert ccfg.model.decoder.d_model == 32
 
     # resume: continues at step 2 with the optimizer state, schedule over the new total
-    assert main([str(cfg), "--max-steps", "4", "--resume", "--no-eval"]) == 0
+    assert main([str(cfg), "--max-steps", "4", "--resume", "--no-eval", "--num-workers", "1"]) == 0
     log = _log(work)
     starts = [r for r in log if r["event"] == "start"]
     assert starts[-1]["step"] == 2 and starts[-1]["total_steps"] == 4
@@ -163,6 +163,9 @@ def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
     one.set_epoch(1)
     assert sorted(list(one)) == sorted(e0) == list(range(6)) and list(one) != e0  # a new order per epoch
     assert list(EpochSampler(4, shuffle=False)) == [0, 1, 2, 3]
+    w = EpochSampler(4, shuffle=False, with_epoch=True)
+    w.set_epoch(7, start=1)
+    assert list(w) == [(7, 1), (7, 2), (7, 3)]
     assert poly_factor(0, 10, 4.0) == 1.0 and poly_factor(10, 10, 4.0) == 0.0
     assert poly_factor(5, 10, 4.0) == pytest.approx(0.5**4)
     tmp, cfg = setup

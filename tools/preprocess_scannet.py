@@ -13,7 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from bqnet_model.data.scannet import preprocess_scannet
+try:
+    from bqnet_model.data.scannet import preprocess_scannet
+except ModuleNotFoundError:  # run from a checkout that is not pip-installed: use the checkout itself
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bqnet_model.data.scannet import preprocess_scannet
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,13 @@ Multi-GPU: ``torchrun --nproc_per_node 4 tools/train.py config/res.yaml``.
 """
 
 import sys
+from pathlib import Path
 
-from bqnet_model.train import main
+try:
+    from bqnet_model.train import main
+except ModuleNotFoundError:  # run from a checkout that is not pip-installed: use the checkout itself
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bqnet_model.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -168,11 +168,19 @@ class ReferDataset(Dataset):
         scene_id, ann_idx = self.items[idx]
         return scene_id, [self.annotations[i] for i in ann_idx]
 
-    def __getitem__(self, idx: int) -> ReferSample:
+    def __getitem__(self, key: int | tuple[int, int]) -> ReferSample:
+        """Item ``key``; an ``(epoch, index)`` pair selects that epoch's random draw, so persistent
+        DataLoader workers (which never see ``set_epoch``) still change it every epoch."""
+        if isinstance(key, tuple):
+            if len(key) != 2:
+                raise TypeError(f"key must be an index or an (epoch, index) pair, got {key!r}")
+            epoch, idx = int(key[0]), int(key[1])
+        else:
+            epoch, idx = self.epoch, int(key)
         if not 0 <= idx < len(self.items):
             raise IndexError(f"index {idx} out of range for {len(self.items)} items")
         scene_id, ann_idx = self.items[idx]
-        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        rng = np.random.default_rng([self.seed, epoch, idx])
         if self.train and len(ann_idx) > self.lang_per_scene:
             ann_idx = [ann_idx[i] for i in np.sort(rng.choice(len(ann_idx), self.lang_per_scene, replace=False))]
         anns = [self.annotations[i] for i in ann_idx]
