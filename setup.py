@@ -49,6 +49,7 @@ setup(
             "play_scene = bqnet_ros.play_scene:main",
             "bqnet-synth = bqnet_model.data.synthetic:main",
             "bqnet-train = bqnet_model.train:main",
+            "bqnet-segment = bqnet_model.cli:main",
         ],
     },
 )
