@@ -312,7 +312,9 @@ def train_step(model: torch.nn.Module, raw_model: Any, batch: dict[str, Any], op
     with _amp_context(device, amp, amp_dtype):
         out = model(batch)
     gt, pad = raw_model.sentence_targets(batch, device)
-    loss, parts = bqnet_loss(out, gt, pad, raw_model.cfg.loss, _sp_instance_targets(batch, gt.shape[1], device))
+    sem = raw_model.semantic_targets(batch, device) if out.sem_logits is not None else None
+    loss, parts = bqnet_loss(out, gt, pad, raw_model.cfg.loss, _sp_instance_targets(batch, gt.shape[1], device),
+                             sem_targets=sem)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite loss {loss.item()} (parts: { {k: float(v) for k, v in parts.items()} })")
     params = [p for g in optimizer.param_groups for p in g["params"]]

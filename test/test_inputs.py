@@ -97,7 +97,8 @@ def test_collate_two_scenes_matches_architecture():
     meta = [{"scene_id": "s0", "ann_id": 0}, {"scene_id": "s1", "ann_id": 0}, {"scene_id": "s1", "ann_id": 1}]
     b = collate_scenes([s0, s1], texts, ts, gsp, gpt, meta)
     expected_keys = {"coords", "feats", "spatial_shape", "batch_size", "p2v", "point_xyz", "superpoints",
-                     "sp_offsets", "point_offsets", "texts", "text_scene", "gt_sp_masks", "gt_point_masks", "meta"}
+                     "sp_offsets", "point_offsets", "texts", "text_scene", "gt_sp_masks", "gt_point_masks", "meta",
+                     "sp_semantic"}
     assert set(b) == expected_keys
     V, N = s0.n_voxels + s1.n_voxels, 500
     assert b["coords"].dtype == torch.int32 and b["coords"].shape == (V, 4)
@@ -132,7 +133,7 @@ def test_collate_scene_only_batch_clamps_small_scenes():
     b = collate_scenes([s])
     assert b["spatial_shape"] == [MIN_SPATIAL_SHAPE] * 3
     assert b["texts"] == [] and b["text_scene"].numel() == 0
-    assert b["gt_sp_masks"] is None and b["gt_point_masks"] is None and b["meta"] is None
+    assert b["gt_sp_masks"] is None and b["gt_point_masks"] is None and b["meta"] is None and b["sp_semantic"] is None
     # one scene: text_scene may be omitted
     b = collate_scenes([s], ["x", "y"])
     assert b["text_scene"].tolist() == [0, 0]

@@ -15,7 +15,7 @@ echo "[device] data ready after $(( $(date +%s) - t0 )) s"
 ngpu=$(nvidia-smi -L | wc -l)
 train() {  # name config gpu
   CUDA_VISIBLE_DEVICES=$3 python3 tools/train.py $2 --gpu_id 0 --data-root $DATA --work-dir $RUNS/$1 --task gres \
-    --max-steps 1500 --time-budget "$SECS" --num-workers 14 --amp-dtype bf16 --no-eval > $RUNS/$1.train.log 2>&1
+    --max-steps 900 --time-budget "$SECS" --num-workers 14 --amp-dtype bf16 --no-eval > $RUNS/$1.train.log 2>&1
   echo "[device] $1 trained: $(tail -c 300 $RUNS/$1.train.log | tr '\r' '\n' | tail -1)"
 }
 mkdir -p $RUNS

@@ -21,7 +21,7 @@ from bqnet_model.data.augment import AugmentConfig, augment_xyz, random_crop
 from bqnet_model.data.referit import Annotation, assign_res_eval_types, load_annotations
 from bqnet_model.data.scannet import load_scene_npz
 from bqnet_model.metrics import union_mask
-from bqnet_model.model.inputs import SceneInputs, collate_scenes, scene_inputs, superpoint_targets
+from bqnet_model.model.inputs import SceneInputs, collate_scenes, scene_inputs, superpoint_semantic, superpoint_targets
 
 __all__ = ["ReferSample", "ReferDataset", "collate_fn"]
 
@@ -41,6 +41,7 @@ class ReferSample:
     point_index: np.ndarray  # int64 (N,): rows of the scene file these points are
     gt_sp_inst: list[np.ndarray] = field(default_factory=list)  # (S,) int64 each: target instance id or -1
     extra: dict[str, Any] = field(default_factory=dict)
+    sp_semantic: np.ndarray | None = None  # (S,) int64: majority semantic label per superpoint, -1 = none
 
 
 class ReferDataset(Dataset):
@@ -204,6 +205,10 @@ class ReferDataset(Dataset):
         rgb = data["rgb"][keep] if cropped else data["rgb"]
         sp = data["superpoint"][keep] if cropped else data["superpoint"]
         inputs = scene_inputs(xyz, rgb, sp, self.voxel_size)
+        sp_sem = None
+        if "semantic" in data:
+            sem = data["semantic"][keep] if cropped else data["semantic"]
+            sp_sem = superpoint_semantic(inputs.superpoints, sem)
 
         inst_kept = inst[keep] if cropped else inst
         texts, sp_masks, pt_masks, sp_inst, meta = [], [], [], [], []
@@ -220,13 +225,15 @@ class ReferDataset(Dataset):
             sp_inst.append(si)
             meta.append({"scene_id": scene_id, "ann_id": a.ann_id, "object_ids": list(a.object_ids),
                          "object_name": a.object_name, "eval_type": a.eval_type})
-        return ReferSample(scene_id, inputs, texts, sp_masks, pt_masks, meta, keep, sp_inst)
+        return ReferSample(scene_id, inputs, texts, sp_masks, pt_masks, meta, keep, sp_inst, sp_semantic=sp_sem)
 
 
 def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
     """Batch ``ReferSample``s with ``collate_scenes`` (the dict of docs/architecture.md), plus
     ``gt_sp_inst``: list (T) of LongTensor (S_b,), the target instance id of each superpoint (-1 =
-    not a target), which lets the loss train a GRES query on its own object."""
+    not a target), which lets the loss train a GRES query on its own object, and ``sp_semantic``:
+    LongTensor (S_total,) majority semantic label per global superpoint (-1 = none; None unless
+    every sample has one), the target of the auxiliary semantic head."""
     if not samples:
         raise ValueError("collate_fn got an empty list of samples")
     texts: list[str] = []
@@ -244,7 +251,9 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
         pt_masks += s.gt_point_masks
         sp_inst += s.gt_sp_inst
         meta += s.meta
+    sems = [s.sp_semantic for s in samples]
     batch = collate_scenes([s.inputs for s in samples], texts, torch.tensor(text_scene, dtype=torch.long),
-                           sp_masks, pt_masks, meta)
+                           sp_masks, pt_masks, meta,
+                           sp_semantic=None if any(m is None for m in sems) else sems)
     batch["gt_sp_inst"] = [torch.from_numpy(m) for m in sp_inst] if len(sp_inst) == len(texts) else None
     return batch

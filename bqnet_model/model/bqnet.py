@@ -7,7 +7,8 @@ for training, so training and inference compute exactly the same function.
 
 Module names: ``backbone`` (holding SPFormer's ``input_conv``/``unet``/``output_layer``),
 ``text_encoder`` (``.model`` = the HF model), ``decoder`` (IPDN's ``dec``); see checkpoint.py
-for the official key mapping.
+for the official key mapping. ``sem_cls_head`` (only when ``cfg.num_classes`` > 0): auxiliary
+semantic classifier of the pooled superpoint features, trained by the ``sem`` loss term.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class BQNet(nn.Module):
         )
         self.cfg = cfg
         self.decoder = BQNetDecoder(cfg.decoder)
+        self.sem_cls_head: nn.Module | None = None
+        if cfg.num_classes > 0:
+            c = self.backbone.out_channels
+            self.sem_cls_head = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, cfg.num_classes))
 
     @property
     def device(self) -> torch.device:
@@ -167,7 +172,17 @@ class BQNet(nn.Module):
             raise ValueError("batch has no texts: forward needs at least one sentence")
         scene = self.encode_scene(batch)
         text = self.encode_text(texts)
-        return self.decode(scene, text, batch["text_scene"])
+        out = self.decode(scene, text, batch["text_scene"])
+        if self.sem_cls_head is not None:
+            out.sem_logits = self.semantic_logits(scene)
+        return out
+
+    def semantic_logits(self, scene: SceneFeatures) -> torch.Tensor:
+        """(B, S, num_classes) logits of the auxiliary semantic head on the pooled superpoint
+        features (padding rows are meaningless; the loss ignores them)."""
+        if self.sem_cls_head is None:
+            raise RuntimeError("this model has no semantic head (model.num_classes is 0)")
+        return self.sem_cls_head(scene.sp_feats)
 
     # ------------------------------------------------------------------ training helpers
     @staticmethod
@@ -188,10 +203,32 @@ class BQNet(nn.Module):
             gt, pad = gt.to(device), pad.to(device)
         return gt, pad
 
+    @staticmethod
+    def semantic_targets(batch: dict[str, Any], device: torch.device | None = None) -> torch.Tensor | None:
+        """Padded ``(B, S)`` int64 semantic label per superpoint (-1 = none / padding) from the
+        batch's ``sp_semantic`` (S_total,), or None when the batch has none."""
+        sem = batch.get("sp_semantic")
+        if sem is None:
+            return None
+        sp_offsets = batch["sp_offsets"].long().cpu()
+        sem = torch.as_tensor(sem).long().cpu()
+        if sem.ndim != 1 or sem.shape[0] != int(sp_offsets[-1]):
+            raise ValueError(f"sp_semantic must have shape ({int(sp_offsets[-1])},), got {tuple(sem.shape)}")
+        counts = sp_offsets[1:] - sp_offsets[:-1]
+        B, s_max = counts.shape[0], int(counts.max())
+        scene = torch.repeat_interleave(torch.arange(B), counts)
+        local = torch.arange(sem.shape[0]) - sp_offsets[:-1][scene]
+        out = torch.full((B, s_max), -1, dtype=torch.long)
+        out[scene, local] = sem
+        return out if device is None else out.to(device)
+
     def loss(self, out: DecoderOutput, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``bqnet_loss`` of a ``forward`` output against the batch's ``gt_sp_masks``."""
-        gt, pad = self.sentence_targets(batch, out.layers[-1].masks.device)
-        return bqnet_loss(out, gt, pad, self.cfg.loss)
+        """``bqnet_loss`` of a ``forward`` output against the batch's ``gt_sp_masks`` (and its
+        ``sp_semantic`` for the semantic head's ``sem`` term when the model has one)."""
+        dev = out.layers[-1].masks.device
+        gt, pad = self.sentence_targets(batch, dev)
+        sem = self.semantic_targets(batch, dev) if out.sem_logits is not None else None
+        return bqnet_loss(out, gt, pad, self.cfg.loss, sem_targets=sem)
 
     def param_groups(self, train_cfg: TrainConfig) -> list[dict[str, Any]]:
         """AdamW groups with the lr multipliers; frozen parameters (the text encoder) are left out."""
@@ -200,7 +237,10 @@ class BQNet(nn.Module):
             ("text_encoder", self.text_encoder, train_cfg.lr_mult_text),
             ("backbone", self.backbone, train_cfg.lr_mult_backbone),
             ("decoder", self.decoder, train_cfg.lr_mult_decoder),
+            ("sem_cls_head", self.sem_cls_head, train_cfg.lr_mult_decoder),
         ):
+            if module is None:
+                continue
             params = [p for p in module.parameters() if p.requires_grad]
             if params:
                 groups.append({"name": name, "params": params, "lr": train_cfg.lr * mult, "lr_mult": mult})

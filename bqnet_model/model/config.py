@@ -88,12 +88,22 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    """The whole network. ``decoder.in_channels``/``text_channels`` are filled by ``BQNet``."""
+    """The whole network. ``decoder.in_channels``/``text_channels`` are filled by ``BQNet``.
+
+    ``num_classes`` > 0 adds ``sem_cls_head``, an auxiliary semantic classifier of the pooled
+    superpoint features (training signal for the backbone, loss weight ``loss.sem``); 0 = off
+    (no head, no extra checkpoint keys: the official layouts).
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     text: TextConfig = field(default_factory=TextConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 0:
+            raise ValueError(f"model.num_classes must be >= 0 (0 = no semantic head), got {self.num_classes}")
 
 
 @dataclass

@@ -156,7 +156,9 @@ class DecoderOutput:
     query's seed (what makes a query positive in the loss); ``query_pos (T,Q,3)``: that seed's
     position; ``sample_idx (T,Q)``: chosen seeds (indices into ``seed_idx``); ``seed_idx (T,F)``:
     the FPS seeds given; ``seed_scores (T,F)``: text relevance of every seed (sampling loss);
-    ``centres``: query positions used by PSC/DQF before each layer (empty when both are off)."""
+    ``centres``: query positions used by PSC/DQF before each layer (empty when both are off);
+    ``sem_logits (B,S,K)``: the auxiliary semantic head's superpoint logits per scene (set by
+    ``BQNet.forward`` when the model has one, else None)."""
 
     layers: list[LayerPrediction]
     query_sp_idx: Tensor
@@ -165,6 +167,7 @@ class DecoderOutput:
     seed_idx: Tensor
     seed_scores: Tensor
     centres: list[Tensor] = field(default_factory=list)
+    sem_logits: Tensor | None = None
 
     @property
     def final(self) -> LayerPrediction:

@@ -131,6 +131,28 @@ def superpoint_targets(superpoints: np.ndarray, point_mask: np.ndarray) -> np.nd
     return (2.0 * hits > size).astype(np.float32)
 
 
+def superpoint_semantic(superpoints: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+    """Majority semantic label (S,) int64 of each superpoint over its labelled points (label >= 0);
+    -1 where a superpoint has none. Ties go to the smaller label. Dense ``superpoints`` as
+    ``SceneInputs.superpoints``; S = superpoints.max() + 1."""
+    sp = np.asarray(superpoints)
+    sem = np.asarray(semantic)
+    if sp.ndim != 1 or sp.size == 0 or not np.issubdtype(sp.dtype, np.integer) or sp.min() < 0:
+        raise ValueError("superpoints must be a non-empty 1-D array of non-negative integers")
+    if sem.shape != sp.shape or not np.issubdtype(sem.dtype, np.integer):
+        raise ValueError(f"semantic must be an integer array of shape {sp.shape}, got {sem.dtype} {sem.shape}")
+    n_sp = int(sp.max()) + 1
+    out = np.full(n_sp, -1, np.int64)
+    lab = sem >= 0
+    if not lab.any():
+        return out
+    k = int(sem[lab].max()) + 1
+    votes = np.bincount(sp[lab].astype(np.int64) * k + sem[lab].astype(np.int64), minlength=n_sp * k).reshape(n_sp, k)
+    has = votes.sum(1) > 0
+    out[has] = votes[has].argmax(1)
+    return out
+
+
 def _check_len(name: str, value: Sequence[Any] | None, n: int) -> None:
     if value is not None and len(value) != n:
         raise ValueError(f"{name} has {len(value)} entries but there are {n} texts")
@@ -143,6 +165,7 @@ def collate_scenes(
     gt_sp_masks: Sequence[np.ndarray | torch.Tensor] | None = None,
     gt_point_masks: Sequence[np.ndarray | torch.Tensor] | None = None,
     meta: Sequence[dict] | None = None,
+    sp_semantic: Sequence[np.ndarray | torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Concatenate scenes into the batch dict of docs/architecture.md.
 
@@ -150,7 +173,9 @@ def collate_scenes(
     concatenated voxel rows, ``coords`` gain a leading scene column. ``texts``/``text_scene`` may be
     omitted (``Segmenter.prepare`` batches scenes only): then they are empty. Absent ground truth
     and meta are ``None``. ``gt_sp_masks[t]`` must have S_b entries and ``gt_point_masks[t]`` N_b
-    entries for the scene ``b = text_scene[t]``.
+    entries for the scene ``b = text_scene[t]``. ``sp_semantic`` (optional, training): one (S_b,)
+    int array per scene, the majority semantic label of each superpoint (-1 = none), concatenated
+    into ``sp_semantic`` LongTensor (S_total,) aligned with the global superpoint ids (else None).
     """
     if isinstance(scenes, SceneInputs) or not isinstance(scenes, Sequence):
         raise TypeError("scenes must be a list of SceneInputs")
@@ -210,6 +235,18 @@ def collate_scenes(
             if mt.ndim != 1 or mt.shape[0] != want:
                 raise ValueError(f"gt_sp_masks[{t}] has shape {tuple(mt.shape)}, scene {ts[t]} has {want} superpoints")
             sp_masks_t.append(mt)
+    sem_t: torch.Tensor | None = None
+    if sp_semantic is not None:
+        if len(sp_semantic) != b:
+            raise ValueError(f"sp_semantic has {len(sp_semantic)} entries but there are {b} scenes")
+        sem_parts = []
+        for i, m in enumerate(sp_semantic):
+            mt = torch.as_tensor(np.asarray(m.cpu() if isinstance(m, torch.Tensor) else m))
+            if mt.ndim != 1 or mt.shape[0] != int(n_sp[i]) or mt.is_floating_point() or mt.dtype == torch.bool:
+                raise ValueError(f"sp_semantic[{i}] must be an integer array of shape ({int(n_sp[i])},), "
+                                 f"got {mt.dtype} {tuple(mt.shape)}")
+            sem_parts.append(mt.long())
+        sem_t = torch.cat(sem_parts)
     pt_masks_t: list[torch.Tensor] | None = None
     if gt_point_masks is not None:
         pt_masks_t = []
@@ -235,4 +272,5 @@ def collate_scenes(
         "gt_sp_masks": sp_masks_t,
         "gt_point_masks": pt_masks_t,
         "meta": None if meta is None else [dict(m) for m in meta],
+        "sp_semantic": sem_t,
     }

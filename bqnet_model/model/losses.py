@@ -38,6 +38,11 @@ IPDN; binary targets where IPDN uses a Gaussian of the distance to the object ce
 over real seeds per sentence, then over sentences. It is the only gradient the text-guided
 sampling projections get (top-k has none).
 
+``sem`` (only with a semantic head, ``ModelConfig.num_classes`` > 0, and targets): cross-entropy
+of ``DecoderOutput.sem_logits`` (B,S,K) against the per-superpoint majority semantic label
+(B,S) (-1 = unlabelled or padding, ignored), mean over the labelled real superpoints of the batch.
+An auxiliary dense signal for the backbone; it does not touch the decoder.
+
 Everything is computed in float32 (safe under autocast) and finite for sentences without
 targets, without positives or made only of padding.
 """
@@ -52,7 +57,7 @@ from torch import Tensor
 
 from .decoder import DecoderOutput
 
-__all__ = ["LossConfig", "bqnet_loss", "assign_positives", "dice_loss", "sigmoid_focal_loss", "layer_weights"]
+__all__ = ["LossConfig", "bqnet_loss", "semantic_loss", "assign_positives", "dice_loss", "sigmoid_focal_loss", "layer_weights"]
 
 
 @dataclass
@@ -71,9 +76,10 @@ class LossConfig:
     focal_gamma: float = 2.0
     score_iou_min: float = 0.0
     sample_focal: bool = True
+    sem: float = 1.0  # used only when the model has a semantic head (ModelConfig.num_classes > 0)
 
     def __post_init__(self) -> None:
-        for name in ("mask_bce", "mask_dice", "score", "indicator", "sample", "negative_weight", "focal_gamma"):
+        for name in ("mask_bce", "mask_dice", "score", "indicator", "sample", "negative_weight", "focal_gamma", "sem"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.focal_alpha <= 1.0:
@@ -187,16 +193,36 @@ def _check_loss_inputs(out: DecoderOutput, gt_sp_masks: Tensor, sp_pad: Tensor, 
             raise ValueError(f"gt_sp_inst must be an int64 tensor of shape {(T, S)} (-1 = no instance)")
 
 
+def semantic_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of ``logits`` (B,S,K) against ``targets`` (B,S) int64, -1 = ignored
+    (unlabelled superpoints and padding); mean over the labelled entries, 0 (in the graph) if none."""
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"semantic_loss: logits (B,S,K) and targets (B,S) expected, got "
+                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+    if targets.dtype != torch.long:
+        raise TypeError(f"semantic targets must be int64, got {targets.dtype}")
+    lg = logits.float().reshape(-1, logits.shape[-1])
+    tg = targets.reshape(-1)
+    if bool((tg >= logits.shape[-1]).any()):
+        raise ValueError(f"semantic label {int(tg.max())} out of range for {logits.shape[-1]} classes")
+    valid = tg >= 0
+    if not bool(valid.any()):
+        return 0.0 * lg.sum()
+    return F.cross_entropy(lg[valid], tg[valid])
+
+
 def bqnet_loss(
     out: DecoderOutput,
     gt_sp_masks: Tensor,
     sp_pad: Tensor,
     cfg: LossConfig | None = None,
     gt_sp_inst: Tensor | None = None,
+    sem_targets: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss and its parts (detached): ``mask_bce``, ``mask_dice``, ``score``,
     ``indicator`` (each summed over layers with the layer weights, before the term weights),
-    ``sample``, ``num_positive`` (mean positives per sentence) and ``total``."""
+    ``sample``, ``num_positive`` (mean positives per sentence) and ``total``; plus ``sem`` when
+    ``out.sem_logits`` (B,S,K) and ``sem_targets`` (B,S) int64 (-1 = ignore) are both given."""
     cfg = cfg or LossConfig()
     _check_loss_inputs(out, gt_sp_masks, sp_pad, gt_sp_inst)
     T, Q, S = out.layers[-1].masks.shape
@@ -259,8 +285,15 @@ def bqnet_loss(
     sample = (per * row_real).sum() / row_real.sum().clamp_min(1)
     total = total + cfg.sample * sample
 
+    sem = None
+    if out.sem_logits is not None and sem_targets is not None:
+        sem = semantic_loss(out.sem_logits, sem_targets.to(out.sem_logits.device))
+        total = total + cfg.sem * sem
+
     parts_out = {k: v for k, v in acc.items()}
     parts_out["sample"] = sample.detach()
+    if sem is not None:
+        parts_out["sem"] = sem.detach()
     parts_out["num_positive"] = asg.positive.float().sum(1).mean().detach()
     parts_out["total"] = total.detach()
     return total, parts_out
