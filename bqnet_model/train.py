@@ -76,6 +76,7 @@ class TrainOptions:
     gpu_id: int | None = None
     checkpoint: str | None = None
     resume: str | None = None
+    init_weights: str | None = None
     work_dir: str | None = None
     data_root: str | None = None
     epochs: int | None = None
@@ -104,6 +105,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
     ap.add_argument("--checkpoint", default=None, help="evaluate this checkpoint only (no training)")
     ap.add_argument("--resume", nargs="?", const="auto", default=None,
                     help="resume training from a checkpoint (default <work_dir>/latest.pth)")
+    ap.add_argument("--init-weights", "--init_weights", dest="init_weights", default=None,
+                    help="start from this checkpoint's weights (fresh optimizer and schedule), e.g. to continue "
+                         "training a model whose optimizer state was not kept")
     ap.add_argument("--work-dir", "--work_dir", dest="work_dir", default=None)
     ap.add_argument("--data-root", "--data_root", dest="data_root", default=None)
     ap.add_argument("--epochs", type=int, default=None)
@@ -563,6 +567,12 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
         if not report.loaded:
             raise ValueError(f"train.pretrained_backbone {tc.pretrained_backbone}: nothing matched the backbone\n{report}")
         _print(info, f"backbone initialised from {tc.pretrained_backbone}\n{report}")
+    if opt.init_weights and not opt.resume:
+        from bqnet_model.checkpoint import load_checkpoint
+
+        init_model, _, init_meta = load_checkpoint(opt.init_weights, "cpu")
+        model.load_state_dict(init_model.state_dict(), strict=True)
+        _print(info, f"weights initialised from {opt.init_weights} (meta {init_meta})")
     raw_model = model
     optimizer = torch.optim.AdamW(raw_model.param_groups(tc), lr=tc.lr, weight_decay=tc.weight_decay)
     sampler = EpochSampler(len(train_ds), shuffle=True, seed=tc.seed, rank=info.rank, world_size=info.world_size,
