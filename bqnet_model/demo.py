@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 
 
-def superpoint_demo(out_dir: Path, n_points: int = 120_000) -> tuple[Path, Path]:
+def superpoint_demo(out_dir: Path, n_points: int | None = None) -> tuple[Path, Path]:
     """Oversegment the bundled synthetic room; write a PNG and a coloured PLY."""
-    from bqnet_model.data.synthetic import minimal_room
+    from bqnet_model.data.synthetic import demo_room
     from bqnet_model.ply import write_ply
     from bqnet_model.superpoints import achievable_segmentation_accuracy, oversegment
     from bqnet_model.viz import random_label_colors, render_views
 
-    scene = minimal_room(n_points=n_points, seed=0)
+    scene = demo_room(n_points=n_points)  # the same room the full job segments
     t0 = time.perf_counter()
     labels = oversegment(scene.xyz, scene.rgb)
     dt = time.perf_counter() - t0
