@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bqnet_model.pointcloud import as_xyz, rgb_to_uint8
+from bqnet_model.pointcloud import as_xyz, narrow_scalar, rgb_to_uint8
 
 __all__ = ["PlyCloud", "read_ply", "write_ply"]
 
@@ -286,21 +286,7 @@ def _scalar_field(name: str, values: object, n: int) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"scalar field {name!r} must have shape ({n},), got {arr.shape}")
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.dtype.itemsize == 8:  # PLY has no 64-bit integers: narrow when the values fit
-            target = np.dtype(np.int32 if arr.dtype.kind == "i" else np.uint32)
-            info = np.iinfo(target)
-            if n and (arr.min() < info.min or arr.max() > info.max):
-                raise ValueError(f"scalar field {name!r} has values outside the {target} range PLY can store")
-            return arr.astype(target)
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        if arr.dtype.itemsize in (4, 8):
-            return arr
-        return arr.astype(np.float32 if arr.dtype.itemsize < 4 else np.float64)
-    raise TypeError(f"scalar field {name!r} must be numeric, got dtype {arr.dtype}")
+    return narrow_scalar(arr, name, "PLY")
 
 
 def write_ply(

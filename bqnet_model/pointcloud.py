@@ -306,3 +306,26 @@ def voxel_mean(values: np.ndarray, vox: Voxelization) -> np.ndarray:
     if vals.dtype == np.float32:
         out = out.astype(np.float32)
     return out[:, 0] if vals.ndim == 1 else out
+
+
+def narrow_scalar(arr: np.ndarray, name: str, container: str) -> np.ndarray:
+    """Cast a per-point scalar array to a type PLY and PointField can hold (no 64-bit integers).
+
+    bool -> uint8; int64/uint64 -> int32/uint32 when the values fit (else ValueError); float16 ->
+    float32; other numeric types unchanged. ``container`` names the format in error messages.
+    """
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.itemsize == 8:
+            target = np.dtype(np.int32 if arr.dtype.kind == "i" else np.uint32)
+            info = np.iinfo(target)
+            if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                raise ValueError(f"field {name!r} has values outside the {target} range {container} can store")
+            return arr.astype(target)
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.dtype.itemsize in (4, 8):
+            return arr
+        return arr.astype(np.float32 if arr.dtype.itemsize < 4 else np.float64)
+    raise TypeError(f"field {name!r} must be numeric, got dtype {arr.dtype}")

@@ -17,6 +17,8 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 
+from bqnet_model.pointcloud import narrow_scalar
+
 __all__ = ["CloudArrays", "pointcloud2_to_numpy", "numpy_to_pointcloud2", "RGB_LAYOUTS"]
 
 # PointField datatype constant -> numpy little-endian type.
@@ -177,21 +179,7 @@ def _extra_array(name: str, values: object, n: int) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim not in (1, 2) or arr.shape[0] != n:
         raise ValueError(f"extra field {name!r} must have shape ({n},) or ({n}, k), got {arr.shape}")
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.dtype.itemsize == 8:  # PointField has no 64-bit integers
-            target = np.dtype(np.int32 if arr.dtype.kind == "i" else np.uint32)
-            info = np.iinfo(target)
-            if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                raise ValueError(f"extra field {name!r} has values outside the {target} range of PointField")
-            return arr.astype(target)
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        if arr.dtype.itemsize in (4, 8):
-            return arr
-        return arr.astype(np.float32 if arr.dtype.itemsize < 4 else np.float64)
-    raise TypeError(f"extra field {name!r} must be numeric, got dtype {arr.dtype}")
+    return narrow_scalar(arr, name, "PointField")
 
 
 def _stamp(stamp: Time | float | int | None) -> Time:
