@@ -337,7 +337,7 @@ def segment_and_write(
     write ``NN_slug.ply/.png/.json`` per sentence into ``out_dir``; print a summary line each.
     ``meta`` (e.g. which model answered) is copied into every JSON."""
     from bqnet_model.ply import write_ply
-    from bqnet_model.viz import Highlight, render_views_finite
+    from bqnet_model.viz import Highlight, render_views
 
     bad = [t for _, t in queries if t not in TASKS]
     if bad:
@@ -393,8 +393,8 @@ def segment_and_write(
             verdict = (f"{len(objs)} target{'s' if len(objs) != 1 else ''}, "
                        f"{'best ' if len(objs) > 1 else ''}score {float(objs[0].score):.2f}")
         shown = cloud.rgb if cloud.rgb is not None else np.full((n, 3), 160, np.uint8)
-        render_views_finite(cloud.xyz, shown, png_path, highlights=highlights,
-                            title=f'{title_prefix}"{text}"  [{task.upper()}: {verdict}]')
+        render_views(cloud.xyz, shown, png_path, highlights=highlights,
+                     title=f'{title_prefix}"{text}"  [{task.upper()}: {verdict}]')
         data = result_to_dict(r, task, n, include_indices=include_indices)
         data["cloud"] = cloud.source
         data["prepare_timings_ms"] = {k: round(v, 3) for k, v in prep_t.items()}

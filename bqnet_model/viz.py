@@ -52,6 +52,25 @@ def _box_edges(lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndar
     return edges
 
 
+def finite_points(
+    xyz: np.ndarray, colors: np.ndarray, highlights: Sequence[Highlight] = ()
+) -> tuple[np.ndarray, np.ndarray, list[Highlight]]:
+    """Drop NaN/Inf points (one would break the oblique view's scaling), remapping highlight indices."""
+    xyz = np.asarray(xyz)
+    finite = np.isfinite(xyz).all(axis=1)
+    if finite.all():
+        return xyz, np.asarray(colors), list(highlights)
+    if not finite.any():
+        raise ValueError("the cloud has no finite points to draw")
+    new_index = np.cumsum(finite) - 1  # old row -> new row (valid where finite)
+    kept = []
+    for h in highlights:
+        idx = np.asarray(h.indices, np.int64)
+        idx = idx[finite[idx]]
+        kept.append(Highlight(new_index[idx], h.box_min, h.box_max, h.label))
+    return xyz[finite], np.asarray(colors)[finite], kept
+
+
 def render_views(
     xyz: np.ndarray,
     colors: np.ndarray,
@@ -73,8 +92,8 @@ def render_views(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    xyz, colors, highlights = finite_points(xyz, colors, highlights)
     xyz = np.asarray(xyz, np.float64)
-    colors = np.asarray(colors)
     if colors.dtype == np.uint8 or colors.max(initial=0) > 1.0:
         colors = colors.astype(np.float64) / 255.0
     colors = colors.copy()
@@ -131,30 +150,3 @@ def render_views(
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
-
-
-def render_views_finite(
-    xyz: np.ndarray,
-    colors: np.ndarray,
-    out_png: str | Path,
-    *,
-    title: str = "",
-    highlights: Sequence[Highlight] = (),
-    **kwargs: object,
-) -> Path:
-    """``render_views`` for real maps that may hold NaN/Inf points (a single one would break the
-    oblique view's scaling): draws the finite points only, highlight indices remapped to them."""
-    xyz = np.asarray(xyz)
-    finite = np.isfinite(xyz).all(axis=1)
-    if finite.all():
-        return render_views(xyz, colors, out_png, title=title, highlights=highlights, **kwargs)  # type: ignore[arg-type]
-    if not finite.any():
-        raise ValueError("render_views_finite: the cloud has no finite points to draw")
-    new_index = np.cumsum(finite) - 1  # old row -> new row (valid where finite)
-    kept = []
-    for h in highlights:
-        idx = np.asarray(h.indices, np.int64)
-        idx = idx[finite[idx]]
-        kept.append(Highlight(new_index[idx], h.box_min, h.box_max, h.label))
-    return render_views(xyz[finite], np.asarray(colors)[finite], out_png, title=title, highlights=kept,
-                        **kwargs)  # type: ignore[arg-type]

@@ -61,25 +61,18 @@ def test_parser_rejects_bad_task_and_missing_required(capsys: pytest.CaptureFixt
     assert code == 2 and "--out" in err
 
 
-def test_render_views_finite_drops_nan_and_remaps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finite_points_drops_nan_and_remaps() -> None:
     from bqnet_model import viz
 
     xyz = np.arange(30, dtype=np.float32).reshape(10, 3)
     xyz[[1, 4]] = np.nan
-    seen = {}
-
-    def fake(x, c, out, *, title="", highlights=(), **kw):  # records what would be drawn
-        seen.update(xyz=x, colors=c, hl=highlights)
-        return Path(out)
-
-    monkeypatch.setattr(viz, "render_views", fake)
     cols = np.arange(30, dtype=np.uint8).reshape(10, 3)
-    viz.render_views_finite(xyz, cols, tmp_path / "a.png", highlights=[viz.Highlight(np.array([0, 4, 5, 9]))])
-    assert np.isfinite(seen["xyz"]).all() and len(seen["xyz"]) == 8
-    drawn = seen["xyz"][seen["hl"][0].indices]
-    assert np.array_equal(drawn, xyz[[0, 5, 9]]) and np.array_equal(seen["colors"][seen["hl"][0].indices], cols[[0, 5, 9]])
+    kept_xyz, kept_cols, hl = viz.finite_points(xyz, cols, [viz.Highlight(np.array([0, 4, 5, 9]))])
+    assert np.isfinite(kept_xyz).all() and len(kept_xyz) == 8
+    assert np.array_equal(kept_xyz[hl[0].indices], xyz[[0, 5, 9]])
+    assert np.array_equal(kept_cols[hl[0].indices], cols[[0, 5, 9]])
     with pytest.raises(ValueError, match="no finite points"):
-        viz.render_views_finite(np.full((3, 3), np.nan), cols[:3], tmp_path / "b.png")
+        viz.finite_points(np.full((3, 3), np.nan), cols[:3])
 
 
 def test_result_to_dict_fields_and_optional_indices() -> None:
