@@ -40,6 +40,7 @@ arrive ``expand``ed (stride 0 over sentences) are projected once, not once per s
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,6 +53,10 @@ from .cfr import CrossLayerFeatureRefinement
 from .dqf import DistanceAwareQueryFocusing
 from .psc import ProgressiveSpatialConstraint, query_centres, scene_extent
 from .query_sampling import TextGuidedSampling, knn_mask
+
+# torch 2.13's own nn.MultiheadAttention asks torch.fx.is_fx_tracing() and logs a one-time deprecation
+# warning about it into every node and CLI log; it says nothing about our code.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 __all__ = [
     "PAD_LOGIT",

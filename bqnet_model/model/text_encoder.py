@@ -95,7 +95,9 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg: TextConfig, pretrained: bool = True) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar only clutters node and CLI logs
         self.cfg = cfg
         source = resolve_text_model(cfg.encoder)
         local_only = not cfg.allow_download
