@@ -1,4 +1,10 @@
-"""ROS-specific pytest fixtures (used by test_node.py and test_msgs.py).
+"""Shared pytest fixtures.
+
+``one_torch_thread``: torch on one thread for the test (tiny problems on the shared 2-core
+machine run faster on one thread than on two contended ones); used by the model tests through
+``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+
+ROS-specific (used by test_node.py and test_msgs.py):
 
 ``ros_domain_id``: one random ROS_DOMAIN_ID per test session, so parallel sessions on one
 machine do not hear each other; discovery is kept on this host.
@@ -13,6 +19,16 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -30,12 +30,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: one thread is faster than two contended ones
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def oracle_superpoints(room, cell: float = 0.4) -> np.ndarray:

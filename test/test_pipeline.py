@@ -28,12 +28,7 @@ TINY = {
 TEXTS = ["the red chair next to the desk", "the blue cabinet", "the table in the middle", "a chair", "the desk"]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
