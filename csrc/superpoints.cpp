@@ -251,19 +251,26 @@ void sym3_eigvec(const double* a_in, bool want_largest, double* out) {
     w[1] = u[2] * v[0] - u[0] * v[2];
     w[2] = u[0] * v[1] - u[1] * v[0];
   };
+  // Index of the longest of three 3-vectors (the first on ties) and its squared length.
+  auto longest = [](const double* const* vs, double& sq) {
+    int best = 0;
+    sq = -1.0;
+    for (int i = 0; i < 3; ++i) {
+      const double n = vs[i][0] * vs[i][0] + vs[i][1] * vs[i][1] + vs[i][2] * vs[i][2];
+      if (n > sq) {
+        sq = n;
+        best = i;
+      }
+    }
+    return best;
+  };
   double c[3][3];
   cross(r0, r1, c[0]);
   cross(r0, r2, c[1]);
   cross(r1, r2, c[2]);
-  int best = 0;
-  double best_n = -1.0;
-  for (int i = 0; i < 3; ++i) {
-    const double n = c[i][0] * c[i][0] + c[i][1] * c[i][1] + c[i][2] * c[i][2];
-    if (n > best_n) {
-      best_n = n;
-      best = i;
-    }
-  }
+  const double* cs[3] = {c[0], c[1], c[2]};
+  double best_n;
+  const int best = longest(cs, best_n);
   if (best_n > 1e-24) {
     const double inv = 1.0 / std::sqrt(best_n);
     for (int k = 0; k < 3; ++k) out[k] = c[best][k] * inv;
@@ -271,15 +278,8 @@ void sym3_eigvec(const double* a_in, bool want_largest, double* out) {
   }
   // Rank <= 1: any unit vector orthogonal to the largest row of A - lambda I.
   const double* rows[3] = {r0, r1, r2};
-  int br = 0;
-  double bn = -1.0;
-  for (int i = 0; i < 3; ++i) {
-    const double n = rows[i][0] * rows[i][0] + rows[i][1] * rows[i][1] + rows[i][2] * rows[i][2];
-    if (n > bn) {
-      bn = n;
-      br = i;
-    }
-  }
+  double bn;
+  const int br = longest(rows, bn);
   if (bn < 1e-24) {  // isotropic or empty: no preferred direction
     out[0] = 0.0;
     out[1] = 0.0;
