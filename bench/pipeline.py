@@ -1,40 +1,60 @@
 #!/usr/bin/env python3
-"""Benchmark of the Segmenter: per-stage times of prepare and query, and what the scene cache buys.
+"""Benchmark of the Segmenter with every speed lever of issue 7 side by side, in one process.
 
-For synthetic rooms (``minimal_room``, 5 x 4 x 2.5 m) of the given sizes it measures, as the
-median of ``--repeats`` runs after ``--warmup`` runs (CUDA synchronized before every clock read):
+For synthetic rooms (``minimal_room``, 5 x 4 x 2.5 m) of the given sizes, with one model (random
+weights: timings do not depend on them), as medians of ``--repeats`` runs after ``--warmup`` runs
+(CUDA synchronized before every clock read):
 
-* prepare: clean, superpoints, voxelize, backbone, pooling, fps, total;
-* query of one sentence: text (the sentence cache is cleared first), decoder, post, total;
-* sentences/s (a) cached path: one ``query`` per sentence over the prepared map; (a') the same
-  with ``--batch`` sentences per call; (b) recomputing the model per sentence as the original
-  code does (backbone + pooling + FPS + query for every sentence; voxelization and superpoints
-  reused); the ratio (a)/(b); a repeated sentence (text cache hit);
-* peak GPU memory over prepare + queries (CUDA only).
+* prepare, one row per ingest variant: ``baseline`` (numpy clean/voxelize on the host, superpoints
+  inline: the original path), ``torch ingest`` (clean/voxelize with torch ops on the device),
+  ``torch ingest + overlap`` (and the superpoints in a worker thread during voxelize + backbone):
+  clean, superpoints, voxelize, backbone, pooling, fps, superpoints_wait, overlap, total, peak
+  GPU memory;
+* query, one row per decoder variant: ``eager fp32`` (baseline), ``eager fp16`` / ``eager bf16``
+  (autocast; CUDA only), ``cuda graph fp32`` / ``cuda graph bf16`` (``inference.cuda_graph``;
+  CUDA only): text (sentence cache cleared first), decoder, post, total for one new sentence per
+  call; sentences/s with 1 and with ``--batch`` new sentences per call; a repeated sentence
+  (text cache hit); peak GPU memory; the ratio to recomputing;
+* recompute: the whole model per sentence (backbone + pooling + FPS + text + decoder + post, the
+  voxelized batch reused), eager fp32, as the original code answers one sentence;
+* checks: every ingest variant yields the same map (kept points, superpoints, voxel count, FPS
+  seeds; superpoint features up to float rounding); on CUDA the eager decoder under
+  ``torch.cuda.set_sync_debug_mode('error')`` (no host sync?), and CUDA-graph answers against
+  eager ones on the same sentences.
 
-The weights are random (``Segmenter.from_config``): timings do not depend on them.
+Each variant runs inside its own try/except: a failing lever is printed as FAILED with its error
+and the benchmark goes on. The CUDA-graph variants run in a second pass, after every eager
+measurement of every size, so that even a capture that breaks the CUDA context costs nothing else. ``--out`` writes everything as JSON (date, machine, versions, git
+commit); ``bench/plot_pipeline.py`` draws it.
 
 Examples::
 
     python bench/pipeline.py --config config/tiny.yaml --device cpu --points 100000
-    # GPU machine: no RoBERTa there, so run the paper-size model with MiniLM (text_channels 384)
+    # GPU machine (tools/device_bench.sh does this): paper-size model with MiniLM
     python bench/pipeline.py --config config/res.yaml --device cuda --text-encoder minilm \\
-        --points 100000 300000 1000000 --out $OUT/bench.json
+        --points 100000 300000 1000000 --out $OUT/bench_res.json
 
-``--text-encoder`` takes ``minilm``, a hub name or a folder (e.g. the one tools/pack_text_encoder.py
-unpacks); ``--random-text-weights`` builds the encoder from its config only (same cost).
-``--superpoints grid`` replaces the online oversegmentation (the C++ extension) by 0.25 m grid
-cells where the extension is not built; the superpoints stage then measures that instead.
+``--text-encoder`` takes ``minilm``, a hub name or a folder; ``--random-text-weights`` builds the
+encoder from its config only (same cost). ``--superpoints grid`` replaces the online
+oversegmentation (the C++ extension) by 0.25 m grid cells where the extension is not built.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import datetime
+import gc
+import hashlib
 import json
+import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,11 +67,27 @@ import torch  # noqa: E402
 
 from bqnet_model.data.synthetic import minimal_room  # noqa: E402
 from bqnet_model.model.config import load_config  # noqa: E402
-from bqnet_model.pipeline import Segmenter  # noqa: E402
+from bqnet_model.pipeline import Segmenter, summary_queries, unpack_summary  # noqa: E402
 
 COLORS = ["red", "green", "blue", "white", "brown", "black", "grey", "yellow"]
 OBJECTS = ["chair", "desk", "table", "cabinet", "lamp", "sofa", "bookshelf", "monitor"]
 RELATIONS = ["next to", "left of", "right of", "in front of", "behind", "near", "far from", "across from"]
+
+PREP_STAGES = ("clean", "superpoints", "voxelize", "backbone", "pooling", "fps", "superpoints_wait", "overlap", "total")
+QUERY_STAGES = ("text", "decoder", "post", "total")
+
+INGEST_VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("baseline (numpy ingest)", {"ingest": "numpy", "overlap_superpoints": False}),
+    ("torch ingest", {"ingest": "torch", "overlap_superpoints": False}),
+    ("torch ingest + overlap", {"ingest": "torch", "overlap_superpoints": True}),
+]
+DECODER_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [  # name, inference overrides, CUDA only
+    ("eager fp32", {"amp": False, "cuda_graph": False}, False),
+    ("eager fp16", {"amp": True, "amp_dtype": "float16", "cuda_graph": False}, True),
+    ("eager bf16", {"amp": True, "amp_dtype": "bfloat16", "cuda_graph": False}, True),
+    ("cuda graph fp32", {"amp": False, "cuda_graph": True}, True),
+    ("cuda graph bf16", {"amp": True, "amp_dtype": "bfloat16", "cuda_graph": True}, True),
+]
 
 
 def sentences(n: int, offset: int = 0) -> list[str]:
@@ -68,119 +104,453 @@ def grid_superpoints(xyz: np.ndarray, cell: float = 0.25) -> np.ndarray:
 
 
 def median_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    return {k: statistics.median(r[k] for r in rows) for k in keys}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = time.perf_counter()
     out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return out, (time.perf_counter() - t0) * 1e3
 
 
-def bench_size(seg: Segmenter, n_points: int, args: argparse.Namespace) -> dict[str, Any]:
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mib(device: torch.device) -> dict[str, float]:
+    if device.type != "cuda":
+        return {}
+    return {"peak_alloc_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+            "peak_reserved_mib": torch.cuda.max_memory_reserved(device) / 2**20}
+
+
+def guarded(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one variant; a failure becomes ``{"error": ...}`` (printed) and the bench goes on."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - every lever must fail alone
+        msg = f"{type(exc).__name__}: {exc}".strip()
+        print(f"  !! {name} FAILED: {msg.splitlines()[0] if msg else type(exc).__name__}", flush=True)
+        traceback.print_exc(limit=6, file=sys.stdout)
+        return {"error": msg[:2000]}
+
+
+def variant(base: Segmenter, **overrides: Any) -> Segmenter:
+    """A Segmenter sharing ``base``'s model with other inference settings (no weight copies)."""
+    cfg = copy.copy(base.cfg)
+    cfg.inference = dataclasses.replace(base.cfg.inference, **overrides)
+    return Segmenter(base.model, cfg, base.device)
+
+
+def with_variant(base: Segmenter, overrides: dict[str, Any], fn: Callable[[Segmenter], dict[str, Any]]) -> dict[str, Any]:
+    """``fn`` on a variant, then free what the variant holds (graph pools, worker thread) so the
+    next variant's peak memory is its own."""
+    seg = variant(base, **overrides)
+    try:
+        return fn(seg)
+    finally:
+        seg.close()
+        gc.collect()
+        if seg.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------- one map size
+def bench_prepare(seg: Segmenter, room: Any, sp: np.ndarray | None, args: argparse.Namespace) -> dict[str, Any]:
     dev = seg.device
-    room = minimal_room(n_points, seed=0)
-    sp = grid_superpoints(room.xyz) if args.superpoints == "grid" else None
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
+    for _ in range(args.prepare_warmup):
+        seg.prepare(room.xyz, room.rgb, superpoints=sp)
+    reset_peak(dev)
+    rows, walls = [], []
+    cache = None
+    for _ in range(args.prepare_repeats):
+        cache, ms = timed(lambda: seg.prepare(room.xyz, room.rgb, superpoints=sp), dev)
+        rows.append(dict(cache.timings_ms))
+        walls.append(ms)
+    out: dict[str, Any] = {"stages_ms": median_dicts(rows), "wall_ms": statistics.median(walls), **peak_mib(dev)}
+    out["_cache"] = cache
+    return out
+
+
+def bench_queries(seg: Segmenter, cache: Any, args: argparse.Namespace, offset: int) -> dict[str, Any]:
+    dev = seg.device
     enc = seg.model.text_encoder
-
-    def prepare():
-        return seg.prepare(room.xyz, room.rgb, superpoints=sp)
-
-    for _ in range(args.warmup):
-        cache = prepare()
-    prep_rows = []
-    for _ in range(args.repeats):
-        cache = prepare()
-        prep_rows.append(dict(cache.timings_ms))
-    prep = median_dicts(prep_rows)  # with --superpoints grid the labels are given: ~0 ms there
-
-    # (a) cached path, one sentence per call, distinct sentences, text cache cleared
-    q_rows, q_wall = [], []
-    k = 0
-    for i in range(args.warmup + args.repeats):
+    reset_peak(dev)
+    rows, walls = [], []
+    k = offset
+    for i in range(args.warmup + args.repeats):  # one new sentence per call, text cache cleared
         enc.clear_cache()
         res, ms = timed(lambda: seg.query(cache, sentences(1, k)), dev)
         k += 1
         if i >= args.warmup:
-            q_rows.append(dict(res[0].timings_ms))
-            q_wall.append(ms)
-    query = median_dicts(q_rows)
-    single_ms = statistics.median(q_wall)
-
-    # (a') batched: --batch sentences per call
-    b_wall = []
-    for i in range(args.warmup + args.repeats):
+            rows.append(dict(res[0].timings_ms))
+            walls.append(ms)
+    single_ms = statistics.median(walls)
+    b_walls = []
+    for i in range(args.warmup + args.repeats):  # --batch new sentences per call
         enc.clear_cache()
-        _, ms = timed(lambda: seg.query(cache, sentences(args.batch, 1000 + i * args.batch)), dev)
+        _, ms = timed(lambda: seg.query(cache, sentences(args.batch, offset + 10_000 + i * args.batch)), dev)
         if i >= args.warmup:
-            b_wall.append(ms)
-    batch_ms = statistics.median(b_wall)
+            b_walls.append(ms)
+    batch_ms = statistics.median(b_walls)
+    fixed = "the red chair next to the desk"
+    seg.query(cache, fixed)
+    rep = [timed(lambda: seg.query(cache, fixed), dev)[1] for _ in range(args.repeats)]
+    out = {
+        "stages_ms": median_dicts(rows),
+        "wall_ms": single_ms,
+        "sentences_per_s_1": 1e3 / single_ms,
+        "batch": args.batch,
+        "batch_wall_ms": batch_ms,
+        "sentences_per_s_batch": args.batch * 1e3 / batch_ms,
+        "repeated_sentence_ms": statistics.median(rep),
+        "graph": seg.graph_stats,
+        **peak_mib(dev),
+    }
+    if seg._graphs is not None and seg._graphs.failures:
+        out["graph_failures"] = {str(k): v for k, v in seg._graphs.failures.items()}
+    return out
 
-    # repeated sentence: text cache hit
-    seg.query(cache, "the red chair next to the desk")
-    rep_wall = [timed(lambda: seg.query(cache, "the red chair next to the desk"), dev)[1] for _ in range(args.repeats)]
-    repeat_ms = statistics.median(rep_wall)
 
-    # (b) recompute the scene encoding for every sentence (voxelization + superpoints reused)
+def bench_recompute(seg: Segmenter, cache: Any, room: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The whole model per sentence (eager fp32): backbone + pooling + FPS + query."""
     from bqnet_model.model.inputs import collate_scenes, scene_inputs
 
+    dev = seg.device
     si = scene_inputs(cache.point_xyz, room.rgb[cache.point_index], cache.point_superpoint, seg.inference.voxel_size)
     batch = collate_scenes([si])
+    enc = seg.model.text_encoder
 
-    def recompute(text: str):
+    def recompute(text: str) -> Any:
         with torch.inference_mode(), seg._autocast():
             scene = seg.model.encode_scene(batch)
         return seg.query(dataclasses.replace(cache, scene=scene), text)
 
-    r_wall = []
+    reset_peak(dev)
+    walls = []
     for i in range(args.warmup + args.repeats):
         enc.clear_cache()
-        _, ms = timed(lambda: recompute(sentences(1, 5000 + i)[0]), dev)
+        _, ms = timed(lambda: recompute(sentences(1, 50_000 + i)[0]), dev)
         if i >= args.warmup:
-            r_wall.append(ms)
-    recompute_ms = statistics.median(r_wall)
+            walls.append(ms)
+    ms = statistics.median(walls)
+    return {"wall_ms": ms, "sentences_per_s": 1e3 / ms, **peak_mib(dev)}
 
-    out = {
-        "points": n_points,
-        "points_kept": cache.n_points,
-        "voxels": cache.n_voxels,
-        "superpoints": cache.n_superpoints,
-        "prepare_ms": prep,
-        "query_ms": query,
-        "query_wall_ms": single_ms,
-        "sentences_per_s_cached": 1e3 / single_ms,
-        f"sentences_per_s_cached_batch{args.batch}": args.batch * 1e3 / batch_ms,
-        "sentences_per_s_recompute": 1e3 / recompute_ms,
-        "speedup_cached_vs_recompute": recompute_ms / single_ms,
-        "repeated_sentence_ms": repeat_ms,
-    }
-    if dev.type == "cuda":
-        out["peak_gpu_mem_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
+
+def superpoint_stages(seg: Segmenter, cache: Any, room: Any) -> dict[str, Any]:
+    """Where the C++ oversegmentation spends its time (it is prepare's critical path on a GPU)."""
+    from bqnet_model.superpoints import SuperpointParams, oversegment_detailed
+
+    params = {k: v for k, v in seg.inference.superpoints.items() if k != "num_threads"}
+    threads = int(seg.inference.superpoints.get("num_threads", torch.get_num_threads()))
+    rgb = room.rgb[cache.point_index]
+    runs = [oversegment_detailed(cache.point_xyz, rgb, params=SuperpointParams(**params), num_threads=threads)
+            for _ in range(3)]
+    return {"threads": threads, "timings_ms": median_dicts([r.timings_ms for r in runs]),
+            "voxels": runs[0].num_voxels, "edges": runs[0].num_edges}
+
+
+def check_caches(caches: dict[str, Any]) -> dict[str, Any]:
+    """Every ingest variant against the first: the same map must come out (GPU ingest exactness)."""
+    names = list(caches)
+    ref = caches[names[0]]
+    out: dict[str, Any] = {"reference": names[0]}
+    for name in names[1:]:
+        c = caches[name]
+        same = {k: bool(np.array_equal(getattr(ref, k), getattr(c, k)))
+                for k in ("point_index", "point_superpoint", "sp_start")}
+        same["n_voxels"] = ref.n_voxels == c.n_voxels
+        diff = float((ref.scene.sp_feats.float() - c.scene.sp_feats.float()).abs().max())
+        # Not part of all_equal: on CUDA the superpoint means add with float atomics (any order),
+        # so a near-tie in FPS may pick another seed even from identical inputs.
+        seeds = float((ref.scene.seed_idx.cpu() == c.scene.seed_idx.cpu()).float().mean())
+        out[name] = {"all_equal": all(same.values()), **same, "sp_feats_max_abs_diff": diff,
+                     "same_seed_share": seeds}
     return out
 
 
-def report(r: dict[str, Any], batch: int) -> str:
-    p, q = r["prepare_ms"], r["query_ms"]
-    lines = [
-        f"== {r['points']:,} points ({r['points_kept']:,} kept, {r['voxels']:,} voxels, {r['superpoints']:,} superpoints)",
-        "  prepare ms: " + ", ".join(f"{k} {p[k]:.1f}" for k in
-                                     ("clean", "superpoints", "voxelize", "backbone", "pooling", "fps", "total") if k in p),
-        "  query ms (1 sentence, text not cached): " + ", ".join(f"{k} {q[k]:.1f}" for k in ("text", "decoder", "post", "total")),
-        f"  sentences/s: cached {r['sentences_per_s_cached']:.1f}, cached x{batch} per call "
-        f"{r[f'sentences_per_s_cached_batch{batch}']:.1f}, recompute per sentence {r['sentences_per_s_recompute']:.1f}"
-        f"  -> cached/recompute {r['speedup_cached_vs_recompute']:.1f}x",
-        f"  repeated sentence (text cache hit): {r['repeated_sentence_ms']:.1f} ms",
+def check_sync_free(seg: Segmenter, cache: Any) -> dict[str, Any]:
+    """The eager decoder + heads under ``set_sync_debug_mode('error')``: raises on a host sync."""
+    if seg.device.type != "cuda":
+        return {"skipped": "cpu"}
+    with torch.inference_mode():
+        text = seg.model.encode_text(sentences(2, 90_000))
+        fn = seg._summary_fn("res")
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            fn(cache.scene, text.word_feats, text.word_mask)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return {"sync_free": True}
+
+
+def check_graph_matches_eager(eager: Segmenter, graph: Segmenter, cache: Any, n: int,
+                              require_cuda: bool = True) -> dict[str, Any]:
+    """Summaries of the same sentences by eager run and by graph replay (RES and GRES)."""
+    if require_cuda and eager.device.type != "cuda":
+        return {"skipped": "cpu"}
+    out: dict[str, Any] = {}
+    texts = sentences(n, 95_000)
+    S = cache.n_superpoints
+    with torch.inference_mode():
+        text = eager.model.encode_text(texts)
+        for task in ("res", "gres"):
+            sa, _ = eager._decode_summary(cache, text, task)
+            a = sa.cpu().numpy()
+            with graph._autocast():
+                sb, Sb = graph._decode_summary(cache, text, task)
+                b = sb.cpu().numpy()
+            Q = summary_queries(a.size, n, S, task)
+            pa, pb = unpack_summary(a, n, Q, S, task), unpack_summary(b, n, Q, Sb, task)
+            r = {"prob_max_abs_diff": float(np.abs(pa["prob"] - pb["prob"]).max()),
+                 "mask_agreement": float((pa["on"] == pb["on"][..., :S]).mean()),
+                 "padding_never_on": bool(not pb["on"][..., S:].any()), "padded_superpoints": Sb}
+            if task == "res":
+                r["same_best_query"] = float((pa["best"] == pb["best"]).mean())
+            else:
+                r["same_positive"] = float((pa["positive"] == pb["positive"]).mean())
+            out[task] = r
+    out["graph"] = graph.graph_stats
+    return out
+
+
+def _is_graph(kw: dict[str, Any]) -> bool:
+    return bool(kw.get("cuda_graph"))
+
+
+def _ratios(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """cached vs recompute for every query variant measured so far (printed once per phase)."""
+    rec = result.get("recompute", {})
+    if "wall_ms" not in rec:
+        return
+    prep_best = min((v["stages_ms"]["total"] for v in result["prepare"].values() if "stages_ms" in v), default=None)
+    for r in result["query"].values():
+        if "wall_ms" in r:
+            r["cached_vs_recompute"] = rec["wall_ms"] / r["wall_ms"]
+            r["cached_batch_vs_recompute"] = r["sentences_per_s_batch"] / rec["sentences_per_s"]
+            if prep_best is not None:  # a full prepare + query per sentence (sum of the medians)
+                r["cached_vs_prepare_each_time"] = (prep_best + r["wall_ms"]) / r["wall_ms"]
+    ratios = ", ".join(
+        f"{k} {v['cached_vs_recompute']:.1f}x / x{args.batch} {v['cached_batch_vs_recompute']:.1f}x"
+        + (f" / vs prepare+query {v['cached_vs_prepare_each_time']:.1f}x" if "cached_vs_prepare_each_time" in v else "")
+        for k, v in result["query"].items() if "cached_vs_recompute" in v)
+    print(f"  cached throughput vs recompute (1 per call / {args.batch} per call / vs a full prepare + query "
+          f"per sentence): {ratios}", flush=True)
+
+
+def _peak(result: dict[str, Any]) -> None:
+    runs = list(result["prepare"].values()) + list(result["query"].values()) + [result.get("recompute", {})]
+    peaks = [r.get("peak_alloc_mib") for r in runs if isinstance(r.get("peak_alloc_mib"), (int, float))]
+    if peaks:
+        result["peak_alloc_mib_any_variant"] = max(peaks)
+
+
+def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Phase 1 of one size: every ingest variant, the eager decoder variants, recompute, the
+    sync check. Returns the result and the prepared cache for phase 2 (None if none worked)."""
+    dev = base.device
+    room = minimal_room(n_points, seed=0)
+    sp = grid_superpoints(room.xyz) if args.superpoints == "grid" else None
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    reset_peak(dev)
+    result: dict[str, Any] = {"points": n_points, "prepare": {}, "query": {}, "checks": {}}
+
+    cache = None
+    caches = {}
+    for name, kw in INGEST_VARIANTS:
+        r = guarded(f"prepare / {name}", lambda: with_variant(base, kw, lambda s: bench_prepare(s, room, sp, args)))
+        c = r.pop("_cache", None)
+        if c is not None:
+            cache = c  # the last working variant (the fastest path) serves the queries
+            caches[name] = c
+            result.setdefault("points_kept", c.n_points)
+            result.setdefault("voxels", c.n_voxels)
+            result.setdefault("superpoints", c.n_superpoints)
+        result["prepare"][name] = r
+        print(report_prepare(name, r), flush=True)
+    if cache is None:
+        return result, None
+    result["checks"]["ingest_variants_agree"] = guarded("check / ingest variants agree", lambda: check_caches(caches))
+    print(f"  check ingest_variants_agree: {json.dumps(result['checks']['ingest_variants_agree'])}", flush=True)
+    if sp is None:
+        result["superpoint_stages"] = guarded("superpoint stages", lambda: superpoint_stages(base, cache, room))
+        st = result["superpoint_stages"]
+        if "timings_ms" in st:
+            print(f"  superpoints (C++, {st['threads']} threads, median of 3): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in st["timings_ms"].items()), flush=True)
+
+    for j, (name, kw, cuda_only) in enumerate(DECODER_VARIANTS):
+        if cuda_only and dev.type != "cuda":
+            result["query"][name] = {"skipped": "CUDA only"}
+            continue
+        if _is_graph(kw):
+            result["query"][name] = {"pending": "phase 2"}
+            continue
+        r = guarded(f"query / {name}",
+                    lambda: with_variant(base, kw, lambda s: bench_queries(s, cache, args, 100_000 * (j + 1))))
+        result["query"][name] = r
+        print(report_query(name, r, args.batch), flush=True)
+
+    rec = guarded("recompute", lambda: with_variant(base, {"amp": False, "cuda_graph": False},
+                                                    lambda s: bench_recompute(s, cache, room, args)))
+    result["recompute"] = rec
+    if "wall_ms" in rec:
+        print(f"  recompute the whole model per sentence (eager fp32): {rec['wall_ms']:.1f} ms "
+              f"= {rec['sentences_per_s']:.1f} sentences/s"
+              + (f", peak {rec['peak_alloc_mib']:.0f} MiB" if "peak_alloc_mib" in rec else ""), flush=True)
+    _ratios(result, args)
+    eager = variant(base, amp=False, cuda_graph=False)
+    result["checks"]["sync_free_decoder"] = guarded("check / sync-free decoder", lambda: check_sync_free(eager, cache))
+    print(f"  check sync_free_decoder: {json.dumps(result['checks']['sync_free_decoder'])}", flush=True)
+    _peak(result)
+    return result, cache
+
+
+def bench_size_graphs(base: Segmenter, result: dict[str, Any], cache: Any, args: argparse.Namespace) -> None:
+    """Phase 2 of one size: the CUDA-graph variants and graph-vs-eager answers. Run after every
+    eager measurement of every size, so a capture that goes wrong cannot cost the other numbers."""
+    dev = base.device
+    for j, (name, kw, cuda_only) in enumerate(DECODER_VARIANTS):
+        if not _is_graph(kw) or (cuda_only and dev.type != "cuda"):
+            continue
+        r = guarded(f"query / {name}",
+                    lambda: with_variant(base, kw, lambda s: bench_queries(s, cache, args, 100_000 * (j + 1))))
+        result["query"][name] = r
+        print(report_query(name, r, args.batch), flush=True)
+    _ratios(result, args)
+    eager = variant(base, amp=False, cuda_graph=False)
+    result["checks"]["graph_vs_eager"] = guarded(
+        "check / graph vs eager",
+        lambda: with_variant(base, {"amp": False, "cuda_graph": True},
+                             lambda g: check_graph_matches_eager(eager, g, cache, min(args.batch, 8))))
+    print(f"  check graph_vs_eager: {json.dumps(result['checks']['graph_vs_eager'])}", flush=True)
+    _peak(result)
+
+
+# ---------------------------------------------------------------------- printing
+def _fmt(v: Any) -> str:
+    return f"{v:8.1f}" if isinstance(v, (int, float)) else f"{'-':>8}"
+
+
+def report_prepare(name: str, r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"  prepare  {name:<26} FAILED: {r['error'].splitlines()[0]}"
+    st = r["stages_ms"]
+    cells = " ".join(_fmt(st.get(k)) for k in PREP_STAGES)
+    mem = f" {r['peak_alloc_mib']:7.0f}" if "peak_alloc_mib" in r else ""
+    return f"  prepare  {name:<26} {cells}{mem}"
+
+
+def report_query(name: str, r: dict[str, Any], batch: int) -> str:
+    if "error" in r:
+        return f"  query    {name:<26} FAILED: {r['error'].splitlines()[0]}"
+    if "skipped" in r:
+        return f"  query    {name:<26} skipped ({r['skipped']})"
+    st = r["stages_ms"]
+    cells = " ".join(_fmt(st.get(k)) for k in QUERY_STAGES)
+    mem = f" {r['peak_alloc_mib']:7.0f}" if "peak_alloc_mib" in r else ""
+    g = r.get("graph", {})
+    gtxt = f"  graph cap/replay/fail {g['captures']}/{g['replays']}/{g['failures']}" if g.get("captures") or g.get("failures") else ""
+    return (f"  query    {name:<26} {cells} {r['sentences_per_s_1']:8.1f} {r['sentences_per_s_batch']:8.1f} "
+            f"{r['repeated_sentence_ms']:8.1f}{mem}{gtxt}")
+
+
+def header_lines(batch: int, cuda: bool) -> list[str]:
+    mem = "  peakMiB" if cuda else ""
+    return [
+        "  prepare  variant (ms, median)       " + " ".join(f"{k[:8]:>8}" for k in PREP_STAGES) + mem,
+        "  query    variant (ms, 1 sentence)   " + " ".join(f"{k:>8}" for k in QUERY_STAGES)
+        + f" {'sent/s':>8} {f'x{batch}/s':>8} {'repeat':>8}" + mem,
     ]
-    if "peak_gpu_mem_mib" in r:
-        lines.append(f"  peak GPU memory: {r['peak_gpu_mem_mib']:.0f} MiB")
+
+
+def summary_table(results: list[dict[str, Any]]) -> str:
+    """One line per size: the baseline vs the best of the levers, against issue 7's targets."""
+    lines = ["", "summary (issue 7 targets: prepare <= 150 ms, one new sentence <= 15 ms, cached >= 10x recompute, "
+             "GPU memory <= 4096 MiB at 300k points)"]
+    for r in results:
+        prep = {k: v["stages_ms"]["total"] for k, v in r.get("prepare", {}).items() if "stages_ms" in v}
+        q = {k: v for k, v in r.get("query", {}).items() if "wall_ms" in v}
+        if not prep or not q:
+            lines.append(f"  {r['points']:>9,} points: incomplete (see FAILED above)")
+            continue
+        bp = min(prep, key=prep.get)
+        bq = min(q, key=lambda k: q[k]["wall_ms"])
+        base_p = prep.get(INGEST_VARIANTS[0][0])
+        base_q = q.get(DECODER_VARIANTS[0][0], {}).get("wall_ms")
+        ratio = q[bq].get("cached_vs_recompute")
+        ratio_b = q[bq].get("cached_batch_vs_recompute")
+        mem = r.get("peak_alloc_mib_any_variant")
+        lines.append(
+            f"  {r['points']:>9,} points: prepare {base_p if base_p is None else round(base_p, 1)} -> {prep[bp]:.1f} ms "
+            f"({bp}); sentence {base_q if base_q is None else round(base_q, 1)} -> {q[bq]['wall_ms']:.1f} ms ({bq}); "
+            f"cached/recompute {ratio if ratio is None else round(ratio, 1)}x "
+            f"(batched {ratio_b if ratio_b is None else round(ratio_b, 1)}x)"
+            + (f"; peak GPU {mem:.0f} MiB" if mem else ""))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- metadata
+def git_commit() -> dict[str, Any]:
+    info: dict[str, Any] = {"commit": os.environ.get("BQNET_GIT_COMMIT", "unknown"), "dirty": None}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                        timeout=10, check=True).stdout.strip()
+        info["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                            capture_output=True, text=True, timeout=10).stdout.strip())
+    except Exception:  # noqa: BLE001 - no git on the GPU machine's copy: keep what we have
+        pass
+    digest = hashlib.sha1()
+    for p in sorted((ROOT / "bqnet_model").rglob("*.py")) + sorted((ROOT / "csrc").glob("*.cpp")):
+        digest.update(p.read_bytes())
+    info["source_sha1"] = digest.hexdigest()[:12]
+    return info
+
+
+def machine(dev: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
+    if dev.type == "cuda":
+        out["gpu_mem_mib"] = torch.cuda.get_device_properties(dev).total_memory / 2**20
+    return out
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
+           "numpy": np.__version__}
+    try:
+        import spconv
+
+        out["spconv"] = getattr(spconv, "__version__", "?")
+    except Exception as exc:  # noqa: BLE001
+        out["spconv"] = f"unavailable ({exc})"
+    try:
+        import transformers
+
+        out["transformers"] = transformers.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,49 +561,86 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-encoder", default=None, help="override model.text.encoder (e.g. minilm or a folder)")
     ap.add_argument("--random-text-weights", action="store_true", help="text encoder from its config only")
     ap.add_argument("--superpoints", choices=["online", "grid"], default="online")
-    ap.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7, help="timed query runs per variant (median)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed query runs first")
+    ap.add_argument("--prepare-repeats", type=int, default=3, help="timed prepare runs per ingest variant")
+    ap.add_argument("--prepare-warmup", type=int, default=1)
     ap.add_argument("--batch", type=int, default=16, help="sentences per call for the batched throughput")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or args.batch < 1:
-        ap.error("--repeats and --batch must be >= 1, --warmup >= 0")
+    if min(args.repeats, args.prepare_repeats, args.batch) < 1 or min(args.warmup, args.prepare_warmup) < 0:
+        ap.error("--repeats, --prepare-repeats and --batch must be >= 1, warm-ups >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     cfg = load_config(args.config)
     if args.text_encoder:
         cfg.model.text.encoder = args.text_encoder
-    cfg.inference.amp = bool(args.amp)
     cfg.inference.max_points = max(cfg.inference.max_points, max(args.points))
+    cfg.inference.text_chunk = max(cfg.inference.text_chunk, args.batch)
     if args.superpoints == "online":
         try:
-            from bqnet_model.superpoints import oversegment  # noqa: F401
             from bqnet_model import _C  # noqa: F401
         except ImportError as exc:
             ap.error(f"online superpoints need the built C++ extension ({exc}); build it with "
                      "`python setup.py build_ext --inplace` or pass --superpoints grid")
-    seg = Segmenter.from_config(cfg, device=args.device, seed=args.seed, text_pretrained=not args.random_text_weights)
-    dev = seg.device
-    d = seg.cfg.model.decoder
-    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    head = (f"bqnet pipeline benchmark: {Path(args.config).name}, device {dev} ({gpu}), amp {args.amp}, "
-            f"text encoder {seg.cfg.model.text.encoder} ({d.text_channels}-d"
-            f"{', random weights' if args.random_text_weights else ''}), media {seg.cfg.model.backbone.media}, "
-            f"d_model {d.d_model}, {d.num_layers} layers, fps {d.fps_num}, {d.num_proposal} queries, "
-            f"superpoints {args.superpoints}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(head, flush=True)
-    results = []
+    t0 = time.perf_counter()
+    base = Segmenter.from_config(cfg, device=args.device, seed=args.seed, text_pretrained=not args.random_text_weights)
+    dev = base.device
+    d = base.cfg.model.decoder
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(dev),
+        "versions": versions(),
+        "git": git_commit(),
+        "config": Path(args.config).name,
+        "model": {"text_encoder": base.cfg.model.text.encoder, "text_channels": d.text_channels,
+                  "media": base.cfg.model.backbone.media, "levels": base.cfg.model.backbone.levels,
+                  "d_model": d.d_model, "layers": d.num_layers, "fps": d.fps_num, "queries": d.num_proposal,
+                  "lang_att": d.lang_att, "cfr": d.cfr, "psc": d.psc, "dqf": d.dqf},
+        "device": str(dev),
+    }
+    print(f"bqnet pipeline benchmark {meta['date']}: {meta['config']} on {dev} ({meta['machine']['gpu'] or meta['machine']['cpu']}), "
+          f"{meta['machine']['cpu_count']} CPUs, torch {meta['versions']['torch']}, spconv {meta['versions']['spconv']}, "
+          f"git {meta['git']['commit'][:10]}{'+dirty' if meta['git']['dirty'] else ''}; model {json.dumps(meta['model'])}; "
+          f"superpoints {args.superpoints}; medians of {args.repeats} query / {args.prepare_repeats} prepare runs "
+          f"after {args.warmup} / {args.prepare_warmup} warm-ups; model built in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    results: list[dict[str, Any]] = []
+
+    def write() -> None:  # after every size: a run cut by a timeout keeps what it measured
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({**meta, "args": vars(args), "results": results}, indent=1, default=str))
+
+    caches: list[Any] = []
     for n in args.points:
-        r = bench_size(seg, n, args)
+        print(f"== {n:,} points", flush=True)
+        for line in header_lines(args.batch, dev.type == "cuda"):
+            print(line)
+        out = guarded(f"{n} points", lambda: dict(zip(("result", "cache"), bench_size(base, n, args))))
+        r = out.get("result") or {"error": out.get("error", "?")}
+        r.setdefault("points", n)
+        if "superpoints" in r:
+            print(f"  ({r.get('points_kept', 0):,} points kept, {r.get('voxels', 0):,} voxels, "
+                  f"{r['superpoints']:,} superpoints)", flush=True)
         results.append(r)
-        print(report(r, args.batch), flush=True)
+        caches.append(out.get("cache"))
+        write()
+    if dev.type == "cuda" and any(_is_graph(kw) for _, kw, _ in DECODER_VARIANTS):
+        print("== phase 2: CUDA graph variants (after every eager measurement)", flush=True)
+        for r, cache in zip(results, caches):
+            if cache is None:
+                continue
+            print(f"== {r['points']:,} points, CUDA graphs", flush=True)
+            guarded(f"{r['points']} points, graphs", lambda: bench_size_graphs(base, r, cache, args) or {})
+            write()
+    caches.clear()
+    print(summary_table(results), flush=True)
+    print(f"total benchmark time {time.perf_counter() - t0:.0f} s", flush=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"setup": head, "args": vars(args), "results": results}, indent=1))
         print(f"wrote {args.out}")
     return 0
 

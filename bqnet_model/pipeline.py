@@ -20,14 +20,24 @@ Answers:
 
 Point indices always index the ``xyz`` given to ``prepare`` (sorted ascending). Points dropped
 by cleaning (NaN/Inf, exact duplicates, ``max_points`` downsampling) never appear in answers.
+
+Speed levers (issue 7; all in ``InferenceConfig``, all giving the same answers): ``ingest``
+(clean and voxelize with torch ops on the GPU, ``bqnet_model.ingest``), ``overlap_superpoints``
+(the CPU oversegmentation in a worker thread while the GPU voxelizes and runs the backbone),
+``cuda_graph`` (the per-sentence decoder replayed from a CUDA graph, ``bqnet_model.cuda_graphs``).
+Per query call the decoder's answer leaves the device as one packed summary (``summarise``): one
+device -> host copy, then the superpoint -> point mapping, boxes and centroids on the host.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from bqnet_model.cuda_graphs import DecoderGraphs
+from bqnet_model.ingest import clean_torch, voxel_inputs_torch
 from bqnet_model.model.bqnet import BQNet, SceneFeatures, sync_time
 from bqnet_model.model.config import Config, InferenceConfig, dataclass_from_dict, load_config
 from bqnet_model.model.decoder import DecoderOutput, LayerPrediction
-from bqnet_model.model.heads import select_gres, select_res, target_probability
-from bqnet_model.model.inputs import collate_scenes, scene_inputs
-from bqnet_model.model.text_encoder import validate_texts
+from bqnet_model.model.heads import target_probability
+from bqnet_model.model.inputs import dense_labels, set_batch_superpoints, single_scene_batch, voxel_inputs
+from bqnet_model.model.text_encoder import TextFeatures, validate_texts
 from bqnet_model.pointcloud import clean
 
 __all__ = ["Segmenter", "SceneCache", "Result", "TargetObject", "resolve_device"]
@@ -179,6 +191,9 @@ class Segmenter:
         self.cfg = cfg
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        self._sp_pool: ThreadPoolExecutor | None = None  # prepare's superpoint worker (made on first use)
+        self._graphs: DecoderGraphs | None = None  # inference.cuda_graph captures (made on first use)
+        self._decode_lock = threading.Lock()  # graph buffers are shared by every caller of query()
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -224,9 +239,45 @@ class Segmenter:
     def inference(self) -> InferenceConfig:
         return self.cfg.inference
 
-    def _autocast(self) -> Any:
+    def _autocast(self, cache_enabled: bool = True) -> Any:
         on = self.inference.amp and self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=on)
+        dtype = torch.bfloat16 if self.inference.amp_dtype == "bfloat16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=on, cache_enabled=cache_enabled)
+
+    @property
+    def ingest_mode(self) -> str:
+        """``torch`` or ``numpy``: where ``prepare`` cleans and voxelizes (``inference.ingest``)."""
+        mode = self.inference.ingest
+        return "torch" if mode == "auto" else mode
+
+    @property
+    def overlap_superpoints(self) -> bool:
+        """Whether ``prepare`` runs the superpoints in a worker thread (``inference.overlap_superpoints``)."""
+        on = self.inference.overlap_superpoints
+        return self.device.type == "cuda" if on is None else bool(on)
+
+    @property
+    def graph_stats(self) -> dict[str, int]:
+        """CUDA graph counters (captures, replays, failures, eager runs); zeros when unused."""
+        if self._graphs is None:
+            return {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
+        return dict(self._graphs.stats)
+
+    def close(self) -> None:
+        """Drop the captured CUDA graphs (their memory pools) and stop the superpoint worker thread.
+
+        The segmenter stays usable: both are made again on demand."""
+        if self._graphs is not None:
+            self._graphs.clear()
+            self._graphs = None
+        if self._sp_pool is not None:
+            self._sp_pool.shutdown(wait=True)
+            self._sp_pool = None
+
+    def _sp_executor(self) -> ThreadPoolExecutor:
+        if self._sp_pool is None:
+            self._sp_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bqnet-superpoints")
+        return self._sp_pool
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, xyz: np.ndarray, rgb: np.ndarray | None = None, superpoints: np.ndarray | None = None) -> SceneCache:
@@ -234,57 +285,94 @@ class Segmenter:
 
         ``rgb``: uint8 (N,3) or float in [0,1]; None = constant grey. ``superpoints``: (N,)
         labels to use instead of the online oversegmentation (e.g. ScanNet's mesh segments).
+
+        Stages (``timings_ms``): clean, superpoints (oversegmentation + dense labels + the
+        superpoint -> point table), voxelize, backbone, pooling, fps, total. With
+        ``inference.overlap_superpoints`` the superpoints run in a worker thread during voxelize +
+        backbone: then ``superpoints_wait`` is how long the main thread still waited for them and
+        ``overlap`` how much of their time was hidden. ``inference.ingest`` picks the device of
+        clean and voxelize; the cache is the same either way.
         """
         inf = self.inference
         timings: dict[str, float] = {}
         dev = self.device
+        mode = self.ingest_mode
+        overlap = self.overlap_superpoints
         t0 = time.perf_counter()
         if superpoints is not None:
             sp_in = np.asarray(superpoints)
             n_in = len(xyz) if hasattr(xyz, "__len__") else -1
             if sp_in.ndim != 1 or sp_in.shape[0] != n_in:
                 raise ValueError(f"superpoints must have shape ({n_in},) like xyz, got {sp_in.shape}")
-        cloud = clean(xyz, rgb, max_points=inf.max_points, seed=inf.seed)
+        dcloud = None
+        if mode == "torch":
+            dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, seed=inf.seed, device=dev)
+            cloud = dcloud.host
+        else:
+            cloud = clean(xyz, rgb, max_points=inf.max_points, seed=inf.seed)
         if cloud.n_downsampled:
             log.warning("map has %d points, more than inference.max_points=%d: randomly downsampled to %d (seed %d)",
                         cloud.n_points + cloud.n_downsampled, inf.max_points, cloud.n_points, inf.seed)
         if cloud.n_nonfinite:
             log.info("dropped %d non-finite points", cloud.n_nonfinite)
         rgb8 = cloud.rgb if cloud.rgb is not None else np.full((cloud.n_points, 3), _GREY, np.uint8)
-        t1 = time.perf_counter()
+        t1 = sync_time(dev)
         timings["clean"] = (t1 - t0) * 1e3
 
-        if superpoints is None:
-            from bqnet_model.superpoints import oversegment
-
-            sp = oversegment(cloud.xyz, rgb8, **inf.superpoints)
+        sp_params = dict(inf.superpoints)
+        if "num_threads" not in sp_params:
+            # Read here, not in the worker: the CPU backbone lowers torch's thread count for a moment.
+            n = torch.get_num_threads()
+            # With the overlap on a GPU machine, leave one core to the thread that drives the GPU.
+            sp_params["num_threads"] = max(1, n - 1) if (overlap and dev.type == "cuda" and n > 2) else n
+        job = functools.partial(_superpoint_stage, cloud.xyz, rgb8, superpoints, cloud.index, sp_params)
+        future: Future | None = None
+        sp_stage: _SuperpointStage | None = None
+        if overlap:
+            future = self._sp_executor().submit(job)
         else:
-            sp = np.asarray(superpoints)[cloud.index]
+            sp_stage = job()
         t2 = time.perf_counter()
-        timings["superpoints"] = (t2 - t1) * 1e3
 
-        si = scene_inputs(cloud.xyz, rgb8, sp, inf.voxel_size)
-        batch = collate_scenes([si])
-        t3 = time.perf_counter()
-        timings["voxelize"] = (t3 - t2) * 1e3
-
-        with torch.inference_mode(), self._autocast():
-            scene = self.model.encode_scene(batch, timings)
-        sync_time(dev)
-        sp_dense = si.superpoints
-        order = np.argsort(sp_dense, kind="stable")
-        counts = np.bincount(sp_dense, minlength=si.n_superpoints)
-        start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        try:
+            if dcloud is not None:
+                vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)
+                batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, dcloud.xyz)
+                n_voxels = vi.n_voxels
+            else:
+                coords, feats, p2v = voxel_inputs(cloud.xyz, rgb8, inf.voxel_size)
+                batch = single_scene_batch(coords, feats, p2v, cloud.xyz)
+                n_voxels = int(coords.shape[0])
+            t3 = sync_time(dev)
+            timings["voxelize"] = (t3 - t2) * 1e3
+            with torch.inference_mode(), self._autocast():
+                vox = self.model.encode_voxels(batch)
+                t4 = sync_time(dev)
+                timings["backbone"] = (t4 - t3) * 1e3
+                if future is not None:
+                    sp_stage = future.result()
+                    future = None
+                assert sp_stage is not None
+                t5 = time.perf_counter()
+                set_batch_superpoints(batch, sp_stage.labels, sp_stage.n_superpoints)
+                scene = self.model.pool_scene(vox, batch, timings)
+        finally:
+            if future is not None:  # an error before the wait: let the worker finish quietly
+                future.cancel()
+        timings["superpoints"] = sp_stage.ms
+        if overlap:
+            timings["superpoints_wait"] = (t5 - t4) * 1e3
+            timings["overlap"] = max(0.0, sp_stage.ms - timings["superpoints_wait"])
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return SceneCache(
             scene=scene,
             point_index=cloud.index,
             point_xyz=cloud.xyz,
-            point_superpoint=sp_dense,
-            sp_order=order.astype(np.int64, copy=False),
-            sp_start=start,
+            point_superpoint=sp_stage.labels,
+            sp_order=sp_stage.order,
+            sp_start=sp_stage.start,
             n_input=cloud.n_input,
-            n_voxels=si.n_voxels,
+            n_voxels=n_voxels,
             timings_ms=timings,
             device=str(dev),
         )
@@ -319,15 +407,48 @@ class Segmenter:
             results.extend(self._query_chunk(cache, texts[i:i + n], task))
         return results
 
+    def _summary_fn(self, task: str) -> Any:
+        """scene, words, mask -> packed answer summary: the decoder and the heads, no host sync."""
+        thr = self.inference.mask_threshold
+
+        def fn(scene: SceneFeatures, word_feats: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+            out = self.model.decode(scene, TextFeatures(word_feats, word_mask), None,
+                                    keep_all_layers=False, check_values=False)
+            return summarise(out.final, scene.sp_pad, task, thr)
+
+        return fn
+
+    def _use_graphs(self) -> bool:
+        return bool(self.inference.cuda_graph) and self.device.type == "cuda"
+
+    def _decode_summary(self, cache: SceneCache, text: TextFeatures, task: str) -> tuple[torch.Tensor, int]:
+        """The packed summary of one decoder call and the superpoint count it covers (a CUDA graph
+        pads the superpoints to its bucket): by graph replay when enabled, else eagerly."""
+        fn = self._summary_fn(task)
+        dev = self.device
+        word_feats, word_mask = text.word_feats.to(dev), text.word_mask.to(dev)
+        if self._use_graphs():
+            if self._graphs is None:
+                self._graphs = DecoderGraphs(lambda: self._autocast(cache_enabled=False))
+            key = (task, self.inference.mask_threshold, self.inference.amp, self.inference.amp_dtype)
+            out = self._graphs.run(key, fn, cache.scene, word_feats, word_mask)
+            if out is not None:
+                return out
+        return fn(cache.scene, word_feats, word_mask), cache.n_superpoints
+
     def _query_chunk(self, cache: SceneCache, texts: list[str], task: str) -> list[Result]:
         dev = self.device
         t0 = sync_time(dev)
         with torch.inference_mode(), self._autocast():
             text = self.model.encode_text(texts)
             t1 = sync_time(dev)
-            out = self.model.decode(cache.scene, text, None, keep_all_layers=False)
-            t2 = sync_time(dev)
-            results = self._select(cache, out.final, texts, task)
+            with self._decode_lock:  # a graph's static output must be copied before the next replay
+                summary, S = self._decode_summary(cache, text, task)
+                t2 = sync_time(dev)
+                host = summary.cpu().numpy()  # the one device -> host copy of the call
+            T = len(texts)
+            Q = summary_queries(host.size, T, S, task)
+            results = self._select_host(cache, host, T, Q, S, texts, task)
         t3 = time.perf_counter()
         timings = {"text": (t1 - t0) * 1e3, "decoder": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
@@ -351,16 +472,21 @@ class Segmenter:
         )
 
     def _select(self, cache: SceneCache, pred: LayerPrediction, texts: list[str], task: str) -> list[Result]:
+        """Answers from a decoder prediction (summary on the device, one copy, then the host)."""
+        T, Q, S = pred.masks.shape
+        host = summarise(pred, cache.scene.sp_pad, task, self.inference.mask_threshold).cpu().numpy()
+        return self._select_host(cache, host, T, Q, S, texts, task)
+
+    def _select_host(self, cache: SceneCache, host: np.ndarray, T: int, Q: int, S: int, texts: list[str],
+                     task: str) -> list[Result]:
         inf = self.inference
-        T = len(texts)
-        sp_pad = cache.scene.sp_pad.expand(T, -1)
-        prob_q = target_probability(pred).cpu().numpy()  # (T, Q)
+        parts = unpack_summary(host, T, Q, S, task)
+        parts["on"] = parts["on"][..., :cache.n_superpoints]  # beyond: a CUDA graph's padding (never on)
+        prob_q = parts["prob"]  # (T, Q)
         empty = np.zeros(0, np.int64)
         results = []
         if task == "res":
-            sel = select_res(pred, sp_pad)
-            on = (sel.sp_prob >= inf.mask_threshold).cpu().numpy()
-            best = sel.query.cpu().numpy()
+            best, on = parts["best"], parts["on"]
             for t, text in enumerate(texts):
                 q = int(best[t])
                 obj = self._make_object(cache, np.flatnonzero(on[t]), prob_q[t, q], [q])
@@ -368,16 +494,17 @@ class Segmenter:
                 results.append(Result(text, bool(objs), objs, obj.point_indices if obj else empty, {}, task))
             return results
 
-        sizes = cache.scene.sp_sizes.expand(T, -1)
-        sels = select_gres(pred, sp_pad, sizes, inf.gres_min_points, inf.mask_threshold)
-        weights = cache.scene.sp_sizes[0].double().cpu().numpy()
-        for t, (text, s) in enumerate(zip(texts, sels)):
-            if not s.found or s.queries.numel() == 0:
+        positive, on = parts["positive"], parts["on"]  # (T, Q), (T, Q, S)
+        weights = np.diff(cache.sp_start).astype(np.float64)  # points per superpoint
+        for t, text in enumerate(texts):
+            qs = np.flatnonzero(positive[t])
+            # select_gres: found = a positive query and >= gres_min_points points in the union
+            # of the positive queries' masks (superpoints above the threshold).
+            masks = on[t, qs]  # (K, S)
+            npts = float(weights[masks.any(axis=0)].sum()) if qs.size else 0.0
+            if qs.size == 0 or npts < inf.gres_min_points:
                 results.append(Result(text, False, [], empty, {}, task))
                 continue
-            qs = s.queries.cpu().numpy()
-            masks = (torch.sigmoid(pred.masks[t, s.queries].float()) >= inf.mask_threshold)
-            masks = (masks & ~cache.scene.sp_pad[0]).cpu().numpy()  # (K, S)
             objects = [
                 o for o in (
                     self._make_object(cache, np.flatnonzero(m), score, members)
@@ -391,6 +518,116 @@ class Segmenter:
             union = _union_sorted([o.point_indices for o in objects], cache.n_input)
             results.append(Result(text, True, objects, union, {}, task))
         return results
+
+
+@dataclass
+class _SuperpointStage:
+    """What prepare needs from the superpoints: dense labels, count, the superpoint -> point table."""
+
+    labels: np.ndarray  # int64 (M,), dense 0..S-1
+    n_superpoints: int
+    order: np.ndarray  # int64 (M,): points sorted by superpoint (stable)
+    start: np.ndarray  # int64 (S+1,)
+    ms: float
+
+
+def _superpoint_stage(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None, index: np.ndarray,
+                      params: dict[str, Any]) -> _SuperpointStage:
+    """Superpoints of the cleaned cloud and their point table; runs in prepare's worker thread
+    (the C++ oversegmentation releases the GIL) or inline."""
+    t0 = time.perf_counter()
+    if given is None:
+        from bqnet_model.superpoints import oversegment
+
+        sp = oversegment(xyz, rgb8, **params)
+    else:
+        sp = np.asarray(given)[index]
+    labels, n_sp = dense_labels(sp)
+    # Stable sort by label; as uint16 numpy sorts by radix (O(M)) instead of a merge sort.
+    keys = labels.astype(np.uint16) if n_sp <= 1 << 16 else labels
+    order = np.argsort(keys, kind="stable").astype(np.int64, copy=False)
+    counts = np.bincount(labels, minlength=n_sp)
+    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return _SuperpointStage(labels, n_sp, order, start, (time.perf_counter() - t0) * 1e3)
+
+
+# ---------------------------------------------------------------------- answer summary
+def _packbits(mask: torch.Tensor) -> torch.Tensor:
+    """bool (..., S) -> uint8 (..., ceil(S/8)), bit i of byte j = element 8j+i (numpy's 'little').
+
+    Device ops only (no host tensor is made), so it can sit inside a CUDA graph.
+    """
+    S = mask.shape[-1]
+    m = mask.to(torch.uint8)
+    if S % 8:
+        m = torch.nn.functional.pad(m, (0, 8 - S % 8))
+    w = torch.bitwise_left_shift(torch.ones(8, dtype=torch.int32, device=mask.device),
+                                 torch.arange(8, dtype=torch.int32, device=mask.device))
+    return (m.reshape(*m.shape[:-1], -1, 8).to(torch.int32) * w).sum(-1).to(torch.uint8)
+
+
+def _as_bytes(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous().view(torch.uint8).reshape(-1)
+
+
+def summarise(pred: LayerPrediction, sp_pad: torch.Tensor, task: str, mask_threshold: float) -> torch.Tensor:
+    """Everything the host needs to answer, as one uint8 tensor (one device -> host copy).
+
+    RES: target probabilities (T,Q) float32, best query (T,) int32 (``select_res``), its mask
+    ``sigmoid >= threshold`` off padding, (T,S) bits. GRES: probabilities, positive queries
+    (indicator argmax == target) (T,Q) uint8, every query's thresholded mask (T,Q,S) bits.
+    No host synchronisation: it is part of the captured CUDA graph.
+    """
+    T, Q, S = pred.masks.shape
+    pad = sp_pad.expand(T, S)
+    prob = target_probability(pred).float()
+    if task == "res":
+        best = prob.argmax(dim=1)
+        logits = pred.masks.gather(1, best.view(T, 1, 1).expand(T, 1, S)).squeeze(1)
+        on = torch.sigmoid(logits.float()).masked_fill(pad, 0.0) >= mask_threshold
+        parts = [_as_bytes(prob), _as_bytes(best.to(torch.int32)), _packbits(on).reshape(-1)]
+    else:
+        positive = pred.indi.argmax(dim=-1) == 1
+        on = (torch.sigmoid(pred.masks.float()) >= mask_threshold) & ~pad.unsqueeze(1)
+        parts = [_as_bytes(prob), positive.to(torch.uint8).reshape(-1), _packbits(on).reshape(-1)]
+    return torch.cat(parts)
+
+
+def _summary_sizes(T: int, Q: int, S: int, task: str) -> list[int]:
+    nb = (S + 7) // 8
+    if task == "res":
+        return [T * Q * 4, T * 4, T * nb]
+    return [T * Q * 4, T * Q, T * Q * nb]
+
+
+def summary_queries(size: int, T: int, S: int, task: str) -> int:
+    """Q from the byte size of a summary (the host knows T and S, not the decoder's Q)."""
+    nb = (S + 7) // 8
+    per_q = T * 4 if task == "res" else T * (4 + 1 + nb)
+    fixed = T * 4 + T * nb if task == "res" else 0
+    q, rem = divmod(size - fixed, per_q)
+    if rem or q < 1:
+        raise ValueError(f"summary of {size} bytes does not fit T={T}, S={S}, task={task}")
+    return q
+
+
+def unpack_summary(buf: np.ndarray, T: int, Q: int, S: int, task: str) -> dict[str, np.ndarray]:
+    """Host views of ``summarise``'s parts: ``prob`` (T,Q) float32, then ``best`` (T,) and ``on``
+    (T,S) bool for RES, ``positive`` (T,Q) bool and ``on`` (T,Q,S) bool for GRES."""
+    sizes = _summary_sizes(T, Q, S, task)
+    if buf.size != sum(sizes):
+        raise ValueError(f"summary has {buf.size} bytes, expected {sum(sizes)} for T={T} Q={Q} S={S} {task}")
+    offs = np.cumsum([0] + sizes)
+    chunk = [buf[offs[i]:offs[i + 1]] for i in range(3)]
+    nb = (S + 7) // 8
+    out = {"prob": chunk[0].view(np.float32).reshape(T, Q)}
+    if task == "res":
+        out["best"] = chunk[1].view(np.int32).astype(np.int64)
+        out["on"] = np.unpackbits(chunk[2].reshape(T, nb), axis=-1, count=S, bitorder="little").astype(bool)
+    else:
+        out["positive"] = chunk[1].reshape(T, Q).astype(bool)
+        out["on"] = np.unpackbits(chunk[2].reshape(T, Q, nb), axis=-1, count=S, bitorder="little").astype(bool)
+    return out
 
 
 def _union_sorted(parts: list[np.ndarray], n: int) -> np.ndarray:

@@ -55,6 +55,7 @@ __all__ = [
     "find_annotations",
     "build_datasets",
     "poly_factor",
+    "lr_factor",
     "train_step",
     "evaluate",
     "save_training_state",
@@ -287,6 +288,16 @@ def poly_factor(step: int, total_steps: int, power: float) -> float:
     return max(0.0, 1.0 - min(step, total_steps) / total_steps) ** power
 
 
+def lr_factor(step: int, total_steps: int, power: float, warmup_steps: int = 0, time_fraction: float = 0.0) -> float:
+    """Linear warm-up over ``warmup_steps``, then poly decay over the larger of ``step / total_steps``
+    and ``time_fraction`` (the elapsed share of a time budget): a run stopped by its budget still
+    decays, so its last weights come from a low lr and not from mid-schedule."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    frac = min(step, total_steps) / total_steps if total_steps > 0 else 0.0
+    frac = min(1.0, max(frac, time_fraction))
+    return warm * (1.0 - frac) ** power
+
+
 def _amp_context(device: torch.device, enabled: bool, dtype: torch.dtype):
     if device.type == "cuda" and enabled:
         return torch.autocast(device_type="cuda", dtype=dtype)
@@ -376,6 +387,17 @@ def evaluate(segmenter: Any, dataset: ReferDataset, *, indices: Sequence[int] | 
             records.append(score(pred, union_mask(data["instance"], a.object_ids), scene_id=scene_id,
                                  ann_id=a.ann_id, eval_type=a.eval_type or "", object_ids=a.object_ids))
     return records
+
+
+def _shared_time_fraction(elapsed: float, budget: float, info: DistInfo, device: torch.device) -> float:
+    """Elapsed share of the time budget as rank 0 sees it, on every rank: all ranks stop at the same
+    step (a rank that stopped alone would hang the others in their next all-reduce) and use the same lr."""
+    frac = elapsed / budget
+    if info.enabled and dist.is_initialized():
+        t = torch.tensor([frac if info.main else 0.0], dtype=torch.float64, device=device)
+        dist.broadcast(t, src=0)
+        frac = float(t.item())
+    return frac
 
 
 def _gather_records(records: list[DescriptionResult], info: DistInfo) -> list[DescriptionResult]:
@@ -580,7 +602,9 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
     steps_per_epoch = math.ceil(sampler.per_rank / tc.batch_size)
     total_steps = opt.max_steps if opt.max_steps is not None else tc.epochs * steps_per_epoch
     n_epochs = math.ceil(total_steps / steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: poly_factor(s, total_steps, tc.lr_power))
+    clock = {"time_fraction": 0.0}  # elapsed share of --time-budget, rank 0's value on every rank
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, tc.lr_power, tc.warmup_steps, clock["time_fraction"]))
     amp = bool(tc.amp) and device.type == "cuda"
     amp_dtype = _dtype(opt.amp_dtype)
     scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
@@ -658,9 +682,11 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
                 save("latest", epoch)
             if step >= total_steps:
                 break
-            if opt.time_budget is not None and time.perf_counter() - t_start > opt.time_budget:
-                stop_reason = "time budget"
-                break
+            if opt.time_budget is not None:
+                clock["time_fraction"] = _shared_time_fraction(time.perf_counter() - t_start, opt.time_budget, info, device)
+                if clock["time_fraction"] >= 1.0:
+                    stop_reason = "time budget"
+                    break
             t_data = time.perf_counter()
         bar.close()
         if stop_reason != "done" or step >= total_steps:

@@ -14,6 +14,8 @@
 //      lightest edge;
 //   6. dense labels 0..S-1 in order of each segment's first voxel, broadcast to points.
 // Every parallel loop writes only its own output slots, so results do not depend on thread count.
+// The Python binding releases the GIL for the whole call (no Python object is touched inside), so
+// a worker thread can segment while the main thread drives the GPU (Segmenter.prepare's overlap).
 
 #include <torch/extension.h>
 
@@ -717,7 +719,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "bqnet_model C++ kernels (csrc/)";
   m.def("oversegment", &bqnet_sp::oversegment,
         "Felzenszwalb graph oversegmentation of a point cloud on a voxel grid; returns "
-        "(labels int64 (N,), point_to_voxel int64 (N,), stats float64 (11,))",
+        "(labels int64 (N,), point_to_voxel int64 (N,), stats float64 (11,)). Releases the GIL while it "
+        "runs (it touches no Python object), so Segmenter.prepare can overlap it with the backbone.",
+        // Arguments are converted with the GIL held; only the call itself runs without it. The
+        // result does not depend on it (no shared state), so labels stay deterministic.
+        pybind11::call_guard<pybind11::gil_scoped_release>(),
         pybind11::arg("xyz"), pybind11::arg("rgb") = pybind11::none(), pybind11::arg("normals") = pybind11::none(),
         pybind11::arg("voxel_size"), pybind11::arg("k_thresh"), pybind11::arg("min_size"), pybind11::arg("max_size"),
         pybind11::arg("color_weight"), pybind11::arg("neighbor_radius"), pybind11::arg("max_neighbors"),

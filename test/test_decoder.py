@@ -21,7 +21,7 @@ from bqnet_model.model.dqf import DistanceAwareQueryFocusing
 from bqnet_model.model.heads import select_gres, select_res
 from bqnet_model.model.losses import bqnet_loss
 from bqnet_model.model.psc import ProgressiveSpatialConstraint, query_centres, scene_extent
-from bqnet_model.model.query_sampling import TextGuidedSampling, farthest_point_sample, knn_mask
+from bqnet_model.model.query_sampling import TextGuidedSampling, farthest_point_sample, knn_mask, relevance_logits
 
 torch.set_num_threads(1)  # tiny problems: one thread is fastest on the shared 2-core machine
 
@@ -95,6 +95,26 @@ def test_fps_matches_bruteforce_and_is_spread():
         assert len(set(idx[b].tolist())) == 12  # distinct
     # deterministic
     assert torch.equal(idx, farthest_point_sample(torch.from_numpy(xyz), 12))
+
+
+def test_fps_matrix_and_loop_agree_with_ties_and_padding():
+    """FPS precomputes the distance matrix on CUDA and loops on the CPU: same indices, ties too."""
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        B, S = 1 + seed % 3, 40 + 23 * seed
+        xyz = torch.rand(B, S, 3, generator=g) * 3.0
+        if seed % 2 == 0:
+            xyz = torch.round(xyz * 2) / 2  # a coarse lattice: many equal distances
+        pad = torch.zeros(B, S, dtype=torch.bool)
+        for b in range(1, B):
+            pad[b, S - 7 * b:] = True
+        n = S // 2 if seed < 4 else S + 5  # the last ones cycle (more seeds than points)
+        a = farthest_point_sample(xyz, n, pad, matrix=True)
+        b = farthest_point_sample(xyz, n, pad, matrix=False)
+        assert torch.equal(a, b)
+        assert not pad.gather(1, a).any()
+    xyz = torch.from_numpy(np.random.default_rng(5).random((1, 30, 3)).astype(np.float32))
+    assert farthest_point_sample(xyz, 10, matrix=True)[0].tolist() == numpy_fps(xyz[0].numpy(), 10)
 
 
 def test_fps_padding_start_and_short_rows():
@@ -178,6 +198,11 @@ def test_text_guided_sampling():
     assert mod.camap.query_proj.bias is None and mod.camap.key_proj.bias is None
     # fewer seeds than proposals: all of them
     assert mod(seeds[:, :3], words, wmask).indices.shape == (2, 3)
+    # the loss logits rank like the relevance, are 0 for a uniform spread and can go negative
+    assert torch.equal(res.logits.topk(5, dim=1).indices, res.indices)
+    assert (res.logits < 0).any() and (res.logits > 0).any()
+    uniform = relevance_logits(torch.full((1, 8), 3 / 8), torch.tensor([3]))
+    assert torch.allclose(uniform, torch.zeros(1, 8), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- attention

@@ -231,3 +231,247 @@ def test_sentences_cached_by_query_can_be_trained_on(seg, cache, room, sp) -> No
     out.final.masks.sum().backward()
     assert seg.model.decoder.lang_proj.weight.grad is not None
     seg.model.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- issue 7 levers
+def _variant(seg: Segmenter, **kw) -> Segmenter:
+    return with_inference(seg, **kw)
+
+
+def _same_cache(a: SceneCache, b: SceneCache) -> None:
+    for name in ("point_index", "point_xyz", "point_superpoint", "sp_order", "sp_start"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.n_input == b.n_input and a.n_voxels == b.n_voxels
+    assert torch.equal(a.scene.seed_idx, b.scene.seed_idx) and torch.equal(a.scene.sp_pad, b.scene.sp_pad)
+    assert torch.equal(a.scene.sp_sizes, b.scene.sp_sizes)
+    assert torch.allclose(a.scene.sp_feats, b.scene.sp_feats, atol=1e-5)
+    assert torch.allclose(a.scene.sp_xyz, b.scene.sp_xyz, atol=1e-6)
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_ingest_and_overlap_give_the_same_cache_and_answers(seg, room, sp, given) -> None:
+    """numpy vs torch ingest, with and without the superpoint worker thread: one result."""
+    n = len(room.xyz)
+    xyz = np.concatenate([room.xyz, np.full((2, 3), np.nan, np.float32), room.xyz[:5]])
+    rgb = np.concatenate([room.rgb, np.zeros((7, 3), np.uint8)])
+    labels = np.concatenate([sp, np.zeros(7, np.int64)]) if given else None
+    variants = [_variant(seg, ingest=i, overlap_superpoints=o, max_points=n - 100)
+                for i in ("numpy", "torch") for o in (False, True)]
+    caches = [v.prepare(xyz, rgb, superpoints=labels) for v in variants]
+    for v, c in zip(variants, caches):
+        _same_cache(caches[0], c)
+        keys = {"clean", "superpoints", "voxelize", "backbone", "pooling", "fps", "total"}
+        if v.overlap_superpoints:
+            keys |= {"superpoints_wait", "overlap"}
+        assert set(c.timings_ms) == keys
+    answers = [v.query(c, TEXTS, task=task) for v, c in zip(variants, caches) for task in ("res", "gres")]
+    for a in answers[2::2] + answers[3::2]:
+        ref = answers[0] if a[0].task == "res" else answers[1]
+        for x, y in zip(ref, a):
+            assert x.found == y.found and np.array_equal(x.point_indices, y.point_indices)
+    assert seg.ingest_mode == "torch" and not seg.overlap_superpoints  # defaults on the CPU
+
+
+def test_overlap_worker_errors_reach_the_caller(seg, room) -> None:
+    s = _variant(seg, overlap_superpoints=True)
+    with pytest.raises(TypeError, match="integer"):
+        s.prepare(room.xyz, room.rgb, superpoints=np.zeros(len(room.xyz), np.float32))
+    assert s.prepare(room.xyz, room.rgb).n_points == len(room.xyz)  # the worker is still usable
+
+
+class _NoHostSync(torch.overrides.TorchFunctionMode):
+    """Raises on every tensor operation that makes the host wait for the device."""
+
+    BAD = {"__bool__", "item", "tolist", "cpu", "numpy", "nonzero", "argwhere", "__int__", "__float__",
+           "__index__", "masked_select", "unique", "unique_consecutive", "bincount", "repeat_interleave"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        if name in self.BAD:
+            raise AssertionError(f"host synchronisation in the decoder path: {name}")
+        if name == "__getitem__" and any(isinstance(a, torch.Tensor) and a.dtype == torch.bool
+                                         for a in (args[1] if isinstance(args[1], tuple) else (args[1],))):
+            raise AssertionError("boolean-mask indexing (a hidden nonzero) in the decoder path")
+        if name == "to" and isinstance(args[0], torch.Tensor) and args[0].device.type != "cpu" and any(
+                isinstance(a, (torch.device, str)) and str(a) == "cpu" for a in args[1:]):
+            raise AssertionError("device -> host copy in the decoder path")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("task", ["res", "gres"])
+def test_decoder_and_heads_run_without_host_sync(seg, cache, task) -> None:
+    """What a CUDA graph captures (decoder + answer summary) never waits for the device."""
+    full = copy.deepcopy(seg.model.cfg)
+    full.decoder = dataclasses.replace(full.decoder, lang_att=True, prompt_queries=True)
+    from bqnet_model.model.bqnet import BQNet
+
+    torch.manual_seed(0)
+    model = BQNet(full, text_pretrained=False)
+    model.load_state_dict(seg.model.state_dict(), strict=False)
+    s = Segmenter(model, seg.cfg, "cpu")
+    with torch.inference_mode():
+        text = s.model.encode_text(TEXTS)
+        fn = s._summary_fn(task)
+        with _NoHostSync():
+            out = fn(cache.scene, text.word_feats, text.word_mask)
+    assert out.dtype == torch.uint8 and out.ndim == 1
+    with pytest.raises(AssertionError, match="host synchronisation"):
+        with _NoHostSync(), torch.inference_mode():  # the guard does catch the value checks
+            s.model.decode(cache.scene, text, None, keep_all_layers=False, check_values=True)
+
+
+def test_summary_matches_the_heads(seg, cache) -> None:
+    """The packed summary decodes to select_res / select_gres's answers."""
+    from bqnet_model.model.heads import select_gres
+    from bqnet_model.pipeline import summarise, summary_queries, unpack_summary
+
+    pred = seg.decode(cache, TEXTS).final
+    T, Q, S = pred.masks.shape
+    pad = cache.scene.sp_pad.expand(T, -1)
+    for task in ("res", "gres"):
+        buf = summarise(pred, cache.scene.sp_pad, task, 0.5).numpy()
+        assert summary_queries(buf.size, T, S, task) == Q
+        parts = unpack_summary(buf, T, Q, S, task)
+        prob = pred.indi.float().softmax(-1)[..., 1]
+        assert np.array_equal(parts["prob"], prob.numpy())
+        if task == "res":
+            sel = select_res(pred, pad)
+            assert np.array_equal(parts["best"], sel.query.numpy())
+            assert np.array_equal(parts["on"], (sel.sp_prob >= 0.5).numpy())
+        else:
+            assert np.array_equal(parts["positive"], (pred.indi.argmax(-1) == 1).numpy())
+            on = (torch.sigmoid(pred.masks) >= 0.5) & ~pad.unsqueeze(1)
+            assert np.array_equal(parts["on"], on.numpy())
+            sizes = cache.scene.sp_sizes.expand(T, -1)
+            for t, g in enumerate(select_gres(pred, pad, sizes, 5, 0.5)):
+                qs = np.flatnonzero(parts["positive"][t])
+                npts = np.diff(cache.sp_start)[parts["on"][t, qs].any(0)].sum() if qs.size else 0
+                assert g.found == bool(qs.size and npts >= 5)
+
+
+def test_padded_words_give_the_same_answer(seg, cache) -> None:
+    """A CUDA graph pads the words to a bucket of 16 with masked words: same decoder output."""
+    from bqnet_model.model.text_encoder import TextFeatures
+
+    with torch.inference_mode():
+        text = seg.model.encode_text(TEXTS)
+        a = seg.model.decode(cache.scene, text, None, keep_all_layers=False).final
+        T, L, C = text.word_feats.shape
+        feats = torch.zeros(T, 32, C)
+        feats[:, :L] = text.word_feats
+        feats[:, L:] = 7.0  # garbage under the padding
+        mask = torch.zeros(T, 32, dtype=torch.bool)
+        mask[:, :L] = text.word_mask
+        b = seg.model.decode(cache.scene, TextFeatures(feats, mask), None, keep_all_layers=False).final
+    assert torch.allclose(a.masks, b.masks, atol=1e-4) and torch.allclose(a.indi, b.indi, atol=1e-4)
+
+
+def test_cuda_graph_option_is_safe_without_cuda(seg, cache, caplog) -> None:
+    """cuda_graph on a CPU segmenter changes nothing; a failing capture falls back to eager once."""
+    from bqnet_model.cuda_graphs import DecoderGraphs, token_bucket
+
+    g = with_inference(seg, cuda_graph=True)
+    for a, b in zip(seg.query(cache, TEXTS), g.query(cache, TEXTS)):
+        assert np.array_equal(a.point_indices, b.point_indices)
+    assert g.graph_stats["captures"] == 0
+    graphs = DecoderGraphs(lambda: torch.autocast("cpu", enabled=False))
+    fn = seg._summary_fn("res")
+    with torch.inference_mode():
+        text = seg.model.encode_text(TEXTS)
+    with caplog.at_level(logging.WARNING, logger="bqnet_model.cuda_graphs"):
+        assert graphs.run(("res",), fn, cache.scene, text.word_feats, text.word_mask) is None
+        assert graphs.run(("res",), fn, cache.scene, text.word_feats, text.word_mask) is None
+    assert caplog.text.count("CUDA graph capture failed") == 1
+    assert graphs.stats["failures"] == 1 and graphs.stats["eager"] == 2 and len(graphs.failures) == 1
+    assert [token_bucket(n) for n in (1, 16, 17, 78)] == [16, 16, 32, 80]
+
+
+def test_graph_static_inputs_are_reloaded_only_for_a_new_map(seg, cache, room, sp) -> None:
+    """The replay buffers: words always copied (padding cleared), the scene only when it changes,
+    its superpoints beyond the map's own are padding."""
+    from bqnet_model.cuda_graphs import DecoderGraphs, _Graph, _padded_scene
+
+    sc = cache.scene
+    S = sc.sp_feats.shape[1]
+    static = _padded_scene(sc, S + 20)
+    static.sp_feats.fill_(5.0)
+    static.sp_pad.fill_(False)
+    g = _Graph(graph=None, scene=static, words=torch.full((2, 16, 4), 9.0), mask=torch.ones(2, 16, dtype=torch.bool),
+               out=torch.zeros(1))
+    words, mask = torch.ones(2, 5, 4), torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    DecoderGraphs._load(g, sc, words, mask)
+    assert torch.equal(static.sp_feats[:, :S], sc.sp_feats) and torch.equal(static.seed_idx, sc.seed_idx)
+    assert not static.sp_feats[:, S:].any() and static.sp_pad[:, S:].all() and not static.sp_sizes[:, S:].any()
+    assert torch.equal(static.sp_pad[:, :S], sc.sp_pad)
+    assert torch.equal(g.words[:, :5], words) and not g.words[:, 5:].any()
+    assert torch.equal(g.mask[:, :5], mask) and not g.mask[:, 5:].any()
+    static.sp_feats.zero_()
+    DecoderGraphs._load(g, sc, words, mask)  # same map: the scene is not copied again
+    assert not static.sp_feats.any()
+    other = seg.prepare(room.xyz, room.rgb, superpoints=sp)
+    DecoderGraphs._load(g, other.scene, words, mask)  # another map (same shapes): copied
+    assert torch.equal(static.sp_feats[:, :S], other.scene.sp_feats)
+
+
+class _EagerReplay:
+    """Stands in for a captured CUDA graph on the CPU: ``replay`` runs the function on the static
+    buffers, so everything around the capture (bucketing, loading, padding, the host side) runs."""
+
+    def __init__(self, fn, scene, words, mask, out) -> None:
+        self.fn, self.scene, self.words, self.mask, self.out = fn, scene, words, mask, out
+
+    def replay(self) -> None:
+        self.out.copy_(self.fn(self.scene, self.words, self.mask))
+
+
+@pytest.mark.parametrize("task", ["res", "gres"])
+def test_graph_path_with_padding_gives_the_eager_answers(seg, cache, monkeypatch, task) -> None:
+    """Superpoints padded to the bucket of 128, words to 16: the answers are the eager ones."""
+    from bqnet_model import cuda_graphs
+    from bqnet_model.pipeline import summary_queries
+
+    def fake_capture(self, fn, scene, Sb, T, Lb, word_feats):
+        static = cuda_graphs._padded_scene(scene, Sb)
+        words = torch.zeros((T, Lb, word_feats.shape[-1]))
+        mask = torch.zeros((T, Lb), dtype=torch.bool)
+        mask[:, 0] = True
+        out = fn(static, words, mask).clone()
+        return cuda_graphs._Graph(graph=_EagerReplay(fn, static, words, mask, out), scene=static, words=words,
+                                  mask=mask, out=out)
+
+    monkeypatch.setattr(cuda_graphs.DecoderGraphs, "_capture", fake_capture)
+    s = with_inference(seg, gres_min_points=1)
+    graphs = cuda_graphs.DecoderGraphs(lambda: torch.autocast("cpu", enabled=False))
+    want = s.query(cache, TEXTS, task=task)
+    with torch.inference_mode():
+        text = s.model.encode_text(TEXTS)
+        for _ in range(2):  # capture, then a replay with the scene already loaded
+            out, Sb = graphs.run((task,), s._summary_fn(task), cache.scene, text.word_feats, text.word_mask)
+            host = out.numpy().copy()
+            assert Sb % 128 == 0 and Sb >= cache.n_superpoints
+            T = len(TEXTS)
+            got = s._select_host(cache, host, T, summary_queries(host.size, T, Sb, task), Sb, TEXTS, task)
+            for a, b in zip(want, got):
+                assert a.found == b.found and np.array_equal(a.point_indices, b.point_indices)
+    assert graphs.stats["captures"] == 1 and graphs.stats["replays"] == 2
+
+
+def test_close_releases_and_the_segmenter_stays_usable(seg, cache, room) -> None:
+    s = _variant(seg, overlap_superpoints=True, cuda_graph=True)
+    c = s.prepare(room.xyz, room.rgb)
+    assert s._sp_pool is not None
+    s.close()
+    assert s._sp_pool is None and s._graphs is None
+    assert s.prepare(room.xyz, room.rgb).n_points == c.n_points
+    assert len(s.query(c, TEXTS[:2])) == 2
+    s.close()
+
+
+@pytest.mark.parametrize("S", [1, 7, 8, 13, 64])
+def test_packbits_matches_numpy(S) -> None:
+    from bqnet_model.pipeline import _packbits
+
+    m = torch.rand(3, 5, S, generator=torch.Generator().manual_seed(S)) > 0.5
+    packed = _packbits(m).numpy()
+    assert np.array_equal(packed, np.packbits(m.numpy(), axis=-1, bitorder="little"))

@@ -86,6 +86,47 @@ def test_deterministic_across_runs_and_threads(room, room_result):
     assert np.array_equal(three, room_result.labels)
 
 
+def test_releases_the_gil_and_stays_deterministic_in_a_thread(room, room_result):
+    """The C++ call runs without the GIL (Segmenter.prepare overlaps it with the backbone).
+
+    No clock involved: with a 100 s switch interval Python never takes the GIL from a running
+    thread, so this thread, woken by the worker right before it enters C++, can only run again
+    while the call is still in progress if the call released the GIL; holding it, the worker would
+    keep it until after the call returned. Labels are those of a direct call."""
+    import sys
+    import threading
+
+    from bqnet_model import _C
+
+    real = _C.oversegment
+    entered, state = threading.Event(), {"done": False}
+
+    def at_the_boundary(*args, **kwargs):  # no Python work between the flags and the C++ call
+        entered.set()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            state["done"] = True
+
+    def work():
+        state["labels"] = oversegment(room.xyz, room.rgb, num_threads=1)
+
+    interval = sys.getswitchinterval()
+    _C.oversegment = at_the_boundary
+    sys.setswitchinterval(100.0)
+    try:
+        th = threading.Thread(target=work)
+        th.start()
+        entered.wait()
+        ran_during_the_call = not state["done"]
+        th.join()
+    finally:
+        sys.setswitchinterval(interval)
+        _C.oversegment = real
+    assert ran_during_the_call
+    assert np.array_equal(state["labels"], room_result.labels)
+
+
 def test_rgb_optional_and_color_term_matters(room):
     geo = oversegment(room.xyz)
     off = oversegment(room.xyz, room.rgb, color_weight=0.0)

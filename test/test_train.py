@@ -12,7 +12,7 @@ import torch
 
 from bqnet_model.data.scannet import ScanNetScene, save_scene_npz
 from bqnet_model.data.synthetic import minimal_room
-from bqnet_model.train import EpochSampler, find_annotations, main, poly_factor
+from bqnet_model.train import EpochSampler, find_annotations, lr_factor, main, poly_factor
 
 TINY_MODEL = """
 model:
@@ -168,6 +168,12 @@ def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
     assert list(w) == [(7, 1), (7, 2), (7, 3)]
     assert poly_factor(0, 10, 4.0) == 1.0 and poly_factor(10, 10, 4.0) == 0.0
     assert poly_factor(5, 10, 4.0) == pytest.approx(0.5**4)
+    # warm-up ramps linearly, then the decay follows the larger of step and time progress
+    assert lr_factor(0, 100, 1.0, warmup_steps=10) == pytest.approx(0.1 * 1.0)
+    assert lr_factor(9, 100, 1.0, warmup_steps=10) == pytest.approx(1.0 * 0.91)
+    assert lr_factor(50, 100, 1.0) == pytest.approx(0.5)
+    assert lr_factor(10, 100, 1.0, time_fraction=0.75) == pytest.approx(0.25)  # the time budget is further on
+    assert lr_factor(10, 100, 1.0, time_fraction=2.0) == 0.0
     tmp, cfg = setup
     with pytest.raises(FileNotFoundError, match="train_annotations"):
         find_annotations(tmp_path, "res", "train")

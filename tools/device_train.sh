@@ -1,51 +1,50 @@
 #!/usr/bin/env bash
-# Train the shipped demo model and its ablation side by side on a 2-GPU machine, evaluate both
-# on held-out synthetic rooms (RES and GRES), export slim checkpoints. Run from the repo root
-# with the .gpu bundle present (../shared/gpu/make-bundle; tools/pack_text_encoder.py):
-#   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL]
+# Train the shipped demo model on every GPU of the device machine (torchrun, DDP), evaluate it on
+# held-out synthetic rooms (RES and GRES) and export a slim checkpoint. Run from the repo root with
+# the .gpu bundle present (../shared/gpu/make-bundle; tools/pack_text_encoder.py):
+#   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
+# Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
+# /tmp/synth and the built extension are reused); NAME=run name (default full).
+# Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
 set -uo pipefail
-OUT=${1:?output folder}; SECS=${2:-300}; NTRAIN=${3:-400}; NVAL=${4:-30}
+OUT=${1:?output folder}; SECS=${2:-400}; NTRAIN=${3:-1200}; NVAL=${4:-30}; CONFIG=${5:-config/tiny.yaml}
+NAME=${NAME:-full}
 mkdir -p "$OUT"
 source tools/device_setup.sh || exit 1
 nvidia-smi -L
 DATA=/tmp/synth; RUNS=/tmp/runs
 t0=$(date +%s)
-[ -f $DATA/val_scanrefer.json ] || tools/make_synthetic.sh $DATA "$NTRAIN" "$NVAL" 30 || exit 1
+[ -f $DATA/val_scanrefer.json ] || tools/make_synthetic.sh $DATA "$NTRAIN" "$NVAL" "$(nproc)" || exit 1
 echo "[device] data ready after $(( $(date +%s) - t0 )) s"
 ngpu=$(nvidia-smi -L | wc -l)
-train() {  # name config gpu
-  CUDA_VISIBLE_DEVICES=$3 python3 tools/train.py $2 --gpu_id 0 --data-root $DATA --work-dir $RUNS/$1 --task gres \
-    --max-steps 900 --time-budget "$SECS" --num-workers 14 --amp-dtype bf16 --no-eval > $RUNS/$1.train.log 2>&1
-  echo "[device] $1 trained: $(tail -c 300 $RUNS/$1.train.log | tr '\r' '\n' | tail -1)"
-}
+workers=$(( $(nproc) / ngpu - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers ))
+init=(); [ -n "${INIT:-}" ] && init=(--init-weights "$INIT")
 mkdir -p $RUNS
-train full config/tiny.yaml 0 &
-train ablation config/tiny_ablation.yaml $(( ngpu > 1 ? 1 : 0 )) &
-wait
+torchrun --standalone --nproc_per_node "$ngpu" tools/train.py "$CONFIG" --data-root $DATA --work-dir $RUNS/$NAME \
+  --task gres --max-steps 1000000 --time-budget "$SECS" --save-every 500 --num-workers $workers --amp-dtype bf16 \
+  --no-eval "${init[@]}" > $RUNS/$NAME.train.log 2>&1
+echo "[device] $NAME trained: $(tail -c 300 $RUNS/$NAME.train.log | tr '\r' '\n' | tail -1)"
 echo "[device] training done after $(( $(date +%s) - t0 )) s"
-for name in full ablation; do
-  python3 - $RUNS/$name/latest.pth "$OUT/$name.pth" <<'PYEOF'
+python3 - $RUNS/$NAME/latest.pth "$OUT/$NAME.pth" <<'PYEOF'
 import sys
 from bqnet_model.checkpoint import load_checkpoint, save_checkpoint
 model, cfg, meta = load_checkpoint(sys.argv[1], "cpu")
 save_checkpoint(sys.argv[2], model, cfg, meta=meta)  # weights + config only, no optimizer state
 PYEOF
-  cp $RUNS/$name/metrics.jsonl "$OUT/$name.metrics.jsonl"
-done
-ls -la "$OUT"
-evaluate() {  # name task gpu
-  CUDA_VISIBLE_DEVICES=$3 python3 tools/train.py config/tiny.yaml --gpu_id 0 --data-root $DATA --work-dir $RUNS/eval_$1_$2 \
-    --task $2 --checkpoint "$OUT/$1.pth" --num-workers 4 > $RUNS/eval_$1_$2.log 2>&1
-  echo "== $1 $2"; grep -A4 "^evaluation" $RUNS/eval_$1_$2.log
+cp $RUNS/$NAME/metrics.jsonl "$OUT/$NAME.metrics.jsonl"
+tr '\r' '\n' < $RUNS/$NAME.train.log | grep -v "step/s\]$" | tail -40 > "$OUT/$NAME.train.log"
+evaluate() {  # task gpu
+  CUDA_VISIBLE_DEVICES=$2 python3 tools/train.py "$CONFIG" --gpu_id 0 --data-root $DATA --work-dir $RUNS/eval_${NAME}_$1 \
+    --task $1 --checkpoint "$OUT/$NAME.pth" --num-workers 4 > $RUNS/eval_${NAME}_$1.log 2>&1
+  echo "== $NAME $1"; grep -A4 "^evaluation" $RUNS/eval_${NAME}_$1.log
 }
-evaluate full res 0 & evaluate full gres 0 &
-evaluate ablation res $(( ngpu > 1 ? 1 : 0 )) & evaluate ablation gres $(( ngpu > 1 ? 1 : 0 )) &
+evaluate res 0 & evaluate gres $(( ngpu > 1 ? 1 : 0 )) &
 wait
-python3 - $RUNS "$OUT/evals.json" <<'PYEOF'
+python3 - $RUNS "$OUT/evals.json" "$NAME" <<'PYEOF'
 import json, sys
 from pathlib import Path
 runs = Path(sys.argv[1]); res = {}
-for p in sorted(runs.glob("eval_*/eval_val.json")):
+for p in sorted(runs.glob(f"eval_{sys.argv[3]}_*/eval_val.json")):
     res[p.parent.name] = json.loads(p.read_text())
 Path(sys.argv[2]).write_text(json.dumps(res, indent=1))
 PYEOF

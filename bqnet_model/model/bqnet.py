@@ -90,11 +90,31 @@ class BQNet(nn.Module):
             raise KeyError(f"batch lacks {missing} (build it with bqnet_model.model.inputs.collate_scenes)")
         dev = self.device
         t0 = sync_time(dev)
+        vox = self.encode_voxels(batch)
+        t1 = sync_time(dev)
+        scene = self.pool_scene(vox, batch, timings)
+        if timings is not None:
+            timings["backbone"] = (t1 - t0) * 1e3
+        return scene
+
+    def encode_voxels(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The backbone alone: voxel features (V, media). Needs no superpoints, which is what lets
+        ``Segmenter.prepare`` run it while the superpoints are still being computed."""
+        dev = self.device
         feats = batch["feats"].to(dev, non_blocking=True).float()
         coords = batch["coords"].to(dev, non_blocking=True)
-        vox = self.backbone(feats, coords, batch["spatial_shape"], int(batch["batch_size"]))
-        t1 = sync_time(dev)
+        return self.backbone(feats, coords, batch["spatial_shape"], int(batch["batch_size"]))
 
+    def pool_scene(self, vox: torch.Tensor, batch: dict[str, Any],
+                   timings: dict[str, float] | None = None) -> SceneFeatures:
+        """Voxel features -> point features (by ``p2v``) -> superpoint mean -> FPS seeds.
+
+        ``timings`` (optional) receives ``pooling`` and ``fps`` in ms.
+        """
+        if batch.get("superpoints") is None or batch.get("sp_offsets") is None:
+            raise KeyError("batch has no superpoints yet (inputs.set_batch_superpoints)")
+        dev = self.device
+        t1 = sync_time(dev)
         p2v = batch["p2v"].to(dev, non_blocking=True)
         sp = batch["superpoints"].to(dev, non_blocking=True)
         xyz = batch["point_xyz"].to(dev, non_blocking=True).float()
@@ -114,7 +134,6 @@ class BQNet(nn.Module):
         seed_idx = farthest_point_sample(sp_xyz_b, self.cfg.decoder.fps_num, sp_pad)
         t3 = sync_time(dev)
         if timings is not None:
-            timings["backbone"] = (t1 - t0) * 1e3
             timings["pooling"] = (t2 - t1) * 1e3
             timings["fps"] = (t3 - t2) * 1e3
         return SceneFeatures(sp_feats_b, sp_xyz_b, sp_pad, seed_idx, sizes_b)
@@ -140,8 +159,11 @@ class BQNet(nn.Module):
         text: TextFeatures,
         text_scene: torch.Tensor | Sequence[int] | None = None,
         keep_all_layers: bool = True,
+        check_values: bool = True,
     ) -> DecoderOutput:
-        """Decoder over every sentence; ``text_scene[t]`` is sentence t's scene (default all 0)."""
+        """Decoder over every sentence; ``text_scene[t]`` is sentence t's scene (default all 0).
+
+        ``check_values`` False: no host synchronisation (see ``BQNetDecoder.forward``)."""
         dev = scene.sp_feats.device
         T = len(text)
         if text_scene is None:
@@ -163,6 +185,7 @@ class BQNet(nn.Module):
             text.word_feats.to(dev),
             text.word_mask.to(dev),
             keep_all_layers=keep_all_layers,
+            check_values=check_values,
         )
 
     def forward(self, batch: dict[str, Any]) -> DecoderOutput:

@@ -160,7 +160,7 @@ class DecoderOutput:
     decoder ran with ``keep_all_layers=False``). ``query_sp_idx (T,Q)``: superpoint of each
     query's seed (what makes a query positive in the loss); ``query_pos (T,Q,3)``: that seed's
     position; ``sample_idx (T,Q)``: chosen seeds (indices into ``seed_idx``); ``seed_idx (T,F)``:
-    the FPS seeds given; ``seed_scores (T,F)``: text relevance of every seed (sampling loss);
+    the FPS seeds given; ``seed_scores (T,F)``: text relevance logits of every seed (sampling loss);
     ``centres``: query positions used by PSC/DQF before each layer (empty when both are off);
     ``sem_logits (B,S,K)``: the auxiliary semantic head's superpoint logits per scene (set by
     ``BQNet.forward`` when the model has one, else None)."""
@@ -379,7 +379,8 @@ class BQNetDecoder(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(
-        self, sp_feats: Tensor, sp_xyz: Tensor, sp_pad: Tensor, seed_idx: Tensor, word_feats: Tensor, word_mask: Tensor
+        self, sp_feats: Tensor, sp_xyz: Tensor, sp_pad: Tensor, seed_idx: Tensor, word_feats: Tensor, word_mask: Tensor,
+        check_values: bool = True,
     ) -> None:
         named = dict(sp_feats=sp_feats, sp_xyz=sp_xyz, sp_pad=sp_pad, seed_idx=seed_idx,
                      word_feats=word_feats, word_mask=word_mask)
@@ -415,6 +416,8 @@ class BQNetDecoder(nn.Module):
             )
         if S == 0 or seed_idx.shape[1] == 0 or word_feats.shape[1] == 0:
             raise ValueError(f"empty input: S={S}, seeds={seed_idx.shape[1]}, words={word_feats.shape[1]}")
+        if not check_values:  # the two value checks below are the forward's only host syncs
+            return
         bad_range = (seed_idx < 0) | (seed_idx >= S)
         if bool(bad_range.any()):
             raise ValueError(f"seed_idx must index superpoints in [0, {S}), got values outside")
@@ -463,11 +466,15 @@ class BQNetDecoder(nn.Module):
         word_feats: Tensor,
         word_mask: Tensor,
         keep_all_layers: bool = True,
+        check_values: bool = True,
     ) -> DecoderOutput:
         """See the module docstring. Shapes: sp_feats (T,S,C_in), sp_xyz (T,S,3), sp_pad (T,S)
         True = padding, seed_idx (T,F) long, word_feats (T,L,C_text), word_mask (T,L) True = real.
-        ``keep_all_layers`` False keeps only the last prediction (inference: less memory)."""
-        self._check_inputs(sp_feats, sp_xyz, sp_pad, seed_idx, word_feats, word_mask)
+        ``keep_all_layers`` False keeps only the last prediction (inference: less memory).
+        ``check_values`` False skips the checks that read tensor values (seed indices in range and
+        not on padding): then the forward never waits for the device, which a CUDA graph capture
+        needs (``Segmenter`` passes False: its seeds come from ``farthest_point_sample``)."""
+        self._check_inputs(sp_feats, sp_xyz, sp_pad, seed_idx, word_feats, word_mask, check_values)
         cfg = self.cfg
         # A row that is all padding would make every softmax over it NaN: such a row (no
         # superpoint / no token) attends to its padding instead; its output is meaningless but
@@ -556,6 +563,6 @@ class BQNetDecoder(nn.Module):
             query_pos=query_pos,
             sample_idx=sample_idx,
             seed_idx=seed_idx,
-            seed_scores=sampled.scores,
+            seed_scores=sampled.logits,
             centres=centres_used,
         )

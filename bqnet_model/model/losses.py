@@ -32,8 +32,8 @@ The three mask terms are averaged per sentence (over its positives), then over t
 that have positives, so a sentence with many positive queries does not outweigh one with few.
 Layer l is weighted by ``layer_weights`` (default: IPDN's ramp (l+1)/N_pred, last layer 1).
 
-``sample``: once per batch, the seeds' text relevance (``DecoderOutput.seed_scores``, used as
-logits) against "seed lies on a target" with a sigmoid focal loss (alpha 0.25, gamma 2, as
+``sample``: once per batch, the seeds' text relevance logits (``DecoderOutput.seed_scores``,
+``query_sampling.relevance_logits``: log of a seed's relevance share against the uniform share) against "seed lies on a target" with a sigmoid focal loss (alpha 0.25, gamma 2, as
 IPDN; binary targets where IPDN uses a Gaussian of the distance to the object centre), mean
 over real seeds per sentence, then over sentences. It is the only gradient the text-guided
 sampling projections get (top-k has none).

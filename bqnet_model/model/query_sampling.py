@@ -26,6 +26,7 @@ __all__ = [
     "CrossAttentionMap",
     "TextGuidedSampling",
     "SamplingResult",
+    "relevance_logits",
 ]
 
 
@@ -37,8 +38,25 @@ def _check_tensor(name: str, x: object, ndim: int) -> Tensor:
     return x
 
 
+# Largest B * S * S for which FPS precomputes all pairwise distances (64 MiB of float32): then each
+# of the n steps is 3 small kernels (row gather, minimum, argmax) instead of ~9, which is what
+# bounds FPS on a GPU (launch-bound: issue 3 measured 34 ms for 512 seeds among 2183 superpoints).
+FPS_MATRIX_MAX = 1 << 24
+
+
+def _sq_dist_to(pts: Tensor, centre: Tensor) -> Tensor:
+    """Squared distances ``(B,S,3), (B,K,3) -> (B,K,S)`` in one fixed operation order.
+
+    ``(dx*dx + dy*dy) + dz*dz`` with every step a separate elementwise op: each is exactly rounded
+    on CPU and CUDA alike, so the matrix and the loop variant of FPS (and any device) agree bit for
+    bit; a ``sum(-1)`` reduction would leave the order to the kernel.
+    """
+    d = [(pts[:, None, :, k] - centre[:, :, k, None]) for k in range(3)]
+    return (d[0] * d[0] + d[1] * d[1]) + d[2] * d[2]
+
+
 @torch.no_grad()
-def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None) -> Tensor:
+def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix: bool | None = None) -> Tensor:
     """Farthest point sampling of ``n`` indices per batch row; ``(B, S, 3) -> (B, n)`` long.
 
     Deterministic: row b starts at its first non-padded point, then repeatedly takes the point
@@ -47,6 +65,8 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None) -> Ten
     takes all of them in FPS order, then cycles through that order again (index ``j`` repeats
     index ``j mod n_real``), so the output always has ``n`` columns and only real indices.
     The loop runs over ``n`` (not over points or rows), so it works on CUDA as on CPU.
+    ``matrix``: precompute the (B, S, S) distances (default: on CUDA when ``B*S*S <=
+    FPS_MATRIX_MAX``); both variants return the same indices (see ``_sq_dist_to``).
     """
     _check_tensor("xyz", xyz, 3)
     if xyz.shape[-1] != 3:
@@ -71,23 +91,38 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None) -> Ten
         rows = torch.nonzero(n_real == 0).flatten().tolist()
         raise ValueError(f"rows {rows} of pad are all padding: no point to sample from")
 
-    pts = xyz.float()
-    rows = torch.arange(B, device=xyz.device)
-    out = torch.empty(B, n, dtype=torch.long, device=xyz.device)
-    # Min squared distance to the chosen set; padded points get -1 so they never win the argmax
-    # (real points already taken have 0, which still beats -1 once every real point is taken).
-    dist = torch.full((B, S), float("inf"), device=xyz.device)
+    dev = xyz.device
+    pts = xyz.float().contiguous()
+    # Min squared distance to the chosen set; padded points start at -1 and stay there (every
+    # distance is >= 0), so they never win the argmax (real points already taken have 0, which
+    # still beats -1 once every real point is taken).
+    dist = torch.full((B, S), float("inf"), device=dev)
     dist.masked_fill_(pad, -1.0)
-    cur = (~pad).to(torch.uint8).argmax(dim=1)  # first non-padded index (argmax takes the first max)
-    for j in range(n):
-        out[:, j] = cur
-        d = (pts - pts[rows, cur].unsqueeze(1)).square().sum(-1)
-        dist = torch.minimum(dist, d)
-        dist.masked_fill_(pad, -1.0)
-        cur = dist.argmax(dim=1)
+    out = torch.empty(n, B, dtype=torch.long, device=dev)  # step-major: out[j] is contiguous
+    out[0] = (~pad).to(torch.uint8).argmax(dim=1)  # first non-padded index (argmax takes the first max)
+    base = torch.arange(B, device=dev) * S if B > 1 else None
+    if matrix is None:  # on the CPU building the matrix costs what it saves
+        matrix = dev.type == "cuda" and B * S * S <= FPS_MATRIX_MAX
+    use_matrix = bool(matrix)
+    if use_matrix:
+        rows_of = _sq_dist_to(pts, pts).reshape(B * S, S)  # row b*S + c: distances to point c of row b
+        for j in range(n):
+            cur = out[j] if base is None else out[j] + base
+            torch.minimum(dist, rows_of.index_select(0, cur), out=dist)
+            if j + 1 < n:
+                torch.argmax(dist, dim=1, out=out[j + 1])
+    else:
+        flat = pts.reshape(B * S, 3)
+        for j in range(n):
+            cur = out[j] if base is None else out[j] + base
+            d = _sq_dist_to(pts, flat.index_select(0, cur).unsqueeze(1)).squeeze(1)
+            torch.minimum(dist, d, out=dist)
+            if j + 1 < n:
+                torch.argmax(dist, dim=1, out=out[j + 1])
+    out = out.t().contiguous()
     if n > int(n_real.min()):
         # Rows with fewer than n real points: replace the tail by a cyclic repeat of the FPS order.
-        j = torch.arange(n, device=xyz.device).unsqueeze(0)  # (1, n)
+        j = torch.arange(n, device=dev).unsqueeze(0)  # (1, n)
         src = torch.remainder(j, n_real.unsqueeze(1))  # (B, n); == j where j < n_real
         out = out.gather(1, src)
     return out
@@ -149,12 +184,29 @@ class SamplingResult:
     """Output of ``TextGuidedSampling``.
 
     ``indices (B, Q)``: chosen seeds (indices into the F seeds), by decreasing relevance;
-    ``scores (B, F)``: relevance of every seed (supervised by the sampling loss, the only path
-    by which the sampling projections learn: top-k itself has no gradient).
+    ``scores (B, F)``: relevance of every seed (sums to the number of real words);
+    ``logits (B, F)``: the same ranking as logits for the sampling loss (the only path by which
+    the sampling projections learn: top-k itself has no gradient), see ``relevance_logits``.
     """
 
     indices: Tensor
     scores: Tensor
+    logits: Tensor
+
+
+def relevance_logits(scores: Tensor, n_words: Tensor, seed_pad: Tensor | None = None) -> Tensor:
+    """``log(share * F_real)``: a seed's share of the relevance mass against the uniform share.
+
+    The raw relevance is a sum of softmax weights, never below 0, so used directly as a logit its
+    sigmoid never drops below 0.5 and a binary (focal) loss on it is stuck at its constant value
+    for the negatives (what the first trainings showed: the sampling loss never moved). The log of
+    the share is 0 for a uniform spread, goes to -inf on seeds no word looks at and up to
+    log F_real on a seed that takes all the mass; it is monotone in the relevance, so the top-k
+    seeds are the same.
+    """
+    n_real = scores.new_full(scores.shape[:1], scores.shape[1]) if seed_pad is None else (~seed_pad).sum(1).to(scores.dtype)
+    share = scores / n_words.to(scores.dtype).clamp_min(1.0).unsqueeze(1)
+    return torch.log(share * n_real.unsqueeze(1) + 1e-6)
 
 
 class TextGuidedSampling(nn.Module):
@@ -186,4 +238,5 @@ class TextGuidedSampling(nn.Module):
         if seed_pad is not None:
             ranked = ranked.masked_fill(seed_pad, float("-inf"))
         indices = ranked.topk(k, dim=1, sorted=True).indices
-        return SamplingResult(indices=indices, scores=scores)
+        logits = relevance_logits(scores, word_mask.sum(1), seed_pad)
+        return SamplingResult(indices=indices, scores=scores, logits=logits)

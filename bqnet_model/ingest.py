@@ -1,0 +1,244 @@
+"""Map ingest with torch ops on the segmenter's device: clean and voxelize without numpy passes.
+
+Why: on a GPU machine the numpy stages of ``Segmenter.prepare`` (clean, voxelize, superpoint
+densification) cost more than the whole backbone (issue 3's run: 279 + 327 ms of a 1006 ms prepare
+at 1M points, backbone 21 ms). Here the same functions run as sorts / scatters on the device after
+one host->device copy of xyz and rgb; only what the CPU needs afterwards (the cleaned cloud for the
+C++ oversegmentation and for answers) comes back.
+
+Every function computes exactly what its numpy counterpart computes (``pointcloud.clean``,
+``pointcloud.voxelize`` + ``voxel_mean``, ``inputs.scene_inputs`` + ``collate_scenes``): same kept
+rows in the same order, same voxels in the same (lexicographic) order, same point->voxel map,
+voxel features equal up to float rounding of the float64 sums (atomics on CUDA add in any order).
+Errors carry the numpy path's messages. test/test_ingest.py compares both on CPU tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bqnet_model.pointcloud import _KEY_BITS, _KEY_MAX, CleanedCloud, as_xyz, random_downsample
+
+__all__ = ["DeviceCloud", "VoxelInputs", "clean_torch", "voxel_inputs_torch", "GREY"]
+
+GREY = 128  # colour of clouds given without rgb (as Segmenter.prepare's numpy path)
+
+
+@dataclass
+class DeviceCloud:
+    """A cleaned cloud on the device plus the host copies the CPU stages need.
+
+    ``host`` is the ``CleanedCloud`` that ``pointcloud.clean`` returns for the same input
+    (``host.rgb`` None when no colours were given; ``rgb`` here is grey then).
+    """
+
+    xyz: Tensor  # float32 (M, 3)
+    rgb: Tensor  # uint8 (M, 3)
+    index: Tensor  # int64 (M,), rows of the caller's array
+    host: CleanedCloud
+
+    @property
+    def n_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+
+@dataclass
+class VoxelInputs:
+    """What ``scene_inputs`` computes about the voxels of one scene, as device tensors."""
+
+    coords: Tensor  # int32 (V, 3), >= 0, lexicographic order
+    feats: Tensor  # float32 (V, 6): voxel mean of [rgb / 127.5 - 1, xyz - mean(xyz)]
+    p2v: Tensor  # int64 (N,)
+    counts: Tensor  # int64 (V,)
+    origin: Tensor  # float64 (3,)
+    spatial_shape: tuple[int, int, int]  # coords max + 1 per axis (before the >= 128 clamp)
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def _first_unique_rows_torch(pts: Tensor) -> Tensor:
+    """Bool mask keeping the first occurrence of every exactly repeated float32 row.
+
+    As ``pointcloud._first_unique_rows``: rows compared by bit pattern after ``+ 0.0`` (-0.0 ==
+    0.0), grouped by a stable two-key sort (z, then the packed x|y), so the first row of each group
+    in sorted order is its first row in input order. Any total order of the keys groups equal rows
+    together, so signed int64 keys group exactly like numpy's unsigned ones.
+    """
+    bits = (pts + 0.0).contiguous().view(torch.int32)
+    xy = (bits[:, 0].long() << 32) | (bits[:, 1].long() & 0xFFFFFFFF)
+    z = bits[:, 2]
+    o1 = torch.sort(z, stable=True).indices
+    o2 = torch.sort(xy[o1], stable=True).indices
+    order = o1[o2]
+    xy_s, z_s = xy[order], z[order]
+    new_group = torch.ones(order.shape[0], dtype=torch.bool, device=pts.device)
+    new_group[1:] = (xy_s[1:] != xy_s[:-1]) | (z_s[1:] != z_s[:-1])
+    keep = torch.zeros(order.shape[0], dtype=torch.bool, device=pts.device)
+    keep[order[new_group]] = True
+    return keep
+
+
+def _rgb_to_uint8_torch(rgb: Tensor, name: str = "rgb") -> Tensor:
+    """``pointcloud.rgb_to_uint8`` for a device tensor whose rows are already finite."""
+    if rgb.dtype == torch.uint8:
+        return rgb
+    if rgb.numel() == 0:
+        return rgb.to(torch.uint8)
+    lo, hi = (float(v) for v in torch.stack([rgb.min().double(), rgb.max().double()]).tolist())
+    if not rgb.is_floating_point():
+        if lo < 0 or hi > 255:
+            raise ValueError(f"integer {name} must be in 0..255, got range [{int(lo)}, {int(hi)}]")
+        return rgb.to(torch.uint8)
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"float {name} must be in [0, 1], got range [{lo:g}, {hi:g}] "
+            "(pass uint8 for colours in 0..255)"
+        )
+    return torch.round(rgb.double() * 255.0).to(torch.uint8)  # round half to even, as np.rint
+
+
+def _host_rgb(rgb: Any, n: int) -> np.ndarray | None:
+    """Validate the colour array like ``clean`` does (shape, length, dtype) without touching values."""
+    if rgb is None:
+        return None
+    arr = np.asarray(rgb)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"rgb must have shape (N, 3), got {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"rgb has {arr.shape[0]} rows but xyz has {n} points")
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"rgb must be uint8 (0..255) or float (0..1), got dtype {arr.dtype}")
+    return arr
+
+
+def clean_torch(
+    xyz: Any,
+    rgb: Any = None,
+    *,
+    max_points: int | None = None,
+    seed: int = 0,
+    dedup: bool = True,
+    device: str | torch.device = "cpu",
+) -> DeviceCloud:
+    """``pointcloud.clean`` on ``device``: one copy of xyz (and rgb) in, the cleaned cloud there.
+
+    Same rules, order and errors as ``clean``: non-finite rows (xyz after the float32 cast, float
+    rgb) dropped, exact duplicates dropped keeping the first, then the seeded ``max_points``
+    downsampling (drawn on the host by ``random_downsample``, so the subset is the numpy path's).
+    The host copies in ``DeviceCloud.host`` cost one device->host copy each of xyz, rgb and index.
+    """
+    xyz_np = as_xyz(xyz)
+    n = int(xyz_np.shape[0])
+    rgb_np = _host_rgb(rgb, n)
+    dev = torch.device(device)
+    src = torch.from_numpy(np.ascontiguousarray(xyz_np)).to(dev, non_blocking=False)
+    pts = src.float()  # float64 beyond the float32 range becomes inf here, as in numpy's cast
+    finite = torch.isfinite(pts).all(dim=1)
+    rgb_t: Tensor | None = None
+    if rgb_np is not None:
+        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb_np)).to(dev)
+        if rgb_t.is_floating_point():
+            finite &= torch.isfinite(rgb_t).all(dim=1)
+    index = torch.nonzero(finite).flatten()
+    n_kept = int(index.shape[0])
+    n_nonfinite = n - n_kept
+    if n_kept == 0:
+        raise ValueError(f"all {n} points are non-finite (NaN/Inf in xyz or rgb); nothing to clean")
+    if n_nonfinite:
+        pts = pts.index_select(0, index)
+    n_duplicates = 0
+    if dedup:
+        keep = _first_unique_rows_torch(pts)
+        kept = torch.nonzero(keep).flatten()
+        n_duplicates = n_kept - int(kept.shape[0])
+        if n_duplicates:
+            index = index.index_select(0, kept)
+            pts = pts.index_select(0, kept)
+    n_downsampled = 0
+    if max_points is not None:
+        sel = random_downsample(int(index.shape[0]), max_points, seed=seed)
+        n_downsampled = int(index.shape[0]) - len(sel)
+        if n_downsampled:
+            sel_t = torch.from_numpy(sel).to(dev)
+            index = index.index_select(0, sel_t)
+            pts = pts.index_select(0, sel_t)
+    m = int(index.shape[0])
+    if rgb_t is not None:
+        rgb8 = _rgb_to_uint8_torch(rgb_t.index_select(0, index) if m != n else rgb_t)
+    else:
+        rgb8 = torch.full((m, 3), GREY, dtype=torch.uint8, device=dev)
+    pts = pts.contiguous()
+    index = index.contiguous()
+    # The host copies (for the C++ superpoints and the answers); clean() never aliases the caller's
+    # buffers and neither does this (.cpu() of a CPU tensor would, hence the explicit copies).
+    xyz_h = pts.cpu().numpy()
+    index_h = index.cpu().numpy()
+    rgb_h = rgb8.cpu().numpy() if rgb_t is not None else None
+    if dev.type == "cpu":
+        xyz_h = xyz_h.copy() if np.shares_memory(xyz_h, xyz_np) else xyz_h
+        if rgb_h is not None and rgb_np is not None and np.shares_memory(rgb_h, rgb_np):
+            rgb_h = rgb_h.copy()
+    host = CleanedCloud(
+        xyz=xyz_h,
+        rgb=rgb_h,
+        index=index_h.astype(np.int64, copy=False),
+        n_input=n,
+        n_nonfinite=n_nonfinite,
+        n_duplicates=n_duplicates,
+        n_downsampled=n_downsampled,
+    )
+    return DeviceCloud(xyz=pts, rgb=rgb8.contiguous(), index=index, host=host)
+
+
+def voxel_inputs_torch(xyz: Tensor, rgb: Tensor, voxel_size: float = 0.02) -> VoxelInputs:
+    """``scene_inputs``' voxel half on the device: grid, point->voxel map and voxel mean features.
+
+    ``xyz`` float32 (N, 3) finite (cleaned), ``rgb`` uint8 (N, 3), both on one device. Coordinates
+    ``floor((xyz - min) / voxel_size)`` in float64 (IEEE division on CPU and CUDA alike, so the
+    same voxels as ``pointcloud.voxelize``), voxels sorted by their packed key (``torch.unique``,
+    sorted, the order ``np.unique`` gives), features summed in float64 and divided by the counts.
+    """
+    if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float, np.integer, np.floating)):
+        raise TypeError(f"voxel_size must be a number, got {type(voxel_size).__name__}")
+    voxel_size = float(voxel_size)
+    if not np.isfinite(voxel_size) or voxel_size <= 0:
+        raise ValueError(f"voxel_size must be a positive finite number, got {voxel_size}")
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or xyz.shape[0] == 0:
+        raise ValueError(f"xyz must have shape (N, 3) with N > 0, got {tuple(xyz.shape)}")
+    if rgb.shape != xyz.shape or rgb.dtype != torch.uint8:
+        raise ValueError(f"rgb must be uint8 of shape {tuple(xyz.shape)}, got {rgb.dtype} {tuple(rgb.shape)}")
+    pts = xyz.double()
+    origin = pts.min(dim=0).values
+    # Divide by a device tensor, not a Python number: CUDA turns division by a CPU scalar into a
+    # multiplication by its reciprocal, which can move a point across a voxel boundary.
+    vs = torch.full((), voxel_size, dtype=torch.float64, device=xyz.device)
+    q = torch.floor((pts - origin) / vs).long()
+    top = [int(v) for v in q.max(dim=0).values.tolist()]
+    if max(top) > _KEY_MAX:
+        raise ValueError(
+            f"cloud spans {top} voxels per axis at voxel_size={voxel_size}; "
+            f"at most {_KEY_MAX} are supported (is the unit metres?)"
+        )
+    keys = (q[:, 0] << (2 * _KEY_BITS)) | (q[:, 1] << _KEY_BITS) | q[:, 2]
+    ukeys, p2v, counts = torch.unique(keys, sorted=True, return_inverse=True, return_counts=True)
+    coords = torch.stack(
+        [ukeys >> (2 * _KEY_BITS), (ukeys >> _KEY_BITS) & _KEY_MAX, ukeys & _KEY_MAX], dim=1
+    ).to(torch.int32)
+    # Features as scene_inputs: centred xyz (float64 mean, cast to float32) and rgb / 127.5 - 1
+    # in float32; the voxel means accumulate in float64 as voxel_mean's bincount.
+    centred = (pts - pts.mean(dim=0)).float()
+    half = torch.full((), 127.5, dtype=torch.float32, device=xyz.device)  # exact division (see vs)
+    point_feats = torch.cat([rgb.float() / half - 1.0, centred], dim=1)
+    sums = torch.zeros((ukeys.shape[0], 6), dtype=torch.float64, device=xyz.device)
+    sums.index_add_(0, p2v, point_feats.double())
+    feats = (sums / counts.unsqueeze(1)).float()
+    shape = (top[0] + 1, top[1] + 1, top[2] + 1)  # max coordinate + 1 == max over the kept voxels
+    return VoxelInputs(coords=coords.contiguous(), feats=feats.contiguous(), p2v=p2v.reshape(-1),
+                       counts=counts, origin=origin, spatial_shape=shape)
