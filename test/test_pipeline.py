@@ -475,3 +475,25 @@ def test_packbits_matches_numpy(S) -> None:
     m = torch.rand(3, 5, S, generator=torch.Generator().manual_seed(S)) > 0.5
     packed = _packbits(m).numpy()
     assert np.array_equal(packed, np.packbits(m.numpy(), axis=-1, bitorder="little"))
+
+
+def test_superpoint_geometry_matches_the_points():
+    """Per-superpoint sums and boxes (what answers' centroids and boxes come from) equal a direct
+    computation over each superpoint's points; an empty superpoint gets an empty box."""
+    from bqnet_model.pipeline import superpoint_geometry
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 6, 500)
+    labels[labels == 4] = 5  # superpoint 4 has no points
+    xyz = rng.normal(size=(500, 3)).astype(np.float32)
+    order = np.argsort(labels, kind="stable")
+    start = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=7))])
+    sums, mins, maxs = superpoint_geometry(xyz, order, start)
+    for s in range(7):
+        pts = xyz[labels == s].astype(np.float64)
+        if len(pts) == 0:
+            assert np.all(sums[s] == 0) and np.all(mins[s] == np.inf) and np.all(maxs[s] == -np.inf)
+            continue
+        np.testing.assert_allclose(sums[s], pts.sum(0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(mins[s], pts.min(0))
+        np.testing.assert_array_equal(maxs[s], pts.max(0))
