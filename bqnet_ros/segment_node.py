@@ -87,8 +87,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("task", "res", "'res': the one best object; 'gres': zero, one or several objects.", dynamic=True),
     ParamSpec("score_threshold", 0.0, "Objects scoring below this are dropped; none left means found=false.",
               dynamic=True, float_range=(0.0, 1.0)),
-    ParamSpec("voxel_size", 0.02, "Voxel edge in metres used by the model (0.02 = the paper's scale 50).",
-              float_range=(0.001, 1.0)),
+    ParamSpec("voxel_size", 0.0, "Voxel edge in metres; 0 = the one the model was trained with (its "
+              "checkpoint's config: 0.04 for the shipped demo model, 0.02 = the paper's scale 50). Another "
+              "value overrides it, with a warning.", float_range=(0.0, 1.0)),
     ParamSpec("max_points", 1_000_000, "Maps with more finite points are randomly downsampled to this many "
               "(with a warning); 0 = no limit.", int_range=(0, 2**31 - 1)),
     ParamSpec("text_queue_size", 32, "Sentences waiting for the worker; beyond this the oldest is dropped "
@@ -120,7 +121,7 @@ class NodeParams:
     seed: int = 0
     task: str = "res"
     score_threshold: float = 0.0
-    voxel_size: float = 0.02
+    voxel_size: float = 0.0
     max_points: int = 1_000_000
     text_queue_size: int = 32
     max_batch: int = 8
@@ -146,8 +147,8 @@ class NodeParams:
                              f"got {self.map_qos_reliability!r}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError(f"parameter score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
-            raise ValueError(f"parameter voxel_size must be > 0, got {self.voxel_size}")
+        if not (math.isfinite(self.voxel_size) and self.voxel_size >= 0):
+            raise ValueError(f"parameter voxel_size must be >= 0 (0 = the model's own), got {self.voxel_size}")
         for name in ("text_queue_size", "max_batch", "qos_depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"parameter {name} must be >= 1, got {getattr(self, name)}")
@@ -437,17 +438,25 @@ class SegmentNode(Node):
         return seg
 
     def _configure_segmenter(self, seg: Any) -> None:
-        """Hand the node's voxel size and seed to the model's inference config. The node cleans
-        and downsamples to max_points itself (it maps indices back to the received cloud), so the
-        model's own limit is lifted to the node's."""
+        """Hand the node's seed (and voxel size, when set) to the model's inference config. The
+        node cleans and downsamples to max_points itself (it maps indices back to the received
+        cloud), so the model's own limit is lifted to the node's. A model runs best at the voxel
+        size it was trained with, so ``voxel_size`` 0 keeps the checkpoint's."""
         inf = getattr(getattr(seg, "cfg", None), "inference", None)
         if inf is None:
             return
         p = self.params
-        for name, value in (("voxel_size", float(p.voxel_size)), ("seed", int(p.seed)),
-                            ("max_points", int(p.max_points or 2**31 - 1))):
+        if p.voxel_size > 0 and hasattr(inf, "voxel_size"):
+            trained = float(inf.voxel_size)
+            if abs(trained - float(p.voxel_size)) > 1e-9:
+                self._warn(f"voxel_size {p.voxel_size} m overrides the {trained} m the model was trained with: "
+                           "expect worse answers (set voxel_size 0 to use the model's)")
+            inf.voxel_size = float(p.voxel_size)
+        for name, value in (("seed", int(p.seed)), ("max_points", int(p.max_points or 2**31 - 1))):
             if hasattr(inf, name):
                 setattr(inf, name, value)
+        if hasattr(inf, "voxel_size"):
+            self.get_logger().info(f"model voxel size {inf.voxel_size} m")
 
     # ----------------------------------------------------------------- logging helpers
     def _warn(self, text: str) -> None:
