@@ -105,15 +105,12 @@ class SceneCache:
     n_voxels: int
     timings_ms: dict[str, float]
     device: str
-    # Per-superpoint geometry (float64): coordinate sums, AABB corners. An answer's centroid and box
-    # then cost O(its superpoints), not O(its points) (a big answer at 300k points was ~20 ms of numpy).
-    sp_sum: np.ndarray | None = None  # (S, 3)
-    sp_min: np.ndarray | None = None  # (S, 3)
-    sp_max: np.ndarray | None = None  # (S, 3)
-
-    def __post_init__(self) -> None:
-        if self.sp_sum is None:
-            self.sp_sum, self.sp_min, self.sp_max = superpoint_geometry(self.point_xyz, self.sp_order, self.sp_start)
+    # Per-superpoint geometry (float64, ``superpoint_geometry``): coordinate sums, AABB corners. An
+    # answer's centroid and box then cost O(its superpoints), not O(its points) (a big answer at 300k
+    # points was ~20 ms of numpy).
+    sp_sum: np.ndarray  # (S, 3)
+    sp_min: np.ndarray  # (S, 3)
+    sp_max: np.ndarray  # (S, 3)
 
     @property
     def n_points(self) -> int:

@@ -293,9 +293,8 @@ def lr_factor(step: int, total_steps: int, power: float, warmup_steps: int = 0, 
     and ``time_fraction`` (the elapsed share of a time budget): a run stopped by its budget still
     decays, so its last weights come from a low lr and not from mid-schedule."""
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    frac = min(step, total_steps) / total_steps if total_steps > 0 else 0.0
-    frac = min(1.0, max(frac, time_fraction))
-    return warm * (1.0 - frac) ** power
+    by_time = max(0.0, 1.0 - time_fraction) ** power  # the same poly decay over the time share
+    return warm * min(poly_factor(step, total_steps, power), by_time)
 
 
 def _amp_context(device: torch.device, enabled: bool, dtype: torch.dtype):

@@ -10,6 +10,9 @@ ROS-specific (used by test_node.py and test_msgs.py):
 machine do not hear each other; discovery is kept on this host.
 ``ros_context_factory``: fresh rclpy contexts on that domain (with optional ROS arguments such as
 ``--params-file``), shut down after the test.
+
+Helper (imported by test_train.py and test_loaders.py): ``save_grid_room`` writes a synthetic room
+as a per-scene npz, as the data sets store scenes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 
@@ -59,3 +65,17 @@ def ros_context_factory(ros_domain_id: int) -> Iterator[Callable[..., object]]:
     yield make
     for ctx in made:
         rclpy.try_shutdown(context=ctx)
+
+
+def save_grid_room(root: Path, sid: str, room: Any) -> np.ndarray:
+    """Save a ``SyntheticScene`` as ``root/<sid>.npz`` with cheap superpoints (0.6 m grid cells split
+    by instance, so no superpoint spans two objects); returns the object names (index = object id)."""
+    from bqnet_model.data.scannet import ScanNetScene, save_scene_npz
+
+    cell = np.floor(room.xyz / 0.6).astype(np.int64)
+    key = room.instance.astype(np.int64) * 10**6 + cell[:, 0] * 10**4 + cell[:, 1] * 100 + cell[:, 2]
+    sp = np.unique(key, return_inverse=True)[1].reshape(-1)
+    names = np.array([o.name for o in room.objects])
+    save_scene_npz(root / f"{sid}.npz", ScanNetScene(sid, room.xyz, room.rgb, sp, room.semantic.astype(np.int64),
+                                                     room.instance.astype(np.int64), names))
+    return names

@@ -34,6 +34,15 @@ def test_stream_patch_applied_without_cuda() -> None:
     assert stream_patched()
 
 
+def _assert_same_values_and_gradients(got: torch.Tensor, ref: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """``got`` equals the dense reference ``ref``, and so do the gradients of a random projection of
+    both with respect to ``inputs`` (float64, atol 1e-10)."""
+    assert torch.allclose(got, ref, atol=1e-10)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((got * g).sum(), inputs), torch.autograd.grad((ref * g).sum(), inputs)):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
 def test_spconv_cpu_forward_and_gradients_match_dense_conv3d() -> None:
     """Subm 3^3, strided 2^3 and inverse 2^3 convs against dense conv3d / conv_transpose3d (float64)."""
     torch.manual_seed(0)
@@ -51,13 +60,7 @@ def test_spconv_cpu_forward_and_gradients_match_dense_conv3d() -> None:
         y = conv(x)
         # spconv 2 weights are (out, k, k, k, in); dense conv3d wants (out, in, k, k, k).
         ref_dense = F.conv3d(_dense(feats, idx, grid), conv.weight.permute(0, 4, 1, 2, 3), **kw)
-        ref = _at(ref_dense, y.indices)
-        assert torch.allclose(y.features, ref, atol=1e-10)
-        g = torch.randn_like(ref)
-        got = torch.autograd.grad((y.features * g).sum(), [feats, conv.weight])
-        want = torch.autograd.grad((ref * g).sum(), [feats, conv.weight])
-        for a, b in zip(got, want):
-            assert torch.allclose(a, b, atol=1e-10)
+        _assert_same_values_and_gradients(y.features, _at(ref_dense, y.indices), [feats, conv.weight])
 
     # Inverse conv: back onto the fine sites of the strided conv.
     xd = down(x)
@@ -65,13 +68,7 @@ def test_spconv_cpu_forward_and_gradients_match_dense_conv3d() -> None:
     y = inv(xd.replace_feature(coarse))
     assert torch.equal(y.indices, idx)
     ref_dense = F.conv_transpose3d(_dense(coarse, xd.indices, grid // 2), inv.weight.permute(4, 0, 1, 2, 3), stride=2)
-    ref = _at(ref_dense, idx)
-    assert torch.allclose(y.features, ref, atol=1e-10)
-    g = torch.randn_like(ref)
-    got = torch.autograd.grad((y.features * g).sum(), [coarse, inv.weight])
-    want = torch.autograd.grad((ref * g).sum(), [coarse, inv.weight])
-    for a, b in zip(got, want):
-        assert torch.allclose(a, b, atol=1e-10)
+    _assert_same_values_and_gradients(y.features, _at(ref_dense, idx), [coarse, inv.weight])
 
 
 def test_spconv_cpu_forward_is_thread_safe() -> None:

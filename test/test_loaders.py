@@ -33,6 +33,7 @@ from bqnet_model.data.scannet import (
 )
 from bqnet_model.data.synthetic import CLASS_ID, minimal_room
 from bqnet_model.ply import write_ply
+from conftest import save_grid_room
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,12 +245,7 @@ def _write_room_dataset(root: Path, n_scenes: int = 2, n_points: int = 3000) -> 
     for k in range(n_scenes):
         room = minimal_room(n_points=n_points, seed=k)
         sid = f"room{k:02d}"
-        cell = np.floor(room.xyz / 0.6).astype(np.int64)
-        key = room.instance.astype(np.int64) * 10**6 + cell[:, 0] * 10**4 + cell[:, 1] * 100 + cell[:, 2]
-        sp = np.unique(key, return_inverse=True)[1].reshape(-1)
-        names = np.array([o.name for o in room.objects])
-        save_scene_npz(root / f"{sid}.npz", ScanNetScene(sid, room.xyz, room.rgb, sp, room.semantic.astype(np.int64),
-                                                         room.instance.astype(np.int64), names))
+        names = save_grid_room(root, sid, room)
         for j, (oid, text) in enumerate([(6, "the red chair next to the desk"), (9, "the green chair"),
                                          (7, "the white table"), (8, "the blue cabinet"), (5, "the desk")]):
             anns.append(Annotation(sid, [oid], names[oid], str(j), text))

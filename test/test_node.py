@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,12 +162,33 @@ def overrides_file(tmp_path_factory) -> Path:
     return path
 
 
+@contextmanager
+def spinning(ctx: Any, node: Any) -> Iterator[Client]:
+    """A test client beside ``node``, both on a 2-thread executor in a background thread; the
+    client is connected when this yields, and everything is stopped and destroyed after."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    client = Client(ctx, node)
+    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
+    ex.add_node(node)
+    ex.add_node(client.node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        client.wait_connected()
+        yield client
+    finally:
+        ex.shutdown()
+        th.join(10)
+        node.destroy_node()
+        client.node.destroy_node()
+
+
 @pytest.fixture(scope="module")
 def running(overrides_file, ros_domain_id) -> Any:
     """(segment node, client) spinning on a MultiThreadedExecutor in a background thread."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
 
     from bqnet_ros.segment_node import SegmentNode
 
@@ -176,18 +198,8 @@ def running(overrides_file, ros_domain_id) -> Any:
     rclpy.init(args=["test", "--ros-args", "--params-file", str(PARAMS_FILE), "--params-file",
                      str(overrides_file)], context=ctx, domain_id=ros_domain_id)
     node = SegmentNode(context=ctx)
-    client = Client(ctx, node)
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
-    ex.add_node(node)
-    ex.add_node(client.node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    client.wait_connected()
-    yield node, client
-    ex.shutdown()
-    th.join(10)
-    node.destroy_node()
-    client.node.destroy_node()
+    with spinning(ctx, node) as client:
+        yield node, client
     rclpy.try_shutdown(context=ctx)
     os.chdir(old_cwd)
 
@@ -802,8 +814,6 @@ def test_rviz_config_is_valid():
 )
 def test_shipped_model_finds_the_chair_next_to_the_desk(ros_context_factory):
     """With the trained checkpoint, the centroid lies inside the true chair's box."""
-    from rclpy.executors import MultiThreadedExecutor
-
     from bqnet_model.data.synthetic import demo_room
     from bqnet_ros.conversions import numpy_to_pointcloud2
     from bqnet_ros.segment_node import SegmentNode
@@ -811,14 +821,7 @@ def test_shipped_model_finds_the_chair_next_to_the_desk(ros_context_factory):
     ctx = ros_context_factory(["--params-file", str(PARAMS_FILE), "-p", "device:=cpu",
                                "-p", f"checkpoint:={SHIPPED_MODEL}"])
     node = SegmentNode(context=ctx, node_name="segment_node")
-    client = Client(ctx, node)
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
-    ex.add_node(node)
-    ex.add_node(client.node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    try:
-        client.wait_connected()
+    with spinning(ctx, node) as client:
         scene = demo_room(seed=0)  # full density, as the model was trained
         client.publish_map(numpy_to_pointcloud2(scene.xyz, scene.rgb, frame_id="map", stamp=900.0))
         (res,) = client.ask(["the chair next to the desk"])
@@ -831,8 +834,3 @@ def test_shipped_model_finds_the_chair_next_to_the_desk(ros_context_factory):
         got = np.array([c.x, c.y, c.z])
         inside = (target.box_min - margin <= got).all() and (got <= target.box_max + margin).all()
         assert inside, f"centroid {got.round(2)} outside the chair's box {target.box_min.round(2)}..{target.box_max.round(2)}"
-    finally:
-        ex.shutdown()
-        th.join(10)
-        node.destroy_node()
-        client.node.destroy_node()

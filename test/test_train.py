@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from bqnet_model.data.scannet import ScanNetScene, save_scene_npz
 from bqnet_model.data.synthetic import minimal_room
 from bqnet_model.train import EpochSampler, find_annotations, lr_factor, main, poly_factor
+from conftest import save_grid_room
 
 TINY_MODEL = """
 model:
@@ -46,12 +46,7 @@ def _write_data(root: Path) -> None:
     for k in range(3):
         room = minimal_room(n_points=2500, seed=k)
         sid = f"room{k:02d}"
-        cell = np.floor(room.xyz / 0.6).astype(np.int64)
-        key = room.instance.astype(np.int64) * 10**6 + cell[:, 0] * 10**4 + cell[:, 1] * 100 + cell[:, 2]
-        sp = np.unique(key, return_inverse=True)[1].reshape(-1)
-        names = np.array([o.name for o in room.objects])
-        save_scene_npz(root / f"{sid}.npz", ScanNetScene(sid, room.xyz, room.rgb, sp, room.semantic.astype(np.int64),
-                                                         room.instance.astype(np.int64), names))
+        names = save_grid_room(root, sid, room)
         for j, (oid, text) in enumerate(SENTENCES):
             (val if k == 2 else train).append({"scene_id": sid, "object_id": str(oid), "object_name": str(names[oid]),
                                                "ann_id": str(j), "description": text})
