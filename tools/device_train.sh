@@ -4,7 +4,8 @@
 # the .gpu bundle present (../shared/gpu/make-bundle; tools/pack_text_encoder.py):
 #   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
-# /tmp/synth and the built extension are reused); NAME=run name (default full).
+# /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
+# (default: the config's).
 # Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
 set -uo pipefail
 OUT=${1:?output folder}; SECS=${2:-400}; NTRAIN=${3:-1200}; NVAL=${4:-30}; CONFIG=${5:-config/tiny.yaml}
@@ -18,11 +19,12 @@ t0=$(date +%s)
 echo "[device] data ready after $(( $(date +%s) - t0 )) s"
 ngpu=$(nvidia-smi -L | wc -l)
 workers=$(( $(nproc) / ngpu - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers ))
-init=(); [ -n "${INIT:-}" ] && init=(--init-weights "$INIT")
+extra=(); [ -n "${INIT:-}" ] && extra=(--init-weights "$INIT")
+[ -n "${BATCH:-}" ] && extra+=(--batch-size "$BATCH")
 mkdir -p $RUNS
 torchrun --standalone --nproc_per_node "$ngpu" tools/train.py "$CONFIG" --data-root $DATA --work-dir $RUNS/$NAME \
   --task gres --max-steps 1000000 --time-budget "$SECS" --save-every 500 --num-workers $workers --amp-dtype bf16 \
-  --no-eval "${init[@]}" > $RUNS/$NAME.train.log 2>&1
+  --no-eval "${extra[@]}" > $RUNS/$NAME.train.log 2>&1
 echo "[device] $NAME trained: $(tail -c 300 $RUNS/$NAME.train.log | tr '\r' '\n' | tail -1)"
 echo "[device] training done after $(( $(date +%s) - t0 )) s"
 python3 - $RUNS/$NAME/latest.pth "$OUT/$NAME.pth" <<'PYEOF'

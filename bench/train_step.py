@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Training throughput: optimizer steps/s and rooms/s of ``tools/train.py``'s step, per batch size.
+
+Why: the shipped model is limited by how many rooms it sees in the device time a session has, so
+the step's cost decides the recipe (batch size, model width). For each ``--batch`` value this runs
+``--warmup`` steps, then times ``--steps`` steps (CUDA synchronized), on the real training data
+set and loader (augmentation, cropping, ``lang_per_scene`` sentences per room), and prints steps/s,
+rooms/s, sentences/s and peak GPU memory, with the ratio of rooms/s to the first batch size.
+``--profile`` adds a torch.profiler table (top ops by device time, then by host time) for the
+first batch size, to show whether the step is bound by kernels or by launches.
+
+Example (GPU machine, data from tools/make_synthetic.sh)::
+
+    python bench/train_step.py config/tiny.yaml --data-root /tmp/synth --batch 8 16 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("config")
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--batch", type=int, nargs="+", default=[8])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--checkpoint", default=None, help="start from these weights (default: random init)")
+    ap.add_argument("--amp-dtype", choices=("fp16", "bf16"), default="bf16")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--out", default=None, help="write the figures as JSON")
+    args = ap.parse_args()
+
+    from bqnet_model.model.bqnet import BQNet
+    from bqnet_model.model.config import load_config
+    from bqnet_model.train import EpochSampler, _dtype, _loader, build_datasets, train_step
+
+    cfg = load_config(args.config)
+    cfg.inference.task = "gres"
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train_ds, _ = build_datasets(cfg, args.data_root, train=True)
+    if args.checkpoint:
+        from bqnet_model.checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.checkpoint, "cpu")[0].to(dev)
+    else:
+        model = BQNet(cfg.model).to(dev)
+    opt = torch.optim.AdamW(model.param_groups(cfg.train), lr=1e-5)
+    amp = dev.type == "cuda" and bool(cfg.train.amp)
+    amp_dtype = _dtype(args.amp_dtype)
+    scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
+    rows = []
+    for i, bs in enumerate(args.batch):
+        loader = _loader(train_ds, EpochSampler(len(train_ds), shuffle=True, seed=i), bs, args.workers, dev)
+        it = iter(loader)
+        for _ in range(args.warmup):
+            train_step(model, model, next(it), opt, scaler, cfg, dev, amp, amp_dtype)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        wait = 0.0
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            tw = time.perf_counter()
+            batch = next(it)
+            wait += time.perf_counter() - tw
+            train_step(model, model, batch, opt, scaler, cfg, dev, amp, amp_dtype)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        row = dict(batch=bs, steps_per_s=args.steps / dt, rooms_per_s=args.steps * bs / dt,
+                   sentences_per_s=args.steps * bs * cfg.train.lang_per_scene / dt, loader_wait_s=wait / args.steps,
+                   peak_gib=torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0)
+        rows.append(row)
+        print(f"batch {bs:3d}: {row['steps_per_s']:.2f} steps/s, {row['rooms_per_s']:.1f} rooms/s "
+              f"({row['rooms_per_s'] / rows[0]['rooms_per_s']:.2f}x batch {rows[0]['batch']}), "
+              f"{row['sentences_per_s']:.0f} sentences/s, loader wait {row['loader_wait_s'] * 1000:.0f} ms/step, "
+              f"peak {row['peak_gib']:.2f} GiB", flush=True)
+        if args.profile and i == 0:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+            batches = [next(it) for _ in range(3)]
+            with profile(activities=acts) as prof:
+                for b in batches:
+                    train_step(model, model, b, opt, scaler, cfg, dev, amp, amp_dtype)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+            ka = prof.key_averages()
+            print(f"profile over 3 steps: {sum(e.count for e in ka)} op calls")
+            if dev.type == "cuda":
+                print(ka.table(sort_by="self_cuda_time_total", row_limit=25))
+            print(ka.table(sort_by="self_cpu_time_total", row_limit=25))
+        del loader, it
+    if args.out:
+        Path(args.out).write_text(json.dumps(dict(config=args.config, device=str(dev), rows=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()
