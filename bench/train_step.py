@@ -7,7 +7,9 @@ the step's cost decides the recipe (batch size, model width). For each ``--batch
 set and loader (augmentation, cropping, ``lang_per_scene`` sentences per room), and prints steps/s,
 rooms/s, sentences/s and peak GPU memory, with the ratio of rooms/s to the first batch size.
 ``--profile`` adds a torch.profiler table (top ops by device time, then by host time) for the
-first batch size, to show whether the step is bound by kernels or by launches.
+first batch size, to show whether the step is bound by kernels or by launches. The steps run as
+``tools/train.py`` runs them (cuDNN left out of attention, ``train.use_training_attention_kernels``);
+``--compare-cudnn`` first times the first batch size with cuDNN attention allowed, the baseline.
 
 Example (GPU machine, data from tools/make_synthetic.sh)::
 
@@ -35,12 +37,15 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="start from these weights (default: random init)")
     ap.add_argument("--amp-dtype", choices=("fp16", "bf16"), default="bf16")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compare-cudnn", action="store_true",
+                    help="also time the first batch size with cuDNN attention allowed (the baseline)")
     ap.add_argument("--out", default=None, help="write the figures as JSON")
     args = ap.parse_args()
 
     from bqnet_model.model.bqnet import BQNet
     from bqnet_model.model.config import load_config
-    from bqnet_model.train import EpochSampler, _dtype, _loader, build_datasets, train_step
+    from bqnet_model.train import (EpochSampler, _dtype, _loader, build_datasets, train_step,
+                                   use_training_attention_kernels)
 
     cfg = load_config(args.config)
     cfg.inference.task = "gres"
@@ -56,8 +61,14 @@ def main() -> None:
     amp = dev.type == "cuda" and bool(cfg.train.amp)
     amp_dtype = _dtype(args.amp_dtype)
     scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
+    runs = [(b, "no cuDNN attention") for b in args.batch]
+    if args.compare_cudnn and dev.type == "cuda":
+        runs.insert(0, (args.batch[0], "cuDNN attention (baseline)"))
     rows = []
-    for i, bs in enumerate(args.batch):
+    for i, (bs, variant) in enumerate(runs):
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        if variant.startswith("no"):
+            use_training_attention_kernels(dev)
         loader = _loader(train_ds, EpochSampler(len(train_ds), shuffle=True, seed=i), bs, args.workers, dev)
         it = iter(loader)
         for _ in range(args.warmup):
@@ -75,15 +86,15 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        row = dict(batch=bs, steps_per_s=args.steps / dt, rooms_per_s=args.steps * bs / dt,
+        row = dict(batch=bs, variant=variant, steps_per_s=args.steps / dt, rooms_per_s=args.steps * bs / dt,
                    sentences_per_s=args.steps * bs * cfg.train.lang_per_scene / dt, loader_wait_s=wait / args.steps,
                    peak_gib=torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0)
         rows.append(row)
-        print(f"batch {bs:3d}: {row['steps_per_s']:.2f} steps/s, {row['rooms_per_s']:.1f} rooms/s "
-              f"({row['rooms_per_s'] / rows[0]['rooms_per_s']:.2f}x batch {rows[0]['batch']}), "
+        print(f"batch {bs:3d} ({variant}): {row['steps_per_s']:.2f} steps/s, {row['rooms_per_s']:.1f} rooms/s "
+              f"({row['rooms_per_s'] / rows[0]['rooms_per_s']:.2f}x the first row), "
               f"{row['sentences_per_s']:.0f} sentences/s, loader wait {row['loader_wait_s'] * 1000:.0f} ms/step, "
               f"peak {row['peak_gib']:.2f} GiB", flush=True)
-        if args.profile and i == 0:
+        if args.profile and bs == args.batch[0] and variant.startswith("no"):
             from torch.profiler import ProfilerActivity, profile
 
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])

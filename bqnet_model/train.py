@@ -89,6 +89,8 @@ class TrainOptions:
     eval_limit: int | None = None
     num_workers: int | None = None
     batch_size: int | None = None
+    lang_per_scene: int | None = None
+    lr: float | None = None
     amp_dtype: str = "fp16"
     no_eval: bool = False
     seed: int | None = None
@@ -124,6 +126,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
                     help="evaluate only the first N items (scenes x sentence chunks); quick checks")
     ap.add_argument("--num-workers", dest="num_workers", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="scenes per step and GPU")
+    ap.add_argument("--lang-per-scene", dest="lang_per_scene", type=int, default=None,
+                    help="override train.lang_per_scene (sentences per scene and step)")
+    ap.add_argument("--lr", type=float, default=None, help="override train.lr (peak learning rate)")
     ap.add_argument("--amp-dtype", dest="amp_dtype", choices=("fp16", "bf16"), default="fp16")
     ap.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip evaluation after training")
     ap.add_argument("--seed", type=int, default=None)
@@ -313,6 +318,15 @@ def _sp_instance_targets(batch: dict[str, Any], s_max: int, device: torch.device
     for t, m in enumerate(inst):
         out[t, : m.shape[0]] = m
     return out.to(device)
+
+
+def use_training_attention_kernels(device: torch.device) -> None:
+    """Leave cuDNN out of ``scaled_dot_product_attention`` while training on CUDA. cuDNN builds an
+    execution plan per new shape, about 7 ms of host time per call, and the training shapes change
+    every step (rooms and sentences vary): on an H200 that was a third of a host-bound step
+    (``bench/train_step.py --profile``). The flash / memory-efficient kernels need no plan."""
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def train_step(model: torch.nn.Module, raw_model: Any, batch: dict[str, Any], optimizer: torch.optim.Optimizer,
@@ -508,6 +522,14 @@ def _apply_overrides(cfg: Any, opt: TrainOptions) -> None:
         if opt.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {opt.batch_size}")
         tc.batch_size = opt.batch_size
+    if opt.lang_per_scene is not None:
+        if opt.lang_per_scene < 1:
+            raise ValueError(f"--lang-per-scene must be >= 1, got {opt.lang_per_scene}")
+        tc.lang_per_scene = opt.lang_per_scene
+    if opt.lr is not None:
+        if not opt.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {opt.lr}")
+        tc.lr = opt.lr
     if opt.eval_every is not None:
         tc.eval_every = opt.eval_every
     if opt.seed is not None:
@@ -605,6 +627,7 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, tc.lr_power, tc.warmup_steps, clock["time_fraction"]))
     amp = bool(tc.amp) and device.type == "cuda"
+    use_training_attention_kernels(device)
     amp_dtype = _dtype(opt.amp_dtype)
     scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
 

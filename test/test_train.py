@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bqnet_model.data.synthetic import minimal_room
-from bqnet_model.train import EpochSampler, find_annotations, lr_factor, main, poly_factor
+from bqnet_model.model.config import load_config
+from bqnet_model.train import EpochSampler, _apply_overrides, find_annotations, lr_factor, main, parse_args, poly_factor
 from conftest import save_grid_room
 
 TINY_MODEL = """
@@ -179,8 +180,17 @@ def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
     assert main([str(cfg), "--data-root", str(tmp_path / "nothing"), "--work-dir", str(tmp_path / "w")]) == 2
     assert "data root" in capsys.readouterr().err
     assert main([str(cfg), "--max-steps", "0"]) == 2
+    assert main([str(cfg), "--lr", "0"]) == 2 and "--lr must be > 0" in capsys.readouterr().err
+    assert main([str(cfg), "--lang-per-scene", "0"]) == 2 and "--lang-per-scene" in capsys.readouterr().err
     assert main([str(cfg), "--resume", str(tmp_path / "none.pth"), "--work-dir", str(tmp_path / "w")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_command_line_overrides_reach_the_config(setup):
+    _, cfg_path = setup
+    cfg = load_config(cfg_path)
+    _apply_overrides(cfg, parse_args([str(cfg_path), "--lr", "4e-4", "--lang-per-scene", "24", "--batch-size", "5"]))
+    assert (cfg.train.lr, cfg.train.lang_per_scene, cfg.train.batch_size) == (4e-4, 24, 5)
 
 
 def test_gres_training_and_evaluation(setup, capsys):

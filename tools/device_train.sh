@@ -5,7 +5,7 @@
 #   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
-# (default: the config's).
+# (default: the config's); EXTRA=more tools/train.py options, e.g. "--lr 4e-4 --lang-per-scene 24".
 # Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
 set -uo pipefail
 OUT=${1:?output folder}; SECS=${2:-400}; NTRAIN=${3:-1200}; NVAL=${4:-30}; CONFIG=${5:-config/tiny.yaml}
@@ -21,6 +21,7 @@ ngpu=$(nvidia-smi -L | wc -l)
 workers=$(( $(nproc) / ngpu - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers ))
 extra=(); [ -n "${INIT:-}" ] && extra=(--init-weights "$INIT")
 [ -n "${BATCH:-}" ] && extra+=(--batch-size "$BATCH")
+[ -n "${EXTRA:-}" ] && extra+=($EXTRA)
 mkdir -p $RUNS
 torchrun --standalone --nproc_per_node "$ngpu" tools/train.py "$CONFIG" --data-root $DATA --work-dir $RUNS/$NAME \
   --task gres --max-steps 1000000 --time-budget "$SECS" --save-every 500 --num-workers $workers --amp-dtype bf16 \
