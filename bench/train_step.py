@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[8])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--lang-per-scene", type=int, default=None, help="override train.lang_per_scene")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--checkpoint", default=None, help="start from these weights (default: random init)")
     ap.add_argument("--amp-dtype", choices=("fp16", "bf16"), default="bf16")
@@ -49,6 +50,8 @@ def main() -> None:
 
     cfg = load_config(args.config)
     cfg.inference.task = "gres"
+    if args.lang_per_scene:
+        cfg.train.lang_per_scene = args.lang_per_scene
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train_ds, _ = build_datasets(cfg, args.data_root, train=True)
     if args.checkpoint:
