@@ -2,7 +2,12 @@
 """Plot the loss terms and the lr of one or more consecutive training stages (``metrics.jsonl``
 files written by ``tools/train.py``), stage after stage on one step axis.
 
-    python tools/plot_training.py docs/training/stage{1,2,3}.metrics.jsonl --out docs/img/training_curves.png
+    python tools/plot_training.py docs/training/stage{1,2,3,4,5,6,7}.metrics.jsonl \
+        --rooms-per-step 32 32 8 32 32 32 32 --evals docs/training/evals.json --out docs/img/training_curves.png
+
+``--rooms-per-step`` (rooms per optimizer step of each stage, all GPUs together) puts the stages on
+an axis of rooms seen, which compares stages of different batch sizes; ``--evals`` adds the
+held-out scores (``eval_<stage>_res`` / ``eval_<stage>_gres`` entries) at the end of each stage.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl of each stage, in order")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--labels", nargs="*", default=None, help="one label per stage")
+    ap.add_argument("--rooms-per-step", nargs="*", type=int, default=None,
+                    help="rooms per optimizer step of each stage (all GPUs): x axis = rooms seen")
+    ap.add_argument("--evals", type=Path, default=None, help="evals.json with eval_<stage>_res/gres summaries")
     args = ap.parse_args(argv)
 
     import matplotlib
@@ -32,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, axl) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    offset = 0
+    evals = json.loads(args.evals.read_text()) if args.evals else None
+    if args.rooms_per_step is not None and len(args.rooms_per_step) != len(args.metrics):
+        raise SystemExit("--rooms-per-step needs one value per metrics file")
+    n_rows = 3 if evals else 2
+    fig, axes = plt.subplots(n_rows, 1, figsize=(10, 9 if evals else 7), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1, 1.4][:n_rows]})
+    ax, axl = axes[0], axes[1]
+    offset = 0.0
+    ends: list[tuple[float, str]] = []
     for i, path in enumerate(args.metrics):
         start, rows = read_stage(path)
         if not rows:
             raise SystemExit(f"{path}: no training rows")
-        steps = [offset + r["step"] for r in rows]
+        per = args.rooms_per_step[i] if args.rooms_per_step else 1
+        steps = [offset + r["step"] * per for r in rows]
         label = args.labels[i] if args.labels and i < len(args.labels) else path.stem
         world = start.get("world_size", 1)
         for j, term in enumerate(TERMS):
@@ -48,20 +64,42 @@ def main(argv: list[str] | None = None) -> int:
         ax.axvline(offset, color="grey", ls=":", lw=1)
         ax.text(offset, 0.98, f" {label} ({world} GPU{'s' if world > 1 else ''})", fontsize=8, va="top",
                 transform=ax.get_xaxis_transform())
-        offset = steps[-1]
+        stop = next((r for r in [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+                     if r.get("event") == "stop"), None)
+        offset = offset + (stop["step"] if stop else rows[-1]["step"]) * per
+        ends.append((offset, path.name.split(".")[0]))
     ax.set_ylabel("loss (per term, weighted sum = total)")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, ncol=4)
     axl.set_ylabel("lr")
-    axl.set_xlabel("optimizer step (stages one after the other)")
+    xlabel = "rooms seen" if args.rooms_per_step else "optimizer step"
+    axes[-1].set_xlabel(f"{xlabel} (stages one after the other)")
     axl.grid(True, alpha=0.3)
+    if evals:
+        axe = axes[2]
+        for key, name, colour in (("res", "RES Acc@0.5", "C0"), ("gres", "GRES mIoU", "C1")):
+            metric = "Acc@0.5" if key == "res" else "mIoU"
+            pts = [(x, 100 * _summary(evals[f"eval_{stem}_{key}"])[metric]) for x, stem in ends
+                   if f"eval_{stem}_{key}" in evals]
+            if pts:
+                axe.plot(*zip(*pts), "o-", color=colour, label=f"held-out {name}")
+                for x, y in pts:
+                    axe.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+        axe.set_ylabel("held-out %")
+        axe.grid(True, alpha=0.3)
+        axe.legend(fontsize=8, loc="lower right")
     fig.suptitle("Training of the shipped model (synthetic rooms)")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
     return 0
+
+
+def _summary(entry: dict) -> dict:
+    """An evals.json entry: the summary itself, or the evaluation record that holds it."""
+    return entry.get("summary", entry)
 
 
 if __name__ == "__main__":
