@@ -107,3 +107,37 @@ def test_bad_inputs():
         summarize_gres([{"iou": 0.3}])
     with pytest.raises(TypeError, match="record 0"):
         summarize_gres([0.3])
+
+
+def _eval_breakdown():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "eval_breakdown.py"
+    spec = importlib.util.spec_from_file_location("eval_breakdown", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_eval_breakdown_sorts_answers_into_kinds_of_miss():
+    classify = _eval_breakdown().classify
+    # instances: 0 = floor (class 0), 1 and 2 = chairs (class 5), 3 = desk (class 7); 10 points each
+    inst = np.repeat([0, 1, 2, 3], 10)
+    sem = np.repeat([0, 5, 5, 7], 10)
+
+    def pred(*ids, extra=0):
+        p = np.isin(inst, ids)
+        p[np.flatnonzero(inst == 0)[:extra]] = True
+        return p
+
+    assert classify(inst, sem, 1, pred(1)) == ("correct", 1.0)
+    assert classify(inst, sem, 1, pred(1, 2))[0] == "target + same-class object"
+    assert classify(inst, sem, 1, pred(1, 3))[0] == "target + other"
+    assert classify(inst, sem, 1, pred(2))[0] == "same-class object"
+    assert classify(inst, sem, 1, pred(3))[0] == "other class"
+    part = np.zeros(40, bool)
+    part[10:13] = True  # 3 of the target's 10 points
+    part[30:40] = True
+    assert classify(inst, sem, 1, part)[0] == "part of target"
+    assert classify(inst, sem, 1, np.zeros(40, bool)) == ("nothing", 0.0)

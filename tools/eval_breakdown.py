@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Where a RES model goes wrong: accuracy by relation and by class, and the kind of each miss.
+
+The overall scores (``tools/train.py --checkpoint``) say how often the answer is right; deciding
+what to change next needs to know *why* it is wrong. For every sentence of a ScanRefer-style
+split (through ``Segmenter``, as the product answers) this sorts the answer into:
+
+* ``correct``: point IoU with the target > 0.5;
+* ``target + same-class object``: covers most of the target (recall > 0.5) but runs over another
+  object of its class (instances of one kind not told apart);
+* ``target + other``: covers most of the target plus something else;
+* ``part of target``: recall 0.1-0.5;
+* ``same-class object``: the wrong instance of the right class (the relation / attribute failed);
+* ``other class``: an object of another class (the category failed);
+* ``nothing``: no point answered.
+
+It prints counts per unique / multiple and Acc@0.5 per ``relation`` (a field the synthetic
+expressions carry; "-" when absent) and per ``object_name``. ``--json`` writes everything.
+
+    python tools/eval_breakdown.py models/bqnet_tiny_synth.pth --data-root data/synth --scenes 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def classify(inst: np.ndarray, sem: np.ndarray, target: int, pred: np.ndarray) -> tuple[str, float]:
+    """The kind of answer (see the module docstring) and its point IoU; ``pred`` bool (N,)."""
+    gt = inst == target
+    inter = float((gt & pred).sum())
+    iou = inter / max(1.0, float((gt | pred).sum()))
+    if iou > 0.5:
+        return "correct", iou
+    if not pred.any():
+        return "nothing", 0.0
+    recall = inter / max(1.0, float(gt.sum()))
+    ids, counts = np.unique(inst[pred & ~gt], return_counts=True)
+    others = ids[counts > 0.2 * max(1, int(pred.sum()))]
+    cls = np.bincount(sem[gt][sem[gt] >= 0]).argmax() if (sem[gt] >= 0).any() else -1
+    same = [i for i in others if i >= 0 and (sem[inst == i] == cls).mean() > 0.5]
+    if recall > 0.5:
+        return ("target + same-class object" if same else "target + other"), iou
+    if recall > 0.1:
+        return "part of target", iou
+    return ("same-class object" if same else "other class"), iou
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--data-root", required=True, help="per-scene .npz files + <split>_scanrefer.json")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--annotations", default=None, help="annotation JSON (default: <root>/<split>_scanrefer.json)")
+    ap.add_argument("--scenes", type=int, default=None, help="only the first N scenes (sorted by id)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from bqnet_model.data.scannet import load_scene_npz
+    from bqnet_model.pipeline import Segmenter
+
+    root = Path(args.data_root)
+    ann_path = Path(args.annotations) if args.annotations else root / f"{args.split}_scanrefer.json"
+    if not ann_path.is_file():
+        print(f"annotation file not found: {ann_path}", file=sys.stderr)
+        return 2
+    by_scene: dict[str, list[dict]] = collections.defaultdict(list)
+    for row in json.loads(ann_path.read_text()):
+        by_scene[row["scene_id"]].append(row)
+    scene_ids = sorted(by_scene)[: args.scenes]
+    seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
+    records = []
+    for sid in tqdm(scene_ids, desc="scenes", unit="scene"):
+        scene_file = root / "scenes" / f"{sid}.npz"
+        scene = load_scene_npz(scene_file if scene_file.is_file() else root / f"{sid}.npz")
+        cache = seg.prepare(scene["xyz"], scene["rgb"], scene["superpoint"])
+        rows = by_scene[sid]
+        for row, res in zip(rows, seg.query(cache, [r["description"] for r in rows], task="res")):
+            pred = np.zeros(scene["xyz"].shape[0], bool)
+            pred[res.point_indices] = True
+            kind, iou = classify(scene["instance"], scene["semantic"], int(row["object_id"]), pred)
+            records.append(dict(scene_id=sid, text=row["description"], eval_type=row.get("eval_type", "-"),
+                                relation=row.get("relation", "-"), object_name=row.get("object_name", "-"),
+                                kind=kind, iou=iou))
+    if not records:
+        print("no sentences evaluated", file=sys.stderr)
+        return 2
+
+    ious = np.array([r["iou"] for r in records])
+    print(f"{len(records)} sentences in {len(scene_ids)} scenes: Acc@0.5 {100 * (ious > 0.5).mean():.1f} %, "
+          f"Acc@0.25 {100 * (ious > 0.25).mean():.1f} %, mIoU {100 * ious.mean():.1f} %")
+    kinds = collections.Counter((r["eval_type"], r["kind"]) for r in records)
+    for et in sorted({r["eval_type"] for r in records}):
+        n = sum(v for (e, _), v in kinds.items() if e == et)
+        print(f"\n{et} ({n} sentences): kind of answer")
+        for (e, k), v in sorted(kinds.items(), key=lambda kv: -kv[1]):
+            if e == et:
+                print(f"  {k:28s} {v:5d}  {100 * v / n:5.1f} %")
+    tables = {}
+    for key in ("relation", "object_name"):
+        groups: dict[str, list[float]] = collections.defaultdict(list)
+        for r in records:
+            groups[r[key]].append(r["iou"])
+        print(f"\nAcc@0.5 by {key}")
+        tables[key] = {}
+        for name, v in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            acc = float((np.array(v) > 0.5).mean())
+            tables[key][name] = dict(n=len(v), acc50=acc)
+            print(f"  {name:16s} n={len(v):4d}  {100 * acc:5.1f} %")
+    if args.json:
+        args.json.write_text(json.dumps(dict(checkpoint=args.checkpoint, kinds={f"{e}/{k}": v for (e, k), v in kinds.items()},
+                                             tables=tables, records=records), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
