@@ -79,18 +79,19 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        wait = 0.0
+        wait, n_texts = 0.0, 0
         t0 = time.perf_counter()
         for _ in range(args.steps):
             tw = time.perf_counter()
             batch = next(it)
             wait += time.perf_counter() - tw
+            n_texts += len(batch["texts"])
             train_step(model, model, batch, opt, scaler, cfg, dev, amp, amp_dtype)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         row = dict(batch=bs, variant=variant, steps_per_s=args.steps / dt, rooms_per_s=args.steps * bs / dt,
-                   sentences_per_s=args.steps * bs * cfg.train.lang_per_scene / dt, loader_wait_s=wait / args.steps,
+                   sentences_per_s=n_texts / dt, loader_wait_s=wait / args.steps,
                    peak_gib=torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0)
         rows.append(row)
         print(f"batch {bs:3d} ({variant}): {row['steps_per_s']:.2f} steps/s, {row['rooms_per_s']:.1f} rooms/s "

@@ -39,7 +39,7 @@ tr '\r' '\n' < $RUNS/$NAME.train.log | grep -v "step/s\]$" | tail -40 > "$OUT/$N
 evaluate() {  # task gpu
   CUDA_VISIBLE_DEVICES=$2 python3 tools/train.py "$CONFIG" --gpu_id 0 --data-root $DATA --work-dir $RUNS/eval_${NAME}_$1 \
     --task $1 --checkpoint "$OUT/$NAME.pth" --num-workers 4 > $RUNS/eval_${NAME}_$1.log 2>&1
-  echo "== $NAME $1"; grep -A4 "^evaluation" $RUNS/eval_${NAME}_$1.log
+  echo "== $NAME $1"; tr '\r' '\n' < $RUNS/eval_${NAME}_$1.log | grep -A4 "^evaluation"  # after tqdm's \r
 }
 evaluate res 0 & evaluate gres $(( ngpu > 1 ? 1 : 0 )) &
 wait

@@ -43,7 +43,9 @@ def classify(inst: np.ndarray, sem: np.ndarray, target: int, pred: np.ndarray) -
     recall = inter / max(1.0, float(gt.sum()))
     ids, counts = np.unique(inst[pred & ~gt], return_counts=True)
     others = ids[counts > 0.2 * max(1, int(pred.sum()))]
-    cls = np.bincount(sem[gt][sem[gt] >= 0]).argmax() if (sem[gt] >= 0).any() else -1
+    labels = sem[gt]
+    labels = labels[labels >= 0]
+    cls = np.bincount(labels).argmax() if labels.size else -1
     same = [i for i in others if i >= 0 and (sem[inst == i] == cls).mean() > 0.5]
     if recall > 0.5:
         return ("target + same-class object" if same else "target + other"), iou

@@ -19,10 +19,12 @@ from pathlib import Path
 TERMS = ("total", "mask_dice", "mask_bce", "indicator", "sem", "score", "sample")
 
 
-def read_stage(path: Path) -> tuple[dict, list[dict]]:
+def read_stage(path: Path) -> tuple[dict, list[dict], dict | None]:
+    """The ``start`` record, the ``train`` rows and the ``stop`` record (None if the run has none)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     start = next((r for r in rows if r.get("event") == "start"), {})
-    return start, [r for r in rows if r.get("event") == "train"]
+    stop = next((r for r in rows if r.get("event") == "stop"), None)
+    return start, [r for r in rows if r.get("event") == "train"], stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     offset = 0.0
     ends: list[tuple[float, str]] = []
     for i, path in enumerate(args.metrics):
-        start, rows = read_stage(path)
+        start, rows, stop = read_stage(path)
         if not rows:
             raise SystemExit(f"{path}: no training rows")
         per = args.rooms_per_step[i] if args.rooms_per_step else 1
@@ -64,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         ax.axvline(offset, color="grey", ls=":", lw=1)
         ax.text(offset, 0.98, f" {label} ({world} GPU{'s' if world > 1 else ''})", fontsize=8, va="top",
                 transform=ax.get_xaxis_transform())
-        stop = next((r for r in [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-                     if r.get("event") == "stop"), None)
         offset = offset + (stop["step"] if stop else rows[-1]["step"]) * per
         ends.append((offset, path.name.split(".")[0]))
     ax.set_ylabel("loss (per term, weighted sum = total)")
