@@ -98,6 +98,7 @@ class TrainOptions:
     task: str | None = None
     train_annotations: str | None = None
     val_annotations: str | None = None
+    overrides: list[str] | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
@@ -139,8 +140,43 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
                     help="annotation JSON of the evaluation split ('' = look in the data root)")
     ap.add_argument("--find-unused", dest="find_unused", action="store_true",
                     help="DDP find_unused_parameters (only for configs where some parameters get no gradient)")
+    ap.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
+                    help="override one config key by its dotted path, the value read as YAML, e.g. "
+                         "--set model.decoder.rel_pos=true (repeatable; an ablation is one flag)")
     ns = ap.parse_args(argv)
     return TrainOptions(**vars(ns))
+
+
+def config_with_overrides(path: str | os.PathLike, overrides: Sequence[str] | None) -> Any:
+    """``load_config(path)`` after setting each ``a.b.c=value`` (YAML value) in the file's mapping,
+    so the dataclasses validate the result (an unknown key or a wrong type is an error)."""
+    import yaml
+
+    from bqnet_model.model.config import load_config
+
+    if not overrides:
+        return load_config(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping with model/inference/train sections")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ValueError(f"--set expects KEY=VALUE with a dotted key (model.decoder.rel_pos=true), got {item!r}")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        return load_config(data)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path} with --set {' '.join(overrides)}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -614,8 +650,14 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
         from bqnet_model.checkpoint import load_checkpoint
 
         init_model, _, init_meta = load_checkpoint(opt.init_weights, "cpu")
-        model.load_state_dict(init_model.state_dict(), strict=True)
+        result = model.load_state_dict(init_model.state_dict(), strict=False)  # shapes still checked
+        if result.unexpected_keys:
+            raise ValueError(f"--init-weights {opt.init_weights}: weights this model has no place for "
+                             f"(another architecture?): {result.unexpected_keys[:8]}")
         _print(info, f"weights initialised from {opt.init_weights} (meta {init_meta})")
+        if result.missing_keys:  # a module switched on since (e.g. decoder.rel_pos): keeps its own init
+            _print(info, f"--init-weights: {len(result.missing_keys)} new weights keep their initial values: "
+                         f"{sorted({k.rsplit('.', 2)[0] for k in result.missing_keys})}")
     raw_model = model
     optimizer = torch.optim.AdamW(raw_model.param_groups(tc), lr=tc.lr, weight_decay=tc.weight_decay)
     sampler = EpochSampler(len(train_ds), shuffle=True, seed=tc.seed, rank=info.rank, world_size=info.world_size,
@@ -732,10 +774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry (``bqnet-train``); returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     opt = parse_args(argv)
-    from bqnet_model.model.config import load_config
-
     try:
-        cfg = load_config(opt.config)
+        cfg = config_with_overrides(opt.config, opt.overrides)
         _apply_overrides(cfg, opt)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -302,6 +302,45 @@ def test_each_module_changes_the_output(switch):
     assert not outputs_close(base, on, inputs[2], atol=1e-4)
 
 
+def test_rel_pos_starts_as_the_model_without_it():
+    """Zero-initialised output layer: switching rel_pos on changes nothing until it is trained."""
+    torch.manual_seed(0)
+    base_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True))
+    on_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, rel_pos=True))
+    missing, unexpected = on_dec.load_state_dict(base_dec.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("rel_pos.") for k in missing)
+    inputs = make_inputs(shared=True)
+    assert outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-6)
+    # trained (here: random) output layers do change the answer, and gradients reach the module
+    for m in on_dec.rel_pos:
+        torch.nn.init.normal_(m.mlp[2].weight, std=1.0)
+    assert not outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-4)
+    on_dec.train()
+    out = on_dec(*inputs)
+    (out.final.masks[~inputs[2].unsqueeze(1).expand_as(out.final.masks)].sum() + out.final.indi.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in on_dec.rel_pos[0].parameters())
+
+
+def test_relative_position_bias_is_relative():
+    from bqnet_model.model.relpos import RelativePositionBias, pair_features
+
+    g = torch.Generator().manual_seed(3)
+    pos = torch.rand(2, 5, 3, generator=g) * 4
+    f = pair_features(pos)
+    assert f.shape == (2, 5, 5, 4)
+    assert torch.allclose(f[1, 2, 4, :3], pos[1, 4] - pos[1, 2])
+    assert torch.allclose(f[..., 3], torch.cdist(pos, pos), atol=1e-5)
+    rpb = RelativePositionBias(nhead=3, hidden=8)
+    assert torch.count_nonzero(rpb(pos)) == 0  # zero at init
+    torch.nn.init.normal_(rpb.mlp[2].weight, generator=g)
+    b = rpb(pos)
+    assert b.shape == (2, 3, 5, 5)
+    assert torch.allclose(b, rpb(pos + torch.tensor([10.0, -3.0, 1.0])), atol=1e-4)  # translation-invariant
+    assert not torch.allclose(b, b.transpose(-1, -2))  # direction matters: "left of" is not "right of"
+    with pytest.raises(ValueError, match="T, Q, 3"):
+        rpb(pos[..., :2])
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, prompt_queries=True, lang_att=True,

@@ -193,6 +193,50 @@ def test_command_line_overrides_reach_the_config(setup):
     assert (cfg.train.lr, cfg.train.lang_per_scene, cfg.train.batch_size) == (4e-4, 24, 5)
 
 
+def test_set_overrides_any_config_key(setup, tmp_path):
+    from bqnet_model.train import config_with_overrides
+
+    _, cfg_path = setup
+    cfg = config_with_overrides(cfg_path, ["model.decoder.rel_pos=true", "model.decoder.rel_pos_hidden=8",
+                                           "train.lr=1e-3", "inference.task=gres"])
+    assert cfg.model.decoder.rel_pos is True and cfg.model.decoder.rel_pos_hidden == 8
+    assert cfg.train.lr == 1e-3 and cfg.inference.task == "gres"
+    assert config_with_overrides(cfg_path, None).model.decoder.rel_pos is False
+    for bad, words in (("model.decoder.no_such_key=1", "no_such_key"), ("model.decoder.rel_pos", "KEY=VALUE"),
+                       ("model.decoder.d_model.x=1", "is a value"), ("model.decoder.rel_pos_hidden=0", "rel_pos_hidden")):
+        with pytest.raises(ValueError, match=words):
+            config_with_overrides(cfg_path, [bad])
+    assert main([str(cfg_path), "--set", "model.decoder.nope=1", "--work-dir", str(tmp_path / "w")]) == 2
+
+
+def test_init_weights_into_a_model_with_a_new_module(setup, capsys):
+    """--init-weights from a model without rel_pos into one with it: the old weights load, the new
+    module is reported and starts at zero; a checkpoint with weights the model lacks is refused."""
+    from bqnet_model.checkpoint import read_checkpoint
+
+    tmp, cfg = setup
+    base = tmp / "init_base"
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(base)]) == 0
+    src = read_checkpoint(base / "latest.pth")["state_dict"]
+    on = tmp / "init_relpos"
+    capsys.readouterr()
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(on), "--lr", "1e-12",
+                 "--init-weights", str(base / "latest.pth"), "--set", "model.decoder.rel_pos=true"]) == 0
+    out = capsys.readouterr().out
+    assert "new weights keep their initial values" in out and "decoder.rel_pos.0.mlp" in out
+    got = read_checkpoint(on / "latest.pth")["state_dict"]
+    assert any(k.startswith("decoder.rel_pos.") for k in got)
+    # lr 1e-12: the copied weights are (numerically) the source's (BatchNorm running statistics move)
+    differ = [k for k, v in src.items() if v.is_floating_point() and "running_" not in k
+              and not torch.allclose(got[k].float(), v.float(), atol=1e-6)]
+    assert not differ
+    # the other way round: weights the model has no place for are an error
+    capsys.readouterr()
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(tmp / "init_back"),
+                 "--init-weights", str(on / "latest.pth")]) == 2
+    assert "no place for" in capsys.readouterr().err
+
+
 def test_gres_training_and_evaluation(setup, capsys):
     """GRES: Multi3DRefer JSON, per-object loss targets (gt_sp_inst), select_gres in evaluation."""
     tmp, cfg = setup

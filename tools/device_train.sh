@@ -5,7 +5,9 @@
 #   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
-# (default: the config's); EXTRA=more tools/train.py options, e.g. "--lr 4e-4 --lang-per-scene 24".
+# (default: the config's); EXTRA=more tools/train.py options, e.g. "--lr 4e-4 --lang-per-scene 24";
+# CUDA_VISIBLE_DEVICES=1 trains on that GPU only (two runs side by side on a 2-GPU machine: a control and
+# a variant, each with half of the CPU cores for its data loader).
 # Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
 set -uo pipefail
 OUT=${1:?output folder}; SECS=${2:-400}; NTRAIN=${3:-1200}; NVAL=${4:-30}; CONFIG=${5:-config/tiny.yaml}
@@ -17,13 +19,16 @@ DATA=/tmp/synth; RUNS=/tmp/runs
 t0=$(date +%s)
 [ -f $DATA/val_scanrefer.json ] || tools/make_synthetic.sh $DATA "$NTRAIN" "$NVAL" "$(nproc)" || exit 1
 echo "[device] data ready after $(( $(date +%s) - t0 )) s"
-ngpu=$(nvidia-smi -L | wc -l)
-workers=$(( $(nproc) / ngpu - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers ))
+nphys=$(nvidia-smi -L | wc -l)
+gpus=($(seq 0 $(( nphys - 1 )))); [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && gpus=(${CUDA_VISIBLE_DEVICES//,/ })
+ngpu=${#gpus[@]}
+workers=$(( $(nproc) / nphys - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers ))
 extra=(); [ -n "${INIT:-}" ] && extra=(--init-weights "$INIT")
 [ -n "${BATCH:-}" ] && extra+=(--batch-size "$BATCH")
 [ -n "${EXTRA:-}" ] && extra+=($EXTRA)
 mkdir -p $RUNS
-torchrun --standalone --nproc_per_node "$ngpu" tools/train.py "$CONFIG" --data-root $DATA --work-dir $RUNS/$NAME \
+launch=(torchrun --standalone --nproc_per_node "$ngpu"); [ "$ngpu" = 1 ] && launch=(python3)  # two 1-GPU runs: no shared port
+"${launch[@]}" tools/train.py "$CONFIG" --data-root $DATA --work-dir $RUNS/$NAME \
   --task gres --max-steps 1000000 --time-budget "$SECS" --save-every 500 --num-workers $workers --amp-dtype bf16 \
   --no-eval "${extra[@]}" > $RUNS/$NAME.train.log 2>&1
 echo "[device] $NAME trained: $(tail -c 300 $RUNS/$NAME.train.log | tr '\r' '\n' | tail -1)"
@@ -41,7 +46,7 @@ evaluate() {  # task gpu
     --task $1 --checkpoint "$OUT/$NAME.pth" --num-workers 4 > $RUNS/eval_${NAME}_$1.log 2>&1
   echo "== $NAME $1"; tr '\r' '\n' < $RUNS/eval_${NAME}_$1.log | grep -A4 "^evaluation"  # after tqdm's \r
 }
-evaluate res 0 & evaluate gres $(( ngpu > 1 ? 1 : 0 )) &
+evaluate res ${gpus[0]} & evaluate gres ${gpus[$(( ngpu > 1 ? 1 : 0 ))]} &
 wait
 python3 - $RUNS "$OUT/evals.json" "$NAME" <<'PYEOF'
 import json, sys

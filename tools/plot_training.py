@@ -2,8 +2,8 @@
 """Plot the loss terms and the lr of one or more consecutive training stages (``metrics.jsonl``
 files written by ``tools/train.py``), stage after stage on one step axis.
 
-    python tools/plot_training.py docs/training/stage{1,2,3,4,5,6,7}.metrics.jsonl \
-        --rooms-per-step 32 32 8 32 32 32 32 --evals docs/training/evals.json --out docs/img/training_curves.png
+    python tools/plot_training.py docs/training/stage{1,2,3,4,5,6,7,8,9,10}.metrics.jsonl \
+        --rooms-per-step 32 32 8 32 32 32 32 32 64 64 --evals docs/training/evals.json --out docs/img/training_curves.png
 
 ``--rooms-per-step`` (rooms per optimizer step of each stage, all GPUs together) puts the stages on
 an axis of rooms seen, which compares stages of different batch sizes; ``--evals`` adds the

@@ -22,7 +22,8 @@ Per sentence t (scene tensors ``expand``ed per sentence by the caller):
    (``prompt_queries``, IPDN's prompt-aware decoder) extra queries appended for this layer;
    ``swa[i]``: queries attend to X under the Mask2Former mask (previous mask logit >= 0, all
    allowed where a query would see nothing) plus the PSC bias (optional);
-   Z <- Z + ``rra[i]``(Z) + ``rla[i]``(Z, language-aware tokens);
+   Z <- Z + ``rra[i]``(Z) + ``rla[i]``(Z, language-aware tokens) (``rel_pos``, ours: ``rra`` with a
+   relative-position bias between the queries);
    ``scg[i]``: query self-attention over each query's ``knn`` nearest (fixed, by seed position)
    or, with DQF, the per-layer shrinking graph and distance bias;
    ``swa_ffn[i]``.
@@ -53,6 +54,7 @@ from .cfr import CrossLayerFeatureRefinement
 from .dqf import DistanceAwareQueryFocusing
 from .psc import ProgressiveSpatialConstraint, query_centres, scene_extent
 from .query_sampling import TextGuidedSampling, knn_mask
+from .relpos import RelativePositionBias
 
 # torch 2.13's own nn.MultiheadAttention asks torch.fx.is_fx_tracing() and logs a one-time deprecation
 # warning about it into every node and CLI log; it says nothing about our code.
@@ -89,6 +91,9 @@ class DecoderConfig:
     the attention the words pay them, as extra queries for that layer's attentions.
     cfr / psc / dqf: BQNet's modules (formulas in cfr.py, psc.py, dqf.py). Radii in metres;
     a ``*_radius_start`` of None means the diagonal of the scene's bounding box.
+    rel_pos (ours, not in the paper; off = BQNet): a learned per-head bias from the relative
+    position of two queries in ``rra``, the queries' global self-attention (relpos.py), with an
+    MLP of ``rel_pos_hidden`` units.
     """
 
     in_channels: int = 32
@@ -118,10 +123,12 @@ class DecoderConfig:
     dqf_k_end: int = 4
     dqf_radius_start: float | None = None
     dqf_radius_end: float | None = 1.0
+    rel_pos: bool = False
+    rel_pos_hidden: int = 32
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "text_channels", "d_model", "nhead", "ffn", "num_layers",
-                     "fps_num", "num_proposal", "knn", "dqf_k_end"):
+                     "fps_num", "num_proposal", "knn", "dqf_k_end", "rel_pos_hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"decoder.{name} must be a positive integer, got {value!r}")
@@ -360,6 +367,9 @@ class BQNetDecoder(nn.Module):
         self.rla_layers = nn.ModuleList([CrossAttentionLayer(d, h, p, cn) for _ in range(n)])
         self.scg = nn.ModuleList([SelfAttentionLayer(d, h, p) for _ in range(n)])
         self.swa_ffn_layers = nn.ModuleList([FFN(d, cfg.ffn, p, cfg.ffn_activation) for _ in range(n)])
+        self.rel_pos = (
+            nn.ModuleList([RelativePositionBias(h, cfg.rel_pos_hidden) for _ in range(n)]) if cfg.rel_pos else None
+        )
         if cfg.lang_att:
             self.lla_layers = nn.ModuleList([SelfAttentionLayer(d, h, p) for _ in range(n)])
             self.lsa_layers = nn.ModuleList([CrossAttentionLayer(d, h, p, cn) for _ in range(n)])
@@ -537,7 +547,13 @@ class BQNetDecoder(nn.Module):
                 bias = self.psc(i, pos_all, sp_xyz, extent)
                 swa_mask = bias if swa_mask is None else bias.masked_fill(~swa_mask, float("-inf"))
             q_all, _ = self.swa_layers[i](q_all, feats, key_padding_mask=kpad, attn_mask=swa_mask)
-            q_rra = self.rra_layers[i](q_all)
+            rra_bias = None
+            if self.rel_pos is not None:
+                pos = pos_all
+                if pos is None:
+                    pos = torch.cat([query_pos, query_pos], dim=1) if use_prompts else query_pos
+                rra_bias = self.rel_pos[i](pos)
+            q_rra = self.rra_layers[i](q_all, attn_mask=rra_bias)
             q_rla, _ = self.rla_layers[i](q_all, lang_q, key_padding_mask=wpad)
             q_all = q_all + q_rra + q_rla
 
