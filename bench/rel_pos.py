@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bqnet_model.data.synthetic import minimal_room  # noqa: E402
+from bqnet_model.model.config import load_config  # noqa: E402
 from bqnet_model.pipeline import Segmenter  # noqa: E402
-from bqnet_model.train import config_with_overrides  # noqa: E402
 
 TEXTS = ["the chair next to the desk", "the red chair", "all the chairs around the table", "the lamp on the desk",
          "the cabinet left of the door", "the plant in the corner", "the bin under the desk", "the window"]
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     if args.config:
-        cfg = config_with_overrides(args.config, ["model.decoder.rel_pos=true", *args.overrides])
+        cfg = load_config(args.config, ["model.decoder.rel_pos=true", *args.overrides])
         seg = Segmenter.from_config(cfg, device=args.device)
     else:
         seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device)

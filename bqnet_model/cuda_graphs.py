@@ -127,20 +127,9 @@ class DecoderGraphs:
 
     @staticmethod
     def _load(g: _Graph, scene: SceneFeatures, word_feats: Tensor, word_mask: Tensor) -> None:
-        """Copy this call's inputs into the static buffers (the scene only when it changed; the
-        superpoints beyond the map's own are padding: zeros, ``sp_pad`` True, size 0)."""
+        """Copy this call's inputs into the static buffers (the scene only when it changed)."""
         if g.loaded is None or g.loaded() is not scene:
-            S = scene.sp_feats.shape[1]
-            st = g.scene
-            st.sp_feats[:, :S].copy_(scene.sp_feats)
-            st.sp_feats[:, S:].zero_()
-            st.sp_xyz[:, :S].copy_(scene.sp_xyz)
-            st.sp_xyz[:, S:].zero_()
-            st.sp_pad[:, :S].copy_(scene.sp_pad)
-            st.sp_pad[:, S:] = True
-            st.sp_sizes[:, :S].copy_(scene.sp_sizes)
-            st.sp_sizes[:, S:].zero_()
-            st.seed_idx.copy_(scene.seed_idx)
+            _fill_scene(g.scene, scene)
             g.loaded = weakref.ref(scene)
         L = word_feats.shape[1]
         g.words[:, :L].copy_(word_feats)
@@ -174,12 +163,27 @@ def _padded_scene(scene: SceneFeatures, Sb: int) -> SceneFeatures:
     """Static copies of the scene tensors with room for ``Sb`` superpoints (the rest padding)."""
     B, S, C = scene.sp_feats.shape
     dev = scene.sp_feats.device
-    sp_feats = torch.zeros((B, Sb, C), dtype=scene.sp_feats.dtype, device=dev)
-    sp_xyz = torch.zeros((B, Sb, 3), dtype=scene.sp_xyz.dtype, device=dev)
-    sp_pad = torch.ones((B, Sb), dtype=torch.bool, device=dev)
-    sp_sizes = torch.zeros((B, Sb), dtype=scene.sp_sizes.dtype, device=dev)
-    sp_feats[:, :S] = scene.sp_feats
-    sp_xyz[:, :S] = scene.sp_xyz
-    sp_pad[:, :S] = scene.sp_pad
-    sp_sizes[:, :S] = scene.sp_sizes
-    return SceneFeatures(sp_feats, sp_xyz, sp_pad, scene.seed_idx.clone(), sp_sizes)
+    static = SceneFeatures(
+        torch.empty((B, Sb, C), dtype=scene.sp_feats.dtype, device=dev),
+        torch.empty((B, Sb, 3), dtype=scene.sp_xyz.dtype, device=dev),
+        torch.empty((B, Sb), dtype=torch.bool, device=dev),
+        torch.empty_like(scene.seed_idx),
+        torch.empty((B, Sb), dtype=scene.sp_sizes.dtype, device=dev),
+    )
+    _fill_scene(static, scene)
+    return static
+
+
+def _fill_scene(static: SceneFeatures, scene: SceneFeatures) -> None:
+    """Copy ``scene`` into the static buffers; the superpoints beyond its own are padding (zeros,
+    ``sp_pad`` True, size 0)."""
+    S = scene.sp_feats.shape[1]
+    static.sp_feats[:, :S].copy_(scene.sp_feats)
+    static.sp_feats[:, S:].zero_()
+    static.sp_xyz[:, :S].copy_(scene.sp_xyz)
+    static.sp_xyz[:, S:].zero_()
+    static.sp_pad[:, :S].copy_(scene.sp_pad)
+    static.sp_pad[:, S:] = True
+    static.sp_sizes[:, :S].copy_(scene.sp_sizes)
+    static.sp_sizes[:, S:].zero_()
+    static.seed_idx.copy_(scene.seed_idx)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bqnet_model.pointcloud import _KEY_BITS, _KEY_MAX, CleanedCloud, as_xyz, random_downsample
+from bqnet_model.pointcloud import (_KEY_BITS, _KEY_MAX, CleanedCloud, as_xyz, check_rgb_layout, check_voxel_size,
+                                   random_downsample)
 
 __all__ = ["DeviceCloud", "VoxelInputs", "clean_torch", "voxel_inputs_torch", "GREY"]
 
@@ -104,20 +105,6 @@ def _rgb_to_uint8_torch(rgb: Tensor, name: str = "rgb") -> Tensor:
     return torch.round(rgb.double() * 255.0).to(torch.uint8)  # round half to even, as np.rint
 
 
-def _host_rgb(rgb: Any, n: int) -> np.ndarray | None:
-    """Validate the colour array like ``clean`` does (shape, length, dtype) without touching values."""
-    if rgb is None:
-        return None
-    arr = np.asarray(rgb)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"rgb must have shape (N, 3), got {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"rgb has {arr.shape[0]} rows but xyz has {n} points")
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"rgb must be uint8 (0..255) or float (0..1), got dtype {arr.dtype}")
-    return arr
-
-
 def clean_torch(
     xyz: Any,
     rgb: Any = None,
@@ -136,7 +123,7 @@ def clean_torch(
     """
     xyz_np = as_xyz(xyz)
     n = int(xyz_np.shape[0])
-    rgb_np = _host_rgb(rgb, n)
+    rgb_np = None if rgb is None else check_rgb_layout(rgb, n)
     dev = torch.device(device)
     src = torch.from_numpy(np.ascontiguousarray(xyz_np)).to(dev, non_blocking=False)
     pts = src.float()  # float64 beyond the float32 range becomes inf here, as in numpy's cast
@@ -205,11 +192,7 @@ def voxel_inputs_torch(xyz: Tensor, rgb: Tensor, voxel_size: float = 0.02) -> Vo
     same voxels as ``pointcloud.voxelize``), voxels sorted by their packed key (``torch.unique``,
     sorted, the order ``np.unique`` gives), features summed in float64 and divided by the counts.
     """
-    if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float, np.integer, np.floating)):
-        raise TypeError(f"voxel_size must be a number, got {type(voxel_size).__name__}")
-    voxel_size = float(voxel_size)
-    if not np.isfinite(voxel_size) or voxel_size <= 0:
-        raise ValueError(f"voxel_size must be a positive finite number, got {voxel_size}")
+    voxel_size = check_voxel_size(voxel_size)
     if xyz.ndim != 2 or xyz.shape[1] != 3 or xyz.shape[0] == 0:
         raise ValueError(f"xyz must have shape (N, 3) with N > 0, got {tuple(xyz.shape)}")
     if rgb.shape != xyz.shape or rgb.dtype != torch.uint8:

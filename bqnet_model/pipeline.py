@@ -50,7 +50,7 @@ from bqnet_model.ingest import clean_torch, voxel_inputs_torch
 from bqnet_model.model.bqnet import BQNet, SceneFeatures, sync_time
 from bqnet_model.model.config import Config, InferenceConfig, dataclass_from_dict, load_config
 from bqnet_model.model.decoder import DecoderOutput, LayerPrediction
-from bqnet_model.model.heads import target_probability
+from bqnet_model.model.heads import select_res, target_probability
 from bqnet_model.model.inputs import dense_labels, set_batch_superpoints, single_scene_batch, voxel_inputs
 from bqnet_model.model.text_encoder import TextFeatures, validate_texts
 from bqnet_model.pointcloud import clean
@@ -612,10 +612,9 @@ def summarise(pred: LayerPrediction, sp_pad: torch.Tensor, task: str, mask_thres
     pad = sp_pad.expand(T, S)
     prob = target_probability(pred).float()
     if task == "res":
-        best = prob.argmax(dim=1)
-        logits = pred.masks.gather(1, best.view(T, 1, 1).expand(T, 1, S)).squeeze(1)
-        on = torch.sigmoid(logits.float()).masked_fill(pad, 0.0) >= mask_threshold
-        parts = [_as_bytes(prob), _as_bytes(best.to(torch.int32)), _packbits(on).reshape(-1)]
+        sel = select_res(pred, pad)
+        on = sel.sp_prob >= mask_threshold
+        parts = [_as_bytes(prob), _as_bytes(sel.query.to(torch.int32)), _packbits(on).reshape(-1)]
     else:
         positive = pred.indi.argmax(dim=-1) == 1
         on = (torch.sigmoid(pred.masks.float()) >= mask_threshold) & ~pad.unsqueeze(1)
@@ -632,9 +631,8 @@ def _summary_sizes(T: int, Q: int, S: int, task: str) -> list[int]:
 
 def summary_queries(size: int, T: int, S: int, task: str) -> int:
     """Q from the byte size of a summary (the host knows T and S, not the decoder's Q)."""
-    nb = (S + 7) // 8
-    per_q = T * 4 if task == "res" else T * (4 + 1 + nb)
-    fixed = T * 4 + T * nb if task == "res" else 0
+    fixed = sum(_summary_sizes(T, 0, S, task))  # the layout is linear in Q
+    per_q = sum(_summary_sizes(T, 1, S, task)) - fixed
     q, rem = divmod(size - fixed, per_q)
     if rem or q < 1:
         raise ValueError(f"summary of {size} bytes does not fit T={T}, S={S}, task={task}")

@@ -16,6 +16,8 @@ __all__ = [
     "Voxelization",
     "as_xyz",
     "rgb_to_uint8",
+    "check_rgb_layout",
+    "check_voxel_size",
     "clean",
     "random_downsample",
     "voxelize",
@@ -100,6 +102,30 @@ def as_xyz(xyz: object, name: str = "xyz") -> np.ndarray:
     return xyz
 
 
+def check_rgb_layout(rgb: object, n_points: int | None = None, name: str = "rgb") -> np.ndarray:
+    """``rgb`` as an array after the checks that need no values: shape (N, 3), N == ``n_points``
+    (when given), an integer or float dtype. Shared by ``rgb_to_uint8`` and the torch ingest."""
+    arr = np.asarray(rgb)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3), got {arr.shape}")
+    if n_points is not None and arr.shape[0] != n_points:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but xyz has {n_points} points")
+    if arr.dtype != np.uint8 and (arr.dtype == np.bool_ or not (
+            np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer))):
+        raise TypeError(f"{name} must be uint8 (0..255) or float (0..1), got dtype {arr.dtype}")
+    return arr
+
+
+def check_voxel_size(voxel_size: object) -> float:
+    """``voxel_size`` as a positive finite float; TypeError / ValueError otherwise."""
+    if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float, np.integer, np.floating)):
+        raise TypeError(f"voxel_size must be a number, got {type(voxel_size).__name__}")
+    voxel_size = float(voxel_size)
+    if not np.isfinite(voxel_size) or voxel_size <= 0:
+        raise ValueError(f"voxel_size must be a positive finite number, got {voxel_size}")
+    return voxel_size
+
+
 def rgb_to_uint8(rgb: object, n_points: int | None = None, name: str = "rgb") -> np.ndarray:
     """Colours as uint8 (N, 3).
 
@@ -108,15 +134,9 @@ def rgb_to_uint8(rgb: object, n_points: int | None = None, name: str = "rgb") ->
     array in 0..255 is a common mistake and would otherwise turn every colour white.
     Non-finite float entries must be removed first (``clean`` does that).
     """
-    arr = np.asarray(rgb)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3), got {arr.shape}")
-    if n_points is not None and arr.shape[0] != n_points:
-        raise ValueError(f"{name} has {arr.shape[0]} rows but xyz has {n_points} points")
+    arr = check_rgb_layout(rgb, n_points, name)
     if arr.dtype == np.uint8:
         return arr
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must be uint8 (0..255) or float (0..1), got dtype {arr.dtype}")
     if arr.size == 0:
         return arr.astype(np.uint8)
     lo, hi = arr.min(), arr.max()
@@ -251,11 +271,7 @@ def voxelize(xyz: np.ndarray, voxel_size: float = 0.02) -> Voxelization:
     is deterministic and independent of point order (up to ``p2v``). Points must be finite.
     """
     xyz = as_xyz(xyz)
-    if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float, np.integer, np.floating)):
-        raise TypeError(f"voxel_size must be a number, got {type(voxel_size).__name__}")
-    voxel_size = float(voxel_size)
-    if not np.isfinite(voxel_size) or voxel_size <= 0:
-        raise ValueError(f"voxel_size must be a positive finite number, got {voxel_size}")
+    voxel_size = check_voxel_size(voxel_size)
     pts = np.asarray(xyz, dtype=np.float64)
     bad = ~np.isfinite(pts).all(axis=1)
     if bad.any():

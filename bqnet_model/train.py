@@ -53,6 +53,7 @@ __all__ = [
     "main",
     "EpochSampler",
     "find_annotations",
+    "scene_dir",
     "build_datasets",
     "poly_factor",
     "lr_factor",
@@ -147,38 +148,6 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
     return TrainOptions(**vars(ns))
 
 
-def config_with_overrides(path: str | os.PathLike, overrides: Sequence[str] | None) -> Any:
-    """``load_config(path)`` after setting each ``a.b.c=value`` (YAML value) in the file's mapping,
-    so the dataclasses validate the result (an unknown key or a wrong type is an error)."""
-    import yaml
-
-    from bqnet_model.model.config import load_config
-
-    if not overrides:
-        return load_config(path)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level must be a mapping with model/inference/train sections")
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise ValueError(f"--set expects KEY=VALUE with a dotted key (model.decoder.rel_pos=true), got {item!r}")
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ValueError(f"--set {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw)
-    try:
-        return load_config(data)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path} with --set {' '.join(overrides)}: {exc}") from exc
-
-
 # ----------------------------------------------------------------------------- distributed
 @dataclass
 class DistInfo:
@@ -262,7 +231,7 @@ class EpochSampler(Sampler[Any]):
 
 
 # ----------------------------------------------------------------------------- data
-def _scene_dir(root: Path) -> Path:
+def scene_dir(root: Path) -> Path:
     """``root/scenes`` when it holds the per-scene files, else ``root``."""
     sub = root / "scenes"
     return sub if sub.is_dir() and any(sub.glob("*.npz")) else root
@@ -295,7 +264,7 @@ def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder (set train.data_root or --data-root)")
     tc, task = cfg.train, cfg.inference.task
-    scenes = _scene_dir(root)
+    scenes = scene_dir(root)
     train_ds = None
     if train:
         ann = load_annotations(find_annotations(root, task, "train", tc.train_annotations), scenes)
@@ -774,8 +743,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry (``bqnet-train``); returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     opt = parse_args(argv)
+    from bqnet_model.model.config import load_config
+
     try:
-        cfg = config_with_overrides(opt.config, opt.overrides)
+        cfg = load_config(opt.config, opt.overrides)
         _apply_overrides(cfg, opt)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -194,18 +194,16 @@ def test_command_line_overrides_reach_the_config(setup):
 
 
 def test_set_overrides_any_config_key(setup, tmp_path):
-    from bqnet_model.train import config_with_overrides
-
     _, cfg_path = setup
-    cfg = config_with_overrides(cfg_path, ["model.decoder.rel_pos=true", "model.decoder.rel_pos_hidden=8",
+    cfg = load_config(cfg_path, ["model.decoder.rel_pos=true", "model.decoder.rel_pos_hidden=8",
                                            "train.lr=1e-3", "inference.task=gres"])
     assert cfg.model.decoder.rel_pos is True and cfg.model.decoder.rel_pos_hidden == 8
     assert cfg.train.lr == 1e-3 and cfg.inference.task == "gres"
-    assert config_with_overrides(cfg_path, None).model.decoder.rel_pos is False
+    assert load_config(cfg_path).model.decoder.rel_pos is False
     for bad, words in (("model.decoder.no_such_key=1", "no_such_key"), ("model.decoder.rel_pos", "KEY=VALUE"),
                        ("model.decoder.d_model.x=1", "is a value"), ("model.decoder.rel_pos_hidden=0", "rel_pos_hidden")):
         with pytest.raises(ValueError, match=words):
-            config_with_overrides(cfg_path, [bad])
+            load_config(cfg_path, [bad])
     assert main([str(cfg_path), "--set", "model.decoder.nope=1", "--work-dir", str(tmp_path / "w")]) == 2
 
 

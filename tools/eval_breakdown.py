@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bqnet_model.data.scannet import load_scene_npz
     from bqnet_model.pipeline import Segmenter
+    from bqnet_model.train import scene_dir
 
     root = Path(args.data_root)
     ann_path = Path(args.annotations) if args.annotations else root / f"{args.split}_scanrefer.json"
@@ -81,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     scene_ids = sorted(by_scene)[: args.scenes]
     seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
     records = []
+    scenes = scene_dir(root)
     for sid in tqdm(scene_ids, desc="scenes", unit="scene"):
-        scene_file = root / "scenes" / f"{sid}.npz"
-        scene = load_scene_npz(scene_file if scene_file.is_file() else root / f"{sid}.npz")
+        scene = load_scene_npz(scenes / f"{sid}.npz")
         cache = seg.prepare(scene["xyz"], scene["rgb"], scene["superpoint"])
         rows = by_scene[sid]
         for row, res in zip(rows, seg.query(cache, [r["description"] for r in rows], task="res")):

@@ -9,6 +9,7 @@ instead of silently falling back to a default. ``Config.to_dict`` is what checkp
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -30,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "Config",
     "load_config",
+    "set_dotted",
     "config_from_dict",
     "dataclass_from_dict",
     "MINILM_ALIASES",
@@ -334,24 +336,53 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return dataclass_from_dict(Config, data, "")
 
 
-def load_config(source: str | os.PathLike | dict[str, Any] | Config) -> Config:
-    """Read a YAML file (or take a dict / Config) into a validated ``Config``."""
+def set_dotted(data: dict[str, Any], overrides: typing.Sequence[str]) -> None:
+    """Set each ``a.b.c=value`` (the value read as YAML) in a config mapping, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ValueError(f"--set expects KEY=VALUE with a dotted key (model.decoder.rel_pos=true), got {item!r}")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(source: str | os.PathLike | dict[str, Any] | Config,
+                overrides: typing.Sequence[str] | None = None) -> Config:
+    """Read a YAML file (or take a dict / Config) into a validated ``Config``.
+
+    ``overrides``: ``a.b.c=value`` items (``--set`` of the command lines) applied to the file's or
+    the dict's mapping before validation, so a wrong key or type fails like one in the file."""
     if isinstance(source, Config):
+        if overrides:
+            raise TypeError("load_config: overrides apply to a YAML file or a dict, not to a Config")
         return source
     if isinstance(source, dict):
-        return config_from_dict(source)
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"load_config expects a path, a dict or a Config, got {type(source).__name__}")
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with path.open("r", encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level must be a mapping with model/inference/train sections")
+        if not overrides:
+            return config_from_dict(source)
+        data, where = copy.deepcopy(source), "config"
+    else:
+        if not isinstance(source, (str, os.PathLike)):
+            raise TypeError(f"load_config expects a path, a dict or a Config, got {type(source).__name__}")
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        with path.open("r", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping with model/inference/train sections")
+        where = str(path)
+    if overrides:
+        set_dotted(data, overrides)
+        where = f"{where} with --set {' '.join(overrides)}"
     try:
         return config_from_dict(data)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path}: {exc}") from exc
+        raise type(exc)(f"{where}: {exc}") from exc
