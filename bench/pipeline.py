@@ -306,10 +306,10 @@ def check_graph_matches_eager(eager: Segmenter, graph: Segmenter, cache: Any, n:
     with torch.inference_mode():
         text = eager.model.encode_text(texts)
         for task in ("res", "gres"):
-            sa, _ = eager._decode_summary(cache, text, task)
+            sa, _ = eager._decode_summary(cache.scene, cache.n_superpoints, text, task)
             a = sa.cpu().numpy()
             with graph._autocast():
-                sb, Sb = graph._decode_summary(cache, text, task)
+                sb, Sb = graph._decode_summary(cache.scene, cache.n_superpoints, text, task)
                 b = sb.cpu().numpy()
             Q = summary_queries(a.size, n, S, task)
             pa, pb = unpack_summary(a, n, Q, S, task), unpack_summary(b, n, Q, Sb, task)

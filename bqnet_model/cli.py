@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "the answers are meaningless)")
     ap.add_argument("--config", default=None, help="YAML model config; only with --untrained")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random init with --untrained (default: 0)")
+    ap.add_argument("--tta", type=int, default=None, metavar="K",
+                    help="test-time augmentation: answer from K copies of the map turned about the vertical "
+                         "axis (about K times slower); 1 = off (default: the model's own setting, 4 for the "
+                         "shipped model)")
     ap.add_argument("--out", required=True, help="output folder (created if needed)")
     ap.add_argument("--no-indices", action="store_true",
                     help="leave the point indices out of the JSON files (the .ply's instance field has them)")
@@ -466,13 +470,13 @@ def load_segmenter(args: argparse.Namespace, device: str) -> tuple[Any, str]:
             raise CliError(f"bad config {cfg_path}: {exc}") from exc
         print(_UNTRAINED_BANNER.format(config=cfg_path, seed=args.seed), file=sys.stderr, flush=True)
         try:
-            seg = Segmenter.from_config(cfg, device=device, seed=args.seed)
+            seg = Segmenter.from_config(cfg, device=device, seed=args.seed, **_overrides(args))
         except (ValueError, TypeError, OSError) as exc:
             raise CliError(f"cannot build the model from {cfg_path}: {exc}") from exc
         return seg, "UNTRAINED (random weights)"
     ckpt = resolve_checkpoint(args.checkpoint)
     try:
-        seg = Segmenter.from_checkpoint(ckpt, device=device)
+        seg = Segmenter.from_checkpoint(ckpt, device=device, **_overrides(args))
     except FileNotFoundError as exc:
         raise CliError(f"cannot load checkpoint {ckpt}: {exc}") from exc
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, OSError) as exc:
@@ -480,6 +484,11 @@ def load_segmenter(args: argparse.Namespace, device: str) -> tuple[Any, str]:
         raise CliError(f"cannot load checkpoint {ckpt}: {msg}\n(is it a bqnet checkpoint? train one with "
                        "bqnet-train or use the shipped models/bqnet_tiny_synth.pth)") from exc
     return seg, f"checkpoint {ckpt}"
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Inference settings the command line changes (``--tta``)."""
+    return {} if getattr(args, "tta", None) is None else {"tta_rotations": args.tta}
 
 
 def run(args: argparse.Namespace) -> JobReport:
@@ -491,6 +500,8 @@ def run(args: argparse.Namespace) -> JobReport:
         raise CliError("--untrained needs --config FILE (e.g. config/tiny.yaml) to build the random model")
     if args.untrained and args.checkpoint:
         raise CliError("--untrained and --checkpoint exclude each other")
+    if args.tta is not None and args.tta < 1:
+        raise CliError(f"--tta must be >= 1 (1 = off), got {args.tta}")
     if not args.untrained:
         resolve_checkpoint(args.checkpoint)  # fail before reading a large map
     out_dir = check_out_dir(args.out)

@@ -55,7 +55,8 @@ from bqnet_model.model.inputs import dense_labels, set_batch_superpoints, single
 from bqnet_model.model.text_encoder import TextFeatures, validate_texts
 from bqnet_model.pointcloud import clean
 
-__all__ = ["Segmenter", "SceneCache", "Result", "TargetObject", "resolve_device"]
+__all__ = ["Segmenter", "SceneCache", "Result", "TargetObject", "fuse_views", "resolve_device", "rotation_z",
+           "turn_about_z"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ class SceneCache:
     sp_sum: np.ndarray  # (S, 3)
     sp_min: np.ndarray  # (S, 3)
     sp_max: np.ndarray  # (S, 3)
+    # inference.tta_rotations > 1: the scene features of the map turned by 360/K, 2*360/K, ...
+    # degrees about the vertical axis (same superpoints as ``scene``, which is the map as given).
+    views: tuple[SceneFeatures, ...] = ()
 
     @property
     def n_points(self) -> int:
@@ -368,6 +372,14 @@ class Segmenter:
         if overlap:
             timings["superpoints_wait"] = (t5 - t4) * 1e3
             timings["overlap"] = max(0.0, sp_stage.ms - timings["superpoints_wait"])
+        views: tuple[SceneFeatures, ...] = ()
+        if inf.tta_rotations > 1:
+            t6 = time.perf_counter()
+            xyz_v = dcloud.xyz if dcloud is not None else cloud.xyz
+            rgb_v = dcloud.rgb if dcloud is not None else rgb8
+            views = tuple(self._turned_view(xyz_v, rgb_v, sp_stage, 2.0 * np.pi * k / inf.tta_rotations)
+                          for k in range(1, inf.tta_rotations))
+            timings["tta_views"] = (sync_time(dev) - t6) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return SceneCache(
             scene=scene,
@@ -383,7 +395,29 @@ class Segmenter:
             sp_sum=sp_stage.geometry[0],
             sp_min=sp_stage.geometry[1],
             sp_max=sp_stage.geometry[2],
+            views=views,
         )
+
+    def _turned_view(self, xyz: np.ndarray | torch.Tensor, rgb: Any, sp_stage: "_SuperpointStage",
+                     angle: float) -> SceneFeatures:
+        """Scene features of the cleaned map turned by ``angle`` about the vertical axis through
+        its centre (``inference.tta_rotations``): voxelize, backbone, pooling with the given
+        superpoints, FPS. Voxels differ from the unturned map's, so the features do too."""
+        inf = self.inference
+        if isinstance(xyz, torch.Tensor):
+            rot = torch.as_tensor(rotation_z(angle), dtype=xyz.dtype, device=xyz.device)
+            centre = (xyz.amin(0) + xyz.amax(0)) * 0.5
+            turned = ((xyz - centre) @ rot.T + centre).contiguous()
+            vi = voxel_inputs_torch(turned, rgb, inf.voxel_size)
+            batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, turned)
+        else:
+            turned = turn_about_z(xyz, angle)
+            coords, feats, p2v = voxel_inputs(turned, rgb, inf.voxel_size)
+            batch = single_scene_batch(coords, feats, p2v, turned)
+        with torch.inference_mode(), self._autocast():
+            vox = self.model.encode_voxels(batch)
+            set_batch_superpoints(batch, sp_stage.labels, sp_stage.n_superpoints)
+            return self.model.pool_scene(vox, batch)
 
     # ------------------------------------------------------------------ query
     def _check_cache(self, cache: SceneCache) -> None:
@@ -429,7 +463,8 @@ class Segmenter:
     def _use_graphs(self) -> bool:
         return bool(self.inference.cuda_graph) and self.device.type == "cuda"
 
-    def _decode_summary(self, cache: SceneCache, text: TextFeatures, task: str) -> tuple[torch.Tensor, int]:
+    def _decode_summary(self, scene: SceneFeatures, n_superpoints: int, text: TextFeatures,
+                        task: str) -> tuple[torch.Tensor, int]:
         """The packed summary of one decoder call and the superpoint count it covers (a CUDA graph
         pads the superpoints to its bucket): by graph replay when enabled, else eagerly."""
         fn = self._summary_fn(task)
@@ -439,10 +474,10 @@ class Segmenter:
             if self._graphs is None:
                 self._graphs = DecoderGraphs(lambda: self._autocast(cache_enabled=False))
             key = (task, self.inference.mask_threshold, self.inference.amp, self.inference.amp_dtype)
-            out = self._graphs.run(key, fn, cache.scene, word_feats, word_mask)
+            out = self._graphs.run(key, fn, scene, word_feats, word_mask)
             if out is not None:
                 return out
-        return fn(cache.scene, word_feats, word_mask), cache.n_superpoints
+        return fn(scene, word_feats, word_mask), n_superpoints
 
     def _query_chunk(self, cache: SceneCache, texts: list[str], task: str) -> list[Result]:
         dev = self.device
@@ -450,13 +485,25 @@ class Segmenter:
         with torch.inference_mode(), self._autocast():
             text = self.model.encode_text(texts)
             t1 = sync_time(dev)
-            with self._decode_lock:  # a graph's static output must be copied before the next replay
-                summary, S = self._decode_summary(cache, text, task)
-                t2 = sync_time(dev)
-                host = summary.cpu().numpy()  # the one device -> host copy of the call
             T = len(texts)
-            Q = summary_queries(host.size, T, S, task)
-            results = self._select_host(cache, host, T, Q, S, texts, task)
+            if cache.views:  # inference.tta_rotations: every query's mask from every turned copy
+                parts = []
+                for scene in (cache.scene, *cache.views):
+                    with self._decode_lock:
+                        summary, S = self._decode_summary(scene, cache.n_superpoints, text, "gres")
+                        host = summary.cpu().numpy()
+                    part = unpack_summary(host, T, summary_queries(host.size, T, S, "gres"), S, "gres")
+                    part["on"] = part["on"][..., :cache.n_superpoints]
+                    parts.append(part)
+                t2 = sync_time(dev)
+                results = self._select_views(cache, parts, texts, task)
+            else:
+                with self._decode_lock:  # a graph's static output must be copied before the next replay
+                    summary, S = self._decode_summary(cache.scene, cache.n_superpoints, text, task)
+                    t2 = sync_time(dev)
+                    host = summary.cpu().numpy()  # the one device -> host copy of the call
+                Q = summary_queries(host.size, T, S, task)
+                results = self._select_host(cache, host, T, Q, S, texts, task)
         t3 = time.perf_counter()
         timings = {"text": (t1 - t0) * 1e3, "decoder": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
@@ -527,6 +574,94 @@ class Segmenter:
             union = _union_sorted([o.point_indices for o in objects], cache.n_input)
             results.append(Result(text, True, objects, union, {}, task))
         return results
+
+
+    def _select_views(self, cache: SceneCache, parts: list[dict[str, np.ndarray]], texts: list[str],
+                      task: str) -> list[Result]:
+        """Answers fused over the turned copies of the map (``fuse_views``). RES: the best object
+        (none when every candidate mask is empty); GRES: every object whose fused score exceeds 0.5
+        (a query is "target" when its probability does), "no target" below ``gres_min_points``."""
+        inf = self.inference
+        weights = np.diff(cache.sp_start).astype(np.float64)  # points per superpoint
+        empty = np.zeros(0, np.int64)
+        results = []
+        for t, text in enumerate(texts):
+            fused = fuse_views([p["prob"][t] for p in parts], [p["on"][t] for p in parts], weights,
+                               inf.tta_candidates, inf.tta_match_iou)
+            if task == "gres":
+                fused = [f for f in fused if f[1] > 0.5]
+                if fused and float(weights[np.logical_or.reduce([f[0] for f in fused])].sum()) < inf.gres_min_points:
+                    fused = []
+            else:
+                fused = fused[:1]
+            objects = [o for o in (self._make_object(cache, np.flatnonzero(m), score, members)
+                                   for m, score, members in fused) if o is not None]
+            if not objects:
+                results.append(Result(text, False, [], empty, {}, task))
+                continue
+            union = objects[0].point_indices if len(objects) == 1 else _union_sorted(
+                [o.point_indices for o in objects], cache.n_input)
+            results.append(Result(text, True, objects, union, {}, task))
+        return results
+
+
+def rotation_z(angle: float) -> np.ndarray:
+    """(3, 3) rotation by ``angle`` radians about +z (points turn as ``xyz @ R.T``)."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def turn_about_z(xyz: np.ndarray, angle: float) -> np.ndarray:
+    """Points turned by ``angle`` about the vertical axis through the centre of their bounding box."""
+    xyz = np.asarray(xyz)
+    centre = (xyz.min(axis=0) + xyz.max(axis=0)) * 0.5
+    return ((xyz - centre) @ rotation_z(angle).T.astype(xyz.dtype) + centre).astype(xyz.dtype, copy=False)
+
+
+def fuse_views(probs: list[np.ndarray], masks: list[np.ndarray], weights: np.ndarray, candidates: int,
+               match_iou: float) -> list[tuple[np.ndarray, float, list[int]]]:
+    """Fuse the queries of K views of one map (test-time augmentation) into scored objects.
+
+    ``probs[v]`` (Q,) target probabilities and ``masks[v]`` (Q, S) bool superpoint masks of view
+    v; ``weights`` (S,) points per superpoint. The ``candidates`` most probable queries of each
+    view with a non-empty mask are taken by descending probability; each joins the first object
+    whose mask (that of its most probable query) it overlaps with point IoU > ``match_iou``, else
+    starts one. An object's score is the mean over the K views of its most probable query in that
+    view (0 for a view with none): an object that one turned copy alone believes in scores 1/K
+    of it. Returns (mask, score, member ids ``view * Q + query``) sorted by descending score.
+    """
+    if len(probs) != len(masks) or not probs:
+        raise ValueError("fuse_views needs one probability vector and one mask array per view")
+    K = len(probs)
+    cand: list[tuple[float, int, int]] = []
+    for v, (p, m) in enumerate(zip(probs, masks)):
+        if m.shape[0] != p.shape[0]:
+            raise ValueError(f"view {v}: {p.shape[0]} probabilities but {m.shape[0]} masks")
+        nonempty = np.flatnonzero(m.any(axis=1))
+        top = nonempty[np.argsort(-p[nonempty], kind="stable")[:candidates]]
+        cand.extend((float(p[q]), v, int(q)) for q in top)
+    cand.sort(key=lambda c: -c[0])
+    reps: list[np.ndarray] = []
+    best: list[np.ndarray] = []  # (K,) best probability per view
+    members: list[list[int]] = []
+    for p, v, q in cand:
+        m = masks[v][q]
+        if reps:
+            g = np.stack(reps)
+            iou = ((g & m) @ weights) / np.maximum((g | m) @ weights, 1e-9)
+            j = int(np.argmax(iou))
+            if iou[j] > match_iou:
+                best[j][v] = max(best[j][v], p)
+                members[j].append(v * masks[v].shape[0] + q)
+                continue
+        reps.append(m)
+        b = np.zeros(K)
+        b[v] = p
+        best.append(b)
+        members.append([v * masks[v].shape[0] + q])
+    out = [(r, float(b.mean()), mem) for r, b, mem in zip(reps, best, members)]
+    out.sort(key=lambda o: -o[1])
+    return out
 
 
 @dataclass

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from bqnet_model.data.augment import AugmentConfig
 from bqnet_model.data.dataset import ReferDataset, collate_fn
 from bqnet_model.data.referit import load_annotations
 from bqnet_model.metrics import (
@@ -270,7 +271,8 @@ def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_
         ann = load_annotations(find_annotations(root, task, "train", tc.train_annotations), scenes)
         train_ds = ReferDataset(scenes, ann, "train", task, augment=tc.augment, max_points=tc.max_points_train,
                                 lang_per_scene=tc.lang_per_scene, voxel_size=cfg.inference.voxel_size, seed=tc.seed,
-                                superpoint_params=cfg.inference.superpoints)
+                                superpoint_params=cfg.inference.superpoints,
+                                augment_cfg=AugmentConfig(flip_x=tc.flip_x))
     try:
         path = find_annotations(root, task, eval_split, tc.val_annotations if eval_split == "val" else "")
     except FileNotFoundError:
@@ -701,7 +703,7 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
         t_data = time.perf_counter()
         for batch in bar:
             data_s = time.perf_counter() - t_data
-            lr = optimizer.param_groups[-1]["lr"]
+            lr = next(g["lr"] for g in optimizer.param_groups if g.get("name") == "decoder")
             parts = train_step(model, raw_model, batch, optimizer, scaler, cfg, device, amp, amp_dtype)
             with warnings.catch_warnings():  # an fp16 step skipped by the scaler makes torch warn here
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")

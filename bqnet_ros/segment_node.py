@@ -90,6 +90,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("voxel_size", 0.0, "Voxel edge in metres; 0 = the one the model was trained with (its "
               "checkpoint's config: 0.04 for the shipped demo model, 0.02 = the paper's scale 50). Another "
               "value overrides it, with a warning.", float_range=(0.0, 1.0)),
+    ParamSpec("tta_rotations", 0, "Test-time augmentation: answer from this many copies of the map turned "
+              "about the vertical axis (prepare and query cost about that many times more); 0 = the model's "
+              "own setting (4 for the shipped demo model), 1 = off.", int_range=(0, 64)),
     ParamSpec("max_points", 1_000_000, "Maps with more finite points are randomly downsampled to this many "
               "(with a warning); 0 = no limit.", int_range=(0, 2**31 - 1)),
     ParamSpec("text_queue_size", 32, "Sentences waiting for the worker; beyond this the oldest is dropped "
@@ -122,6 +125,7 @@ class NodeParams:
     task: str = "res"
     score_threshold: float = 0.0
     voxel_size: float = 0.0
+    tta_rotations: int = 0
     max_points: int = 1_000_000
     text_queue_size: int = 32
     max_batch: int = 8
@@ -152,6 +156,8 @@ class NodeParams:
         for name in ("text_queue_size", "max_batch", "qos_depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"parameter {name} must be >= 1, got {getattr(self, name)}")
+        if self.tta_rotations < 0:
+            raise ValueError(f"parameter tta_rotations must be >= 0 (0 = the model's own), got {self.tta_rotations}")
         if self.max_points < 0:
             raise ValueError(f"parameter max_points must be >= 0 (0 = no limit), got {self.max_points}")
         if self.marker_lifetime < 0:
@@ -455,8 +461,11 @@ class SegmentNode(Node):
         for name, value in (("seed", int(p.seed)), ("max_points", int(p.max_points or 2**31 - 1))):
             if hasattr(inf, name):
                 setattr(inf, name, value)
+        if p.tta_rotations > 0 and hasattr(inf, "tta_rotations"):
+            inf.tta_rotations = int(p.tta_rotations)
         if hasattr(inf, "voxel_size"):
-            self.get_logger().info(f"model voxel size {inf.voxel_size} m")
+            self.get_logger().info(f"model voxel size {inf.voxel_size} m, "
+                                   f"test-time rotations {getattr(inf, 'tta_rotations', 1)}")
 
     # ----------------------------------------------------------------- logging helpers
     def _warn(self, text: str) -> None:

@@ -178,6 +178,27 @@ def test_config_and_untrained_must_go_together(tmp_path: Path, small_ply: Path,
     assert code == 2 and "--untrained needs --config" in err
     code, err = _exit(base + ["--untrained", "--config", str(tmp_path / "none.yaml")], capsys)
     assert code == 2 and "config file not found" in err
+    code, err = _exit(base + ["--untrained", "--config", str(TINY), "--tta", "0"], capsys)
+    assert code == 2 and "--tta must be >= 1" in err
+
+
+def test_tta_reaches_the_segmenter(tmp_path: Path, small_ply: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--tta K is the inference setting tta_rotations; without it the model's own setting stays."""
+    from bqnet_model.pipeline import Segmenter
+
+    made = []
+    real = Segmenter.from_config.__func__
+
+    def spy(cls, *a, **kw):
+        seg = real(cls, *a, **kw)
+        made.append(seg.inference.tta_rotations)
+        return seg
+
+    monkeypatch.setattr(Segmenter, "from_config", classmethod(spy))
+    base = ["--cloud", str(small_ply), "--text", "the chair", "--untrained", "--config", str(TINY), "--quiet"]
+    assert cli.main(base + ["--out", str(tmp_path / "a"), "--tta", "2"]) == 0
+    assert cli.main(base + ["--out", str(tmp_path / "b")]) == 0
+    assert made == [2, 1]
 
 
 # ----------------------------------------------------------------------------- full runs

@@ -341,6 +341,52 @@ def test_relative_position_bias_is_relative():
         rpb(pos[..., :2])
 
 
+def test_rel_pos_text_starts_as_the_bias_without_it_and_then_depends_on_the_sentence():
+    """rel_pos_text: a rel_pos model loads into it unchanged (the sentence part starts at zero);
+    once trained (here: random) the bias differs between sentences and gradients reach it."""
+    torch.manual_seed(0)
+    base_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, rel_pos=True))
+    for m in base_dec.rel_pos:  # a "trained" sentence-free bias
+        torch.nn.init.normal_(m.mlp[2].weight, std=1.0)
+    on_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, rel_pos=True, rel_pos_text=True))
+    missing, unexpected = on_dec.load_state_dict(base_dec.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("rel_pos.") and ".text." in k for k in missing)
+    inputs = make_inputs(shared=True)
+    assert outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-6)
+    for m in on_dec.rel_pos:
+        torch.nn.init.normal_(m.text.weight, std=1.0)
+    assert not outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-4)
+    on_dec.train()
+    out = on_dec(*inputs)
+    (out.final.masks[~inputs[2].unsqueeze(1).expand_as(out.final.masks)].sum() + out.final.indi.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in on_dec.rel_pos[0].text.parameters())
+    with pytest.raises(ValueError, match="rel_pos_text needs decoder.rel_pos"):
+        tiny_cfg(rel_pos_text=True)
+
+
+def test_sentence_conditioned_bias():
+    from bqnet_model.model.relpos import RelativePositionBias
+
+    g = torch.Generator().manual_seed(4)
+    pos = torch.rand(1, 6, 3, generator=g).expand(2, 6, 3) * 3  # one scene, two sentences
+    sent = torch.randn(2, 16, generator=g)
+    rpb = RelativePositionBias(nhead=2, hidden=8, text_dim=16)
+    assert torch.count_nonzero(rpb(pos, sent)) == 0  # zero at init
+    torch.nn.init.normal_(rpb.text.weight, generator=g)
+    b = rpb(pos, sent)
+    assert b.shape == (2, 2, 6, 6)
+    assert not torch.allclose(b[0], b[1], atol=1e-3)  # same positions, different sentences
+    same = rpb(pos, sent[:1].expand(2, 16))
+    assert torch.allclose(same[0], same[1])
+    assert torch.allclose(b, rpb(pos + torch.tensor([2.0, 5.0, 0.0]), sent), atol=1e-4)  # still relative
+    with pytest.raises(ValueError, match="sentence vector"):
+        rpb(pos)
+    with pytest.raises(ValueError, match="sentence vector"):
+        RelativePositionBias(nhead=2, hidden=8)(pos, sent)
+    with pytest.raises(ValueError, match=r"\(T, D\)"):
+        rpb(pos, sent[:1])
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, prompt_queries=True, lang_att=True,

@@ -200,6 +200,23 @@ def test_param_groups_multipliers_exclude_frozen_text(model: BQNet) -> None:
     torch.optim.AdamW(model.param_groups(tc), lr=tc.lr, weight_decay=tc.weight_decay)
 
 
+def test_rel_pos_has_its_own_lr_group() -> None:
+    """decoder.rel_pos's parameters go to their own group (lr_mult_rel_pos, default: the decoder's),
+    and to no other group."""
+    cfg = load_config(TINY, ["model.decoder.rel_pos=true", "model.decoder.rel_pos_text=true"])
+    net = BQNet(cfg.model)
+    for mult, want in ((None, cfg.train.lr * cfg.train.lr_mult_decoder), (20.0, cfg.train.lr * 20.0)):
+        tc = dataclasses.replace(cfg.train, lr_mult_rel_pos=mult)
+        groups = {g["name"]: g for g in net.param_groups(tc)}
+        assert groups["rel_pos"]["lr"] == pytest.approx(want)
+        rel = {id(p) for p in net.decoder.rel_pos.parameters()}
+        assert {id(p) for p in groups["rel_pos"]["params"]} == rel
+        assert not rel & {id(p) for n, g in groups.items() if n != "rel_pos" for p in g["params"]}
+        assert sum(len(g["params"]) for g in groups.values()) == sum(1 for p in net.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="lr_mult_rel_pos"):
+        dataclasses.replace(cfg.train, lr_mult_rel_pos=0.0)
+
+
 def test_decoder_channels_are_resolved_from_backbone_and_text(model: BQNet) -> None:
     assert model.cfg.decoder.in_channels == 8 and model.cfg.decoder.text_channels == 384
     assert dataclasses.asdict(model.decoder.cfg) == dataclasses.asdict(model.cfg.decoder)

@@ -497,3 +497,99 @@ def test_superpoint_geometry_matches_the_points():
         np.testing.assert_allclose(sums[s], pts.sum(0), rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(mins[s], pts.min(0))
         np.testing.assert_array_equal(maxs[s], pts.max(0))
+
+
+def test_fuse_views_scores_objects_over_views() -> None:
+    """An object that every view finds beats one that a single view is surer of; masks of two
+    views that overlap above the IoU join one object; a view without it counts as 0."""
+    from bqnet_model.pipeline import fuse_views
+
+    w = np.ones(6)
+    chair = np.array([1, 1, 1, 0, 0, 0], bool)
+    chair_b = np.array([1, 1, 0, 0, 0, 0], bool)  # IoU 2/3 with chair
+    pair = np.array([0, 0, 0, 1, 1, 1], bool)
+    none = np.zeros(6, bool)
+    probs = [np.array([0.6, 0.9, 0.1]), np.array([0.7, 0.2, 0.0]), np.array([0.8, 0.0, 0.3])]
+    masks = [np.stack([chair, pair, none]), np.stack([chair_b, pair, none]), np.stack([chair, none, pair])]
+    fused = fuse_views(probs, masks, w, candidates=16, match_iou=0.5)
+    assert [f[0].tolist() for f in fused] == [chair.tolist(), pair.tolist()]
+    assert fused[0][1] == pytest.approx((0.6 + 0.7 + 0.8) / 3) and fused[1][1] == pytest.approx((0.9 + 0.2 + 0.3) / 3)
+    assert sorted(fused[0][2]) == [0, 3, 6] and sorted(fused[1][2]) == [1, 4, 8]  # view * Q + query
+    # one view: the most probable non-empty query first, scores unchanged
+    one = fuse_views(probs[:1], masks[:1], w, candidates=16, match_iou=0.5)
+    assert one[0][1] == pytest.approx(0.9) and one[0][0].tolist() == pair.tolist()
+    # candidates: only the most probable query of each view takes part
+    top1 = fuse_views(probs, masks, w, candidates=1, match_iou=0.5)
+    assert sorted(m for f in top1 for m in f[2]) == [1, 3, 6]
+    with pytest.raises(ValueError, match="one probability vector"):
+        fuse_views(probs, masks[:2], w, 16, 0.5)
+
+
+def test_turn_about_z_keeps_distances_and_the_centre() -> None:
+    from bqnet_model.pipeline import rotation_z, turn_about_z
+
+    xyz = (np.random.default_rng(0).random((50, 3)) * [4, 3, 2]).astype(np.float32)
+    t = turn_about_z(xyz, np.pi / 2)
+    assert t.dtype == np.float32
+    assert np.allclose(np.linalg.norm(t[1:] - t[0], axis=1), np.linalg.norm(xyz[1:] - xyz[0], axis=1), atol=1e-5)
+    assert np.allclose(t[:, 2], xyz[:, 2])
+    assert np.allclose((t.min(0) + t.max(0))[:2] / 2, (xyz.min(0) + xyz.max(0))[:2] / 2, atol=1e-5)
+    assert np.allclose(rotation_z(np.pi / 2) @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("ingest", ["numpy", "torch"])
+def test_tta_views_share_superpoints_and_answer_both_tasks(seg, room, sp, ingest) -> None:
+    """tta_rotations K: K-1 turned copies in the cache with the same superpoints, answers fused
+    from all of them; with the fusion's own single view (K=1 path untouched) nothing changes."""
+    # (an untrained model's masks are mostly below 0.5: a lower threshold gives answers to compare)
+    s4 = with_inference(seg, tta_rotations=4, ingest=ingest, gres_min_points=1, mask_threshold=0.1)
+    c4 = s4.prepare(room.xyz, room.rgb, superpoints=sp)
+    assert len(c4.views) == 3 and "tta_views" in c4.timings_ms
+    S = c4.n_superpoints
+    for v in c4.views:
+        assert v.sp_feats.shape == c4.scene.sp_feats.shape and torch.equal(v.sp_pad, c4.scene.sp_pad)
+        # the pooled positions are the turned ones: same distances to each other
+        def dist(x: torch.Tensor) -> torch.Tensor:
+            return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+
+        assert torch.allclose(dist(v.sp_xyz[0, :S]), dist(c4.scene.sp_xyz[0, :S]), atol=1e-4)
+        assert not torch.allclose(v.sp_feats, c4.scene.sp_feats)  # other voxels, other features
+    for task in ("res", "gres"):
+        rs = s4.query(c4, TEXTS, task=task)
+        assert len(rs) == len(TEXTS)
+        for r in rs:
+            assert r.task == task and r.found == bool(r.objects)
+            if task == "res":
+                assert len(r.objects) <= 1
+            for o in r.objects:
+                assert 0.0 < o.score <= 1.0 and np.all(np.diff(o.point_indices) > 0)
+                assert o.point_indices.max() < len(room.xyz)
+    # the same answers as fusing the views' decoder outputs by hand
+    from bqnet_model.model.heads import target_probability
+    from bqnet_model.pipeline import fuse_views
+
+    rs = s4.query(c4, TEXTS, task="res")
+    with torch.inference_mode():
+        text = s4.model.encode_text(TEXTS)
+        preds = [s4.model.decode(scene, text, None, keep_all_layers=False).final for scene in (c4.scene, *c4.views)]
+    weights = np.diff(c4.sp_start).astype(np.float64)
+    n_found = 0
+    for t, r in enumerate(rs):
+        probs = [target_probability(p)[t].numpy() for p in preds]
+        masks = [(torch.sigmoid(p.masks[t, :, :S]) >= 0.1).numpy() for p in preds]
+        fused = fuse_views(probs, masks, weights, 16, 0.5)
+        assert r.found == bool(fused)
+        if fused:
+            n_found += 1
+            m, score, _ = fused[0]
+            assert r.objects[0].score == pytest.approx(score, abs=1e-5)
+            assert np.array_equal(r.point_indices, np.sort(c4.point_index[c4.points_of(np.flatnonzero(m))]))
+    assert n_found > 0
+
+
+def test_tta_settings_are_checked() -> None:
+    from bqnet_model.model.config import InferenceConfig
+
+    for bad in ({"tta_rotations": 0}, {"tta_rotations": True}, {"tta_candidates": 0}, {"tta_match_iou": 1.0}):
+        with pytest.raises(ValueError, match="tta_"):
+            InferenceConfig(**bad)

@@ -207,6 +207,19 @@ def test_set_overrides_any_config_key(setup, tmp_path):
     assert main([str(cfg_path), "--set", "model.decoder.nope=1", "--work-dir", str(tmp_path / "w")]) == 2
 
 
+def test_flip_x_reaches_the_training_augmentation(setup):
+    """train.flip_x: the mirror is on by default (the original) and off where the config says so
+    (the tiny configs: a mirror swaps the synthetic sentences' left and right)."""
+    from bqnet_model.train import build_datasets
+
+    _, cfg_path = setup
+    for override, want in (([], True), (["train.flip_x=false"], False)):
+        train_ds, _ = build_datasets(load_config(cfg_path, override), load_config(cfg_path).train.data_root, train=True)
+        assert train_ds is not None and train_ds.augment_cfg.flip_x is want and train_ds.augment_cfg.rotate_z
+    for name in ("tiny.yaml", "tiny_continue.yaml"):
+        assert load_config(Path(__file__).parents[1] / "config" / name).train.flip_x is False
+
+
 def test_init_weights_into_a_model_with_a_new_module(setup, capsys):
     """--init-weights from a model without rel_pos into one with it: the old weights load, the new
     module is reported and starts at zero; a checkpoint with weights the model lacks is refused."""

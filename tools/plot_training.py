@@ -2,8 +2,8 @@
 """Plot the loss terms and the lr of one or more consecutive training stages (``metrics.jsonl``
 files written by ``tools/train.py``), stage after stage on one step axis.
 
-    python tools/plot_training.py docs/training/stage{1,2,3,4,5,6,7,8,9,10}.metrics.jsonl \
-        --rooms-per-step 32 32 8 32 32 32 32 32 64 64 --evals docs/training/evals.json --out docs/img/training_curves.png
+    python tools/plot_training.py docs/training/stage{1,2,3,4,5,6,7,8,9,10,11,12}.metrics.jsonl \
+        --rooms-per-step 32 32 8 32 32 32 32 32 64 64 32 64 --evals docs/training/evals.json --out docs/img/training_curves.png
 
 ``--rooms-per-step`` (rooms per optimizer step of each stage, all GPUs together) puts the stages on
 an axis of rooms seen, which compares stages of different batch sizes; ``--evals`` adds the
@@ -57,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{path}: no training rows")
         per = args.rooms_per_step[i] if args.rooms_per_step else 1
         steps = [offset + r["step"] * per for r in rows]
-        label = args.labels[i] if args.labels and i < len(args.labels) else path.stem
+        label = args.labels[i] if args.labels and i < len(args.labels) else path.name.split(".")[0]
         world = start.get("world_size", 1)
         for j, term in enumerate(TERMS):
             if term in rows[0]:
                 ax.plot(steps, [r[term] for r in rows], color=f"C{j}", lw=1.2, label=term if i == 0 else None)
         axl.plot(steps, [r["lr"] for r in rows], color="k", lw=1.2)
         ax.axvline(offset, color="grey", ls=":", lw=1)
-        ax.text(offset, 0.98, f" {label} ({world} GPU{'s' if world > 1 else ''})", fontsize=8, va="top",
-                transform=ax.get_xaxis_transform())
+        ax.text(offset, 0.02, f" {label}, {world} GPU{'s' if world > 1 else ''}", fontsize=7, va="bottom",
+                ha="left", rotation=90, transform=ax.get_xaxis_transform())  # upright: narrow stages do not overlap
         offset = offset + (stop["step"] if stop else rows[-1]["step"]) * per
         ends.append((offset, path.name.split(".")[0]))
     ax.set_ylabel("loss (per term, weighted sum = total)")

@@ -256,15 +256,20 @@ class BQNet(nn.Module):
     def param_groups(self, train_cfg: TrainConfig) -> list[dict[str, Any]]:
         """AdamW groups with the lr multipliers; frozen parameters (the text encoder) are left out."""
         groups = []
+        rel_pos = self.decoder.rel_pos
+        rel_ids = set() if rel_pos is None else {id(p) for p in rel_pos.parameters()}
+        rel_mult = train_cfg.lr_mult_decoder if train_cfg.lr_mult_rel_pos is None else train_cfg.lr_mult_rel_pos
         for name, module, mult in (
             ("text_encoder", self.text_encoder, train_cfg.lr_mult_text),
             ("backbone", self.backbone, train_cfg.lr_mult_backbone),
             ("decoder", self.decoder, train_cfg.lr_mult_decoder),
+            ("rel_pos", rel_pos, rel_mult),  # its own group: a module switched on late may need a higher lr
             ("sem_cls_head", self.sem_cls_head, train_cfg.lr_mult_decoder),
         ):
             if module is None:
                 continue
-            params = [p for p in module.parameters() if p.requires_grad]
+            params = [p for p in module.parameters() if p.requires_grad
+                      and (name == "rel_pos" or id(p) not in rel_ids)]
             if params:
                 groups.append({"name": name, "params": params, "lr": train_cfg.lr * mult, "lr_mult": mult})
         return groups

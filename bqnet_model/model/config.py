@@ -136,6 +136,14 @@ class InferenceConfig:
     same answers. Captures that fail fall back to eager with a logged warning. On by default (it is
     what meets the per-sentence target); each capture holds its own GPU memory pool (at most 8 are
     kept; peak 660 MiB at 300k). Ignored on the CPU.
+    ``tta_rotations``: test-time augmentation. K > 1 runs the backbone and the decoder on K copies
+    of the map turned about the vertical axis by 360/K degrees (the superpoints are computed once
+    and shared) and fuses the answers (``bqnet_model.pipeline``: ``fuse_views``): ``prepare`` and
+    ``query`` cost about K times as much. 1 = off. No relation of the synthetic sentences changes
+    under such a turn ("left of" is taken from a viewpoint in the room, not from the map's axes);
+    a mirror would swap left and right, so it is not used. ``tta_candidates``: queries per turned
+    copy that take part in the fusion (the most probable ones); ``tta_match_iou``: point IoU above
+    which two copies' masks are the same object.
     """
 
     task: Literal["res", "gres"] = "res"
@@ -152,8 +160,17 @@ class InferenceConfig:
     overlap_superpoints: bool | None = None
     cuda_graph: bool = True
     superpoints: dict[str, Any] = field(default_factory=dict)
+    tta_rotations: int = 1
+    tta_candidates: int = 16
+    tta_match_iou: float = 0.5
 
     def __post_init__(self) -> None:
+        for name in ("tta_rotations", "tta_candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"inference.{name} must be a positive integer, got {value!r}")
+        if not 0.0 < self.tta_match_iou < 1.0:
+            raise ValueError(f"inference.tta_match_iou must be in (0, 1), got {self.tta_match_iou}")
         if self.task not in ("res", "gres"):
             raise ValueError(f"inference.task must be 'res' or 'gres', got {self.task!r}")
         if not 0.0 < self.mask_threshold < 1.0:
@@ -172,7 +189,8 @@ class InferenceConfig:
 class TrainConfig:
     """Optimizer, schedule and data of a training run (values of the paper by default).
 
-    lr = ``lr`` * multiplier per parameter group (text encoder / backbone / decoder), decayed by
+    lr = ``lr`` * multiplier per parameter group (text encoder / backbone / decoder; the decoder's
+    ``rel_pos`` bias has its own, ``lr_mult_rel_pos``, None = the decoder's), decayed by
     the poly schedule ``(1 - progress) ** lr_power`` after ``warmup_steps`` of linear warm-up
     (progress = step / total steps, or the elapsed share of ``--time-budget`` when that is larger,
     so a run cut by its time budget still ends at a low lr); gradients clipped to ``grad_clip``
@@ -187,6 +205,7 @@ class TrainConfig:
     lr_mult_text: float = 0.001
     lr_mult_backbone: float = 0.01
     lr_mult_decoder: float = 1.0
+    lr_mult_rel_pos: float | None = None
     grad_clip: float = 0.1
     warmup_steps: int = 0
     epochs: int = 70
@@ -203,6 +222,11 @@ class TrainConfig:
     pretrained_backbone: str = ""
     max_points_train: int = 250_000
     augment: bool = True
+    # Mirror augmentation (half of the rooms flipped in x). It swaps left and right, so it teaches
+    # the wrong answer for sentences whose left / right is seen from a place in the room ("left of
+    # the door as you face the window": the synthetic expressions, ScanRefer's "facing ..."): off
+    # in the tiny configs. Nothing else is mirrored.
+    flip_x: bool = True
     num_workers: int = 2
     eval_every: int = 1
     log_every: int = 20
@@ -210,6 +234,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.lang_per_scene < 1:
             raise ValueError("train.lr must be > 0 and epochs, batch_size, lang_per_scene >= 1")
+        if self.lr_mult_rel_pos is not None and self.lr_mult_rel_pos <= 0:
+            raise ValueError(f"train.lr_mult_rel_pos must be > 0 or None, got {self.lr_mult_rel_pos}")
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
         if self.warmup_steps < 0:

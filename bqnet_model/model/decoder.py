@@ -93,7 +93,8 @@ class DecoderConfig:
     a ``*_radius_start`` of None means the diagonal of the scene's bounding box.
     rel_pos (ours, not in the paper; off = BQNet): a learned per-head bias from the relative
     position of two queries in ``rra``, the queries' global self-attention (relpos.py), with an
-    MLP of ``rel_pos_hidden`` units.
+    MLP of ``rel_pos_hidden`` units; ``rel_pos_text`` (needs ``rel_pos``) makes that bias depend on
+    the sentence (relpos.py).
     """
 
     in_channels: int = 32
@@ -125,6 +126,7 @@ class DecoderConfig:
     dqf_radius_end: float | None = 1.0
     rel_pos: bool = False
     rel_pos_hidden: int = 32
+    rel_pos_text: bool = False
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "text_channels", "d_model", "nhead", "ffn", "num_layers",
@@ -142,6 +144,8 @@ class DecoderConfig:
             raise ValueError(f"decoder.prompt_threshold must be in (0, 1), got {self.prompt_threshold}")
         if self.prompt_start_layer < 0:
             raise ValueError(f"decoder.prompt_start_layer must be >= 0, got {self.prompt_start_layer}")
+        if self.rel_pos_text and not self.rel_pos:
+            raise ValueError("decoder.rel_pos_text needs decoder.rel_pos: true")
         if self.dqf_k_start is not None and self.dqf_k_start < 1:
             raise ValueError(f"decoder.dqf_k_start must be >= 1 or None, got {self.dqf_k_start}")
         for name in ("psc_radius_start", "psc_radius_end", "dqf_radius_start", "dqf_radius_end",
@@ -368,7 +372,8 @@ class BQNetDecoder(nn.Module):
         self.scg = nn.ModuleList([SelfAttentionLayer(d, h, p) for _ in range(n)])
         self.swa_ffn_layers = nn.ModuleList([FFN(d, cfg.ffn, p, cfg.ffn_activation) for _ in range(n)])
         self.rel_pos = (
-            nn.ModuleList([RelativePositionBias(h, cfg.rel_pos_hidden) for _ in range(n)]) if cfg.rel_pos else None
+            nn.ModuleList([RelativePositionBias(h, cfg.rel_pos_hidden, d if cfg.rel_pos_text else None)
+                           for _ in range(n)]) if cfg.rel_pos else None
         )
         if cfg.lang_att:
             self.lla_layers = nn.ModuleList([SelfAttentionLayer(d, h, p) for _ in range(n)])
@@ -494,6 +499,10 @@ class BQNetDecoder(nn.Module):
         wpad = wpad & ~wpad.all(dim=1, keepdim=True)
 
         lang = self.lang_norm(self.lang_proj(word_feats))
+        sentence = None
+        if cfg.rel_pos_text:  # mean of the real words (rel_pos_text): what the relative-position bias reads
+            keep = (~wpad).unsqueeze(-1).to(lang.dtype)
+            sentence = (lang * keep).sum(1) / keep.sum(1).clamp_min(1.0)
         feats = _rowwise(self.input_proj, sp_feats)
         mask_feats = _rowwise(self.x_mask, sp_feats)
 
@@ -552,7 +561,7 @@ class BQNetDecoder(nn.Module):
                 pos = pos_all
                 if pos is None:
                     pos = torch.cat([query_pos, query_pos], dim=1) if use_prompts else query_pos
-                rra_bias = self.rel_pos[i](pos)
+                rra_bias = self.rel_pos[i](pos, sentence)
             q_rra = self.rra_layers[i](q_all, attn_mask=rra_bias)
             q_rla, _ = self.rla_layers[i](q_all, lang_q, key_padding_mask=wpad)
             q_all = q_all + q_rra + q_rla
