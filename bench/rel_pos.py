@@ -26,9 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bqnet_model.data.synthetic import minimal_room  # noqa: E402
 from bqnet_model.model.config import load_config  # noqa: E402
 from bqnet_model.pipeline import Segmenter  # noqa: E402
-
-TEXTS = ["the chair next to the desk", "the red chair", "all the chairs around the table", "the lamp on the desk",
-         "the cabinet left of the door", "the plant in the corner", "the bin under the desk", "the window"]
+from sentences import sentences  # noqa: E402  (bench/sentences.py, next to this script)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,16 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if args.config:
         cfg = load_config(args.config, ["model.decoder.rel_pos=true", *args.overrides])
-        seg = Segmenter.from_config(cfg, device=args.device)
-    else:
-        seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
+        seg = Segmenter.from_config(cfg, device=args.device, tta_rotations=1)
+    else:  # one decoder pass per query (the shipped model's own setting fuses 4 turned copies)
+        seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device, tta_rotations=1)
     dec = seg.model.decoder
     if dec.rel_pos is None:
         print("error: the model has decoder.rel_pos off; nothing to compare", file=sys.stderr)
         return 2
     room = minimal_room(n_points=args.points, seed=0)
     cache = seg.prepare(room.xyz, room.rgb)
-    texts = [TEXTS[i % len(TEXTS)] + ("" if i < len(TEXTS) else f" ({i})") for i in range(args.batch)]
+    texts = sentences(args.batch)
     dev = torch.device(seg.device)
 
     def timed() -> float:

@@ -26,9 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bqnet_model.data.synthetic import demo_room  # noqa: E402
 from bqnet_model.pipeline import Segmenter  # noqa: E402
-
-TEXTS = ["the chair next to the desk", "the red chair", "all the chairs around the table", "the lamp on the desk",
-         "the cabinet left of the door", "the plant in the corner", "the bin under the desk", "the window"]
+from sentences import sentences  # noqa: E402  (bench/sentences.py, next to this script)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
     base_inf = seg.cfg.inference
     room = demo_room(seed=0)
-    texts = [TEXTS[i % len(TEXTS)] + ("" if i < len(TEXTS) else f" ({i})") for i in range(args.batch)]
+    texts = sentences(args.batch)
     dev = torch.device(seg.device)
 
     def sync() -> None:
