@@ -624,9 +624,9 @@ def fuse_views(probs: list[np.ndarray], masks: list[np.ndarray], weights: np.nda
 
     ``probs[v]`` (Q,) target probabilities and ``masks[v]`` (Q, S) bool superpoint masks of view
     v; ``weights`` (S,) points per superpoint. The ``candidates`` most probable queries of each
-    view with a non-empty mask are taken by descending probability; each joins the first object
-    whose mask (that of its most probable query) it overlaps with point IoU > ``match_iou``, else
-    starts one. An object's score is the mean over the K views of its most probable query in that
+    view with a non-empty mask are taken by descending probability; each joins the object it
+    overlaps most (an object's mask is that of its most probable query) when that point IoU exceeds
+    ``match_iou``, else starts one. An object's score is the mean over the K views of its most probable query in that
     view (0 for a view with none): an object that one turned copy alone believes in scores 1/K
     of it. Returns (mask, score, member ids ``view * Q + query``) sorted by descending score.
     """
