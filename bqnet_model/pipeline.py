@@ -325,6 +325,8 @@ class Segmenter:
         if cloud.n_nonfinite:
             log.info("dropped %d non-finite points", cloud.n_nonfinite)
         rgb8 = cloud.rgb if cloud.rgb is not None else np.full((cloud.n_points, 3), _GREY, np.uint8)
+        # what voxelize reads (the map, then its turned copies): device tensors with the torch ingest
+        vox_xyz, vox_rgb = (dcloud.xyz, dcloud.rgb) if dcloud is not None else (cloud.xyz, rgb8)
         t1 = sync_time(dev)
         timings["clean"] = (t1 - t0) * 1e3
 
@@ -344,14 +346,7 @@ class Segmenter:
         t2 = time.perf_counter()
 
         try:
-            if dcloud is not None:
-                vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)
-                batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, dcloud.xyz)
-                n_voxels = vi.n_voxels
-            else:
-                coords, feats, p2v = voxel_inputs(cloud.xyz, rgb8, inf.voxel_size)
-                batch = single_scene_batch(coords, feats, p2v, cloud.xyz)
-                n_voxels = int(coords.shape[0])
+            batch, n_voxels = self._voxel_batch(vox_xyz, vox_rgb)
             t3 = sync_time(dev)
             timings["voxelize"] = (t3 - t2) * 1e3
             with torch.inference_mode(), self._autocast():
@@ -375,9 +370,7 @@ class Segmenter:
         views: tuple[SceneFeatures, ...] = ()
         if inf.tta_rotations > 1:
             t6 = time.perf_counter()
-            xyz_v = dcloud.xyz if dcloud is not None else cloud.xyz
-            rgb_v = dcloud.rgb if dcloud is not None else rgb8
-            views = tuple(self._turned_view(xyz_v, rgb_v, sp_stage, 2.0 * np.pi * k / inf.tta_rotations)
+            views = tuple(self._turned_view(vox_xyz, vox_rgb, sp_stage, 2.0 * np.pi * k / inf.tta_rotations)
                           for k in range(1, inf.tta_rotations))
             timings["tta_views"] = (sync_time(dev) - t6) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -398,22 +391,22 @@ class Segmenter:
             views=views,
         )
 
+    def _voxel_batch(self, xyz: np.ndarray | torch.Tensor, rgb: Any) -> tuple[dict[str, Any], int]:
+        """The single-scene batch of cleaned points and its voxel count: torch ops when the points
+        are a tensor (``inference.ingest`` torch), numpy otherwise."""
+        vs = self.inference.voxel_size
+        if isinstance(xyz, torch.Tensor):
+            vi = voxel_inputs_torch(xyz, rgb, vs)
+            return single_scene_batch(vi.coords, vi.feats, vi.p2v, xyz), vi.n_voxels
+        coords, feats, p2v = voxel_inputs(xyz, rgb, vs)
+        return single_scene_batch(coords, feats, p2v, xyz), int(coords.shape[0])
+
     def _turned_view(self, xyz: np.ndarray | torch.Tensor, rgb: Any, sp_stage: "_SuperpointStage",
                      angle: float) -> SceneFeatures:
         """Scene features of the cleaned map turned by ``angle`` about the vertical axis through
         its centre (``inference.tta_rotations``): voxelize, backbone, pooling with the given
         superpoints, FPS. Voxels differ from the unturned map's, so the features do too."""
-        inf = self.inference
-        if isinstance(xyz, torch.Tensor):
-            rot = torch.as_tensor(rotation_z(angle), dtype=xyz.dtype, device=xyz.device)
-            centre = (xyz.amin(0) + xyz.amax(0)) * 0.5
-            turned = ((xyz - centre) @ rot.T + centre).contiguous()
-            vi = voxel_inputs_torch(turned, rgb, inf.voxel_size)
-            batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, turned)
-        else:
-            turned = turn_about_z(xyz, angle)
-            coords, feats, p2v = voxel_inputs(turned, rgb, inf.voxel_size)
-            batch = single_scene_batch(coords, feats, p2v, turned)
+        batch, _ = self._voxel_batch(turn_about_z(xyz, angle), rgb)
         with torch.inference_mode(), self._autocast():
             vox = self.model.encode_voxels(batch)
             set_batch_superpoints(batch, sp_stage.labels, sp_stage.n_superpoints)
@@ -561,20 +554,21 @@ class Segmenter:
             if qs.size == 0 or npts < inf.gres_min_points:
                 results.append(Result(text, False, [], empty, {}, task))
                 continue
-            objects = [
-                o for o in (
-                    self._make_object(cache, np.flatnonzero(m), score, members)
-                    for m, score, members in _merge_queries(masks, prob_q[t, qs], qs, weights, inf.gres_merge_iou)
-                ) if o is not None
-            ]
-            objects.sort(key=lambda o: -o.score)
-            if not objects:
-                results.append(Result(text, False, [], empty, {}, task))
-                continue
-            union = _union_sorted([o.point_indices for o in objects], cache.n_input)
-            results.append(Result(text, True, objects, union, {}, task))
+            groups = _merge_queries(masks, prob_q[t, qs], qs, weights, inf.gres_merge_iou)
+            results.append(self._answer(cache, text, task, groups))
         return results
 
+    def _answer(self, cache: SceneCache, text: str, task: str,
+                groups: list[tuple[np.ndarray, float, list[int]]]) -> Result:
+        """The Result of object candidates (superpoint mask, score, member queries): objects
+        without points dropped, sorted by score; not found when none is left."""
+        objects = [o for o in (self._make_object(cache, np.flatnonzero(m), score, members)
+                               for m, score, members in groups) if o is not None]
+        objects.sort(key=lambda o: -o.score)
+        if not objects:
+            return Result(text, False, [], np.zeros(0, np.int64), {}, task)
+        union = _union_sorted([o.point_indices for o in objects], cache.n_input)
+        return Result(text, True, objects, union, {}, task)
 
     def _select_views(self, cache: SceneCache, parts: list[dict[str, np.ndarray]], texts: list[str],
                       task: str) -> list[Result]:
@@ -583,7 +577,6 @@ class Segmenter:
         (a query is "target" when its probability does), "no target" below ``gres_min_points``."""
         inf = self.inference
         weights = np.diff(cache.sp_start).astype(np.float64)  # points per superpoint
-        empty = np.zeros(0, np.int64)
         results = []
         for t, text in enumerate(texts):
             fused = fuse_views([p["prob"][t] for p in parts], [p["on"][t] for p in parts], weights,
@@ -594,14 +587,7 @@ class Segmenter:
                     fused = []
             else:
                 fused = fused[:1]
-            objects = [o for o in (self._make_object(cache, np.flatnonzero(m), score, members)
-                                   for m, score, members in fused) if o is not None]
-            if not objects:
-                results.append(Result(text, False, [], empty, {}, task))
-                continue
-            union = objects[0].point_indices if len(objects) == 1 else _union_sorted(
-                [o.point_indices for o in objects], cache.n_input)
-            results.append(Result(text, True, objects, union, {}, task))
+            results.append(self._answer(cache, text, task, fused))
         return results
 
 
@@ -611,8 +597,13 @@ def rotation_z(angle: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def turn_about_z(xyz: np.ndarray, angle: float) -> np.ndarray:
-    """Points turned by ``angle`` about the vertical axis through the centre of their bounding box."""
+def turn_about_z(xyz: np.ndarray | torch.Tensor, angle: float) -> np.ndarray | torch.Tensor:
+    """Points turned by ``angle`` about the vertical axis through the centre of their bounding box;
+    a torch tensor stays one (same device and dtype), anything else becomes a numpy array."""
+    if isinstance(xyz, torch.Tensor):
+        rot = torch.as_tensor(rotation_z(angle), dtype=xyz.dtype, device=xyz.device)
+        centre = (xyz.amin(0) + xyz.amax(0)) * 0.5
+        return ((xyz - centre) @ rot.T + centre).contiguous()
     xyz = np.asarray(xyz)
     centre = (xyz.min(axis=0) + xyz.max(axis=0)) * 0.5
     return ((xyz - centre) @ rotation_z(angle).T.astype(xyz.dtype) + centre).astype(xyz.dtype, copy=False)
@@ -626,9 +617,9 @@ def fuse_views(probs: list[np.ndarray], masks: list[np.ndarray], weights: np.nda
     v; ``weights`` (S,) points per superpoint. The ``candidates`` most probable queries of each
     view with a non-empty mask are taken by descending probability; each joins the object it
     overlaps most (an object's mask is that of its most probable query) when that point IoU exceeds
-    ``match_iou``, else starts one. An object's score is the mean over the K views of its most probable query in that
-    view (0 for a view with none): an object that one turned copy alone believes in scores 1/K
-    of it. Returns (mask, score, member ids ``view * Q + query``) sorted by descending score.
+    ``match_iou``, else starts one. An object's score is the mean over the K views of its most
+    probable query in that view (0 for a view with none): an object that one turned copy alone
+    believes in scores 1/K of it. Returns (mask, score, member ids ``view * Q + query``) sorted by descending score.
     """
     if len(probs) != len(masks) or not probs:
         raise ValueError("fuse_views needs one probability vector and one mask array per view")
