@@ -10,12 +10,12 @@ EXT_STAMP := $(VENV)/.ext-stamp
 CSRC := $(wildcard csrc/*.cpp csrc/*.h)
 # Custom messages (bqnet_ros_interfaces) generated with rosidl from PyPI wheels into build/msgs.
 MSG_STAMP := build/msgs/.stamp
-MSG_SRC := requirements/msgs.txt tools/build_msgs.sh $(wildcard msg/*.msg) $(wildcard interfaces/bqnet_ros_interfaces/*.xml interfaces/bqnet_ros_interfaces/*.txt interfaces/bqnet_ros_interfaces/cmake/*.cmake)
+MSG_SRC := requirements/msgs.txt tools/build_msgs.sh $(wildcard msg/*.msg) $(wildcard interfaces/bqnet_ros_interfaces/srv/*.srv interfaces/bqnet_ros_interfaces/*.xml interfaces/bqnet_ros_interfaces/*.txt interfaces/bqnet_ros_interfaces/cmake/*.cmake)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench bench-real clean
 
 setup: $(EXT_STAMP) $(MSG_STAMP)
 
@@ -43,6 +43,11 @@ demo: setup
 
 bench: setup
 	$(PY) bench/superpoints.py
+
+# The shipped model on the real ScanNet scans beside the checkout (internal data: ../shared/real).
+REAL ?= ../shared/real
+bench-real: setup
+	$(PY) -m bqnet_model.eval_real --checkpoint models/bqnet_tiny_synth.pth --real-dir $(REAL)
 
 clean:
 	rm -rf build *.egg-info bqnet_model/_C*.so

@@ -1,4 +1,4 @@
-"""Checkpoints: our own format, and the official IPDN/BQNet/SPFormer files.
+"""Checkpoints: our own format, and the one entry point that opens any checkpoint.
 
 Our format is one ``torch.save``d dict, read back with ``torch.load(weights_only=True)`` (no
 pickled code runs)::
@@ -10,21 +10,17 @@ would make every checkpoint 90-500 MB); it is stored when the config has ``text.
 Loading our format is strict: a missing or unexpected key or a wrong shape is refused with the
 readable list (``ValueError``), so a checkpoint never silently half-loads.
 
-Official files hold ``{'net': state_dict, ...}`` or a bare state dict, keys maybe prefixed
-``module.`` (DataParallel). Mapping: ``input_conv.* / unet.* / output_layer.*`` ->
-``backbone.*``; ``dec.*`` -> ``decoder.*``; ``text_encoder.*`` -> ``text_encoder.model.*``.
-Everything else is unexpected. Nothing raises for official files: ``load_official`` loads what
-matches in name and shape and returns a ``LoadReport`` listing the rest.
+The authors' files (CFNet's gorilla layout, SPFormer's backbone) are read and mapped by
+``official_checkpoint``; ``load_model`` opens either kind.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import os
 import tempfile
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,6 +29,7 @@ import torch
 from bqnet_model import __version__
 from bqnet_model.model.bqnet import BQNet
 from bqnet_model.model.config import Config, load_config
+from bqnet_model.official_checkpoint import LoadReport, is_official_file, load_official, read_official_file
 
 __all__ = [
     "FORMAT",
@@ -42,9 +39,6 @@ __all__ = [
     "read_checkpoint",
     "load_checkpoint",
     "load_state_strict",
-    "extract_state_dict",
-    "map_official_keys",
-    "load_official",
     "load_backbone",
     "load_model",
     "load_state_dict_into",
@@ -53,52 +47,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT = "bqnet_ros/1"
-_BACKBONE_PREFIXES = ("input_conv.", "unet.", "output_layer.")
-
-
-@dataclass
-class LoadReport:
-    """What a non-strict load did: keys ``loaded``; ``missing`` (model keys the file lacks),
-    ``unexpected`` (file keys with no model counterpart, official names), ``shape_mismatch``
-    (name, file shape, model shape)."""
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
-    source: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when every model key was loaded with the right shape and nothing was left over."""
-        return not (self.missing or self.unexpected or self.shape_mismatch)
-
-    def missing_in(self, prefix: str) -> list[str]:
-        return [k for k in self.missing if k.startswith(prefix)]
-
-    def __str__(self) -> str:
-        head = f"checkpoint load report{(' for ' + self.source) if self.source else ''}: " \
-               f"{len(self.loaded)} tensors loaded, {len(self.missing)} missing, " \
-               f"{len(self.unexpected)} unexpected, {len(self.shape_mismatch)} shape mismatches"
-        lines = [head]
-        if self.shape_mismatch:
-            lines.append("  shape mismatches (file -> model):")
-            lines += [f"    {k}: {tuple(a)} -> {tuple(b)}" for k, a, b in self.shape_mismatch[:50]]
-            if len(self.shape_mismatch) > 50:
-                lines.append(f"    ... and {len(self.shape_mismatch) - 50} more")
-        for title, keys in (("missing (kept as initialized)", self.missing), ("unexpected (ignored)", self.unexpected)):
-            if keys:
-                lines.append(f"  {title}:")
-                lines += ["    " + s for s in _summarize(keys)]
-        return "\n".join(lines)
-
-
-def _summarize(keys: list[str], max_listed: int = 40) -> list[str]:
-    """Keys grouped by module (first two name parts) with counts; short lists are given in full."""
-    if len(keys) <= max_listed:
-        return list(keys)
-    groups = Counter(".".join(k.split(".")[:2]) for k in keys)
-    return [f"{g}.* ({n} keys)" for g, n in sorted(groups.items())]
 
 
 # ---------------------------------------------------------------------- our format
@@ -212,6 +160,22 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
     model.load_state_dict(dict(state), strict=False)
 
 
+def stored_config(obj: Mapping[str, Any]) -> Config:
+    """The config a checkpoint of ours stores, without the training and loss keys that later
+    versions retired (``RETIRED`` of those dataclasses): they never change the network, and a
+    checkpoint should outlive a renamed training option. Anything else unknown still raises."""
+    from bqnet_model.model.config import TrainConfig
+    from bqnet_model.model.losses import LossConfig
+
+    data = copy.deepcopy(dict(obj["config"]))
+    for section, cls in ((data.get("train"), TrainConfig), (data.get("model", {}).get("loss"), LossConfig)):
+        if isinstance(section, dict):
+            for key in getattr(cls, "RETIRED", ()):
+                if section.pop(key, None) is not None:
+                    log.info("checkpoint config: dropped the retired key %s.%s", cls.__name__, key)
+    return load_config(data)
+
+
 def is_our_format(obj: Any) -> bool:
     return isinstance(obj, Mapping) and obj.get("format") == FORMAT
 
@@ -221,7 +185,7 @@ def _require_ours(obj: Any, path: Any) -> None:
         found = obj.get("format") if isinstance(obj, Mapping) else type(obj).__name__
         raise ValueError(
             f"{path} is not a {FORMAT} checkpoint (format: {found!r}); official IPDN/BQNet/SPFormer "
-            "files load with bqnet_model.checkpoint.load_official(model, path) into a model built from a config"
+            "files load with bqnet_model.checkpoint.load_model(path, config=...) (official_checkpoint.py)"
         )
     for key in ("config", "state_dict"):
         if key not in obj:
@@ -234,7 +198,7 @@ def load_checkpoint(
     """Build the model from the stored config and load its weights (strict); eval mode."""
     obj = read_checkpoint(path)
     _require_ours(obj, path)
-    cfg = load_config(obj["config"])
+    cfg = stored_config(obj)
     model = BQNet(cfg.model, text_pretrained=text_pretrained)
     cfg.model = model.cfg
     load_state_strict(model, obj["state_dict"], checkpoint_state(model), source=str(path))
@@ -251,130 +215,52 @@ def load_state_dict_into(model: BQNet, path: str | os.PathLike) -> None:
 
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", config: Config | None = None
-) -> tuple[BQNet, Config | None]:
-    """Any checkpoint -> model in eval mode.
+) -> tuple[BQNet, Config]:
+    """Any checkpoint -> (model in eval mode, its config).
 
-    Ours: built from the stored config (``config`` ignored), strict; returns (model, stored config).
-    Official (IPDN/BQNet-style): built from ``config`` (required), weights by ``load_official``;
-    the report is logged, and missing backbone/decoder weights raise ``ValueError`` (they would
-    stay random); returns (model, None).
+    Ours: built from the stored config (``config`` ignored), strict. Official (the authors'
+    gorilla file, or a bare official state dict): built from ``config`` (required: the file
+    carries none; the authors' own is ``config/res.yaml`` / ``gres.yaml``), read safely and loaded
+    strictly by ``official_checkpoint.load_official``; the load report is logged.
     """
-    obj = read_checkpoint(path)
+    path = Path(path)
+    obj = _read_any(path)
     if is_our_format(obj):
         _require_ours(obj, path)
-        cfg = load_config(obj["config"])
+        cfg = stored_config(obj)
         model = BQNet(cfg.model)
         cfg.model = model.cfg
         load_state_strict(model, obj["state_dict"], checkpoint_state(model), source=str(path))
         return model.to(device).eval(), cfg
+    if not is_official_file(obj):
+        raise ValueError(f"{path} is neither a {FORMAT} checkpoint nor an official CFNet/BQNet file")
     if config is None:
         raise ValueError(
-            f"{path} is not a {FORMAT} checkpoint, so it carries no config: give the config it was trained "
-            "with (e.g. config/res.yaml) to load it as an official IPDN/BQNet checkpoint"
+            f"{path} is an official checkpoint, which carries no config: give the config it was trained "
+            "with (the authors' is config/res.yaml for 3D-RES, config/gres.yaml for 3D-GRES)"
         )
-    model = BQNet(config.model)
-    report = load_official(model, obj)
+    model = BQNet(config.model, text_pretrained=False)  # the file holds the text encoder's weights too
+    config.model = model.cfg
+    report = load_official(model, obj, strict=True)
     report.source = str(path)
     log.info("%s", report)
-    lacking = report.missing_in("backbone.") + report.missing_in("decoder.")
-    lacking += [k for k, _, _ in report.shape_mismatch if not k.startswith("text_encoder.")]
-    if lacking:
-        raise ValueError(f"{path} does not provide all backbone/decoder weights of the configured model\n{report}")
-    return model.to(device).eval(), None
+    return model.to(device).eval(), config
 
 
 def load_backbone(model: BQNet, path: str | os.PathLike) -> LoadReport:
-    """Initialize the backbone from SPFormer's ``sp_unet_backbone.pth`` (or any official file)."""
-    return load_official(model, path, backbone_only=True)
+    """Initialise the backbone from SPFormer's ``sp_unet_backbone.pth``, an official file or one
+    of ours (non-strict: only ``backbone.*`` is taken)."""
+    obj = _read_any(Path(path))
+    if is_our_format(obj):
+        return load_official(model, obj["state_dict"], strict=False, backbone_only=True, our_names=True)
+    return load_official(model, obj, strict=False, backbone_only=True)
 
 
-# ---------------------------------------------------------------------- official files
-def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    """The state dict inside an official file: ``obj['net']``, ``obj['state_dict']``,
-    ``obj['model']`` or ``obj`` itself; ``module.`` prefixes stripped; non-tensors dropped."""
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a dict")
-    sd: Any = obj
-    for key in ("net", "state_dict", "model"):
-        if key in obj and isinstance(obj[key], Mapping):
-            sd = obj[key]
-            break
-    out = {}
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        name = str(k)
-        while name.startswith("module."):
-            name = name[len("module."):]
-        out[name] = v
-    if not out:
-        raise ValueError("checkpoint holds no tensors (expected {'net': state_dict} or a state dict)")
-    return out
-
-
-def map_official_keys(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Official names -> ours (module docstring); returns (mapped, unmappable official keys)."""
-    mapped: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for k, v in sd.items():
-        if k.startswith(_BACKBONE_PREFIXES):
-            mapped["backbone." + k] = v
-        elif k.startswith("dec."):
-            mapped["decoder." + k[len("dec."):]] = v
-        elif k.startswith("text_encoder."):
-            mapped["text_encoder.model." + k[len("text_encoder."):]] = v
-        else:
-            unknown.append(k)
-    return mapped, unknown
-
-
-def _official_name(ours: str) -> str:
-    for a, b in (("backbone.", ""), ("decoder.", "dec."), ("text_encoder.model.", "text_encoder.")):
-        if ours.startswith(a):
-            return b + ours[len(a):]
-    return ours
-
-
-def load_official(
-    model: BQNet, source: str | os.PathLike | Mapping[str, Any], backbone_only: bool = False
-) -> LoadReport:
-    """Load an IPDN/BQNet-style checkpoint (or SPFormer's backbone with ``backbone_only``).
-
-    Loads every tensor whose mapped name and shape match; returns the report (never raises on
-    mismatches; unexpected keys are given with their official names, missing ones with ours).
-    """
-    name = str(source) if isinstance(source, (str, os.PathLike)) else "<state dict>"
-    obj = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
-    if is_our_format(obj):  # one of ours (e.g. a backbone from an earlier run): names are already ours
-        mapped, unknown = {k: v for k, v in obj["state_dict"].items() if isinstance(v, torch.Tensor)}, []
-    else:
-        mapped, unknown = map_official_keys(extract_state_dict(obj))
-    target = model.state_dict()
-    scope = ("backbone.",) if backbone_only else ("backbone.", "decoder.", "text_encoder.")
-    report = LoadReport(source=name)
-    report.unexpected = sorted(unknown)
-    to_load: dict[str, torch.Tensor] = {}
-    for k, v in mapped.items():
-        if not k.startswith(scope):
-            report.unexpected.append(_official_name(k))
-        elif k not in target:
-            report.unexpected.append(_official_name(k))
-        elif tuple(v.shape) != tuple(target[k].shape):
-            report.shape_mismatch.append((k, tuple(v.shape), tuple(target[k].shape)))
-        else:
-            to_load[k] = v
-    report.unexpected.sort()
-    report.loaded = sorted(to_load)
-    has_text = any(k.startswith("text_encoder.") for k in mapped)
-    mismatched = {s[0] for s in report.shape_mismatch}
-    for k in target:
-        if not k.startswith(scope) or k in to_load:
-            continue
-        if k.startswith("text_encoder.") and not has_text:
-            continue  # a file without the text encoder keeps the pretrained one (not an error)
-        if k in mismatched:
-            continue
-        report.missing.append(k)
-    report.missing.sort()
-    model.load_state_dict(to_load, strict=False)
-    return report
+def _read_any(path: Path) -> Any:
+    """One of our files (plain weights-only) or an official one (numpy-scalar allowlist)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # official files keep a numpy scalar in meta
+        return read_official_file(path)

@@ -67,6 +67,7 @@ class Cloud:
     xyz: np.ndarray
     rgb: np.ndarray | None
     source: str
+    image_features: np.ndarray | None = None  # (N, C) per-point 2D features (--image-features)
 
 
 @dataclass
@@ -127,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--untrained", action="store_true",
                     help="use a RANDOMLY INITIALISED model built from --config (for tests and timing only; "
                          "the answers are meaningless)")
-    ap.add_argument("--config", default=None, help="YAML model config; only with --untrained")
+    ap.add_argument("--config", default=None,
+                    help="YAML model config: the model to build with --untrained, or the network of an official "
+                         "CFNet/BQNet checkpoint (which carries no config; default config/res.yaml, or "
+                         "config/gres.yaml with --task gres)")
+    ap.add_argument("--tokenizer", default=None, metavar="DIR",
+                    help="folder with the text encoder's tokenizer files, for official checkpoints whose "
+                         "RoBERTa tokenizer is not otherwise on this machine (vocab.json + merges.txt)")
+    ap.add_argument("--image-features", default=None, metavar="NPY",
+                    help="per-point 2D image features for models with the image branch: a float .npy of shape "
+                         "(N, C), one row per point of --cloud, in the cloud's order (the authors' models: C = 1024)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random init with --untrained (default: 0)")
     ap.add_argument("--tta", type=int, default=None, metavar="K",
                     help="test-time augmentation: answer from K copies of the map turned about the vertical "
@@ -246,6 +256,21 @@ def load_cloud(spec: str, out_dir: Path | None = None, *, demo_density: float | 
 # ----------------------------------------------------------------------------- output
 
 
+def load_image_features(path: str | os.PathLike, n_points: int) -> np.ndarray:
+    """A (N, C) float .npy of per-point image features for a cloud of ``n_points`` points."""
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"--image-features: file not found: {p}")
+    try:
+        feats = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--image-features: cannot read {p} as a .npy array: {exc}") from exc
+    if feats.ndim != 2 or feats.shape[0] != n_points or not np.issubdtype(feats.dtype, np.floating):
+        raise CliError(f"--image-features: {p} must be a float array of shape ({n_points}, C), one row per point "
+                       f"of the cloud; got {feats.dtype} {feats.shape}")
+    return feats
+
+
 def slugify(text: str, index: int, max_len: int = _SLUG_MAX) -> str:
     """``01_the-chair-next-to-the-desk``: numbered, lower-case ASCII letters, digits and dashes."""
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -351,7 +376,10 @@ def segment_and_write(
          "(clean -> voxelize -> superpoints -> backbone -> seeds) ...", quiet)
     t0 = time.perf_counter()
     try:
-        cache = segmenter.prepare(cloud.xyz, cloud.rgb)
+        if cloud.image_features is None:
+            cache = segmenter.prepare(cloud.xyz, cloud.rgb)
+        else:
+            cache = segmenter.prepare(cloud.xyz, cloud.rgb, image_features=cloud.image_features)
     except ValueError as exc:  # e.g. too few valid points to build a scene
         raise CliError(f"cannot prepare the map {cloud.source}: {exc}") from exc
     prepare_ms = (time.perf_counter() - t0) * 1000.0
@@ -475,8 +503,9 @@ def load_segmenter(args: argparse.Namespace, device: str) -> tuple[Any, str]:
             raise CliError(f"cannot build the model from {cfg_path}: {exc}") from exc
         return seg, "UNTRAINED (random weights)"
     ckpt = resolve_checkpoint(args.checkpoint)
+    official = _official_config(args, ckpt)
     try:
-        seg = Segmenter.from_checkpoint(ckpt, device=device, **_overrides(args))
+        seg = Segmenter.from_checkpoint(ckpt, device=device, config=official, **_overrides(args))
     except FileNotFoundError as exc:
         raise CliError(f"cannot load checkpoint {ckpt}: {exc}") from exc
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, OSError) as exc:
@@ -484,6 +513,35 @@ def load_segmenter(args: argparse.Namespace, device: str) -> tuple[Any, str]:
         raise CliError(f"cannot load checkpoint {ckpt}: {msg}\n(is it a bqnet checkpoint? train one with "
                        "bqnet-train or use the shipped models/bqnet_tiny_synth.pth)") from exc
     return seg, f"checkpoint {ckpt}"
+
+
+def _official_config(args: argparse.Namespace, ckpt: Path) -> Any:
+    """The config to build an official checkpoint's network from (None for our own files, which
+    carry theirs): ``--config`` or the authors' ``config/res.yaml`` / ``gres.yaml``; ``--tokenizer``
+    fills in ``text.tokenizer``."""
+    from bqnet_model.checkpoint import is_our_format
+    from bqnet_model.model.config import load_config
+
+    try:
+        import torch
+
+        ours = is_our_format(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # an official file (numpy scalar in meta) or a broken one: from_checkpoint says which
+        ours = False
+    if ours:
+        if args.config or args.tokenizer:
+            raise CliError(f"{ckpt} carries its own config: --config and --tokenizer apply to official checkpoints only")
+        return None
+    path = Path(args.config) if args.config else PACKAGE_ROOT / "config" / f"{args.task}.yaml"
+    if not path.is_file():
+        raise CliError(f"config file not found: {path} (an official checkpoint needs the config of its network)")
+    try:
+        cfg = load_config(path)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"bad config {path}: {exc}") from exc
+    if args.tokenizer:
+        cfg.model.text.tokenizer = args.tokenizer
+    return cfg
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -494,8 +552,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> JobReport:
     """The whole job for parsed arguments (cheap checks first, then model, map, sentences)."""
     texts = check_texts(args.text)
-    if args.config and not args.untrained:
-        raise CliError("--config only applies with --untrained (a checkpoint carries its own config)")
     if args.untrained and not args.config:
         raise CliError("--untrained needs --config FILE (e.g. config/tiny.yaml) to build the random model")
     if args.untrained and args.checkpoint:
@@ -507,6 +563,8 @@ def run(args: argparse.Namespace) -> JobReport:
     out_dir = check_out_dir(args.out)
     t0 = time.perf_counter()
     cloud = load_cloud(args.cloud, out_dir)
+    if args.image_features:
+        cloud.image_features = load_image_features(args.image_features, len(cloud.xyz))
     _log(f"read {len(cloud.xyz):,} points from {cloud.source} in {(time.perf_counter() - t0) * 1000:.0f} ms"
          + (f"; input room written to {out_dir / 'room.ply'}" if args.cloud == "demo" else ""), args.quiet)
     device = _pick_device(args.device)

@@ -1,17 +1,18 @@
 """CUDA graphs of the per-sentence path: text features -> decoder -> answer summary, replayed.
 
-Why: the decoder is hundreds of small kernels per sentence (6 layers of attention, CFR, PSC, DQF,
-heads); on an H200 it took ~21 ms eager, almost all of it launch overhead, and fp16 autocast did not
-help. A captured graph launches them all at once. The decoder forward has no host synchronisation
+Why: the decoder is hundreds of small kernels per sentence (6 layers of eleven attention and
+feed-forward blocks, the fine-stage selection, heads), so an eager call is bound by kernel launches;
+a captured graph launches them all at once (measurements: ``docs/benchmarks.md``). The decoder forward has no host synchronisation
 when called with ``check_values=False`` (test_pipeline checks that with a torch-function guard), so
 it can be captured as is.
 
-One graph per key ``(superpoint bucket S, sentences T, token bucket L, task, dtype)``; its static
+One graph per key ``(superpoint bucket S, sentences T, token bucket L, threshold, dtype)``; its static
 inputs are the scene tensors, padded with padding superpoints to S = a multiple of 128 (a robot's
 map changes its superpoint count with every update; a bucket lets the next map reuse the graph) and
 copied in when another map is queried, and the word features padded with masked words to L = a
-multiple of 16. Padded superpoints and words get no attention and no mask, so the answer equals the
-eager one up to float rounding (the benchmark compares them on the GPU). Its output is the packed
+multiple of 16. Padded superpoints and words get no attention and no mask (the segmenter turns on
+``decoder.fine_mask_padding``, so padding never enters the fine stage either), so the answer equals
+the eager one up to float rounding (the benchmark compares them on the GPU). Its output is the packed
 uint8 summary of ``Segmenter`` (over the S padded superpoints) that is then copied to the host in
 one transfer. A capture that fails is reported once (warning) and that key runs eagerly from then on.
 """
@@ -88,7 +89,7 @@ class DecoderGraphs:
         """``(summary, S)`` by graph replay, S being the padded superpoint count the summary covers,
         or None when this key cannot be captured (then run eagerly).
 
-        ``key`` must hold everything ``fn`` bakes in besides the tensor shapes (task, threshold,
+        ``key`` must hold everything ``fn`` bakes in besides the tensor shapes (threshold,
         dtype); shapes are added here. The returned tensor is the graph's static output: copy it
         before the next ``run``.
         """
@@ -96,7 +97,8 @@ class DecoderGraphs:
         Lb = token_bucket(L)
         B, S, C_in = scene.sp_feats.shape
         Sb = token_bucket(S, SUPERPOINT_BUCKET)
-        full_key = (B, Sb, C_in, tuple(scene.seed_idx.shape), T, Lb, C) + tuple(key)
+        C_img = None if scene.image_feats is None else int(scene.image_feats.shape[-1])
+        full_key = (B, Sb, C_in, C_img, tuple(scene.seed_idx.shape), T, Lb, C) + tuple(key)
         if full_key in self._failed:
             self.stats["eager"] += 1
             return None
@@ -169,6 +171,8 @@ def _padded_scene(scene: SceneFeatures, Sb: int) -> SceneFeatures:
         torch.empty((B, Sb), dtype=torch.bool, device=dev),
         torch.empty_like(scene.seed_idx),
         torch.empty((B, Sb), dtype=scene.sp_sizes.dtype, device=dev),
+        None if scene.image_feats is None else torch.empty(
+            (B, Sb, scene.image_feats.shape[-1]), dtype=scene.image_feats.dtype, device=dev),
     )
     _fill_scene(static, scene)
     return static
@@ -187,3 +191,6 @@ def _fill_scene(static: SceneFeatures, scene: SceneFeatures) -> None:
     static.sp_sizes[:, :S].copy_(scene.sp_sizes)
     static.sp_sizes[:, S:].zero_()
     static.seed_idx.copy_(scene.seed_idx)
+    if static.image_feats is not None:
+        static.image_feats[:, :S].copy_(scene.image_feats)
+        static.image_feats[:, S:].zero_()

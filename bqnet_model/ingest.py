@@ -1,8 +1,7 @@
 """Map ingest with torch ops on the segmenter's device: clean and voxelize without numpy passes.
 
-Why: on a GPU machine the numpy stages of ``Segmenter.prepare`` (clean, voxelize, superpoint
-densification) cost more than the whole backbone (issue 3's run: 279 + 327 ms of a 1006 ms prepare
-at 1M points, backbone 21 ms). Here the same functions run as sorts / scatters on the device after
+Why: on a GPU machine numpy stages of ``Segmenter.prepare`` (clean, voxelize, superpoint
+densification) cost more than the whole backbone (``docs/benchmarks.md``). Here the same functions run as sorts / scatters on the device after
 one host->device copy of xyz and rgb; only what the CPU needs afterwards (the cleaned cloud for the
 C++ oversegmentation and for answers) comes back.
 
@@ -22,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bqnet_model.pointcloud import (_KEY_BITS, _KEY_MAX, CleanedCloud, as_xyz, check_rgb_layout, check_voxel_size,
-                                   random_downsample)
+from bqnet_model.pointcloud import _KEY_BITS, _KEY_MAX, CleanedCloud, as_xyz, check_rgb_layout, check_voxel_size
+from bqnet_model.thinning import voxel_thin
 
 __all__ = ["DeviceCloud", "VoxelInputs", "clean_torch", "voxel_inputs_torch", "GREY"]
 
@@ -118,7 +117,7 @@ def clean_torch(
 
     Same rules, order and errors as ``clean``: non-finite rows (xyz after the float32 cast, float
     rgb) dropped, exact duplicates dropped keeping the first, then the seeded ``max_points``
-    downsampling (drawn on the host by ``random_downsample``, so the subset is the numpy path's).
+    thinning (``thinning.voxel_thin`` on a host copy, so the subset is the numpy path's).
     The host copies in ``DeviceCloud.host`` cost one device->host copy each of xyz, rgb and index.
     """
     xyz_np = as_xyz(xyz)
@@ -150,7 +149,8 @@ def clean_torch(
             pts = pts.index_select(0, kept)
     n_downsampled = 0
     if max_points is not None:
-        sel = random_downsample(int(index.shape[0]), max_points, seed=seed)
+        sel = np.arange(int(index.shape[0])) if index.shape[0] <= max_points else \
+            voxel_thin(pts.cpu().numpy(), max_points)
         n_downsampled = int(index.shape[0]) - len(sel)
         if n_downsampled:
             sel_t = torch.from_numpy(sel).to(dev)

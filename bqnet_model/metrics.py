@@ -29,6 +29,7 @@ __all__ = [
     "summarize_res",
     "summarize_gres",
     "format_summary",
+    "chance_res",
 ]
 
 ACC_THRESHOLDS: tuple[float, ...] = (0.25, 0.5)
@@ -191,3 +192,28 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     for e, s in summary.get("per_type", {}).items():
         lines.append(line(e, s))
     return "\n".join(lines)
+
+
+def chance_res(instance: np.ndarray, target_id: int, candidate_ids: Iterable[int]) -> dict[str, float]:
+    """Expected RES scores of answering with a uniformly random object among ``candidate_ids``.
+
+    A picked object is its ground-truth point mask, so the expectation is exact: the mean over the
+    candidates of their point IoU with the target (``mIoU``) and of ``[IoU > k]`` (``Acc@k``, the
+    rule the model is scored by). Instance masks do not overlap, so every candidate other than the
+    target scores IoU 0 and the baseline is 1/len(candidates) when the target is among them; the
+    IoUs are still computed, which keeps the function honest for any ``instance`` labelling.
+    """
+    inst = np.asarray(instance)
+    if inst.ndim != 1:
+        raise ValueError(f"instance must have shape (N,), got {inst.shape}")
+    cands = [int(c) for c in candidate_ids]
+    if not cands:
+        raise ValueError("no candidate objects to pick from")
+    gt = inst == int(target_id)
+    if not gt.any():
+        raise ValueError(f"target {target_id} has no points")
+    ious = np.asarray([point_iou(inst == c, gt) for c in cands], dtype=np.float64)
+    out = {"mIoU": float(ious.mean())}
+    for k in ACC_THRESHOLDS:
+        out[f"Acc@{k}"] = float((ious > k).mean())
+    return out

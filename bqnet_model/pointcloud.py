@@ -1,4 +1,4 @@
-"""Point-cloud core: cleaning, seeded downsampling and voxelization (pure numpy).
+"""Point-cloud core: cleaning, thinning to a point budget and voxelization (pure numpy).
 
 Every map that reaches the model (a ROS PointCloud2, a .ply, a synthetic scene) goes through
 ``clean`` and ``voxelize`` first, so both keep index maps back to the caller's array: the node must
@@ -200,7 +200,8 @@ def clean(
     seed: int = 0,
     dedup: bool = True,
 ) -> CleanedCloud:
-    """Drop non-finite and duplicate points, then downsample to ``max_points`` (seeded).
+    """Drop non-finite and duplicate points, then thin to ``max_points`` by a voxel grid
+    (``thinning.voxel_thin``: uniform density, no seed; ``seed`` is kept for callers and unused).
 
     - rows with NaN/Inf in xyz (after the cast to float32, so float64 values beyond float32 range
       count as non-finite) or, for float rgb, in rgb are dropped;
@@ -239,7 +240,9 @@ def clean(
             pts = pts[keep]
     n_downsampled = 0
     if max_points is not None:
-        sel = random_downsample(len(index), max_points, seed=seed)
+        from bqnet_model.thinning import voxel_thin
+
+        sel = np.arange(len(index)) if len(index) <= max_points else voxel_thin(pts, max_points)
         n_downsampled = int(len(index) - len(sel))
         if n_downsampled:
             index = index[sel]

@@ -1,26 +1,49 @@
-"""Online superpoints: graph oversegmentation of a raw point cloud (design.md section 2).
+"""Online superpoints: graph oversegmentation of a raw point cloud at the cloud's own scale.
 
-The original IPDN/BQNet pipeline reads ScanNet's superpoints, computed offline from the mesh. A
-robot has a point cloud, so ``oversegment`` segments the cloud itself, in C++ (``csrc/superpoints.cpp``,
-built into ``bqnet_model._C``):
+The original IPDN/BQNet pipeline reads ScanNet's superpoints, computed offline on the mesh
+(``bqnet_model.mesh_segmentation`` reproduces them when a mesh exists). A robot has a point cloud
+of unknown density, so ``oversegment`` segments the cloud itself, in C++ (``csrc/superpoints.cpp``,
+built into ``bqnet_model._C``). The algorithm follows ScanNet's segmentator (Felzenszwalb-
+Huttenlocher on a surface graph weighted by normal change), with the mesh replaced by a kNN graph:
 
-1. voxelize the points (``voxel_size``, grid anchored at the cloud's minimum corner);
-2. per voxel a normal: PCA of all raw points in the ``(2 normal_radius + 1)^3`` cells around it, or the
-   principal direction of the caller's per-point ``normals`` inside the voxel;
-3. a graph over occupied voxels: each voxel links to its nearest occupied cells within Chebyshev
-   distance ``neighbor_radius`` (whole distance shells, until at least ``max_neighbors``); the graph
-   is the symmetric union, so sparse scans (fewer than one point per voxel) stay connected;
-4. edge weight ``(1 - |n_i . n_j|) + color_weight * ||c_i - c_j|| / 255`` (mean voxel RGB; the colour
-   term is off when ``color_weight == 0`` or no rgb is given);
-5. Felzenszwalb-Huttenlocher merge over edges sorted by weight (stable): components A, B join when
-   ``w <= Int(A) + k_thresh / |A|`` and ``w <= Int(B) + k_thresh / |B|`` (sizes in voxels), optionally
-   capped at ``max_size`` voxels; then every segment below ``min_size`` voxels joins its neighbour
-   across its lightest edge;
-6. dense labels ``0..S-1`` (numbered in spatial order of the voxels), one per input point: every point
-   takes its voxel's label.
+1. **scale**: ``s`` = median distance from a strided sample of points to their nearest distinct
+   neighbour (exact duplicates skipped). Nothing below assumes a density: the graph is a kNN graph,
+   the grid and the edge cut-off are multiples of ``s``, so the same parameters serve 1 cm fused
+   maps and 6 cm sparse scans. ``spacing`` > 0 overrides the estimate. The scale never goes below
+   1e-6 of the cloud's extent (so the hashed grid stays bounded; duplicates alone give no scale).
+2. **kNN graph**: points are counting-sorted into a hashed grid of cell ``3 s``; each point keeps
+   its ``max(knn, normal_knn)`` nearest neighbours within ``max_edge * s`` (rings of cells searched
+   outward until the K-th distance is inside the searched cube; ties by point index). The edge set
+   is the symmetric union of each point's ``knn`` nearest. Why kNN rather than voxels: a voxel grid
+   of fixed size falls apart when the points are sparser than the voxel (it was 2 cm), while the kNN
+   graph adapts to the local density. Why a cut-off: a far isolated point has no true neighbour;
+   linking it anyway would glue unrelated surfaces.
+3. **normals**: PCA of each point with its ``normal_knn`` nearest (or the caller's ``normals``).
+   Small neighbourhoods keep creases sharp (large ones smooth the normal across an object's edge,
+   which is exactly where a boundary is wanted).
+4. **edge weight** ``w = (1 - |n_i . n_j|) + color_weight * ||c_i - c_j|| / 255
+   + offset_weight * (|d . n_i| + |d . n_j|) / (2 s)`` with ``d = p_j - p_i``:
+   the normal term cuts at creases (ScanNet's term; unoriented, since a cloud carries no normal
+   sign); the colour term separates flat things that differ only in colour (a poster on a wall, a
+   rug on the floor); the offset term (point-to-plane distance in units of the spacing) cuts at
+   steps between parallel surfaces (a book on a table) that the normal term does not see.
+5. **merge**: edges sorted by weight (stable radix sort), FH merge: components A, B join when
+   ``w <= Int(A) + k_thresh / |A|`` and the same for B (sizes in points; ``max_size`` > 0 caps them),
+   then every component below ``min_size`` points joins its neighbour across its lightest edge
+   (ScanNet's segMinVerts step). Because ``min_size`` is counted in points the segment count scales
+   with the point count (one segment per some tens of points, as ScanNet's mesh superpoints);
+   downsample very dense maps first if fewer superpoints are wanted.
+6. **labels** ``0..S-1`` numbered in order of each segment's first point.
 
-Deterministic: identical input and parameters give identical labels for any thread count.
-Non-finite coordinates raise ``ValueError``: clean the cloud first (``bqnet_model.pointcloud.clean``).
+Each stage but the merge is data-parallel (grid by hashing, per-point kNN and PCA, per-edge
+weights, radix sort), and the merge is FH over sorted edges, so a CUDA port keeps the structure
+(Borůvka-style rounds replace the sequential merge). Deterministic: identical input and
+parameters give identical labels for any thread count. Why each default: docs/benchmarks/superpoints.md
+(measured on real ScanNet scans and the synthetic rooms).
+
+Bad input: non-finite coordinates raise ``ValueError`` (clean the cloud first,
+``bqnet_model.pointcloud.clean``); clouds over ``MAX_POINTS`` raise ``ValueError`` naming the
+downsample path; degenerate clouds (a line, a plane, duplicates, one far point) get valid labels.
 Importing this module raises ``ImportError`` (with the build command) when the extension is not built.
 """
 
@@ -43,6 +66,7 @@ except ImportError as _exc:  # callers (synthetic, dataset, scannet) fall back o
     ) from _exc
 
 __all__ = [
+    "MAX_POINTS",
     "SuperpointParams",
     "SuperpointResult",
     "oversegment",
@@ -50,68 +74,57 @@ __all__ = [
     "achievable_segmentation_accuracy",
 ]
 
-# Largest cell index per axis the C++ grid packs (21 bits minus window headroom).
-_MAX_CELLS = (1 << 21) - 16
+# Larger clouds are refused rather than segmented slowly: the kNN lists alone take 36 bytes a point
+# and the segment count grows with the point count. Downsample (see the error message) instead.
+MAX_POINTS = 5_000_000
+_MAX_K = 32  # the C++ neighbour lists hold at most this many
 
 
 @dataclass(frozen=True)
 class SuperpointParams:
-    """Oversegmentation parameters; defaults chosen by measurement (bench/superpoints.py).
+    """Oversegmentation parameters (dimensionless or in units of the estimated spacing).
 
-    On ``minimal_room`` (5 x 4 x 2.5 m, seed 0) with these defaults: ASA 0.992 / 0.997 / 0.996 at
-    100k / 300k / 1M points (the 2 cm voxelization itself bounds ASA at 0.999 / 0.998 / 0.997),
-    712 / 1466 / 2183 superpoints. Sweeps below: mean over seeds 0 and 1 at 300k points. Why:
-
-    - ``k_thresh`` 0.03: ASA 0.9970 for 0.01, 0.03 and 0.1 (1350 / 1351 / 1132 superpoints; 0.1 gives
-      less even sizes). Edge weights carry noise of ~0.01 (PCA normals over 6 cm with 4 mm jitter)
-      plus the colour noise, so FH merging stalls early and ``min_size`` mostly sets the size.
-    - ``min_size`` 30 voxels (~120 cm^2 at 2 cm): 20 gives 2034 superpoints, 50 gives 794, all at
-      ASA 0.9970.
-    - ``color_weight`` 1.0: ASA 0.9923 (off) -> 0.9960 (0.5) -> 0.9970 (1.0) -> 0.9976 (2.0) at 300k;
-      1.0 keeps shading noise of real scans from dominating the geometric term.
-    - ``neighbor_radius`` 2: radius 1 (the 26-neighbourhood) falls apart below one point per voxel
-      (ASA 0.972 and 4588 segments at 100k points vs 0.993 and 701).
-    - ``max_neighbors`` 8: 4 loses ASA on sparse clouds, 16 costs time for nothing.
-    - ``normal_radius`` 1: radius 2 gives smoother normals (+0.0008 ASA) at ~1.7x the time.
+    The defaults were chosen by measurement on the real ScanNet scans and the synthetic rooms
+    (table in docs/benchmarks/superpoints.md): ``knn`` 6 (a mesh vertex has ~6 neighbours;
+    more edges let FH leak across boundaries), ``normal_knn`` 8 (sharper creases than 16),
+    ``k_thresh`` 0.05 and ``min_size`` 15 (one segment per some tens of points, inside ScanNet's
+    range), ``color_weight`` 1 (needed on coloured synthetic objects, neutral on real scans),
+    ``offset_weight`` 0.1, ``max_edge`` 4 spacings.
     """
 
-    voxel_size: float = 0.02
-    k_thresh: float = 0.03
-    min_size: int = 30
-    max_size: int = 0  # 0 = no cap on segment size (voxels)
+    spacing: float = 0.0  # metres; 0 = estimate the median point spacing from the cloud
+    k_thresh: float = 0.05
+    min_size: int = 15  # points
+    max_size: int = 0  # points; 0 = no cap in the FH phase
     color_weight: float = 1.0
-    neighbor_radius: int = 2
-    max_neighbors: int = 8
-    normal_radius: int = 1
+    offset_weight: float = 0.1
+    knn: int = 6
+    normal_knn: int = 8
+    max_edge: float = 4.0  # spacings
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first bad field."""
-        for name in ("voxel_size", "k_thresh", "color_weight"):
+        for name in ("spacing", "k_thresh", "color_weight", "offset_weight", "max_edge"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise TypeError(f"SuperpointParams.{name} must be a number, got {type(v).__name__}")
-            if not math.isfinite(float(v)):
-                raise ValueError(f"SuperpointParams.{name} must be finite, got {v}")
-        for name in ("min_size", "max_size", "neighbor_radius", "max_neighbors", "normal_radius"):
+            if not math.isfinite(float(v)) or v < 0:
+                raise ValueError(f"SuperpointParams.{name} must be finite and >= 0, got {v}")
+        for name in ("min_size", "max_size", "knn", "normal_knn"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"SuperpointParams.{name} must be an int, got {type(v).__name__}")
-        if self.voxel_size <= 0:
-            raise ValueError(f"voxel_size must be > 0, got {self.voxel_size}")
-        if self.k_thresh < 0:
-            raise ValueError(f"k_thresh must be >= 0, got {self.k_thresh}")
-        if self.color_weight < 0:
-            raise ValueError(f"color_weight must be >= 0, got {self.color_weight}")
         if self.min_size < 0 or self.max_size < 0:
             raise ValueError(f"min_size and max_size must be >= 0, got {self.min_size}, {self.max_size}")
-        for name in ("neighbor_radius", "normal_radius"):
-            if not 1 <= getattr(self, name) <= 8:
-                raise ValueError(f"{name} must be in [1, 8] cells, got {getattr(self, name)}")
-        if self.max_neighbors < 1:
-            raise ValueError(f"max_neighbors must be >= 1, got {self.max_neighbors}")
+        if not 1 <= self.knn <= _MAX_K:
+            raise ValueError(f"knn must be in [1, {_MAX_K}], got {self.knn}")
+        if not 2 <= self.normal_knn <= _MAX_K:
+            raise ValueError(f"normal_knn must be in [2, {_MAX_K}], got {self.normal_knn}")
+        if self.max_edge <= 0:
+            raise ValueError(f"max_edge must be > 0 spacings, got {self.max_edge}")
 
 
 @dataclass
@@ -119,14 +132,19 @@ class SuperpointResult:
     """Labels plus what it took to get them (for benchmarks and tests)."""
 
     labels: np.ndarray  # (N,) int64, dense 0..S-1
-    point_to_voxel: np.ndarray  # (N,) int64, voxel id of each point
+    normals: np.ndarray  # (N, 3) float32, unit (unoriented) normals used for the weights
+    spacing: float  # metres: the scale used (estimated unless given)
     num_superpoints: int
-    num_voxels: int
     num_edges: int
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def num_voxels(self) -> int:
+        """Graph nodes (one per point: the graph has no voxels any more; kept for older callers)."""
+        return int(self.labels.shape[0])
 
-_STAGES = ("voxelize", "sums", "window", "edges", "sort", "merge", "labels", "total")
+
+_STAGES = ("spacing", "knn", "normals", "edges", "sort", "merge", "labels", "total")
 
 
 def _as_points(name: str, a: Any, n: int | None) -> np.ndarray:
@@ -154,12 +172,13 @@ def oversegment_detailed(
     params: SuperpointParams | None = None,
     num_threads: int | None = None,
 ) -> SuperpointResult:
-    """Superpoints of a cloud with voxel ids, sizes and per-stage timings; see the module docstring.
+    """Superpoints of a cloud with normals, scale, edge count and per-stage timings (module docstring).
 
-    xyz (N, 3) float (metres, finite, N >= 2; float64 input is shifted to its minimum corner before
-    the float32 conversion, so large world coordinates keep their precision); rgb (N, 3) uint8 (or
-    integers in 0..255) or None; normals (N, 3) float (any sign, any length) or None to estimate them. ``num_threads``
-    defaults to ``torch.get_num_threads()``.
+    xyz (N, 3) float (metres, finite, 2 <= N <= ``MAX_POINTS``; non-float32 input is shifted to its
+    minimum corner in float64 before the float32 conversion, so large world coordinates keep their
+    precision); rgb (N, 3) uint8 (or integers in 0..255) or None (no colour term); normals (N, 3)
+    float (any sign, any length) or None to estimate them. ``num_threads`` defaults to
+    ``torch.get_num_threads()``.
     """
     p = SuperpointParams() if params is None else params
     if not isinstance(p, SuperpointParams):
@@ -171,9 +190,16 @@ def oversegment_detailed(
         raise ValueError("xyz is empty: oversegment needs at least 2 points")
     if n == 1:
         raise ValueError("xyz has 1 point: oversegment needs at least 2 points")
+    if n > MAX_POINTS:
+        raise ValueError(
+            f"xyz has {n:,} points, over bqnet_model.superpoints.MAX_POINTS = {MAX_POINTS:,}: segment a "
+            "subset (idx = bqnet_model.pointcloud.random_downsample(n, MAX_POINTS), or a voxel downsample "
+            "with bqnet_model.pointcloud.voxelize) and give every other point the label of its nearest kept "
+            "point (e.g. scipy.spatial.cKDTree(xyz[idx]).query(xyz))"
+        )
     if pts.dtype != np.float32:
         # Shift to the minimum corner in float64 before narrowing to float32, so that maps in large
-        # world coordinates (e.g. UTM) keep their precision; the grid is anchored there anyway.
+        # world coordinates (e.g. UTM) keep their precision; the C++ side shifts float32 input too.
         pts = pts.astype(np.float64)
         if np.isfinite(pts).all():
             pts = pts - pts.min(axis=0)
@@ -184,11 +210,6 @@ def oversegment_detailed(
         what = "all points are" if bad == n else f"{bad} of {n} points are"
         raise ValueError(
             f"xyz: {what} NaN/Inf; remove them first (bqnet_model.pointcloud.clean) and map the labels back"
-        )
-    extent = float((pts.max(axis=0).astype(np.float64) - pts.min(axis=0)).max())
-    if extent / p.voxel_size >= _MAX_CELLS:
-        raise ValueError(
-            f"cloud extent {extent:.1f} m / voxel_size {p.voxel_size} m exceeds {_MAX_CELLS} cells per axis"
         )
     rgb_t = None
     if rgb is not None:
@@ -210,17 +231,20 @@ def oversegment_detailed(
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
 
-    labels, p2v, stats = _C.oversegment(
-        torch.from_numpy(pts), rgb_t, nrm_t, **asdict(p), num_threads=int(num_threads)
-    )
+    try:
+        labels, nrm_out, stats = _C.oversegment(
+            torch.from_numpy(pts), rgb_t, nrm_t, **asdict(p), num_threads=int(num_threads)
+        )
+    except RuntimeError as exc:  # the C++ guards (grid size): a ValueError for the caller
+        raise ValueError(str(exc).split("\n")[0]) from exc
     st = stats.numpy()
     return SuperpointResult(
         labels=labels.numpy(),
-        point_to_voxel=p2v.numpy(),
-        num_superpoints=int(st[2]),
-        num_voxels=int(st[0]),
-        num_edges=int(st[1]),
-        timings_ms={k: float(v) for k, v in zip(_STAGES, st[3:])},
+        normals=nrm_out.numpy(),
+        spacing=float(st[2]),
+        num_superpoints=int(st[1]),
+        num_edges=int(st[0]),
+        timings_ms={k: float(v) for k, v in zip(_STAGES, st[3:11])},
     )
 
 
@@ -232,26 +256,26 @@ def oversegment(
     rgb: np.ndarray | None = None,
     normals: np.ndarray | None = None,
     *,
-    voxel_size: float = _D.voxel_size,
+    spacing: float = _D.spacing,
     k_thresh: float = _D.k_thresh,
     min_size: int = _D.min_size,
     max_size: int = _D.max_size,
     color_weight: float = _D.color_weight,
-    neighbor_radius: int = _D.neighbor_radius,
-    max_neighbors: int = _D.max_neighbors,
-    normal_radius: int = _D.normal_radius,
+    offset_weight: float = _D.offset_weight,
+    knn: int = _D.knn,
+    normal_knn: int = _D.normal_knn,
+    max_edge: float = _D.max_edge,
     num_threads: int | None = None,
 ) -> np.ndarray:
     """Dense superpoint labels ``(N,) int64`` in ``0..S-1`` for a cleaned cloud.
 
     Parameters are those of ``SuperpointParams`` (``oversegment(xyz, rgb, **asdict(params))`` works).
-    Raises ``ValueError`` for empty, single-point, non-finite or mis-shaped input, ``TypeError`` for
-    non-numeric arrays, ``ImportError`` when the C++ extension is not built.
+    Raises ``ValueError`` for empty, single-point, oversized, non-finite or mis-shaped input,
+    ``TypeError`` for non-numeric arrays, ``ImportError`` when the C++ extension is not built.
     """
     params = SuperpointParams(
-        voxel_size=voxel_size, k_thresh=k_thresh, min_size=min_size, max_size=max_size,
-        color_weight=color_weight, neighbor_radius=neighbor_radius, max_neighbors=max_neighbors,
-        normal_radius=normal_radius,
+        spacing=spacing, k_thresh=k_thresh, min_size=min_size, max_size=max_size, color_weight=color_weight,
+        offset_weight=offset_weight, knn=knn, normal_knn=normal_knn, max_edge=max_edge,
     )
     return oversegment_detailed(xyz, rgb, normals, params=params, num_threads=num_threads).labels
 

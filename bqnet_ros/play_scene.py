@@ -5,8 +5,11 @@
     play_scene --scene minimal            # just keep the map latched (RViz), until Ctrl-C
 
 Lets anyone try the whole loop without a robot: the map goes out reliable + transient local
-(depth 1), so a node started later still receives it. Exit code 0 when every sentence was
-answered, 2 on timeout, 1 on bad arguments or an unreadable scene.
+(depth 1), so a node started later still receives it. Each sentence is a call of the node's
+``~/segment`` service (request id ``play_scene:<i>``), so every printed answer is the one to its
+sentence; without the generated interfaces it falls back to the text topic and the JSON result.
+Exit code 0 when every sentence was answered, 2 on timeout, 1 on bad arguments or an unreadable
+scene.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class ResultSummary:
     text: str
     found: bool
     reason: str = ""
+    request_id: str = ""
     score: float = 0.0
     centroid: tuple[float, float, float] | None = None
     num_points: int = 0
@@ -104,7 +108,7 @@ class ResultSummary:
 
     def line(self) -> str:
         if not self.found:
-            return f"{self.text!r}: not found ({self.reason}) [{self.total_ms:.0f} ms]"
+            return f"{self.text!r}: not found ({self.reason}), best score {self.score:.2f} [{self.total_ms:.0f} ms]"
         c = ", ".join(f"{v:.2f}" for v in (self.centroid or (0.0, 0.0, 0.0)))
         return (f"{self.text!r}: found {self.num_objects} object(s), score {self.score:.2f}, "
                 f"centroid ({c}), {self.num_points} points [{self.total_ms:.0f} ms]")
@@ -117,15 +121,15 @@ def summarize(msg: Any) -> ResultSummary:
         objs = d.get("objects", [])
         best = objs[0] if objs else None
         return ResultSummary(
-            text=d["text"], found=bool(d["found"]), reason=d.get("reason", ""),
-            score=float(best["score"]) if best else 0.0,
+            text=d["text"], found=bool(d["found"]), reason=d.get("reason", ""), request_id=d.get("request_id", ""),
+            score=float(d.get("score", best["score"] if best else 0.0)),
             centroid=tuple(best["centroid"]) if best else None,
             num_points=len(d.get("point_indices", [])), num_objects=len(objs), total_ms=float(d.get("total_ms", 0)),
         )
     best = msg.objects[0] if len(msg.objects) else None
     return ResultSummary(
-        text=msg.text, found=bool(msg.found), reason=msg.reason,
-        score=float(best.score) if best else 0.0,
+        text=msg.text, found=bool(msg.found), reason=msg.reason, request_id=msg.request_id,
+        score=float(msg.score),
         centroid=(best.centroid.x, best.centroid.y, best.centroid.z) if best else None,
         num_points=len(msg.point_indices), num_objects=len(msg.objects), total_ms=float(msg.total_ms),
         extra=dict(prepare_ms=msg.prepare_ms, queue_ms=msg.queue_ms, text_ms=msg.text_ms,
@@ -134,7 +138,7 @@ def summarize(msg: Any) -> ResultSummary:
 
 
 class ScenePlayer(Node):
-    """Publishes the map (latched), sends sentences, collects the answers."""
+    """Publishes the map (latched), asks ~/segment (or the text topic), collects the answers."""
 
     def __init__(
         self,
@@ -143,6 +147,7 @@ class ScenePlayer(Node):
         map_topic: str = "/map_cloud",
         text_topic: str = "/referring_text",
         result_topic: str = "/segment_node/result",
+        service: str = "/segment_node/segment",
         frame_id: str = "map",
         node_name: str = "play_scene",
         **node_kwargs: Any,
@@ -156,10 +161,10 @@ class ScenePlayer(Node):
         self.map_pub = self.create_publisher(PointCloud2, map_topic, latched)
         self.text_pub = self.create_publisher(String, text_topic, events)
         self.results: list[Any] = []
-        iface = load_interfaces()
+        self.iface = iface = load_interfaces()
+        self.client = None
         if iface is not None:
-            self.result_sub = self.create_subscription(iface.ReferringSegmentation, result_topic,
-                                                       self.results.append, events)
+            self.client = self.create_client(iface.Segment, service)
         else:
             self.get_logger().warning("bqnet_ros_interfaces not built: listening to the JSON fallback")
             self.result_sub = self.create_subscription(String, result_topic + "_json", self.results.append, events)
@@ -171,8 +176,18 @@ class ScenePlayer(Node):
         self.map_pub.publish(self.map_msg)
         self.get_logger().info(f"published {self.scene.name}: {len(self.scene.xyz)} points (latched)")
 
-    def send(self, text: str) -> None:
+    def ready(self) -> bool:
+        """Whether the node is there: its service (or, without the interfaces, the text topic)."""
+        if self.client is not None:
+            return self.client.service_is_ready()
+        return self.text_pub.get_subscription_count() > 0
+
+    def send(self, text: str, request_id: str) -> Any:
+        """Ask one sentence; a future of its answer (None on the topic fallback: results come in order)."""
+        if self.client is not None:
+            return self.client.call_async(self.iface.Segment.Request(text=text, request_id=request_id))
         self.text_pub.publish(String(data=text))
+        return None
 
 
 def _spin_until(node: Node, done: Any, timeout: float) -> bool:
@@ -193,7 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--text", action="append", default=[], help="a sentence to send (repeatable)")
     ap.add_argument("--map-topic", default="/map_cloud")
     ap.add_argument("--text-topic", default="/referring_text")
-    ap.add_argument("--result-topic", default="/segment_node/result")
+    ap.add_argument("--result-topic", default="/segment_node/result", help="JSON fallback only")
+    ap.add_argument("--service", default="/segment_node/segment", help="the node's ~/segment service")
     ap.add_argument("--frame", default="map", help="frame_id of the map (default: map)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node and each answer")
     ap.add_argument("--keep", action="store_true", help="keep the map latched after the answers (until Ctrl-C)")
@@ -216,23 +232,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     rclpy.init(args=["play_scene"] + ros_args)
     node = ScenePlayer(scene, map_topic=args.map_topic, text_topic=args.text_topic,
-                       result_topic=args.result_topic, frame_id=args.frame)
+                       result_topic=args.result_topic, service=args.service, frame_id=args.frame)
     code = 0
     try:
         node.publish_map()
         if args.text:
             log = node.get_logger()
-            if not _spin_until(node, lambda: node.text_pub.get_subscription_count() > 0, args.timeout):
-                log.error(f"no subscriber on {args.text_topic} after {args.timeout:.0f} s: is segment_node running?")
+            if not _spin_until(node, node.ready, args.timeout):
+                log.error(f"no segment_node answers on {args.service} / {args.text_topic} after {args.timeout:.0f} s: "
+                          "is it running?")
                 return 2
-            for text in args.text:
-                node.send(text)
-            for i in range(len(args.text)):
-                if not _spin_until(node, lambda: len(node.results) > i, args.timeout):
+            futures = [node.send(text, f"play_scene:{i + 1}") for i, text in enumerate(args.text)]
+            for i, fut in enumerate(futures):
+                done = (lambda f=fut: f.done()) if fut is not None else (lambda i=i: len(node.results) > i)
+                if not _spin_until(node, done, args.timeout):
                     log.error(f"timed out after {args.timeout:.0f} s waiting for answer {i + 1}/{len(args.text)}")
                     code = 2
                     break
-                print(summarize(node.results[i]).line(), flush=True)
+                print(summarize(fut.result().result if fut is not None else node.results[i]).line(), flush=True)
         if args.keep or not args.text:
             node.get_logger().info("map stays latched; Ctrl-C to stop")
             rclpy.spin(node)

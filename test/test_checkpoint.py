@@ -1,4 +1,4 @@
-"""Our checkpoint format (strict) and the official IPDN/BQNet/SPFormer key mapping."""
+"""Our checkpoint format (strict), and official-style files through the one loader (load_model)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from bqnet_model.pipeline import Segmenter
 TINY = {
     "model": {
         "backbone": {"media": 8, "levels": 3},
-        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16},
+        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16,
+                    "num_proposal_fine": 64},
     },
     "inference": {"task": "gres"},
 }
@@ -153,7 +154,9 @@ def test_official_checkpoint_maps_and_reports(tmp_path: Path, trained, batch) ->
     torch.save({"net": official, "epoch": 70}, path)
 
     fresh, cfg = _model(5)
-    report = load_official(fresh, path)
+    with pytest.raises(ValueError, match="nothing loaded"):  # strict by default
+        load_official(fresh, path)
+    report = load_official(fresh, path, strict=False)
     assert isinstance(report, LoadReport) and not report.ok
     assert report.unexpected == ["criterion.empty_weight", "dec.swa_layers.0.norm.weight"]
     assert report.shape_mismatch == [("decoder.lang_proj.bias", (7,), (32,))]
@@ -166,8 +169,13 @@ def test_official_checkpoint_maps_and_reports(tmp_path: Path, trained, batch) ->
     # with the bias fixed, the outputs equal the original model's
     official["module.dec.lang_proj.bias"] = model.state_dict()["decoder.lang_proj.bias"].clone()
     torch.save(official, tmp_path / "bare.pth")  # a bare state dict works too
+    with pytest.raises(ValueError, match="criterion.empty_weight"):  # strict: leftovers are refused too
+        load_model(tmp_path / "bare.pth", config=cfg)
+    for k in ("module.dec.swa_layers.0.norm.weight", "module.criterion.empty_weight"):
+        del official[k]
+    torch.save(official, tmp_path / "bare.pth")
     m2, stored = load_model(tmp_path / "bare.pth", config=cfg)
-    assert stored is None
+    assert stored is cfg
     assert torch.equal(_outputs(m2, batch), _outputs(model, batch))
     seg = Segmenter.from_checkpoint(tmp_path / "bare.pth", config=TINY, mask_threshold=0.3)
     assert seg.inference.mask_threshold == 0.3 and seg.cfg.model.decoder.text_channels == 384
@@ -176,7 +184,7 @@ def test_official_checkpoint_maps_and_reports(tmp_path: Path, trained, batch) ->
     # missing decoder weights: reported, and refused by load_model (they would stay random)
     del official["module.dec.out_norm.weight"]
     torch.save({"net": official}, tmp_path / "partial.pth")
-    rep = load_official(_model(6)[0], tmp_path / "partial.pth")
+    rep = load_official(_model(6)[0], tmp_path / "partial.pth", strict=False)
     assert rep.missing == ["decoder.out_norm.weight"]
     with pytest.raises(ValueError, match="decoder.out_norm.weight"):
         load_model(tmp_path / "partial.pth", config=cfg)

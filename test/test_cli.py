@@ -172,8 +172,8 @@ def test_out_dir_not_writable(tmp_path: Path, small_ply: Path, capsys: pytest.Ca
 def test_config_and_untrained_must_go_together(tmp_path: Path, small_ply: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--cloud", str(small_ply), "--text", "the chair", "--out", str(tmp_path / "o")]
-    code, err = _exit(base + ["--config", str(TINY)], capsys)
-    assert code == 2 and "--config only applies with --untrained" in err
+    code, err = _exit(base + ["--config", str(TINY)], capsys)  # our checkpoints carry their config
+    assert code == 2 and "carries its own config" in err
     code, err = _exit(base + ["--untrained"], capsys)
     assert code == 2 and "--untrained needs --config" in err
     code, err = _exit(base + ["--untrained", "--config", str(tmp_path / "none.yaml")], capsys)

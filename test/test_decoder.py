@@ -1,538 +1,351 @@
-"""Decoder stack: FPS, kNN graphs, text-guided sampling, CFR/PSC/DQF, the decoder, the heads."""
+"""The decoder port: FPS rules, attention, the spatial prior, sampling, the decoder, the heads.
+
+The golden comparison with the authors' outputs is test_official_fixtures.py; these tests pin the
+pieces and the switches on small random inputs."""
 
 from __future__ import annotations
 
-import dataclasses
+import math
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from bqnet_model.model.cfr import CrossLayerFeatureRefinement, foreground_probability
-from bqnet_model.model.decoder import (
-    PAD_LOGIT,
-    BQNetDecoder,
-    DecoderConfig,
-    DecoderOutput,
-    LayerPrediction,
-    MultiheadAttention,
-)
-from bqnet_model.model.dqf import DistanceAwareQueryFocusing
-from bqnet_model.model.heads import select_gres, select_res
-from bqnet_model.model.losses import bqnet_loss
-from bqnet_model.model.psc import ProgressiveSpatialConstraint, query_centres, scene_extent
-from bqnet_model.model.query_sampling import TextGuidedSampling, farthest_point_sample, knn_mask, relevance_logits
+from bqnet_model.model import decoder as decoder_mod
+from bqnet_model.model.attention import CrossAttentionLayer, MultiheadAttention
+from bqnet_model.model.decoder import PAD_LOGIT, BQNetDecoder, DecoderConfig, DecoderOutput, LayerPrediction, spatial_prior
+from bqnet_model.model.heads import official_iou, select_gres, select_res
+from bqnet_model.model.query_sampling import TextGuidedSampling, farthest_point_sample, fps_order_keys
 
 torch.set_num_threads(1)  # tiny problems: one thread is fastest on the shared 2-core machine
 
-T, S, C_IN, L, C_TXT = 3, 60, 8, 7, 16
-N_REAL = (60, 50, 40)  # real superpoints per sentence (rows 1, 2 padded)
+T, S, C_IN, L, C_TXT, C_IMG = 3, 60, 8, 7, 16, 12
+N_REAL = (60, 50, 40)
+FIXTURES = [Path("/work/shared/fixtures/cfnet"), Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "cfnet"]
 
 
 def tiny_cfg(**kw) -> DecoderConfig:
-    base = dict(in_channels=C_IN, text_channels=C_TXT, d_model=32, nhead=4, ffn=64, num_layers=2,
-                fps_num=32, num_proposal=16, knn=4, cfr=False, psc=False, dqf=False)
+    base = dict(in_channels=C_IN, text_channels=C_TXT, d_model=32, nhead=4, ffn=64, num_layers=2, fps_num=32,
+                num_proposal=16, num_proposal_fine=40, num_proposal_query=[16, 4], num_proposal_query_inst=[24, 6])
     base.update(kw)
     return DecoderConfig(**base)
 
 
-def make_inputs(seed: int = 0, shared: bool = False):
-    """Tiny scene batch: 3 sentences, 60 superpoints with padding, 7 words with padding."""
+def make_inputs(seed: int = 0, shared: bool = False, image: bool = False) -> dict:
     g = torch.Generator().manual_seed(seed)
-    if shared:  # one scene expanded to all sentences, as the caller does
-        feats = torch.randn(1, S, C_IN, generator=g).expand(T, -1, -1)
-        xyz = (torch.rand(1, S, 3, generator=g) * 4.0).expand(T, -1, -1)
-    else:
-        feats = torch.randn(T, S, C_IN, generator=g)
-        xyz = torch.rand(T, S, 3, generator=g) * 4.0
+    rows = 1 if shared else T
+    feats = torch.rand(rows, S, C_IN, generator=g).expand(T, -1, -1)
+    xyz = (torch.rand(rows, S, 3, generator=g) * 4.0 - 2.0).expand(T, -1, -1)
     pad = torch.zeros(T, S, dtype=torch.bool)
-    for t, n in enumerate(N_REAL):
-        pad[t, n:] = True
+    if not shared:
+        for t, n in enumerate(N_REAL):
+            pad[t, n:] = True
     seeds = farthest_point_sample(xyz, 32, pad)
-    words = torch.randn(T, L, C_TXT, generator=g)
+    out = dict(sp_feats=feats, sp_xyz=xyz, sp_pad=pad, seed_idx=seeds, word_feats=torch.randn(T, L, C_TXT, generator=g))
     wmask = torch.ones(T, L, dtype=torch.bool)
     wmask[0, 5:] = False
     wmask[2, 3:] = False
-    return feats, xyz, pad, seeds, words, wmask
+    out["word_mask"] = wmask
+    if image:
+        out["image_feats"] = torch.randn(rows, S, C_IMG, generator=g).expand(T, -1, -1)
+    return out
 
 
-def run(dec: BQNetDecoder, inputs) -> DecoderOutput:
+def run(dec: BQNetDecoder, inputs: dict, **kw) -> DecoderOutput:
     dec.eval()
     with torch.no_grad():
-        return dec(*inputs)
+        return dec(**inputs, **kw)
 
 
-def preds_close(pa: LayerPrediction, pb: LayerPrediction, pad: torch.Tensor, atol: float = 1e-5) -> bool:
-    real = (~pad).unsqueeze(1).expand_as(pa.masks)
-    return (torch.allclose(pa.masks[real], pb.masks[real], atol=atol)
-            and torch.allclose(pa.scores, pb.scores, atol=atol) and torch.allclose(pa.indi, pb.indi, atol=atol))
+# ---------------------------------------------------------------------- official layout
+def _official_rows() -> dict[str, tuple[int, ...]]:
+    for d in FIXTURES:
+        tsv = d / "official_keys_res.tsv"
+        if tsv.is_file():
+            rows = {}
+            for line in tsv.read_text().splitlines()[1:]:
+                key, shape, _dtype, kind = line.split("\t")[:4]
+                if key.startswith("dec.") and kind != "buffer_nonpersistent":
+                    rows[key[4:]] = tuple(int(x) for x in shape.strip("[]() ").replace(" ", "").split(",") if x)
+            return rows
+    pytest.skip("official_keys_res.tsv not found (shared fixtures absent beside the checkout)")
 
 
-def outputs_close(a: DecoderOutput, b: DecoderOutput, pad: torch.Tensor, atol: float = 1e-5) -> bool:
-    assert len(a.layers) == len(b.layers)
-    return all(preds_close(pa, pb, pad, atol) for pa, pb in zip(a.layers, b.layers))
+def test_paper_size_state_dict_is_the_official_dec_layout() -> None:
+    rows = _official_rows()
+    dec = BQNetDecoder(DecoderConfig(in_channels=32, text_channels=768, image_channels=1024))
+    ours = {k: tuple(v.shape) for k, v in dec.state_dict().items()}
+    assert len(rows) == 460
+    assert sorted(set(rows) - set(ours)) == [] and sorted(set(ours) - set(rows)) == []
+    assert {k: v for k, v in ours.items() if rows[k] != v} == {}
 
 
-# ----------------------------------------------------------------------------- FPS
+def test_optional_branches_drop_their_keys() -> None:
+    keys = set(BQNetDecoder(tiny_cfg(image_channels=0, contrastive_align=False)).state_dict())
+    assert not any(k.startswith(("input_proj_2d.", "contrastive_align_projection")) for k in keys)
+    assert any(k.startswith("input_proj_2d.") for k in BQNetDecoder(tiny_cfg(image_channels=C_IMG)).state_dict())
 
 
-def numpy_fps(xyz: np.ndarray, n: int) -> list[int]:
-    """Brute-force reference: start at 0, repeatedly take the farthest from the chosen set."""
-    chosen = [0]
-    for _ in range(n - 1):
-        d = np.min(((xyz[:, None, :] - xyz[None, chosen, :]) ** 2).sum(-1), axis=1)
-        chosen.append(int(np.argmax(d)))
-    return chosen
+def test_config_validation_and_official_mapping() -> None:
+    with pytest.raises(ValueError, match="num_proposal_query must list one positive integer per layer"):
+        tiny_cfg(num_proposal_query=[4])
+    with pytest.raises(ValueError, match="image_channels"):
+        tiny_cfg(image_channels=-1)
+    cfg = DecoderConfig.from_official({"media": 8, "fps_num": 64, "sampling_module": {"num_proposal": 32, "pc_dim": 48,
+                                       "lang_dim": 48, "d_model": 48},
+                                       "dec": {"num_layer": 3, "d_model": 48, "nhead": 4, "hidden_dim": 96,
+                                               "activation_fn": "gelu", "attn_mask": True, "contrastive_align_loss": True,
+                                               "num_proposal_fine": 128, "num_proposal_query": [32, 8, 2],
+                                               "num_proposal_query_inst": [48, 12, 3]}})
+    assert (cfg.in_channels, cfg.text_channels, cfg.image_channels, cfg.ffn, cfg.num_proposal) == (8, 768, 1024, 96, 32)
+    assert cfg.cfr and cfg.psc and cfg.dqf
 
 
-def test_fps_matches_bruteforce_and_is_spread():
-    rng = np.random.default_rng(3)
-    xyz = rng.random((2, 40, 3)).astype(np.float32)
-    idx = farthest_point_sample(torch.from_numpy(xyz), 12)
-    assert idx.shape == (2, 12) and idx.dtype == torch.long
-    for b in range(2):
-        assert idx[b].tolist() == numpy_fps(xyz[b], 12)
-        assert len(set(idx[b].tolist())) == 12  # distinct
-    # deterministic
-    assert torch.equal(idx, farthest_point_sample(torch.from_numpy(xyz), 12))
+# ---------------------------------------------------------------------- FPS
+def kernel_fps(xyz: torch.Tensor, m: int) -> list[int]:
+    """A literal emulation of pointnet2's furthest_point_sampling_kernel (threads, tree reduction)."""
+    pts = xyz.tolist()
+    n = len(pts)
+    T_ = max(min(1 << int(math.floor(math.log2(n))), 512), 1)
+    f32 = lambda v: torch.tensor(v, dtype=torch.float32).item()  # noqa: E731
+    temp = [1e10] * n
+    old, idxs = 0, [0]
+    for _ in range(1, m):
+        best_v, best_i = [-1.0] * T_, [0] * T_
+        x1, y1, z1 = pts[old]
+        for tid in range(T_):
+            for k in range(tid, n, T_):
+                x2, y2, z2 = pts[k]
+                if f32(f32(f32(x2 * x2) + f32(y2 * y2)) + f32(z2 * z2)) <= 1e-3:
+                    continue
+                d = f32(f32(f32((x2 - x1) ** 2) + f32((y2 - y1) ** 2)) + f32((z2 - z1) ** 2))
+                temp[k] = min(d, temp[k])
+                if temp[k] > best_v[tid]:
+                    best_v[tid], best_i[tid] = temp[k], k
+        half = T_ // 2
+        while half >= 1:
+            for tid in range(half):
+                if best_v[tid + half] > best_v[tid]:
+                    best_v[tid], best_i[tid] = best_v[tid + half], best_i[tid + half]
+            half //= 2
+        old = best_i[0]
+        idxs.append(old)
+    return idxs
 
 
-def test_fps_matrix_and_loop_agree_with_ties_and_padding():
-    """FPS precomputes the distance matrix on CUDA and loops on the CPU: same indices, ties too."""
-    for seed in range(6):
-        g = torch.Generator().manual_seed(seed)
-        B, S = 1 + seed % 3, 40 + 23 * seed
-        xyz = torch.rand(B, S, 3, generator=g) * 3.0
-        if seed % 2 == 0:
-            xyz = torch.round(xyz * 2) / 2  # a coarse lattice: many equal distances
-        pad = torch.zeros(B, S, dtype=torch.bool)
-        for b in range(1, B):
-            pad[b, S - 7 * b:] = True
-        n = S // 2 if seed < 4 else S + 5  # the last ones cycle (more seeds than points)
-        a = farthest_point_sample(xyz, n, pad, matrix=True)
-        b = farthest_point_sample(xyz, n, pad, matrix=False)
-        assert torch.equal(a, b)
-        assert not pad.gather(1, a).any()
-    xyz = torch.from_numpy(np.random.default_rng(5).random((1, 30, 3)).astype(np.float32))
-    assert farthest_point_sample(xyz, 10, matrix=True)[0].tolist() == numpy_fps(xyz[0].numpy(), 10)
+def test_fps_follows_the_kernel_rules_with_ties_origin_and_short_rows() -> None:
+    g = torch.Generator().manual_seed(3)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(3.0)] * 3, indexing="ij"), -1).reshape(-1, 3)  # many exact ties
+    clouds = [torch.rand(23, 3, generator=g) * 2 - 1, grid - 1.0, torch.cat([torch.zeros(2, 3), torch.rand(9, 3, generator=g)])]
+    clouds[0][5] = 0.01  # |p|^2 <= 1e-3: never chosen
+    for xyz in clouds:
+        for m in (8, len(xyz) + 6):  # the second asks for more seeds than points: indices repeat
+            want = kernel_fps(xyz, m)
+            assert farthest_point_sample(xyz[None], m)[0].tolist() == want
+            assert farthest_point_sample(xyz[None], m, matrix=True)[0].tolist() == want
+    assert 5 not in farthest_point_sample(clouds[0][None], 30)[0].tolist()
 
 
-def test_fps_padding_start_and_short_rows():
-    xyz = torch.rand(2, 10, 3, generator=torch.Generator().manual_seed(1))
-    pad = torch.zeros(2, 10, dtype=torch.bool)
-    pad[0, :3] = True  # row 0 starts at its first real point, 3
-    pad[1, 4:] = True  # row 1 has 4 real points only
-    idx = farthest_point_sample(xyz, 6, pad)
-    assert idx[0, 0].item() == 3
-    assert not pad.gather(1, idx).any()
-    assert len(set(idx[0].tolist())) == 6
-    first4 = idx[1, :4].tolist()
-    assert sorted(first4) == [0, 1, 2, 3]
-    assert idx[1, 4:].tolist() == first4[:2]  # cyclic repeat after all real points
-    # matches the reference on the real sub-cloud
-    ref = numpy_fps(xyz[0, 3:].numpy(), 6)
-    assert (idx[0] - 3).tolist() == ref
-
-
-def test_fps_bad_input():
+def test_fps_padding_equals_one_call_per_scene() -> None:
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.rand(20, 3, generator=g) * 3, torch.rand(13, 3, generator=g) * 3
+    xyz = torch.zeros(2, 20, 3)
+    xyz[0], xyz[1, :13] = a, b
+    pad = torch.zeros(2, 20, dtype=torch.bool)
+    pad[1, 13:] = True
+    got = farthest_point_sample(xyz, 16, pad)
+    assert got[0].tolist() == farthest_point_sample(a[None], 16)[0].tolist()
+    assert got[1].tolist() == farthest_point_sample(b[None], 16)[0].tolist() == kernel_fps(b, 16)
+    assert fps_order_keys(torch.tensor([5]), 6)[0, :5].tolist() == [0, 4, 2, 6, 1]
     with pytest.raises(ValueError, match="all padding"):
         farthest_point_sample(torch.rand(1, 5, 3), 2, torch.ones(1, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"\(B, S, 3\)"):
-        farthest_point_sample(torch.rand(1, 5, 2), 2)
-    with pytest.raises(ValueError, match="positive integer"):
-        farthest_point_sample(torch.rand(1, 5, 3), 0)
-    with pytest.raises(TypeError, match="bool"):
-        farthest_point_sample(torch.rand(1, 5, 3), 2, torch.zeros(1, 5))
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        farthest_point_sample(np.zeros((1, 5, 3)), 2)
+    with pytest.raises(ValueError, match="suffix"):
+        farthest_point_sample(torch.rand(1, 5, 3), 2, torch.tensor([[True, False, False, False, False]]))
 
 
-# ----------------------------------------------------------------------------- kNN graph
+# ---------------------------------------------------------------------- attention and prior
+def test_attention_multiplies_logits_before_masking_and_sdpa_agrees() -> None:
+    torch.manual_seed(0)
+    mha = MultiheadAttention(16, 4).eval()
+    q, kv = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    allowed = torch.rand(2, 5, 7) > 0.3
+    allowed[..., 0] = True
+    w = torch.rand(2, 5, 7)
+    out, attn = mha(q, kv, kv, allowed, logit_weights=w, need_weights=True)
+    qh = torch.nn.functional.linear(q, mha.in_proj_weight[:16], mha.in_proj_bias[:16]).view(2, 5, 4, 4).transpose(1, 2)
+    kh = torch.nn.functional.linear(kv, mha.in_proj_weight[16:32], mha.in_proj_bias[16:32]).view(2, 7, 4, 4).transpose(1, 2)
+    logits = (qh / 2.0) @ kh.transpose(-1, -2) * w[:, None]
+    want = logits.masked_fill(~allowed[:, None], float("-inf")).softmax(-1).mean(1)
+    assert torch.allclose(attn, want, atol=1e-6)
+    a, _ = mha(q, kv, kv, allowed, key_padding_mask=torch.tensor([[False] * 6 + [True]] * 2))
+    b, wts = mha(q, kv, kv, allowed, key_padding_mask=torch.tensor([[False] * 6 + [True]] * 2), need_weights=True)
+    assert torch.allclose(a, b, atol=1e-5) and float(wts[..., 6].detach().abs().max()) == 0.0
 
 
-def test_knn_mask_matches_bruteforce():
-    rng = np.random.default_rng(0)
-    pos = rng.random((2, 15, 3)).astype(np.float32)
-    mask = knn_mask(torch.from_numpy(pos), 4)
-    assert mask.shape == (2, 15, 15) and mask.dtype == torch.bool
-    for b in range(2):
-        d = ((pos[b][:, None] - pos[b][None]) ** 2).sum(-1)
-        ref = np.zeros((15, 15), dtype=bool)
-        np.put_along_axis(ref, np.argsort(d, axis=1, kind="stable")[:, :4], True, axis=1)
-        assert np.array_equal(mask[b].numpy(), ref)
-    assert mask.sum(-1).eq(4).all()
-    assert mask.diagonal(dim1=1, dim2=2).all()
+def test_cross_attention_has_no_norm_in_the_output() -> None:
+    layer = CrossAttentionLayer(16, 4).eval()
+    q, src = torch.randn(1, 3, 16), torch.randn(1, 4, 16)
+    before, _ = layer(q, src)
+    with torch.no_grad():
+        layer.norm.weight.mul_(3.0).add_(1.0)
+    after, _ = layer(q, src)
+    assert torch.equal(before, after) and torch.allclose(after, q + layer.attn(q, src, src)[0])
+    assert not any(p.requires_grad for p in layer.norm.parameters())
 
 
-def test_knn_mask_padding_and_clamp():
-    pos = torch.rand(1, 6, 3, generator=torch.Generator().manual_seed(2))
-    pad = torch.tensor([[False, False, False, True, True, True]])
-    mask = knn_mask(pos, 10, pad)  # k clamped, padded keys excluded
-    assert not mask[0, :3, 3:].any()  # real points never pick padded neighbours
-    assert mask[0, :3, :3].all()
-    assert torch.equal(mask[0, 3:, 3:], torch.eye(3, dtype=torch.bool))  # padded rows: only themselves
-    with pytest.raises(ValueError, match="positive integer"):
-        knn_mask(pos, 0)
+def test_spatial_prior_weights_and_knn() -> None:
+    pos = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0], [0, 2, 0]]])
+    w, near = spatial_prior(pos, pos, 2, 0.3)
+    assert torch.allclose(w[0, 0], torch.exp(-0.3 * torch.tensor([0.0, 1, 9, 4])))
+    assert near[0].tolist() == [[True, True, False, False], [True, True, False, False],
+                                [False, True, True, False], [True, False, False, True]]
+    _, clamped = spatial_prior(pos, pos, 10, None, key_pad=torch.tensor([[False, False, False, True]]))
+    assert clamped[0, :, 3].sum() == 0 and clamped[0, :, :3].all()
 
 
-# ----------------------------------------------------------------------------- sampling
-
-
-def test_text_guided_sampling():
+def test_sampling_softmax_over_seeds_raw_scores() -> None:
     torch.manual_seed(0)
     mod = TextGuidedSampling(d_model=16, num_proposal=5)
-    seeds = torch.randn(2, 12, 16)
-    words = torch.randn(2, 6, 16)
-    wmask = torch.ones(2, 6, dtype=torch.bool)
-    wmask[1, 4:] = False
-    res = mod(seeds, words, wmask)
-    assert res.indices.shape == (2, 5) and res.scores.shape == (2, 12)
-    # each real word spreads one unit of mass over the seeds
-    assert torch.allclose(res.scores.sum(1), torch.tensor([6.0, 4.0]), atol=1e-5)
+    seeds, words = torch.randn(2, 9, 16), torch.randn(2, 4, 16)
+    wpad = torch.tensor([[False] * 4, [False, False, True, True]])
+    res = mod(seeds, words, wpad)
+    assert torch.allclose(res.scores.sum(1), torch.tensor([4.0, 2.0]), atol=1e-5)
     assert torch.equal(res.indices, res.scores.topk(5, dim=1).indices)
-    # padded words do not matter
-    words2 = words.clone()
-    words2[1, 4:] = 100.0
-    assert torch.allclose(mod(seeds, words2, wmask).scores, res.scores)
-    # no bias in the projections (spec)
-    assert mod.camap.query_proj.bias is None and mod.camap.key_proj.bias is None
-    # fewer seeds than proposals: all of them
-    assert mod(seeds[:, :3], words, wmask).indices.shape == (2, 3)
-    # the loss logits rank like the relevance, are 0 for a uniform spread and can go negative
-    assert torch.equal(res.logits.topk(5, dim=1).indices, res.indices)
-    assert (res.logits < 0).any() and (res.logits > 0).any()
-    uniform = relevance_logits(torch.full((1, 8), 3 / 8), torch.tensor([3]))
-    assert torch.allclose(uniform, torch.zeros(1, 8), atol=1e-5)
+    short = TextGuidedSampling(d_model=16, num_proposal=12)
+    short.load_state_dict(mod.state_dict())
+    assert short(seeds, words, wpad).indices.tolist() == [list(range(9))] * 2
 
 
-# ----------------------------------------------------------------------------- attention
-
-
-def test_attention_gives_padding_zero_weight():
-    torch.manual_seed(0)
-    mha = MultiheadAttention(16, 4)
-    q, kv = torch.randn(2, 3, 16), torch.randn(2, 7, 16)
-    kpm = torch.zeros(2, 7, dtype=torch.bool)
-    kpm[0, 5:] = True
-    out, w = mha(q, kv, kv, key_padding_mask=kpm, need_weights=True)
-    assert w.shape == (2, 3, 7)
-    assert torch.all(w[0, :, 5:] == 0)
-    assert torch.allclose(w.sum(-1), torch.ones(2, 3))
-    # the SDPA path (no weights) gives the same output
-    out2, _ = mha(q, kv, kv, key_padding_mask=kpm)
-    assert torch.allclose(out, out2, atol=1e-5)
-    # matches torch's reference implementation with the same parameters
-    ref = torch.nn.MultiheadAttention(16, 4, batch_first=True)
-    ref.load_state_dict(mha.state_dict())
-    out3, _ = ref(q, kv, kv, key_padding_mask=kpm)
-    assert torch.allclose(out, out3, atol=1e-5)
-
-
-# ----------------------------------------------------------------------------- decoder
-
-
-@pytest.mark.parametrize("switches", [dict(), dict(cfr=True, psc=True, dqf=True, prompt_queries=True, lang_att=True)])
-def test_decoder_shapes(switches):
+# ---------------------------------------------------------------------- decoder
+@pytest.mark.parametrize("switches", [{}, {"cfr": False}, {"psc": False}, {"dqf": False},
+                                      {"cfr": False, "psc": False, "dqf": False}])
+def test_decoder_outputs_and_padding(switches: dict) -> None:
     torch.manual_seed(0)
     dec = BQNetDecoder(tiny_cfg(**switches))
-    inputs = make_inputs(shared=True)
+    inputs = make_inputs(1)
     out = run(dec, inputs)
-    Q = 16
-    assert len(out.layers) == 3
-    for p in out.layers:
-        assert p.masks.shape == (T, Q, S) and p.masks.dtype == torch.float32
-        assert p.scores.shape == (T, Q) and p.indi.shape == (T, Q, 2)
-        assert torch.isfinite(p.masks).all() and torch.isfinite(p.scores).all() and torch.isfinite(p.indi).all()
-        assert torch.all(p.masks[inputs[2].unsqueeze(1).expand(-1, Q, -1)] == PAD_LOGIT)
-    assert out.query_sp_idx.shape == (T, Q) and out.query_sp_idx.dtype == torch.long
-    assert torch.equal(out.query_sp_idx, inputs[3].gather(1, out.sample_idx))
-    assert not inputs[2].gather(1, out.query_sp_idx).any()  # queries sit on real superpoints
-    assert out.query_pos.shape == (T, Q, 3) and out.seed_scores.shape == (T, 32)
-    assert len(out.centres) == (2 if switches else 0)
-    last = dec(*inputs, keep_all_layers=False)
-    assert len(last.layers) == 1 and torch.allclose(last.final.masks, out.final.masks, atol=1e-5)
+    assert len(out.layers) == 3 and out.seed_scores.shape == (T, 32) and out.seed_pos.shape == (T, 32, 3)
+    fin = out.final
+    assert fin.masks.shape == (T, 16, S) and fin.scores.shape == (T, 16) and fin.indi.shape == (T, 16, 2)
+    assert fin.proj_queries.shape == (T, 16, 64) and fin.proj_tokens.shape == (T, L, 64)
+    assert (fin.masks[inputs["sp_pad"].unsqueeze(1).expand_as(fin.masks)] == PAD_LOGIT).all()
+    assert torch.equal(out.word_pad, ~inputs["word_mask"])
+    assert torch.equal(out.query_sp_idx, inputs["seed_idx"].gather(1, out.sample_idx))
+    last = run(dec, inputs, keep_all_layers=False)
+    assert len(last.layers) == 1 and torch.allclose(last.final.masks, fin.masks) and last.final.proj_queries is None
 
 
-def test_expanded_inputs_equal_copies():
+def test_expanded_scene_equals_materialised_copies() -> None:
     torch.manual_seed(0)
-    dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True))
-    inputs = make_inputs(shared=True)
-    copied = tuple(x.contiguous() for x in inputs)
-    assert outputs_close(run(dec, inputs), run(dec, copied), inputs[2])
+    dec = BQNetDecoder(tiny_cfg(image_channels=C_IMG))
+    inputs = make_inputs(2, shared=True, image=True)
+    copies = {k: (v.contiguous().clone() if v.dim() == 3 else v) for k, v in inputs.items()}
+    a, b = run(dec, inputs), run(dec, copies)
+    for pa, pb in zip(a.layers, b.layers):
+        assert torch.allclose(pa.masks, pb.masks, atol=1e-5) and torch.allclose(pa.indi, pb.indi, atol=1e-5)
 
 
-@pytest.mark.parametrize("switches", [dict(), dict(cfr=True, psc=True, dqf=True, prompt_queries=True, lang_att=True)])
-def test_padding_does_not_change_outputs(switches):
+def test_switches_change_what_runs() -> None:
     torch.manual_seed(0)
-    dec = BQNetDecoder(tiny_cfg(**switches))
-    feats, xyz, pad, seeds, words, wmask = make_inputs()
-    base = run(dec, (feats, xyz, pad, seeds, words, wmask))
-    g = torch.Generator().manual_seed(9)
-    feats2 = torch.where(pad.unsqueeze(-1), torch.randn(feats.shape, generator=g) * 5, feats)
-    xyz2 = torch.where(pad.unsqueeze(-1), torch.rand(xyz.shape, generator=g) * 50, xyz)
-    words2 = torch.where(wmask.unsqueeze(-1), words, torch.randn(words.shape, generator=g) * 5)
-    other = run(dec, (feats2, xyz2, pad, seeds, words2, wmask))
-    assert outputs_close(base, other, pad)
+    calls: list[tuple] = []
+    real = decoder_mod.spatial_prior
+
+    def spy(pos_q, pos_k, k, gamma, key_pad=None):
+        calls.append((k, gamma, key_pad is not None, pos_k.shape[1]))
+        return real(pos_q, pos_k, k, gamma, key_pad)
+
+    inputs = make_inputs(3)
+    outs = {}
+    for name, kw in {"all": {}, "no_cfr": {"cfr": False}, "no_psc": {"psc": False}, "no_dqf": {"dqf": False},
+                     "none": {"cfr": False, "psc": False, "dqf": False}}.items():
+        torch.manual_seed(0)
+        dec = BQNetDecoder(tiny_cfg(**kw))
+        fine_runs = []
+        hook = dec.qia_layers_fine[0].register_forward_hook(lambda *a: fine_runs.append(1))
+        calls.clear()
+        decoder_mod.spatial_prior = spy
+        try:
+            outs[name] = run(dec, inputs)
+        finally:
+            decoder_mod.spatial_prior = real
+            hook.remove()
+        outs[name + "_calls"], outs[name + "_fine"] = list(calls), len(fine_runs)
+    # fine stage: key padding passed (decoder.fine_mask_padding, the default; the authors' code passes none)
+    assert outs["all_calls"] == [(None, 0.3, False, 32), (24, 0.3, True, 40), (16, None, False, 16),
+                                 (6, 0.3, True, 40), (4, None, False, 16)]
+    assert outs["no_cfr_calls"][1] == (24, 0.3, True, S)  # PSC alone: a fine stage over all real superpoints
+    assert outs["no_psc_calls"] == [(16, None, False, 16), (4, None, False, 16)]  # only DQF's kNN
+    assert outs["no_dqf_calls"] == outs["all_calls"][:2] + outs["all_calls"][3:4]
+    assert outs["none_fine"] == 0 and outs["all_fine"] == 1
+    for name in ("no_cfr", "no_psc", "no_dqf", "none"):
+        assert not torch.allclose(outs[name].final.masks, outs["all"].final.masks)
 
 
-def test_real_changes_do_change_outputs():
-    """Sanity check of the padding test: changing a real superpoint does change the output."""
+def test_image_branch_fallback_warns_once_and_is_not_zeros() -> None:
     torch.manual_seed(0)
+    dec = BQNetDecoder(tiny_cfg(image_channels=C_IMG))
+    inputs = make_inputs(4, image=True)
+    no_img = {k: v for k, v in inputs.items() if k != "image_feats"}
+    with pytest.warns(UserWarning, match="image_feats"):
+        a = run(dec, no_img)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(dec, no_img)
+    zeros = run(dec, {**inputs, "image_feats": torch.zeros(T, S, C_IMG)})
+    with_img = run(dec, inputs)
+    assert not torch.allclose(a.final.masks, zeros.final.masks) and not torch.allclose(a.final.masks, with_img.final.masks)
+    with pytest.raises(ValueError, match="no 2D branch"):
+        run(BQNetDecoder(tiny_cfg()), inputs)
+
+
+def test_bad_inputs_raise() -> None:
     dec = BQNetDecoder(tiny_cfg())
-    feats, xyz, pad, seeds, words, wmask = make_inputs()
-    base = run(dec, (feats, xyz, pad, seeds, words, wmask))
-    feats2 = feats.clone()
-    feats2[:, :5] += 3.0
-    assert not outputs_close(base, run(dec, (feats2, xyz, pad, seeds, words, wmask)), pad)
-
-
-@pytest.mark.parametrize("switch", ["cfr", "psc", "dqf"])
-def test_each_module_changes_the_output(switch):
-    torch.manual_seed(0)
-    base_dec = BQNetDecoder(tiny_cfg())
-    torch.manual_seed(0)
-    on_dec = BQNetDecoder(tiny_cfg(**{switch: True}))
-    missing, unexpected = on_dec.load_state_dict(base_dec.state_dict(), strict=False)
-    assert not unexpected
-    assert all(k.startswith(switch) for k in missing)  # only the module's own parameters are new
-    inputs = make_inputs(shared=True)
-    base, on = run(base_dec, inputs), run(on_dec, inputs)
-    # identical before layer 1 (shared weights), different after
-    assert preds_close(base.layers[0], on.layers[0], inputs[2])
-    assert not outputs_close(base, on, inputs[2], atol=1e-4)
-
-
-def test_rel_pos_starts_as_the_model_without_it():
-    """Zero-initialised output layer: switching rel_pos on changes nothing until it is trained."""
-    torch.manual_seed(0)
-    base_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True))
-    on_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, rel_pos=True))
-    missing, unexpected = on_dec.load_state_dict(base_dec.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("rel_pos.") for k in missing)
-    inputs = make_inputs(shared=True)
-    assert outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-6)
-    # trained (here: random) output layers do change the answer, and gradients reach the module
-    for m in on_dec.rel_pos:
-        torch.nn.init.normal_(m.mlp[2].weight, std=1.0)
-    assert not outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-4)
-    on_dec.train()
-    out = on_dec(*inputs)
-    (out.final.masks[~inputs[2].unsqueeze(1).expand_as(out.final.masks)].sum() + out.final.indi.sum()).backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in on_dec.rel_pos[0].parameters())
-
-
-def test_relative_position_bias_is_relative():
-    from bqnet_model.model.relpos import RelativePositionBias, pair_features
-
-    g = torch.Generator().manual_seed(3)
-    pos = torch.rand(2, 5, 3, generator=g) * 4
-    f = pair_features(pos)
-    assert f.shape == (2, 5, 5, 4)
-    assert torch.allclose(f[1, 2, 4, :3], pos[1, 4] - pos[1, 2])
-    assert torch.allclose(f[..., 3], torch.cdist(pos, pos), atol=1e-5)
-    rpb = RelativePositionBias(nhead=3, hidden=8)
-    assert torch.count_nonzero(rpb(pos)) == 0  # zero at init
-    torch.nn.init.normal_(rpb.mlp[2].weight, generator=g)
-    b = rpb(pos)
-    assert b.shape == (2, 3, 5, 5)
-    assert torch.allclose(b, rpb(pos + torch.tensor([10.0, -3.0, 1.0])), atol=1e-4)  # translation-invariant
-    assert not torch.allclose(b, b.transpose(-1, -2))  # direction matters: "left of" is not "right of"
-    with pytest.raises(ValueError, match="T, Q, 3"):
-        rpb(pos[..., :2])
-
-
-def test_rel_pos_text_starts_as_the_bias_without_it_and_then_depends_on_the_sentence():
-    """rel_pos_text: a rel_pos model loads into it unchanged (the sentence part starts at zero);
-    once trained (here: random) the bias differs between sentences and gradients reach it."""
-    torch.manual_seed(0)
-    base_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, rel_pos=True))
-    for m in base_dec.rel_pos:  # a "trained" sentence-free bias
-        torch.nn.init.normal_(m.mlp[2].weight, std=1.0)
-    on_dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, rel_pos=True, rel_pos_text=True))
-    missing, unexpected = on_dec.load_state_dict(base_dec.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("rel_pos.") and ".text." in k for k in missing)
-    inputs = make_inputs(shared=True)
-    assert outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-6)
-    for m in on_dec.rel_pos:
-        torch.nn.init.normal_(m.text.weight, std=1.0)
-    assert not outputs_close(run(base_dec, inputs), run(on_dec, inputs), inputs[2], atol=1e-4)
-    on_dec.train()
-    out = on_dec(*inputs)
-    (out.final.masks[~inputs[2].unsqueeze(1).expand_as(out.final.masks)].sum() + out.final.indi.sum()).backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in on_dec.rel_pos[0].text.parameters())
-    with pytest.raises(ValueError, match="rel_pos_text needs decoder.rel_pos"):
-        tiny_cfg(rel_pos_text=True)
-
-
-def test_sentence_conditioned_bias():
-    from bqnet_model.model.relpos import RelativePositionBias
-
-    g = torch.Generator().manual_seed(4)
-    pos = torch.rand(1, 6, 3, generator=g).expand(2, 6, 3) * 3  # one scene, two sentences
-    sent = torch.randn(2, 16, generator=g)
-    rpb = RelativePositionBias(nhead=2, hidden=8, text_dim=16)
-    assert torch.count_nonzero(rpb(pos, sent)) == 0  # zero at init
-    torch.nn.init.normal_(rpb.text.weight, generator=g)
-    b = rpb(pos, sent)
-    assert b.shape == (2, 2, 6, 6)
-    assert not torch.allclose(b[0], b[1], atol=1e-3)  # same positions, different sentences
-    same = rpb(pos, sent[:1].expand(2, 16))
-    assert torch.allclose(same[0], same[1])
-    assert torch.allclose(b, rpb(pos + torch.tensor([2.0, 5.0, 0.0]), sent), atol=1e-4)  # still relative
-    with pytest.raises(ValueError, match="sentence vector"):
-        rpb(pos)
-    with pytest.raises(ValueError, match="sentence vector"):
-        RelativePositionBias(nhead=2, hidden=8)(pos, sent)
-    with pytest.raises(ValueError, match=r"\(T, D\)"):
-        rpb(pos, sent[:1])
-
-
-def test_gradients_reach_every_parameter():
-    torch.manual_seed(0)
-    dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True, prompt_queries=True, lang_att=True,
-                                cross_attn_norm=True, prompt_threshold=0.01))
-    dec.train()
-    feats, xyz, pad, seeds, words, wmask = make_inputs(shared=True)
-    out = dec(feats, xyz, pad, seeds, words, wmask)
-    gt = torch.zeros(T, S)
-    gt[0, out.query_sp_idx[0, :2]] = 1.0
-    gt[1, :10] = 1.0
-    loss, _ = bqnet_loss(out, gt, pad)
-    loss.backward()
-    missing = [n for n, p in dec.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-               or p.grad.abs().sum() == 0]
-    assert not missing, f"no gradient for {missing}"
-
-
-def test_bad_inputs_raise():
-    dec = BQNetDecoder(tiny_cfg())
-    feats, xyz, pad, seeds, words, wmask = make_inputs()
-    with pytest.raises(ValueError, match="in_channels"):
-        dec(feats[..., :4], xyz, pad, seeds, words, wmask)
+    inputs = make_inputs(5)
+    with pytest.raises(ValueError, match="padded superpoints"):
+        run(dec, {**inputs, "seed_idx": torch.full((T, 32), S - 1)})
+    with pytest.raises(TypeError, match="int64"):
+        run(dec, {**inputs, "seed_idx": inputs["seed_idx"].int()})
     with pytest.raises(ValueError, match="text_channels"):
-        dec(feats, xyz, pad, seeds, words[..., :4], wmask)
-    with pytest.raises(TypeError, match="sp_pad must be a bool"):
-        dec(feats, xyz, pad.float(), seeds, words, wmask)
-    with pytest.raises(TypeError, match="seed_idx must be int64"):
-        dec(feats, xyz, pad, seeds.int(), words, wmask)
-    with pytest.raises(ValueError, match="sentence axis"):
-        dec(feats, xyz, pad, seeds[:2], words, wmask)
-    with pytest.raises(ValueError, match="outside"):
-        dec(feats, xyz, pad, seeds + 100, words, wmask)
-    bad = seeds.clone()
-    bad[2, 0] = 55  # padded superpoint of row 2
-    with pytest.raises(ValueError, match="padded"):
-        dec(feats, xyz, pad, bad, words, wmask)
-    with pytest.raises(ValueError, match="sp_xyz"):
-        dec(feats, xyz[:, :10], pad, seeds, words, wmask)
-    with pytest.raises(ValueError, match="divisible"):
-        tiny_cfg(d_model=30, nhead=4)
-    with pytest.raises(ValueError, match="ffn_activation"):
-        tiny_cfg(ffn_activation="tanh")
-    with pytest.raises(TypeError, match="DecoderConfig"):
-        BQNetDecoder(dataclasses.asdict(tiny_cfg()))
+        run(dec, {**inputs, "word_feats": torch.randn(T, L, 5)})
 
 
-def test_all_padding_row_is_finite():
+def test_gradients_reach_every_trainable_parameter() -> None:
     torch.manual_seed(0)
-    dec = BQNetDecoder(tiny_cfg(cfr=True, psc=True, dqf=True))
-    feats, xyz, pad, seeds, words, wmask = make_inputs()
-    pad2 = pad.clone()
-    pad2[2, 1:] = True  # only one real superpoint
-    seeds2 = seeds.clone()
-    seeds2[2] = 0
-    out = run(dec, (feats, xyz, pad2, seeds2, words, wmask))
-    assert all(torch.isfinite(p.masks).all() and torch.isfinite(p.indi).all() for p in out.layers)
+    dec = BQNetDecoder(tiny_cfg(image_channels=C_IMG)).train()
+    out = dec(**make_inputs(6, image=True))
+    loss = out.seed_scores.sum() + sum(p.masks.sigmoid().mean() + p.indi.sum() + p.scores.sum()
+                                       + p.proj_queries.sum() + p.proj_tokens.sum() for p in out.layers)
+    loss.backward()
+    lacking = [n for n, p in dec.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert lacking == []
+    frozen = sorted({n.rsplit(".norm.", 1)[0].split(".")[0] for n, p in dec.named_parameters() if not p.requires_grad})
+    assert frozen == ["ila_layers", "lia_layers", "qia_layers", "qia_layers_fine", "qla_layers"]
 
 
-# ----------------------------------------------------------------------------- CFR / PSC / DQF parts
+# ---------------------------------------------------------------------- heads
+def _pred(masks: list, indi: list) -> LayerPrediction:
+    m = torch.tensor(masks, dtype=torch.float32)
+    return LayerPrediction(masks=m, scores=torch.zeros(m.shape[:2]), indi=torch.tensor(indi, dtype=torch.float32))
 
 
-def test_query_centres_and_extent():
-    xyz = torch.tensor([[[0.0, 0, 0], [2.0, 0, 0], [0.0, 4, 0], [9.0, 9, 9]]])
-    pad = torch.tensor([[False, False, False, True]])
-    logits = torch.tensor([[[5.0, 5.0, -5.0, 5.0], [-5.0, -5.0, -5.0, 5.0]]])
-    prior = torch.tensor([[[0.0, 0, 1.0], [1.0, 1.0, 1.0]]])
-    c = query_centres(logits, xyz, pad, prior, prior_weight=1.0)
-    w = torch.sigmoid(torch.tensor(5.0))
-    expect0 = (w * torch.tensor([2.0, 0, 0]) + torch.tensor([0.0, 0, 1.0])) / (2 * w + 1)
-    assert torch.allclose(c[0, 0], expect0, atol=1e-6)
-    assert torch.allclose(c[0, 1], prior[0, 1])  # empty mask (padding ignored): the seed
-    assert torch.allclose(scene_extent(xyz, pad), torch.tensor([np.sqrt(4 + 16)], dtype=torch.float32))
+def test_select_res_first_index_on_ties() -> None:
+    pred = _pred([[[1.0, -1.0], [-1.0, 1.0], [2.0, 2.0]]], [[[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]])
+    sel = select_res(pred)
+    assert sel.query.tolist() == [0] and torch.allclose(sel.sp_prob[0], torch.sigmoid(torch.tensor([1.0, -1.0])))
 
 
-def test_psc_radius_shrinks_and_bias_decays():
-    psc = ProgressiveSpatialConstraint(num_layers=4, radius_end=0.5)
-    extent = torch.tensor([8.0])
-    radii = [psc.radius(i, extent).item() for i in range(4)]
-    assert radii[0] == pytest.approx(8.0) and radii[-1] == pytest.approx(0.5)
-    assert all(a > b for a, b in zip(radii, radii[1:]))
-    xyz = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [3.0, 0, 0]]])
-    bias = psc(3, torch.zeros(1, 1, 3), xyz, extent)
-    assert bias.shape == (1, 1, 1, 3)
-    assert torch.allclose(bias[0, 0, 0], torch.tensor([0.0, -2.0, -18.0]))  # -d^2 / (2 * 0.25)
-
-
-def test_dqf_schedule_and_graph():
-    dqf = DistanceAwareQueryFocusing(num_layers=3, k_end=2, radius_end=None)
-    assert dqf.k_schedule(16) == [16, 6, 2]
-    pos = torch.rand(2, 16, 3, generator=torch.Generator().manual_seed(0))
-    allowed, bias = dqf(2, pos, torch.ones(2))
-    assert bias is None and torch.equal(allowed, knn_mask(pos, 2))
-    allowed0, _ = dqf(0, pos, torch.ones(2))
-    assert allowed0.all()
-    dqf_b = DistanceAwareQueryFocusing(num_layers=3, k_end=2, radius_end=0.5)
-    _, bias = dqf_b(2, pos, torch.ones(2))
-    assert bias.shape == (2, 1, 16, 16) and (bias <= 0).all()
-
-
-def test_cfr_leaves_background_alone():
-    torch.manual_seed(0)
-    cfr = CrossLayerFeatureRefinement(8)
-    feats, mfeats, queries = torch.randn(1, 4, 8), torch.randn(1, 4, 8), torch.randn(1, 2, 8)
-    masks = torch.tensor([[[9.0, 9.0, -9.0, -9.0], [-9.0, -9.0, -9.0, -9.0]]])
-    indi = torch.tensor([[[-9.0, 9.0], [9.0, -9.0]]])  # query 0 is the target
-    pad = torch.zeros(1, 4, dtype=torch.bool)
-    fg = foreground_probability(masks, indi, pad)
-    assert fg[0, :2].gt(0.99).all() and fg[0, 2:].lt(1e-3).all()
-    new_f, new_m = cfr(feats, mfeats, queries, masks, indi, pad)
-    assert torch.allclose(new_m[0, 2:], mfeats[0, 2:], atol=1e-3)  # background: unchanged
-    assert not torch.allclose(new_m[0, :2], mfeats[0, :2], atol=1e-2)  # foreground: refined
-    assert torch.allclose(new_f[0, 2:], cfr.norm(feats[0, 2:]), atol=1e-3)
-
-
-# ----------------------------------------------------------------------------- heads
-
-
-def _pred(masks, indi):
-    return LayerPrediction(masks=torch.tensor(masks), scores=torch.zeros(len(masks), len(masks[0])),
-                           indi=torch.tensor(indi))
-
-
-def test_select_res():
-    pred = _pred([[[3.0, -3.0, 0.0], [-3.0, 3.0, 3.0]]], [[[0.0, 1.0], [0.0, 2.0]]])
-    sel = select_res(pred, torch.tensor([[False, False, True]]))
-    assert sel.query.tolist() == [1]
-    assert torch.allclose(sel.sp_prob, torch.sigmoid(torch.tensor([[-3.0, 3.0, 0.0]])).masked_fill(
-        torch.tensor([[False, False, True]]), 0.0))
-    q, prob = sel  # unpacks as (best query, superpoint probabilities)
-    assert q.shape == (1,) and prob.shape == (1, 3)
-
-
-def test_select_gres_union_and_min_points():
-    masks = [[[4.0, -4.0, -4.0], [-4.0, 4.0, -4.0], [-4.0, -4.0, 4.0]],
-             [[4.0, 4.0, 4.0], [4.0, 4.0, 4.0], [4.0, 4.0, 4.0]]]
-    indi = [[[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]],  # sentence 0: queries 0, 1 positive
-            [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]]  # sentence 1: none
-    pred = _pred(masks, indi)
-    sizes = torch.tensor([30, 30, 5])
-    res = select_gres(pred, sp_sizes=sizes, min_points=50)
-    assert res[0].found and res[0].queries.tolist() == [0, 1] and res[0].num_points == 60
-    assert torch.allclose(res[0].sp_prob, torch.sigmoid(torch.tensor([4.0, 4.0, -4.0])))
-    assert not res[1].found and res[1].queries.numel() == 0 and torch.all(res[1].sp_prob == 0)
-    small = select_gres(pred, sp_sizes=sizes, min_points=61)
-    assert not small[0].found and torch.all(small[0].sp_prob == 0)
-    with pytest.raises(ValueError, match="sp_sizes"):
-        select_gres(pred, sp_sizes=torch.ones(4))
-    with pytest.raises(TypeError, match="LayerPrediction"):
-        select_res(torch.zeros(1, 2, 3))
+def test_select_gres_union_strict_threshold_and_min_points() -> None:
+    # query 0 positive, query 1 tied indicator (-> not target), query 2 positive
+    pred = _pred([[[0.0, 3.0, -2.0], [5.0, 5.0, 5.0], [1.0, -3.0, -2.0]]], [[[0.0, 1.0], [1.0, 1.0], [0.0, 2.0]]])
+    sizes = torch.tensor([30, 25, 40])
+    sel = select_gres(pred, sp_sizes=sizes, min_points=50)[0]
+    assert sel.queries.tolist() == [0, 2] and sel.found and sel.num_points == 55
+    assert torch.allclose(sel.union_prob, torch.sigmoid(torch.tensor([1.0, 3.0, -2.0])))
+    at_zero = _pred([[[0.0, 3.0, -2.0]]], [[[0.0, 1.0]]])  # logit 0: counts for IoU, not for the 50 points
+    s = select_gres(at_zero, sp_sizes=sizes, min_points=50)[0]
+    assert not s.found and s.num_points == 25 and float(s.sp_prob.abs().sum()) == 0.0
+    assert float(official_iou(s.union_prob, torch.tensor([1.0, 1.0, 0.0]))) == pytest.approx(1.0, abs=1e-5)
+    none = select_gres(_pred([[[4.0, 4.0, 4.0]]], [[[1.0, 0.0]]]), sp_sizes=sizes)[0]
+    assert not none.found and none.queries.numel() == 0

@@ -126,6 +126,28 @@ def test_preprocess_tool(tmp_path):
     assert r.returncode == 2 and "not found" in r.stderr
 
 
+def test_preprocess_one_scan_folder_with_alignment_json_and_label_map(tmp_path):
+    """A scan folder given itself (any name), its matrix from a JSON, labels through a NYU40 table."""
+    s = _make_scan(tmp_path / "scans")
+    folder = s["dir"].rename(tmp_path / "copied_scan")
+    (folder / f"{s['sid']}.txt").unlink()  # no ScanNet .txt: the matrix must come from the JSON
+    m = [0, -1, 0, 1, 1, 0, 0, 2, 0, 0, 1, 3, 0, 0, 0, 1]
+    (tmp_path / "mats.json").write_text(json.dumps({s["sid"]: m}))
+    (tmp_path / "labels.tsv").write_text("id\traw_category\tnyu40class\n1\twhiteboard\tdesk\n")
+    out = tmp_path / "npz"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "preprocess_scannet.py"), "--scans", str(folder),
+                        "--out", str(out), "--align", "--axis-alignment", str(tmp_path / "mats.json"),
+                        "--label-map", str(tmp_path / "labels.tsv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    z = load_scene_npz(out / f"{s['sid']}.npz")
+    np.testing.assert_allclose(z["xyz"][:, 0], -s["xyz"][:, 1] + 1, atol=1e-6)
+    assert set(z["semantic"][z["instance"] == 3].tolist()) == {CLASS_ID["desk"]}  # whiteboard -> NYU40 'desk' here
+    with pytest.raises(FileNotFoundError, match="no axisAlignment"):
+        preprocess_scannet(folder, tmp_path / "npz2", align=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="not found under"):
+        preprocess_scannet(folder, tmp_path / "npz2", ["scene0123_00"], progress=False)
+
+
 def test_scannet_with_our_superpoints(tmp_path):
     s = _make_scan(tmp_path / "scans")
     ours = load_scannet_scene(s["dir"], superpoints="ours")
@@ -281,7 +303,11 @@ def test_dataset_train_samples_augments_and_crops(tmp_path):
     anns = _write_room_dataset(tmp_path, n_scenes=2)
     ds = ReferDataset(tmp_path, anns, split="train", task="res", augment=True, max_points=1500,
                       lang_per_scene=3, seed=5)
-    assert len(ds) == 2
+    # one item = one scene and at most lang_per_scene consecutive descriptions: an epoch covers them all
+    n_anns = {}
+    for a in anns:
+        n_anns[a.scene_id] = n_anns.get(a.scene_id, 0) + 1
+    assert len(ds) == sum(-(-n // 3) for n in n_anns.values())
     s0 = ds[0]
     assert s0.inputs.n_points == 1500 and 1 <= len(s0.texts) <= 3
     assert len(s0.point_index) == 1500

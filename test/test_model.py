@@ -19,13 +19,15 @@ from bqnet_model.model.config import (
 )
 from bqnet_model.model.heads import select_res
 from bqnet_model.model.inputs import collate_scenes, scene_inputs, superpoint_targets
+from bqnet_model.model.query_sampling import farthest_point_sample
 from bqnet_model.model.text_encoder import TextEncoder, resolve_text_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "model": {
         "backbone": {"media": 8, "levels": 3},
-        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16},
+        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16,
+                    "num_proposal_fine": 64, "num_proposal_query": [16, 4], "num_proposal_query_inst": [32, 8]},
     }
 }
 
@@ -73,12 +75,15 @@ def test_shipped_configs_load_and_round_trip(name: str) -> None:
     if name != "tiny":
         d = cfg.model.decoder
         assert (cfg.model.backbone.media, cfg.model.backbone.levels, d.d_model, d.num_layers, d.fps_num,
-                d.num_proposal, cfg.model.text.encoder) == (32, 5, 256, 6, 512, 128, "roberta-base")
+                d.num_proposal, cfg.model.text.encoder) == (32, 5, 256, 6, 256, 128, "roberta-base")
+        assert (d.num_proposal_fine, d.num_proposal_query, d.num_proposal_query_inst, d.image_channels,
+                d.ffn_activation, d.cfr and d.psc and d.dqf) == (512, [128, 64, 32, 16, 8, 4], [128, 64, 32, 16, 8, 4],
+                                                                  1024, "gelu", True)
         t = cfg.train
         assert (t.lr, t.weight_decay, t.lr_power, t.lr_mult_text, t.lr_mult_backbone, t.grad_clip, t.seed) == (
             1e-4, 5e-4, 4.0, 0.001, 0.01, 0.1, 1999)
     else:
-        assert cfg.model.text.encoder == "minilm"
+        assert cfg.model.text.encoder == "minilm" and cfg.model.decoder.image_channels == 0
 
 
 def test_config_refuses_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
@@ -121,8 +126,10 @@ def test_text_encoder_minilm_offline_cached_and_frozen(model: BQNet) -> None:
         assert torch.allclose(f2.word_feats[1], f1.word_feats[0], atol=1e-6)
         assert torch.equal(f2.word_mask[0], f2.word_mask[2])
         assert enc.cache_hits == 3
-        long = enc(["chair " * 200])
-        assert long.word_feats.shape[1] == 78  # max_tokens
+        long = enc(["chair " * 200])  # never truncated: 200 words + ". not mentioned" + [CLS]/[SEP]
+        assert long.word_feats.shape[1] == 205 and long.prepared[0].model_input.endswith("chair . not mentioned")
+        with pytest.raises(ValueError, match="never cut"):
+            enc(["chair " * 600])  # past MiniLM's 512 positions: an error, not a cut
         model.train()
         assert not enc.model.training  # frozen encoder stays in eval mode
         model.eval()
@@ -134,6 +141,81 @@ def test_text_encoder_minilm_offline_cached_and_frozen(model: BQNet) -> None:
         enc([])
     with pytest.raises(TypeError):
         enc([3])
+
+
+def test_text_encoder_reads_the_official_string_and_caches_by_raw_text(model: BQNet, monkeypatch) -> None:
+    import bqnet_model.model.text_encoder as te
+    from bqnet_model.text import positive_maps, prepare_text
+
+    enc = model.text_encoder
+    enc.clear_cache()
+    calls = []
+
+    def counting(text: str, *args, **kwargs):
+        calls.append(text)
+        return prepare_text(text, *args, **kwargs)
+
+    monkeypatch.setattr(te, "prepare_text", counting)
+    long = ("the tall narrow shelf in the far corner of the room next to the window behind the sofa and to the "
+            "right of the tv stand with a lamp on top and some books on the middle shelf, not the short one by "
+            "the door nor the white one near the desk, but the one whose left side touches the curtain. it is "
+            "made of dark wood, has four shelves, and there is a small green plant on the floor right next to it.")
+    texts = ["it is on the left.", long]
+    f = enc(texts)
+    assert [p.raw for p in f.prepared] == texts and calls == texts
+    assert f.prepared[0].model_input == "This is an object . it is on the left . . not mentioned"
+    ids = [enc.tokenizer(p.model_input)["input_ids"] for p in f.prepared]
+    assert f.word_mask.sum(1).tolist() == [len(i) for i in ids] and len(ids[1]) > 78  # not cut at 78
+    direct, _ = enc._encode([f.prepared[1].model_input])
+    assert torch.allclose(f.word_feats[1, : len(ids[1])], direct[0], atol=1e-5)
+    again = enc([long, "it is on the left."])
+    assert calls == texts  # raw-text cache: no second parse
+    assert again.prepared[0] is f.prepared[1]
+    maps = positive_maps(enc.tokenizer, f.prepared, length=f.word_feats.shape[1])
+    assert maps["target"].shape == f.word_mask.shape
+    monkeypatch.setattr(enc, "cfg", dataclasses.replace(enc.cfg, max_tokens=20))
+    monkeypatch.setattr(enc, "max_tokens", 20)
+    with pytest.raises(ValueError, match="text.max_tokens"):
+        enc(["the chair next to the desk by the window with the lamp on the table in the corner of the room"])
+    with pytest.raises(ValueError, match="max_tokens"):
+        load_config({"model": {"text": {"max_tokens": 2}}})
+
+
+def test_text_encoder_builds_roberta_from_the_stored_config(tmp_path: Path, monkeypatch) -> None:
+    from transformers import AutoConfig
+
+    import bqnet_model.model.text_encoder as te
+    from bqnet_model.text import positive_maps
+    from test_text_prep import tiny_roberta_tokenizer
+
+    stored = te.STORED_TEXT_CONFIGS["roberta-base"]
+    full = AutoConfig.for_model(**stored)
+    assert (full.vocab_size, full.hidden_size, full.num_hidden_layers, full.num_attention_heads) == (50265, 768, 12, 12)
+    assert (full.intermediate_size, full.max_position_embeddings, full.type_vocab_size) == (3072, 514, 1)
+    assert (full.layer_norm_eps, full.pad_token_id, full.bos_token_id, full.eos_token_id) == (1e-5, 1, 0, 2)
+    assert te._position_limit(full) == 512
+    with pytest.raises(OSError, match="text.tokenizer"):  # roberta-base's tokenizer files are not here
+        TextEncoder(load_config({"model": {"text": {"encoder": "roberta-base"}}}).model.text, pretrained=False)
+    with pytest.raises(FileNotFoundError, match="text.tokenizer"):
+        TextEncoder(load_config({"model": {"text": {"encoder": "roberta-base", "tokenizer": str(tmp_path / "none")}}})
+                    .model.text, pretrained=False)
+    folder = tmp_path / "tok"
+    tok = tiny_roberta_tokenizer(folder)  # vocab.json + merges.txt only, no tokenizer config
+    tiny = dict(stored, vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=66)
+    monkeypatch.setitem(te.STORED_TEXT_CONFIGS, "roberta-base", tiny)
+    cfg = load_config({"model": {"text": {"encoder": "roberta-base", "tokenizer": str(folder)}}}).model.text
+    enc = TextEncoder(cfg, pretrained=False)
+    assert enc.hidden_size == 32 and enc.position_limit == 64 and enc.tokenizer.is_fast
+    f = enc(["the chair, by the door.", "a chair"])
+    ids = [enc.tokenizer(p.model_input)["input_ids"] for p in f.prepared]
+    assert ids[1][0] == 0 and ids[1][-1] == 2  # <s> ... </s>
+    assert f.word_mask.sum(1).tolist() == [len(i) for i in ids]
+    maps = positive_maps(enc.tokenizer, f.prepared)
+    words = enc.tokenizer.convert_ids_to_tokens(ids[1])
+    assert words[maps["target"][1].nonzero().flatten().tolist()[0]] == "Ġchair"
+    with pytest.raises(ValueError, match="never cut"):
+        enc(["chair " * 70])
 
 
 def test_text_encoder_unavailable_offline_is_a_clear_error() -> None:
@@ -155,6 +237,11 @@ def test_shapes_and_dtypes_through_every_stage(model: BQNet, room, scene) -> Non
         assert sc.sp_xyz.shape == (2, S, 3) and sc.sp_pad.shape == (2, S) and not sc.sp_pad.any()
         assert sc.seed_idx.shape == (2, 32) and sc.seed_idx.dtype == torch.long
         assert sc.sp_sizes.sum(1).tolist() == [scene.n_points] * 2
+        # FPS runs in the mean-centred frame (the authors' kernel skips points near the origin)
+        centred = BQNet.centred(sc.sp_xyz, sc.sp_sizes)
+        mean = (centred.double() * sc.sp_sizes.unsqueeze(-1)).sum(1) / sc.sp_sizes.sum(1, keepdim=True)
+        assert float(mean.abs().max()) < 1e-5
+        assert torch.equal(sc.seed_idx, farthest_point_sample(centred, 32, sc.sp_pad))
         # superpoint centre = mean of its points
         sp0 = scene.superpoints == 0
         assert torch.allclose(sc.sp_xyz[0, 0], torch.from_numpy(scene.xyz[sp0].mean(0)), atol=1e-5)
@@ -178,7 +265,14 @@ def test_gradients_reach_every_trainable_parameter(model: BQNet, room, scene) ->
     model.zero_grad(set_to_none=True)
     batch = _batch(room, scene)
     out = model(batch)
-    loss, parts = model.loss(out, batch)
+    # The official score term only trains pairs with mask IoU > 0.5, which an untrained model has
+    # none of: open it to every pair so that the score head is reached too.
+    loss_cfg = model.cfg.loss
+    model.cfg.loss = dataclasses.replace(loss_cfg, score_iou_min=0.0)
+    try:
+        loss, parts = model.loss(out, batch)
+    finally:
+        model.cfg.loss = loss_cfg
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -198,23 +292,6 @@ def test_param_groups_multipliers_exclude_frozen_text(model: BQNet) -> None:
     n_groups = sum(len(g["params"]) for g in groups.values())
     assert n_groups == sum(1 for p in model.parameters() if p.requires_grad)
     torch.optim.AdamW(model.param_groups(tc), lr=tc.lr, weight_decay=tc.weight_decay)
-
-
-def test_rel_pos_has_its_own_lr_group() -> None:
-    """decoder.rel_pos's parameters go to their own group (lr_mult_rel_pos, default: the decoder's),
-    and to no other group."""
-    cfg = load_config(TINY, ["model.decoder.rel_pos=true", "model.decoder.rel_pos_text=true"])
-    net = BQNet(cfg.model)
-    for mult, want in ((None, cfg.train.lr * cfg.train.lr_mult_decoder), (20.0, cfg.train.lr * 20.0)):
-        tc = dataclasses.replace(cfg.train, lr_mult_rel_pos=mult)
-        groups = {g["name"]: g for g in net.param_groups(tc)}
-        assert groups["rel_pos"]["lr"] == pytest.approx(want)
-        rel = {id(p) for p in net.decoder.rel_pos.parameters()}
-        assert {id(p) for p in groups["rel_pos"]["params"]} == rel
-        assert not rel & {id(p) for n, g in groups.items() if n != "rel_pos" for p in g["params"]}
-        assert sum(len(g["params"]) for g in groups.values()) == sum(1 for p in net.parameters() if p.requires_grad)
-    with pytest.raises(ValueError, match="lr_mult_rel_pos"):
-        dataclasses.replace(cfg.train, lr_mult_rel_pos=0.0)
 
 
 def test_decoder_channels_are_resolved_from_backbone_and_text(model: BQNet) -> None:

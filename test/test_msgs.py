@@ -1,4 +1,5 @@
-"""The generated bqnet_ros_interfaces messages: fields match msg/, serialize, travel over DDS.
+"""The generated bqnet_ros_interfaces messages and service: fields match msg/ and srv/,
+serialize, travel over DDS.
 
 They are built by tools/build_msgs.sh (make setup); a missing build fails here on purpose,
 with the command to run.
@@ -44,8 +45,29 @@ def _msg_fields(path: Path) -> list[tuple[str, str]]:
 
 _ROSIDL_TYPE = {
     "float32": "float", "uint32": "uint32", "bool": "boolean", "string": "string",
-    "uint32[]": "sequence<uint32>",
+    "uint32[]": "sequence<uint32>", "string[]": "sequence<string>",
 }
+SRV_FILE = ROOT / "interfaces" / "bqnet_ros_interfaces" / "srv" / "Segment.srv"
+
+
+def test_service_fields_match_the_srv_file():
+    """Segment: request text, task, request_id; response one ReferringSegmentation."""
+    seg = _msgs().Segment
+    request, _, response = SRV_FILE.read_text().partition("\n---\n")
+    req_fields = [n for _, n in _fields_of(request)]
+    assert list(seg.Request.get_fields_and_field_types()) == req_fields == ["text", "task", "request_id"]
+    assert seg.Response.get_fields_and_field_types() == {"result": "bqnet_ros_interfaces/ReferringSegmentation"}
+    assert [t for t, _ in _fields_of(response)] == ["ReferringSegmentation"]
+
+
+def _fields_of(text: str) -> list[tuple[str, str]]:
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and "=" not in line:
+            typ, name = line.split()[:2]
+            out.append((typ, name))
+    return out
 
 
 @pytest.mark.parametrize("name", ["ReferringSegmentation", "ReferredObject"])
@@ -77,6 +99,9 @@ def test_result_round_trip_serialization():
     msg.text = "the chair next to the desk"
     msg.task = "gres"
     msg.found = True
+    msg.request_id = "req-1"
+    msg.score = 0.75
+    msg.warnings = ["map has no colour"]
     idx = np.array([5, 7, 100_000], np.uint32)
     msg.objects = [
         m.ReferredObject(score=0.75, centroid=Point(x=1.0, y=2.0, z=0.5), box_min=Point(x=0.5),
@@ -88,6 +113,7 @@ def test_result_round_trip_serialization():
     msg.total_ms = 12.5
     back = deserialize_message(serialize_message(msg), m.ReferringSegmentation)
     assert back == msg
+    assert back.request_id == "req-1" and list(back.warnings) == ["map has no colour"]
     assert np.array_equal(np.asarray(back.objects[0].point_indices), idx)
     assert back.objects[0].box_max.y == pytest.approx(2.5)
 
@@ -182,3 +208,4 @@ def test_interfaces_package_is_a_valid_ament_package():
     for name in re.findall(r":msg/(\w+)\.msg", cmake):
         assert (MSG_DIR / f"{name}.msg").is_file()
     assert sorted(re.findall(r":msg/(\w+)\.msg", cmake)) == sorted(p.stem for p in MSG_DIR.glob("*.msg"))
+    assert re.findall(r":srv/(\w+)\.srv", cmake) == ["Segment"] and SRV_FILE.is_file()

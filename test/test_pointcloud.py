@@ -68,14 +68,16 @@ def test_clean_float64_overflowing_float32_counts_as_nonfinite() -> None:
     assert out.n_nonfinite == 1 and out.index.tolist() == [0, 2]
 
 
-def test_clean_downsample_deterministic() -> None:
+def test_clean_thins_deterministically() -> None:
+    """Above max_points: a voxel grid (bqnet_model.thinning), at most max_points, at least 90 % of it,
+    the same rows on every run and whatever the seed."""
     xyz, rgb = _scene(500)
     a = clean(xyz, rgb, max_points=120, seed=3)
     b = clean(xyz, rgb, max_points=120, seed=3)
     c = clean(xyz, rgb, max_points=120, seed=4)
-    assert a.n_points == 120 and a.n_downsampled == 380
+    assert 108 <= a.n_points <= 120 and a.n_downsampled == 500 - a.n_points
     np.testing.assert_array_equal(a.index, b.index)
-    assert not np.array_equal(a.index, c.index)
+    np.testing.assert_array_equal(a.index, c.index)
     assert np.all(np.diff(a.index) > 0)
     np.testing.assert_array_equal(a.xyz, xyz[a.index])
     np.testing.assert_array_equal(a.rgb, rgb[a.index])

@@ -1,15 +1,24 @@
-"""Online superpoints (csrc/superpoints.cpp via bqnet_model.superpoints): correctness and bad input."""
+"""Online superpoints (csrc/superpoints.cpp via bqnet_model.superpoints) and the mesh segmentation
+(bqnet_model.mesh_segmentation): correctness, real ScanNet scans (skipped without ../shared/real),
+bad input."""
 
 from __future__ import annotations
 
+import json
+import json
 from dataclasses import asdict
+from pathlib import Path
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from bqnet_model.data.synthetic import minimal_room
+from bqnet_model import superpoints as sp_mod
+from bqnet_model.mesh_segmentation import match_segmentations, read_ply_mesh, segment_mesh
 from bqnet_model.superpoints import (
+    MAX_POINTS,
     SuperpointParams,
     achievable_segmentation_accuracy,
     oversegment,
@@ -18,6 +27,8 @@ from bqnet_model.superpoints import (
 
 torch.set_num_threads(2)
 N_ROOM = 80_000
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +68,10 @@ def test_labels_dense_one_per_point(room, room_result):
 def test_quality_on_minimal_room(room, room_result):
     asa = achievable_segmentation_accuracy(room_result.labels, room.instance)
     assert asa >= 0.95, asa
-    # A 5 x 4 m room: more superpoints than objects (10), far fewer than voxels.
+    # A 5 x 4 m room: more superpoints than objects (10), far fewer than points.
     assert 100 <= room_result.num_superpoints <= 3000, room_result.num_superpoints
     sizes = np.bincount(room_result.labels)
-    assert np.median(sizes) >= 20  # not a scatter of single voxels
-
-
-def test_points_of_one_voxel_share_a_label(room, room_result):
-    p2v = room_result.point_to_voxel
-    assert p2v.min() == 0 and p2v.max() + 1 == room_result.num_voxels
-    first = np.full(room_result.num_voxels, -1, np.int64)
-    first[p2v[::-1]] = room_result.labels[::-1]  # the label of some point of each voxel
-    assert np.array_equal(first[p2v], room_result.labels)
-    # voxel ids agree with a 2 cm grid anchored at the cloud minimum
-    cells = np.floor((room.xyz.astype(np.float64) - room.xyz.min(0)) / 0.02).astype(np.int64)
-    _, grid_ids = np.unique(cells, axis=0, return_inverse=True)
-    assert len(np.unique(grid_ids)) == room_result.num_voxels
-    pairs = np.unique(np.c_[grid_ids.ravel(), p2v], axis=0)
-    assert len(pairs) == room_result.num_voxels  # a one-to-one map between the two numberings
+    assert np.median(sizes) >= 15  # not a scatter of single points
 
 
 def test_deterministic_across_runs_and_threads(room, room_result):
@@ -131,7 +128,7 @@ def test_rgb_optional_and_color_term_matters(room):
     geo = oversegment(room.xyz)
     off = oversegment(room.xyz, room.rgb, color_weight=0.0)
     assert np.array_equal(geo, off)  # colour weight 0 = geometry only
-    with_col = oversegment(room.xyz, room.rgb, color_weight=2.0)
+    with_col = oversegment(room.xyz, room.rgb, color_weight=1.0)
     assert not np.array_equal(geo, with_col)
     asa_geo = achievable_segmentation_accuracy(geo, room.instance)
     asa_col = achievable_segmentation_accuracy(with_col, room.instance)
@@ -159,11 +156,10 @@ def test_given_normals_vs_estimated():
     nrm[np.flatnonzero(~on_floor), ax] = 1.0
     nrm *= np.where(np.random.default_rng(1).random(len(xyz)) < 0.5, -1.0, 1.0)[:, None].astype(np.float32)
     given = oversegment_detailed(xyz, normals=nrm, params=SuperpointParams(min_size=10))
-    assert given.num_voxels == est.num_voxels
+    assert np.allclose(np.abs((given.normals * nrm).sum(1)), 1.0, atol=1e-5)  # used as given (unit length)
     assert achievable_segmentation_accuracy(given.labels, inst) >= 0.97
     assert achievable_segmentation_accuracy(est.labels, inst) >= 0.97
-    # Exact normals make flat faces uniform: far fewer superpoints than noisy PCA normals.
-    assert given.num_superpoints < est.num_superpoints
+    assert not np.array_equal(given.labels, est.labels)  # the given normals were used
     # Garbage normals (all the same) leave no geometric boundary: floor and cube merge.
     flat = oversegment(xyz, normals=np.tile(np.float32([0, 0, 1]), (len(xyz), 1)), min_size=10, k_thresh=1.0)
     assert achievable_segmentation_accuracy(flat, inst) < achievable_segmentation_accuracy(given.labels, inst)
@@ -172,8 +168,7 @@ def test_given_normals_vs_estimated():
 def test_min_and_max_size():
     xyz, _ = _plane_with_box()
     r = oversegment_detailed(xyz, params=SuperpointParams(min_size=40, k_thresh=0.5, max_size=300))
-    vox_per_sp = np.bincount(r.labels[np.unique(r.point_to_voxel, return_index=True)[1]])
-    assert vox_per_sp.min() >= 40  # one connected cloud: every small segment found a neighbour
+    assert np.bincount(r.labels).min() >= 40  # one connected cloud: every small segment found a neighbour
     big = oversegment_detailed(xyz, params=SuperpointParams(min_size=40, k_thresh=0.5, max_size=0))
     assert r.num_superpoints > big.num_superpoints
     # without min-size merging tiny segments remain
@@ -181,42 +176,23 @@ def test_min_and_max_size():
     assert tiny.num_superpoints > r.num_superpoints
 
 
-def test_voxel_size_changes_grid(room):
-    coarse = oversegment_detailed(room.xyz, room.rgb, params=SuperpointParams(voxel_size=0.05))
-    fine = oversegment_detailed(room.xyz, room.rgb)
-    assert coarse.num_voxels < fine.num_voxels / 2
-
-
-def test_two_separate_points_and_accepts_float64_and_tensors():
-    xyz = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # float64, far apart: two isolated voxels
-    lab = oversegment(xyz)
-    assert lab.tolist() == [0, 1]
-    lab_t = oversegment(torch.tensor(xyz, dtype=torch.float32), min_size=0)
-    assert lab_t.tolist() == [0, 1]
-    same_voxel = oversegment(np.array([[0.0, 0.0, 0.0], [0.001, 0.0, 0.0]]))
-    assert same_voxel.tolist() == [0, 0]
-
-
-def test_degenerate_clouds():
-    same = np.zeros((50, 3), np.float32)  # one voxel, no edges
-    assert oversegment(same).tolist() == [0] * 50
-    line = np.c_[np.linspace(0, 1, 200), np.zeros(200), np.zeros(200)].astype(np.float32)  # no plane: PCA degenerate
-    lab = oversegment(line, min_size=5)
-    assert lab.min() == 0 and np.array_equal(np.unique(lab), np.arange(lab.max() + 1))
-    assert lab.max() + 1 <= 200 // 5
+def test_two_points_and_accepts_float64_and_tensors():
+    xyz = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # float64: at the cloud's own scale they are neighbours
+    assert oversegment(xyz).tolist() == [0, 0]
+    # at a given 1 cm spacing they are 170 spacings apart: no edge, two segments
+    assert oversegment(torch.tensor(xyz, dtype=torch.float32), spacing=0.01).tolist() == [0, 1]
+    assert oversegment(np.array([[0.0, 0.0, 0.0], [0.001, 0.0, 0.0]])).tolist() == [0, 0]
 
 
 def test_large_world_coordinates(room, room_result):
     # A map 4000 km from its origin, given in float64: as good as the local cloud. (Not bitwise equal:
     # float32 rounding of the shifted coordinates moves near-tied edge weights, and FH is order
-    # sensitive.) In float32 this cloud would have ~0.25 m resolution and fall apart.
+    # sensitive.)
     far = room.xyz.astype(np.float64) + np.array([512_000.0, 4_096_000.0, 100.0])
     lab = oversegment(far, room.rgb)
     asa_local = achievable_segmentation_accuracy(room_result.labels, room.instance)
     assert achievable_segmentation_accuracy(lab, room.instance) >= asa_local - 0.005
     assert abs((lab.max() + 1) - room_result.num_superpoints) <= 0.1 * room_result.num_superpoints
-    coarse = oversegment(far.astype(np.float32), room.rgb)
-    assert achievable_segmentation_accuracy(coarse, room.instance) < asa_local - 0.03
 
 
 def test_params_roundtrip_kwargs(room):
@@ -242,17 +218,17 @@ def test_params_roundtrip_kwargs(room):
         (dict(rgb=np.full((10, 3), 300, np.int32)), ValueError, "0..255"),
         (dict(normals=np.zeros((11, 3), np.float32)), ValueError, "normals has 11 rows"),
         (dict(normals=np.full((10, 3), np.nan, np.float32)), ValueError, "normals contain NaN"),
-        (dict(voxel_size=0.0), ValueError, "voxel_size"),
-        (dict(voxel_size=float("nan")), ValueError, "voxel_size"),
+        (dict(spacing=-0.01), ValueError, "spacing"),
+        (dict(spacing=float("nan")), ValueError, "spacing"),
         (dict(k_thresh=-1.0), ValueError, "k_thresh"),
         (dict(min_size=-1), ValueError, "min_size"),
         (dict(min_size=2.5), TypeError, "min_size"),
         (dict(color_weight=-0.5), ValueError, "color_weight"),
-        (dict(neighbor_radius=0), ValueError, "neighbor_radius"),
-        (dict(normal_radius=9), ValueError, "normal_radius"),
-        (dict(max_neighbors=0), ValueError, "max_neighbors"),
+        (dict(knn=0), ValueError, "knn"),
+        (dict(normal_knn=40), ValueError, "normal_knn"),
+        (dict(max_edge=0.0), ValueError, "max_edge"),
+        (dict(offset_weight=-1.0), ValueError, "offset_weight"),
         (dict(num_threads=0), ValueError, "num_threads"),
-        (dict(xyz=np.array([[0, 0, 0], [1e5, 0, 0]], np.float32)), ValueError, "exceeds"),
     ],
 )
 def test_bad_input(kwargs, exc, match):
@@ -291,3 +267,189 @@ def test_clear_import_error_without_extension(monkeypatch):
     monkeypatch.delitem(sys.modules, "bqnet_model.superpoints")
     with pytest.raises(ImportError, match="not built"):
         importlib.import_module("bqnet_model.superpoints")
+
+
+# ---- scale, density and degenerate clouds ------------------------------------------------------
+
+def _dense(lab: np.ndarray) -> bool:
+    return lab.dtype == np.int64 and lab.min() == 0 and np.array_equal(np.unique(lab), np.arange(lab.max() + 1))
+
+
+def test_spacing_is_estimated_from_the_cloud():
+    rng = np.random.default_rng(0)
+    g = np.stack(np.meshgrid(np.arange(60), np.arange(60), indexing="ij"), -1).reshape(-1, 2)
+    for step in (0.01, 0.03, 0.06):
+        xyz = np.c_[g * step, np.zeros(len(g))] + rng.normal(0, 0.05 * step, (len(g), 3))
+        r = oversegment_detailed(xyz.astype(np.float32))
+        assert abs(r.spacing / step - 1) < 0.15, (step, r.spacing)
+
+
+def test_scale_free_the_same_room_at_three_scales(room, room_result):
+    # Scaling the cloud scales the spacing; weights are dimensionless, so the segmentation holds.
+    base = achievable_segmentation_accuracy(room_result.labels, room.instance)
+    for f in (0.5, 3.0):
+        r = oversegment_detailed(room.xyz * np.float32(f), room.rgb)
+        assert abs(r.spacing / (f * room_result.spacing) - 1) < 1e-3
+        assert achievable_segmentation_accuracy(r.labels, room.instance) >= base - 0.005
+        assert abs(r.num_superpoints - room_result.num_superpoints) <= 0.05 * room_result.num_superpoints
+
+
+@pytest.mark.parametrize("step", [0.01, 0.03, 0.06])
+def test_holds_from_1_to_6_cm_spacing(step):
+    # minimal_room thinned to a given spacing (one point per cell): quality and segment size hold.
+    scene = minimal_room(120_000, seed=1)
+    cells = np.floor(scene.xyz.astype(np.float64) / step).astype(np.int64)
+    _, first = np.unique(cells, axis=0, return_index=True)
+    keep = np.sort(first)
+    xyz, rgb, inst = scene.xyz[keep], scene.rgb[keep], scene.instance[keep]
+    r = oversegment_detailed(xyz, rgb)
+    assert achievable_segmentation_accuracy(r.labels, inst) >= 0.97, step
+    assert 20 <= len(xyz) / r.num_superpoints <= 150, (step, len(xyz), r.num_superpoints)
+
+
+def test_line_plane_duplicates_and_a_far_point():
+    line = np.c_[np.linspace(0, 1, 300), np.zeros(300), np.zeros(300)].astype(np.float32)  # PCA degenerate
+    lab = oversegment(line)
+    assert _dense(lab) and lab.max() + 1 <= 300 // 15
+    rng = np.random.default_rng(0)
+    plane = np.c_[rng.random((3000, 2)), np.zeros(3000)].astype(np.float32)
+    lab = oversegment(plane)
+    assert _dense(lab) and lab.max() + 1 <= 3000 // 15
+    # every point twice (a map fused twice): each copy gets its twin's label
+    xyz, inst = _plane_with_box()
+    twice = np.concatenate([xyz, xyz])
+    lab2 = oversegment(twice, min_size=10)
+    assert np.array_equal(lab2[: len(xyz)], lab2[len(xyz):])
+    assert achievable_segmentation_accuracy(lab2, np.r_[inst, inst]) >= 0.97
+    # all points at one place
+    assert oversegment(np.zeros((50, 3), np.float32)).tolist() == [0] * 50
+    # one point 50 m from the rest: its own segment (no edge reaches it); the others as good as without it
+    far = np.r_[xyz, [[50.0, 50.0, 50.0]]].astype(np.float32)
+    labf = oversegment(far, min_size=10)
+    assert (labf[:-1] != labf[-1]).all()
+    assert achievable_segmentation_accuracy(labf[:-1], inst) >= 0.97
+
+
+def test_ten_million_points_refused_with_the_downsample_path():
+    # A zero-stride view: 10 M rows without 10 M points of memory; the count guard runs first.
+    huge = np.broadcast_to(np.zeros(3, np.float32), (10_000_000, 3))
+    assert len(huge) > MAX_POINTS
+    with pytest.raises(ValueError, match="random_downsample"):
+        oversegment(huge)
+
+
+# ---- real ScanNet scans (../shared/real) -----------------------------------------------------
+
+def _need_real() -> None:
+    if not (REAL / "scannet_votenet50k").is_dir():
+        pytest.skip(f"real ScanNet scans not present at {REAL} (a clone without shared/ has none)")
+
+
+def _real_scans() -> list[str]:
+    if not (REAL / "scannet_votenet50k").is_dir():
+        return ["absent"]
+    return sorted(p.name[:12] for p in (REAL / "scannet_votenet50k").glob("*_vert.npy"))
+
+
+@pytest.mark.parametrize("scan", _real_scans())
+def test_real_scannet_50k_subsets(scan):
+    """Regression floor on real scans (labelled points only; ins_label 0 = unannotated)."""
+    _need_real()
+    v = np.load(REAL / "scannet_votenet50k" / f"{scan}_vert.npy")
+    ins = np.load(REAL / "scannet_votenet50k" / f"{scan}_ins_label.npy").astype(np.int64) - 1
+    r = oversegment_detailed(v[:, :3], v[:, 3:6].astype(np.uint8))
+    assert achievable_segmentation_accuracy(r.labels, ins) >= 0.88
+    assert 40 <= len(v) / r.num_superpoints <= 130
+
+
+def _fullres():
+    _need_real()
+    d = REAL / "scannet_scene0000_00_fullres"
+    mesh = read_ply_mesh(d / "scene0000_00_vh_clean_2.ply")
+    ins = np.load(d / "scene0000_00_vh_clean_2.v2_vertex_labels.npz")["object_id"].astype(np.int64)
+    ref = np.asarray(json.loads((d / "scene0000_00_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
+    return mesh, ins, ref
+
+
+def test_real_scannet_full_resolution_cloud():
+    mesh, ins, _ = _fullres()
+    r = oversegment_detailed(mesh.xyz, mesh.rgb)
+    assert achievable_segmentation_accuracy(r.labels, ins) >= 0.91
+    assert 40 <= len(mesh.xyz) / r.num_superpoints <= 130
+
+
+def test_mesh_segmentation_reproduces_scannet_segments():
+    mesh, ins, ref = _fullres()
+    assert mesh.faces.shape == (153_587, 3) and mesh.xyz.shape == (81_369, 3)
+    lab = segment_mesh(mesh.xyz, mesh.faces)
+    m = match_segmentations(lab, ref)
+    assert m["matched_share"] >= 0.99 and abs(m["segments_a"] - m["segments_b"]) <= 20
+    assert achievable_segmentation_accuracy(lab, ins) >= 0.999
+
+
+# ---- mesh segmentation on small meshes ---------------------------------------------------------
+
+def _folded_sheet(n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Two n x n grids meeting at a 90 degree concave crease along x = 0 (a floor and a wall)."""
+    u = np.linspace(0, 1, n)
+    a = np.stack(np.meshgrid(u, u, indexing="ij"), -1).reshape(-1, 2)
+    floor = np.c_[a[:, 0], a[:, 1], np.zeros(len(a))]
+    wall = np.c_[np.zeros(len(a)), a[:, 1], a[:, 0]]
+    xyz = np.concatenate([floor, wall[n:]])  # the crease row is shared
+    idx_f = np.arange(n * n).reshape(n, n)
+    idx_w = np.r_[idx_f[0], n * n + np.arange(n * (n - 1))].reshape(n, n)
+
+    def tris(g: np.ndarray, flip: bool) -> np.ndarray:
+        t = []
+        for i in range(n - 1):
+            for j in range(n - 1):
+                q = (g[i, j], g[i + 1, j], g[i + 1, j + 1], g[i, j + 1])
+                t += [(q[0], q[1], q[2]), (q[0], q[2], q[3])]
+        t = np.asarray(t)
+        return t[:, ::-1] if flip else t
+
+    faces = np.concatenate([tris(idx_f, False), tris(idx_w, True)])  # normals +z and +x: into the room
+    return xyz.astype(np.float32), faces.astype(np.int32)
+
+
+def test_mesh_segments_cut_at_a_concave_crease():
+    xyz, faces = _folded_sheet()
+    lab = segment_mesh(xyz, faces)
+    on_floor, on_wall = xyz[:, 2] == 0, xyz[:, 0] == 0
+    inst = np.where(on_floor & ~on_wall, 0, np.where(on_wall & ~on_floor, 1, -1))
+    assert achievable_segmentation_accuracy(lab, inst) == 1.0
+    assert _dense(lab) and lab.max() + 1 >= 2
+
+
+def test_read_ply_mesh_binary_and_ascii(tmp_path):
+    xyz, faces = _folded_sheet(6)
+    header = ("ply\nformat {fmt} 1.0\nelement vertex %d\nproperty float x\nproperty float y\nproperty float z\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\nelement face %d\n"
+              "property list uchar int vertex_indices\nend_header\n") % (len(xyz), len(faces))
+    vd = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    v = np.zeros(len(xyz), vd)
+    v["x"], v["y"], v["z"] = xyz.T
+    v["r"] = v["g"] = v["b"] = 7
+    f = np.zeros(len(faces), np.dtype([("n", "u1"), ("i", "<i4", (3,))]))
+    f["n"], f["i"] = 3, faces
+    (tmp_path / "b.ply").write_bytes(header.format(fmt="binary_little_endian").encode() + v.tobytes() + f.tobytes())
+    lines = [" ".join(f"{c:.7g}" for c in p) + " 7 7 7" for p in xyz] + [f"3 {a} {b} {c}" for a, b, c in faces]
+    (tmp_path / "a.ply").write_text(header.format(fmt="ascii") + "\n".join(lines) + "\n")
+    for name in ("b.ply", "a.ply"):
+        m = read_ply_mesh(tmp_path / name)
+        assert np.allclose(m.xyz, xyz, atol=1e-6) and np.array_equal(m.faces, faces)
+        assert np.array_equal(m.rgb, np.full((len(xyz), 3), 7, np.uint8))
+    (tmp_path / "c.ply").write_text("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+                                    "property float z\nend_header\n0 0 0\n")
+    with pytest.raises(ValueError, match="face"):
+        read_ply_mesh(tmp_path / "c.ply")
+
+
+def test_mesh_bad_input_and_matching():
+    xyz, faces = _folded_sheet(5)
+    with pytest.raises(ValueError, match="index vertices"):
+        segment_mesh(xyz, faces + len(xyz))
+    with pytest.raises(ValueError, match="triangles"):
+        segment_mesh(xyz, faces[:, :2])
+    m = match_segmentations(np.array([0, 0, 1, 1, 2]), np.array([5, 5, 6, 6, 6]))
+    assert m["matched_share"] == pytest.approx(0.8) and (m["segments_a"], m["segments_b"]) == (3, 2)

@@ -1,4 +1,5 @@
-"""Training / evaluation program on a tiny synthetic data set written to tmp (CPU, seconds)."""
+"""Training / evaluation program on a tiny synthetic data set written to tmp (CPU, seconds): the loop,
+the schedules, the chunked epochs, the augmentation settings."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ import torch
 
 from bqnet_model.data.synthetic import minimal_room
 from bqnet_model.model.config import load_config
-from bqnet_model.train import EpochSampler, _apply_overrides, find_annotations, lr_factor, main, parse_args, poly_factor
+from bqnet_model.train import EpochSampler, apply_overrides, find_annotations, lr_factor, main, parse_args, poly_factor
 from conftest import save_grid_room
 
 TINY_MODEL = """
 model:
   backbone: {media: 8, levels: 2, block_reps: 1}
   text: {encoder: minilm}
-  decoder: {d_model: 32, nhead: 2, ffn: 64, num_layers: 2, fps_num: 32, num_proposal: 16}
+  decoder: {d_model: 32, nhead: 2, ffn: 64, num_layers: 2, fps_num: 32, num_proposal: 16, num_proposal_fine: 32,
+            num_proposal_query: [16, 4], num_proposal_query_inst: [16, 4], image_channels: 0}
 inference: {task: res}
 train:
+  lr_schedule: step
   epochs: 2
   batch_size: 2
   lang_per_scene: 3
@@ -170,6 +173,13 @@ def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
     assert lr_factor(50, 100, 1.0) == pytest.approx(0.5)
     assert lr_factor(10, 100, 1.0, time_fraction=0.75) == pytest.approx(0.25)  # the time budget is further on
     assert lr_factor(10, 100, 1.0, time_fraction=2.0) == 0.0
+    # the authors' PolyLR stepped per epoch: constant within an epoch, (1 - e / 70) ** 4 in epoch e
+    ep = dict(steps_per_epoch=5, poly_epochs=70)
+    assert lr_factor(0, 10**6, 4.0, **ep) == lr_factor(4, 10**6, 4.0, **ep) == 1.0
+    assert lr_factor(5, 10**6, 4.0, **ep) == pytest.approx((1 - 1 / 70) ** 4)
+    assert lr_factor(49 * 5 + 3, 10**6, 4.0, **ep) == pytest.approx((1 - 49 / 70) ** 4)
+    assert lr_factor(80 * 5, 10**6, 4.0, **ep) == 0.0
+    assert lr_factor(5, 10**6, 4.0, time_fraction=0.5, **ep) == pytest.approx(0.5**4)  # the budget caps it
     tmp, cfg = setup
     with pytest.raises(FileNotFoundError, match="train_annotations"):
         find_annotations(tmp_path, "res", "train")
@@ -189,54 +199,126 @@ def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
 def test_command_line_overrides_reach_the_config(setup):
     _, cfg_path = setup
     cfg = load_config(cfg_path)
-    _apply_overrides(cfg, parse_args([str(cfg_path), "--lr", "4e-4", "--lang-per-scene", "24", "--batch-size", "5"]))
+    apply_overrides(cfg, parse_args([str(cfg_path), "--lr", "4e-4", "--lang-per-scene", "24", "--batch-size", "5"]))
     assert (cfg.train.lr, cfg.train.lang_per_scene, cfg.train.batch_size) == (4e-4, 24, 5)
 
 
 def test_set_overrides_any_config_key(setup, tmp_path):
     _, cfg_path = setup
-    cfg = load_config(cfg_path, ["model.decoder.rel_pos=true", "model.decoder.rel_pos_hidden=8",
-                                           "train.lr=1e-3", "inference.task=gres"])
-    assert cfg.model.decoder.rel_pos is True and cfg.model.decoder.rel_pos_hidden == 8
+    cfg = load_config(cfg_path, ["model.decoder.psc=false", "model.loss.align=0.5", "train.poly_epochs=9",
+                                 "train.lr=1e-3", "inference.task=gres"])
+    assert cfg.model.decoder.psc is False and cfg.model.loss.align == 0.5 and cfg.train.poly_epochs == 9
     assert cfg.train.lr == 1e-3 and cfg.inference.task == "gres"
-    assert load_config(cfg_path).model.decoder.rel_pos is False
-    for bad, words in (("model.decoder.no_such_key=1", "no_such_key"), ("model.decoder.rel_pos", "KEY=VALUE"),
-                       ("model.decoder.d_model.x=1", "is a value"), ("model.decoder.rel_pos_hidden=0", "rel_pos_hidden")):
+    assert load_config(cfg_path).model.decoder.psc is True
+    for bad, words in (("model.decoder.no_such_key=1", "no_such_key"), ("model.decoder.psc", "KEY=VALUE"),
+                       ("model.decoder.d_model.x=1", "is a value"), ("train.poly_epochs=0", "poly_epochs"),
+                       ("train.lr_schedule=cosine", "lr_schedule"), ("model.loss.eos_coef=-1", "eos_coef")):
         with pytest.raises(ValueError, match=words):
             load_config(cfg_path, [bad])
     assert main([str(cfg_path), "--set", "model.decoder.nope=1", "--work-dir", str(tmp_path / "w")]) == 2
+    # the official recipe is the default of res.yaml / gres.yaml
+    for name in ("res.yaml", "gres.yaml"):
+        c = load_config(Path(__file__).parents[1] / "config" / name)
+        t, lo = c.train, c.model.loss
+        assert (t.lr_schedule, t.poly_epochs, t.epochs, t.lr_power, t.lang_per_scene, t.lang_per_scene_eval) == \
+            ("epoch", 70, 50, 4.0, 4, 32)
+        assert (t.lr, t.weight_decay, t.grad_clip, t.amp, t.augmentation.rgb_noise) == (1e-4, 5e-4, 0.1, False, 0.1)
+        assert (lo.indicator, lo.align, lo.sample, lo.score, lo.score_iou_min, lo.eos_coef) == (0.1, 0.1, 5.0, 0.5, 0.5, 0.1)
 
 
-def test_flip_x_reaches_the_training_augmentation(setup):
-    """train.flip_x: the mirror is on by default (the original) and off where the config says so
-    (the tiny configs: a mirror swaps the synthetic sentences' left and right)."""
+def test_augmentation_settings_reach_the_training_set(setup):
+    """train.augmentation: the authors' set by default (x flip, no scale, RGB noise 0.1), every key
+    settable from YAML; the tiny configs keep the mirror off (a mirror swaps the synthetic
+    sentences' left and right) and have no RGB noise."""
     from bqnet_model.train import build_datasets
 
     _, cfg_path = setup
-    for override, want in (([], True), (["train.flip_x=false"], False)):
+    for override, flip, noise in (([], True, 0.1), (["train.augmentation.flip_x=false",
+                                                     "train.augmentation.rgb_noise=0.05"], False, 0.05)):
         train_ds, _ = build_datasets(load_config(cfg_path, override), load_config(cfg_path).train.data_root, train=True)
-        assert train_ds is not None and train_ds.augment_cfg.flip_x is want and train_ds.augment_cfg.rotate_z
-    for name in ("tiny.yaml", "tiny_continue.yaml"):
-        assert load_config(Path(__file__).parents[1] / "config" / name).train.flip_x is False
+        a = train_ds.augment_cfg
+        assert (a.flip_x, a.rgb_noise, a.scale_range, a.rotate_z) == (flip, noise, (1.0, 1.0), True)
+    for name in ("tiny.yaml", "tiny_continue.yaml", "tiny_ablation.yaml"):
+        a = load_config(Path(__file__).parents[1] / "config" / name).train.augmentation
+        assert a.flip_x is False and a.rgb_noise == 0.0
+    with pytest.raises(ValueError, match="rgb_noise"):
+        load_config(cfg_path, ["train.augmentation.rgb_noise=-1"])
+
+
+def test_rgb_noise_and_elastic_grid_as_the_authors(setup):
+    """The colour shift is one rgb_noise * randn(3) offset on the normalised colour; the elastic
+    distortion moves the voxel grid only, the xyz the model reads stays undistorted."""
+    from bqnet_model.data.augment import AugmentConfig
+    from bqnet_model.data.dataset import ReferDataset
+
+    tmp, _ = setup
+    ann = tmp / "data" / "scanrefer_train.json"
+    still = AugmentConfig(rotate_z=False, flip_x=False, matrix_jitter=0.0, elastic=(), rgb_noise=0.1)
+    plain = ReferDataset(tmp / "data", ann, "train", "res", augment=False, lang_per_scene=5)[0]
+    noisy = ReferDataset(tmp / "data", ann, "train", "res", augment=True, lang_per_scene=5, augment_cfg=still,
+                         seed=3)[0]
+    shift = 0.1 * np.random.default_rng([3, 0, 0]).standard_normal(3)
+    np.testing.assert_array_equal(noisy.inputs.coords, plain.inputs.coords)
+    np.testing.assert_allclose(noisy.inputs.feats[:, :3] - plain.inputs.feats[:, :3],
+                               np.broadcast_to(shift, (plain.inputs.n_voxels, 3)), atol=1e-5)
+    elastic = AugmentConfig(rotate_z=False, flip_x=False, matrix_jitter=0.0, rgb_noise=0.0)
+    el = ReferDataset(tmp / "data", ann, "train", "res", augment=True, lang_per_scene=5, augment_cfg=elastic)[0]
+    xyz = plain.inputs.xyz.astype(np.float64)
+    np.testing.assert_allclose(el.inputs.xyz, xyz - xyz.mean(0), atol=1e-5)  # centred, not distorted
+    assert el.inputs.n_voxels != plain.inputs.n_voxels or not np.array_equal(el.inputs.coords, plain.inputs.coords)
+
+
+def test_an_epoch_covers_every_description_in_chunks(setup):
+    """One item = one scene and <= lang_per_scene consecutive descriptions, in training as in
+    evaluation: an epoch sees every description once; items carry the loss targets."""
+    from bqnet_model.data.dataset import ReferDataset, collate_fn
+
+    tmp, _ = setup
+    ds = ReferDataset(tmp / "data", tmp / "data" / "scanrefer_train.json", "train", "res", augment=True,
+                      lang_per_scene=2)
+    assert len(ds) == 2 * 3  # 2 scenes x ceil(5 / 2)
+    seen = [(m["scene_id"], m["ann_id"]) for i in range(len(ds)) for m in ds[i].meta]
+    assert sorted(seen) == sorted({(a.scene_id, a.ann_id) for a in ds.annotations}) and len(seen) == 10
+    s = ds[0]
+    assert [m["ann_id"] for m in s.meta] == ["0", "1"]
+    assert len(s.prepared) == len(s.sp_ref_masks) == len(s.gt_sp_inst) == 2
+    # the red chair (6) "next to the desk": the desk is context (0.5), the chair 1
+    ref, inst = s.sp_ref_masks[0], s.gt_sp_inst[0]
+    assert "desk" in s.prepared[0].context_classes
+    assert ref.max() == pytest.approx(1.0) and np.isclose(ref, 0.5, atol=0.05).any() and (inst[ref > 0.99] == 6).all()
+    b = collate_fn([s, ds[1]])
+    assert len(b["sp_ref_masks"]) == len(b["prepared"]) == len(b["texts"]) == 4
+
+
+def test_epoch_schedule_in_a_run(setup):
+    """lr_schedule epoch: the lr holds within an epoch and drops by the poly factor at the next."""
+    tmp, cfg = setup
+    work = tmp / "run_epoch_lr"
+    assert main([str(cfg), "--max-steps", "4", "--no-eval", "--work-dir", str(work), "--set", "train.lr_schedule=epoch",
+                 "--set", "train.poly_epochs=3", "--set", "train.lr=1e-3"]) == 0
+    lrs = [r["lr"] for r in _log(work) if r["event"] == "train"]
+    assert lrs[0] == lrs[1] == pytest.approx(1e-3) and lrs[2] == lrs[3] == pytest.approx(1e-3 * (2 / 3) ** 4)
 
 
 def test_init_weights_into_a_model_with_a_new_module(setup, capsys):
-    """--init-weights from a model without rel_pos into one with it: the old weights load, the new
-    module is reported and starts at zero; a checkpoint with weights the model lacks is refused."""
+    """--init-weights from a model without the contrastive projections into one with them: the old
+    weights load, the new module is reported and keeps its initial values; a checkpoint with weights
+    the model lacks is refused."""
     from bqnet_model.checkpoint import read_checkpoint
 
     tmp, cfg = setup
     base = tmp / "init_base"
-    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(base)]) == 0
+    off = ["--set", "model.decoder.contrastive_align=false"]
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(base), *off]) == 0
     src = read_checkpoint(base / "latest.pth")["state_dict"]
-    on = tmp / "init_relpos"
+    on = tmp / "init_proj"
     capsys.readouterr()
     assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(on), "--lr", "1e-12",
-                 "--init-weights", str(base / "latest.pth"), "--set", "model.decoder.rel_pos=true"]) == 0
+                 "--init-weights", str(base / "latest.pth")]) == 0
     out = capsys.readouterr().out
-    assert "new weights keep their initial values" in out and "decoder.rel_pos.0.mlp" in out
+    assert "new weights keep their initial values" in out and "decoder.contrastive_align_projection" in out
     got = read_checkpoint(on / "latest.pth")["state_dict"]
-    assert any(k.startswith("decoder.rel_pos.") for k in got)
+    assert any(k.startswith("decoder.contrastive_align_projection_text.") for k in got)
     # lr 1e-12: the copied weights are (numerically) the source's (BatchNorm running statistics move)
     differ = [k for k, v in src.items() if v.is_floating_point() and "running_" not in k
               and not torch.allclose(got[k].float(), v.float(), atol=1e-6)]
@@ -244,7 +326,7 @@ def test_init_weights_into_a_model_with_a_new_module(setup, capsys):
     # the other way round: weights the model has no place for are an error
     capsys.readouterr()
     assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(tmp / "init_back"),
-                 "--init-weights", str(on / "latest.pth")]) == 2
+                 "--init-weights", str(on / "latest.pth"), *off]) == 2
     assert "no place for" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
 # (default: the config's); EXTRA=more tools/train.py options, e.g. "--lr 4e-4 --lang-per-scene 24";
-# CUDA_VISIBLE_DEVICES=1 trains on that GPU only (two runs side by side on a 2-GPU machine: a control and
+# NOEVAL=1 skips the held-out evaluation; CUDA_VISIBLE_DEVICES=1 trains on that GPU only (two runs side by side on a 2-GPU machine: a control and
 # a variant, each with half of the CPU cores for its data loader).
 # Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
 set -uo pipefail
@@ -46,8 +46,10 @@ evaluate() {  # task gpu
     --task $1 --checkpoint "$OUT/$NAME.pth" --num-workers 4 > $RUNS/eval_${NAME}_$1.log 2>&1
   echo "== $NAME $1"; tr '\r' '\n' < $RUNS/eval_${NAME}_$1.log | grep -A4 "^evaluation"  # after tqdm's \r
 }
-evaluate res ${gpus[0]} & evaluate gres ${gpus[$(( ngpu > 1 ? 1 : 0 ))]} &
-wait
+if [ -z "${NOEVAL:-}" ]; then  # NOEVAL=1: leave the evaluation to a CPU machine (more device time for training)
+  evaluate res ${gpus[0]} & evaluate gres ${gpus[$(( ngpu > 1 ? 1 : 0 ))]} &
+  wait
+fi
 python3 - $RUNS "$OUT/evals.json" "$NAME" <<'PYEOF'
 import json, sys
 from pathlib import Path

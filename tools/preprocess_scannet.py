@@ -2,9 +2,16 @@
 """Preprocess ScanNet v2 scans into per-scene ``.npz`` files for training and evaluation.
 
     python tools/preprocess_scannet.py --scans /data/scannet/scans --out data/scannet \
-        [--scenes scene0000_00 scene0001_00 | --scene-list val.txt] [--superpoints scannet|ours] [--align]
+        [--scenes scene0000_00 scene0001_00 | --scene-list val.txt] [--superpoints scannet|ours] \
+        [--align [--axis-alignment matrices.json]] [--label-map scannetv2-labels.combined.tsv]
 
-ScanRefer / Multi3DRefer JSON files go next to the ``.npz`` files unchanged (``data.root``).
+``--scans`` is ScanNet's ``scans`` folder (one folder per scene) or a single scan folder holding
+``<scene>_vh_clean_2.ply``, ``<scene>_vh_clean_2.0.010000.segs.json`` and
+``<scene>.aggregation.json``. ``--align`` moves the mesh into the axis-aligned frame the
+sentences speak in; the matrix comes from ``<scene>.txt``, ``--axis-alignment`` (JSON
+{scene: 16 numbers}) or a ``*.v2_vertex_labels.npz`` beside the mesh. ``--label-map`` maps raw
+labels our class rules miss through their NYU40 class. ScanRefer / Multi3DRefer JSON files go
+next to the ``.npz`` files unchanged (``data.root``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--superpoints", choices=("scannet", "ours"), default="scannet",
                     help="ScanNet's mesh segments (as the original) or our online oversegmentation")
     ap.add_argument("--align", action="store_true", help="apply each scan's axisAlignment matrix")
+    ap.add_argument("--axis-alignment", default=None, help="JSON {scene_id: row-major 4x4} of axisAlignment matrices")
+    ap.add_argument("--label-map", default=None, help="ScanNet's scannetv2-labels.combined.tsv (raw label -> NYU40)")
     ap.add_argument("--overwrite", action="store_true", help="rewrite existing .npz files")
     args = ap.parse_args(argv)
     ids = args.scenes
@@ -36,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         ids = (ids or []) + [s.strip() for s in Path(args.scene_list).read_text().splitlines() if s.strip()]
     try:
         paths = preprocess_scannet(args.scans, args.out, ids or None, superpoints=args.superpoints,
-                                   align=args.align, overwrite=args.overwrite)
+                                   align=args.align, overwrite=args.overwrite,
+                                   axis_alignments=args.axis_alignment, label_map=args.label_map)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,13 @@
-"""Training augmentation of a scene's points (the original's set): rotation about z, flip, scale,
-jitter, elastic distortion, and a random crop to a point budget.
+"""Training augmentation of a scene (the authors' set): a random linear map (jitter matrix, flip in
+x, rotation about z; an optional scale), elastic distortion, a colour shift, and a random crop to
+a point budget.
 
-All of it acts on xyz before voxelization; colours and superpoint labels are untouched (a crop
-keeps a subset of rows, ``scene_inputs`` re-densifies the superpoint ids). Every function takes a
-``numpy.random.Generator`` so a run is reproducible from its seed.
+As the authors do, the elastic distortion moves only the points' **voxel grid positions**: the
+xyz the model reads as features (and the superpoint centres, seeds and object centroids taken
+from it) is the linearly mapped cloud without the distortion (``augment_points``). The colour
+shift is one ``rgb_noise * randn(3)`` offset per scene added to the normalised colour
+(rgb / 127.5 - 1). A crop keeps a subset of rows (``scene_inputs`` re-densifies the superpoint
+ids). Every function takes a ``numpy.random.Generator`` so a run is reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -13,34 +17,39 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["AugmentConfig", "augment_xyz", "elastic_distortion", "random_crop", "linear_transform"]
+__all__ = ["AugmentConfig", "AugmentedPoints", "augment_points", "augment_xyz", "colour_shift", "elastic_distortion",
+           "random_crop", "linear_transform"]
 
 
 @dataclass
 class AugmentConfig:
-    """What ``augment_xyz`` does; defaults follow the original (2 cm voxels).
+    """What ``augment_points`` does (YAML: ``train.augmentation``); defaults are the authors'.
 
-    ``matrix_jitter``: std of a random 3x3 added to the linear map (the original's "jitter", a small
-    random shear/scale); ``point_jitter``: std in metres of per-point Gaussian noise.
-    ``elastic``: (granularity, magnitude) pairs in metres; the original's (6, 40) and (20, 160)
-    voxels at 2 cm are (0.12, 0.8) and (0.4, 3.2) (the smoothed noise has std ~0.11, so the
-    displacements are ~9 and ~37 cm, smooth over the granularity).
+    ``matrix_jitter``: std of a random 3x3 added to the linear map (the authors' "jitter", a small
+    random shear/scale); ``flip_x``: mirror x in half of the draws (it swaps left and right);
+    ``scale_range``: a uniform random scale (the authors have none: (1, 1)); ``point_jitter``: std
+    in metres of per-point Gaussian noise (not the authors'). ``elastic``: (granularity, magnitude)
+    pairs in metres; the authors' (6, 40) and (20, 160) voxels at 2 cm are (0.12, 0.8) and
+    (0.4, 3.2) (the smoothed noise has std ~0.11, so the grid positions move by ~9 and ~37 cm,
+    smoothly over the granularity). ``rgb_noise``: std of the per-scene colour offset on the
+    normalised colour (the authors' 0.1; 0 = off).
     """
 
     rotate_z: bool = True
     flip_x: bool = True
-    scale_range: tuple[float, float] = (0.9, 1.1)
+    scale_range: tuple[float, float] = (1.0, 1.0)
     matrix_jitter: float = 0.1
     point_jitter: float = 0.0
     elastic: tuple[tuple[float, float], ...] = field(default_factory=lambda: ((0.12, 0.8), (0.4, 3.2)))
     elastic_prob: float = 1.0
+    rgb_noise: float = 0.1
 
     def __post_init__(self) -> None:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
-        if self.matrix_jitter < 0 or self.point_jitter < 0:
-            raise ValueError("matrix_jitter and point_jitter must be >= 0")
+        if self.matrix_jitter < 0 or self.point_jitter < 0 or self.rgb_noise < 0:
+            raise ValueError("matrix_jitter, point_jitter and rgb_noise must be >= 0")
         for g, m in self.elastic:
             if g <= 0 or m < 0:
                 raise ValueError(f"elastic (granularity, magnitude) must be > 0 and >= 0, got {(g, m)}")
@@ -95,18 +104,42 @@ def elastic_distortion(xyz: np.ndarray, granularity: float, magnitude: float,
     return (pts + disp * magnitude).astype(np.asarray(xyz).dtype, copy=False)
 
 
-def augment_xyz(xyz: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Centre the scene on its mean, then apply the random linear map, elastic distortion and point
-    jitter. Returns float32 (N, 3); the row order is kept, so labels stay aligned."""
+@dataclass
+class AugmentedPoints:
+    """``xyz``: the cloud after the linear map (and point jitter), what the model reads as
+    coordinates; ``grid_xyz``: the same points after the elastic distortion, what decides their
+    voxels (the same array as ``xyz`` when no distortion was drawn). float32 (N, 3), rows kept."""
+
+    xyz: np.ndarray
+    grid_xyz: np.ndarray
+
+
+def augment_points(xyz: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> AugmentedPoints:
+    """Centre the scene on its mean, apply the random linear map and point jitter (``xyz``), then
+    the elastic distortion on a copy (``grid_xyz``)."""
     pts = _check_xyz(xyz).astype(np.float64)
     pts = pts - pts.mean(axis=0)
     pts = pts @ linear_transform(cfg, rng)
-    if cfg.elastic and rng.random() < cfg.elastic_prob:
-        for g, m in cfg.elastic:
-            pts = elastic_distortion(pts, g, m, rng)
     if cfg.point_jitter > 0:
         pts = pts + rng.normal(0.0, cfg.point_jitter, pts.shape)
-    return pts.astype(np.float32)
+    grid = pts
+    if cfg.elastic and rng.random() < cfg.elastic_prob:
+        for g, m in cfg.elastic:
+            grid = elastic_distortion(grid, g, m, rng)
+    mid = pts.astype(np.float32)
+    return AugmentedPoints(mid, mid if grid is pts else grid.astype(np.float32))
+
+
+def augment_xyz(xyz: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """The fully distorted cloud (``augment_points(...).grid_xyz``): float32 (N, 3), rows kept."""
+    return augment_points(xyz, cfg, rng).grid_xyz
+
+
+def colour_shift(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """The per-scene offset (3,) float32 added to the normalised colour: ``rgb_noise * randn(3)``."""
+    if cfg.rgb_noise <= 0:
+        return np.zeros(3, np.float32)
+    return (cfg.rgb_noise * rng.standard_normal(3)).astype(np.float32)
 
 
 def random_crop(xyz: np.ndarray, max_points: int, rng: np.random.Generator,

@@ -1,9 +1,15 @@
 """Torch dataset of scenes with their referring expressions, and the collate function.
 
-One item = one scene with several descriptions, so the backbone runs once for all of them (the
-original's ``lang_num_max``). Training items sample ``lang_per_scene`` descriptions of a scene at
-random each epoch; evaluation items cover every description exactly once, in chunks.
+One item = one scene with a chunk of at most ``lang_per_scene`` of its descriptions (the authors'
+``lang_num_max``: 4 in training, 32 in evaluation), consecutive in the annotation order, so the
+backbone runs once per chunk and an epoch covers every description of every scene exactly once.
 Per-scene files and JSON follow docs/architecture.md (synthetic and preprocessed ScanNet alike).
+
+Besides the masks, each description carries what the authors' loss reads: the target instance of
+each superpoint (``gt_sp_inst``, for the query-object matching), ``sp_ref_masks`` (the soft
+sampling target: superpoint mean of 1 on target points, 0.5 on points of instances whose class
+the sentence names, 0 elsewhere) and its ``PreparedText`` (``bqnet_model.model.text_prep``: the
+span token maps of the contrastive term and the named classes).
 """
 
 from __future__ import annotations
@@ -11,19 +17,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bqnet_model.data.augment import AugmentConfig, augment_xyz, random_crop
+from bqnet_model.data.augment import AugmentConfig, augment_points, colour_shift, random_crop
 from bqnet_model.data.referit import Annotation, assign_res_eval_types, load_annotations
 from bqnet_model.data.scannet import load_scene_npz
+from bqnet_model.data.synthetic import CLASSES
 from bqnet_model.metrics import union_mask
-from bqnet_model.model.inputs import SceneInputs, collate_scenes, scene_inputs, superpoint_semantic, superpoint_targets
+from bqnet_model.model.inputs import (SceneInputs, collate_scenes, dense_labels, scene_inputs, superpoint_semantic,
+                                      superpoint_targets)
+from bqnet_model.pointcloud import rgb_to_uint8, voxel_mean, voxelize
 
-__all__ = ["ReferSample", "ReferDataset", "collate_fn"]
+__all__ = ["ReferSample", "ReferDataset", "collate_fn", "target_superpoints", "reference_mask"]
 
 _TASKS = ("res", "gres")
 
@@ -42,18 +51,25 @@ class ReferSample:
     gt_sp_inst: list[np.ndarray] = field(default_factory=list)  # (S,) int64 each: target instance id or -1
     extra: dict[str, Any] = field(default_factory=dict)
     sp_semantic: np.ndarray | None = None  # (S,) int64: majority semantic label per superpoint, -1 = none
+    sp_ref_masks: list[np.ndarray] = field(default_factory=list)  # (S,) float32 each: soft sampling target
+    prepared: list[Any] = field(default_factory=list)  # text_prep.PreparedText of each description
 
 
 class ReferDataset(Dataset):
     """Scenes + referring expressions for 3D-RES (``task='res'``) or 3D-GRES (``task='gres'``).
 
     ``annotations``: a list of ``Annotation`` or a ScanRefer / Multi3DRefer JSON path.
-    ``split``: 'train' samples descriptions per scene at random (``set_epoch`` changes the draw);
-    any other split ('val', 'test') walks every description once in chunks of ``lang_per_scene``.
-    ``augment``: random rotation/flip/scale/jitter/elastic (``augment_cfg``) before voxelization.
+    ``split``: 'train' draws augmentation and crop per epoch (``set_epoch``); every split walks
+    every description once per epoch, in chunks of ``lang_per_scene``.
+    ``augment``: the random linear map, elastic grid distortion and colour shift of
+    ``augment_cfg`` (``bqnet_model.data.augment``) before voxelization.
     ``max_points``: training crops scenes to this many points around a target; evaluation never
-    crops (every point gets a prediction). RES descriptions whose target the crop removed are
-    dropped from that item.
+    crops (every point gets a prediction). Descriptions whose targets the crop removed entirely
+    are dropped from that item (a GRES description keeps the targets that remain).
+    ``scanrefer``: the text is ScanRefer's ``token`` field joined by spaces when the annotation
+    has one, and ``prepare_text`` runs in its ScanRefer mode, as the authors' ScanRefer loader.
+    ``prepare``: the text preparation (default ``text_prep.prepare_text``); its result per
+    description is cached for the dataset's lifetime.
     Scene files without superpoints (``superpoint`` all -1, as the synthetic writer leaves them
     when the extension is missing) get ``bqnet_model.superpoints.oversegment(xyz, rgb,
     **superpoint_params)`` once, at construction (pass ``inference.superpoints`` so training sees
@@ -68,13 +84,15 @@ class ReferDataset(Dataset):
         task: str = "res",
         augment: bool = False,
         max_points: int | None = None,
-        lang_per_scene: int = 8,
+        lang_per_scene: int = 4,
         *,
         voxel_size: float = 0.02,
         seed: int = 0,
         augment_cfg: AugmentConfig | None = None,
         cache_scenes: bool = False,
         superpoint_params: dict[str, Any] | None = None,
+        scanrefer: bool = False,
+        prepare: Callable[..., Any] | None = None,
     ) -> None:
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
@@ -102,6 +120,9 @@ class ReferDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self._cache: dict[str, dict[str, np.ndarray]] | None = {} if cache_scenes else None
+        self.scanrefer = bool(scanrefer)
+        self._prepare = prepare
+        self._prepared: dict[int, Any] = {}
 
         scene_ids = sorted({a.scene_id for a in anns})
         missing = [s for s in scene_ids if not (self.scene_dir / f"{s}.npz").is_file()]
@@ -137,17 +158,14 @@ class ReferDataset(Dataset):
             by_scene.setdefault(a.scene_id, []).append(i)
         self.scene_ids = scene_ids
         self._by_scene = by_scene
-        if self.train:
-            self.items: list[tuple[str, list[int]]] = [(s, by_scene[s]) for s in scene_ids]
-        else:
-            self.items = [(s, by_scene[s][k:k + lang_per_scene])
-                          for s in scene_ids for k in range(0, len(by_scene[s]), lang_per_scene)]
+        self.items: list[tuple[str, list[int]]] = [
+            (s, by_scene[s][k:k + lang_per_scene]) for s in scene_ids for k in range(0, len(by_scene[s]), lang_per_scene)]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the random draw (descriptions, augmentation, crop) of the next epoch."""
+        """Change the random draw (augmentation, crop) of the next epoch."""
         self.epoch = int(epoch)
 
     def load_scene(self, scene_id: str) -> dict[str, np.ndarray]:
@@ -161,9 +179,27 @@ class ReferDataset(Dataset):
             self._cache[scene_id] = data
         return data
 
+    def text_of(self, ann: Annotation) -> str:
+        """The sentence the model reads for ``ann``: ScanRefer's joined ``token`` field in
+        ``scanrefer`` mode when present (the authors' source), else the description."""
+        tokens = ann.extra.get("token") if self.scanrefer else None
+        if isinstance(tokens, list) and tokens and all(isinstance(t, str) for t in tokens):
+            return " ".join(tokens)
+        return ann.description
+
+    def prepared(self, ann_index: int) -> Any:
+        """``PreparedText`` of annotation ``ann_index`` (cached)."""
+        if ann_index not in self._prepared:
+            if self._prepare is None:
+                from bqnet_model.text import prepare_text
+
+                self._prepare = prepare_text
+            self._prepared[ann_index] = self._prepare(self.text_of(self.annotations[ann_index]),
+                                                      scanrefer=self.scanrefer)
+        return self._prepared[ann_index]
+
     def item(self, idx: int) -> tuple[str, list[Annotation]]:
-        """Scene id and annotations of item ``idx`` without loading anything (all of them for a
-        training item, before the per-epoch draw)."""
+        """Scene id and annotations of item ``idx`` without loading anything."""
         if not 0 <= idx < len(self.items):
             raise IndexError(f"index {idx} out of range for {len(self.items)} items")
         scene_id, ann_idx = self.items[idx]
@@ -182,8 +218,6 @@ class ReferDataset(Dataset):
             raise IndexError(f"index {idx} out of range for {len(self.items)} items")
         scene_id, ann_idx = self.items[idx]
         rng = np.random.default_rng([self.seed, epoch, idx])
-        if self.train and len(ann_idx) > self.lang_per_scene:
-            ann_idx = [ann_idx[i] for i in np.sort(rng.choice(len(ann_idx), self.lang_per_scene, replace=False))]
         anns = [self.annotations[i] for i in ann_idx]
         data = self.load_scene(scene_id)
         inst = data["instance"]
@@ -193,47 +227,107 @@ class ReferDataset(Dataset):
                 raise ValueError(f"{scene_id}/{a.ann_id}: target ids {a.object_ids} have no points in the scene")
 
         xyz = data["xyz"]
+        grid_xyz = xyz
+        shift = np.zeros(3, np.float32)
         if self.augment:
-            xyz = augment_xyz(xyz, self.augment_cfg, rng)
+            aug = augment_points(xyz, self.augment_cfg, rng)
+            xyz, grid_xyz = aug.xyz, aug.grid_xyz
+            shift = colour_shift(self.augment_cfg, rng)
         keep = np.arange(xyz.shape[0], dtype=np.int64)
         if self.train and self.max_points is not None and xyz.shape[0] > self.max_points:
             focus = np.flatnonzero(np.logical_or.reduce(full_masks)) if full_masks else None
             keep = random_crop(xyz, self.max_points, rng, focus)
         cropped = len(keep) != xyz.shape[0]
-        if cropped:
-            xyz = xyz[keep]
-        rgb = data["rgb"][keep] if cropped else data["rgb"]
-        sp = data["superpoint"][keep] if cropped else data["superpoint"]
-        inputs = scene_inputs(xyz, rgb, sp, self.voxel_size)
-        sp_sem = None
-        if "semantic" in data:
-            sem = data["semantic"][keep] if cropped else data["semantic"]
-            sp_sem = superpoint_semantic(inputs.superpoints, sem)
 
-        inst_kept = inst[keep] if cropped else inst
-        texts, sp_masks, pt_masks, sp_inst, meta = [], [], [], [], []
-        for a, m in zip(anns, full_masks):
-            pm = m[keep] if cropped else m
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a[keep] if cropped else a
+
+        inputs = _scene_inputs(rows(xyz), rows(grid_xyz), rows(data["rgb"]), rows(data["superpoint"]),
+                               self.voxel_size, shift)
+        sp_sem = superpoint_semantic(inputs.superpoints, rows(data["semantic"])) if "semantic" in data else None
+        inst_kept = rows(inst)
+        sem_kept = rows(data["semantic"]) if "semantic" in data else None
+        sample = ReferSample(scene_id, inputs, [], [], [], [], keep, [], sp_semantic=sp_sem)
+        for i, a, m in zip(ann_idx, anns, full_masks):
+            pm = rows(m)
             if cropped and a.object_ids and not pm.any():
                 continue  # the crop removed this description's target(s)
-            texts.append(a.description)
-            pt_masks.append(pm)
-            sp_masks.append(superpoint_targets(inputs.superpoints, pm))
-            si = np.full(inputs.n_superpoints, -1, np.int64)
-            for k in a.object_ids:  # targets are disjoint: at most one holds a superpoint's majority
-                si[superpoint_targets(inputs.superpoints, inst_kept == k) > 0] = k
-            sp_inst.append(si)
-            meta.append({"scene_id": scene_id, "ann_id": a.ann_id, "object_ids": list(a.object_ids),
-                         "object_name": a.object_name, "eval_type": a.eval_type})
-        return ReferSample(scene_id, inputs, texts, sp_masks, pt_masks, meta, keep, sp_inst, sp_semantic=sp_sem)
+            prep = self.prepared(i)
+            sample.texts.append(self.text_of(a))
+            sample.prepared.append(prep)
+            sample.gt_point_masks.append(pm)
+            sample.gt_sp_masks.append(superpoint_targets(inputs.superpoints, pm))
+            sample.gt_sp_inst.append(target_superpoints(inputs.superpoints, inst_kept, a.object_ids))
+            sample.sp_ref_masks.append(reference_mask(inputs.superpoints, inst_kept, sem_kept, a.object_ids,
+                                                      getattr(prep, "context_classes", ())))
+            sample.meta.append({"scene_id": scene_id, "ann_id": a.ann_id, "object_ids": list(a.object_ids),
+                                "object_name": a.object_name, "eval_type": a.eval_type})
+        return sample
+
+
+def _scene_inputs(xyz: np.ndarray, grid_xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray,
+                  voxel_size: float, rgb_shift: np.ndarray) -> SceneInputs:
+    """``scene_inputs`` with the augmentation's two clouds: voxels from ``grid_xyz`` (elastically
+    distorted), voxel features [rgb / 127.5 - 1 + ``rgb_shift``, xyz - mean] and superpoint centres
+    from ``xyz``. Without augmentation (the same array twice, no shift) it is ``scene_inputs``."""
+    if grid_xyz is xyz and not rgb_shift.any():
+        return scene_inputs(xyz, rgb, superpoints, voxel_size)
+    xyz32 = np.ascontiguousarray(xyz, dtype=np.float32)
+    sp_dense, n_sp = dense_labels(np.asarray(superpoints))
+    vox = voxelize(np.ascontiguousarray(grid_xyz, dtype=np.float32), voxel_size)
+    centred = (xyz32.astype(np.float64) - xyz32.astype(np.float64).mean(axis=0)).astype(np.float32)
+    colour = rgb_to_uint8(rgb, xyz32.shape[0]).astype(np.float32) / 127.5 - 1.0 + rgb_shift.astype(np.float32)
+    feats = voxel_mean(np.concatenate([colour, centred], axis=1), vox).astype(np.float32, copy=False)
+    return SceneInputs(coords=vox.coords.astype(np.int32, copy=False), feats=np.ascontiguousarray(feats),
+                       p2v=vox.p2v, xyz=xyz32, superpoints=sp_dense, n_superpoints=n_sp,
+                       voxel_size=float(voxel_size))
+
+
+def target_superpoints(superpoints: np.ndarray, instance: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
+    """(S,) int64: the target instance holding more than half of each superpoint's points (the
+    authors' superpoint label), -1 elsewhere. A target with points but no such superpoint (split
+    over superpoints it never dominates) gets the superpoint holding its largest share of points,
+    so every target present has a mask to learn and a centroid to match against."""
+    n_sp = int(superpoints.max()) + 1
+    out = np.full(n_sp, -1, np.int64)
+    size = np.bincount(superpoints, minlength=n_sp)
+    for k in object_ids:  # targets are disjoint: at most one holds a superpoint's majority
+        hits = np.bincount(superpoints, weights=(instance == k).astype(np.float64), minlength=n_sp)
+        major = 2.0 * hits > size
+        if not major.any() and hits.any():
+            major = np.zeros(n_sp, bool)
+            major[int(np.argmax(hits / np.maximum(size, 1)))] = True
+        out[major] = k
+    return out
+
+
+def reference_mask(superpoints: np.ndarray, instance: np.ndarray, semantic: np.ndarray | None,
+                   object_ids: Sequence[int], context_classes: Sequence[str]) -> np.ndarray:
+    """The authors' ``sp_ref_mask`` (S,) float32: per point 1 on the targets, 0.5 on points of the
+    instances whose class (``CLASSES`` name of the instance's semantic label) the sentence names
+    (``PreparedText.context_classes``), 0 elsewhere; then the mean over each superpoint."""
+    point = np.zeros(instance.shape[0], np.float64)
+    names = set(context_classes)
+    if names and semantic is not None:
+        ids, first = np.unique(instance, return_index=True)
+        ctx = [int(i) for i, f in zip(ids, first)
+               if i >= 0 and 0 <= semantic[f] < len(CLASSES) and CLASSES[int(semantic[f])] in names]
+        if ctx:
+            point[np.isin(instance, ctx)] = 0.5
+    if len(object_ids):
+        point[np.isin(instance, list(object_ids))] = 1.0
+    n_sp = int(superpoints.max()) + 1
+    size = np.maximum(np.bincount(superpoints, minlength=n_sp), 1)
+    return (np.bincount(superpoints, weights=point, minlength=n_sp) / size).astype(np.float32)
 
 
 def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
-    """Batch ``ReferSample``s with ``collate_scenes`` (the dict of docs/architecture.md), plus
-    ``gt_sp_inst``: list (T) of LongTensor (S_b,), the target instance id of each superpoint (-1 =
-    not a target), which lets the loss train a GRES query on its own object, and ``sp_semantic``:
-    LongTensor (S_total,) majority semantic label per global superpoint (-1 = none; None unless
-    every sample has one), the target of the auxiliary semantic head."""
+    """Batch ``ReferSample``s with ``collate_scenes`` (the dict of docs/architecture.md), plus what
+    the loss reads (``BQNet.sentence_targets``): ``gt_sp_inst``, list (T) of LongTensor (S_b,), the
+    target instance id of each superpoint (-1 = none); ``sp_ref_masks``, list (T) of FloatTensor
+    (S_b,); ``prepared``, list (T) of ``PreparedText``; and ``sp_semantic``: LongTensor (S_total,)
+    majority semantic label per global superpoint (-1 = none; None unless every sample has one),
+    the target of the auxiliary semantic head."""
     if not samples:
         raise ValueError("collate_fn got an empty list of samples")
     texts: list[str] = []
@@ -241,6 +335,8 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
     sp_masks: list[np.ndarray] = []
     pt_masks: list[np.ndarray] = []
     sp_inst: list[np.ndarray] = []
+    sp_ref: list[np.ndarray] = []
+    prepared: list[Any] = []
     meta: list[dict[str, Any]] = []
     for b, s in enumerate(samples):
         if not isinstance(s, ReferSample):
@@ -250,10 +346,14 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
         sp_masks += s.gt_sp_masks
         pt_masks += s.gt_point_masks
         sp_inst += s.gt_sp_inst
+        sp_ref += s.sp_ref_masks
+        prepared += s.prepared
         meta += s.meta
     sems = [s.sp_semantic for s in samples]
     batch = collate_scenes([s.inputs for s in samples], texts, torch.tensor(text_scene, dtype=torch.long),
                            sp_masks, pt_masks, meta,
                            sp_semantic=None if any(m is None for m in sems) else sems)
     batch["gt_sp_inst"] = [torch.from_numpy(m) for m in sp_inst] if len(sp_inst) == len(texts) else None
+    batch["sp_ref_masks"] = [torch.from_numpy(m) for m in sp_ref] if len(sp_ref) == len(texts) else None
+    batch["prepared"] = prepared if len(prepared) == len(texts) else None
     return batch

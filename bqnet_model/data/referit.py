@@ -1,6 +1,7 @@
 """ScanRefer (3D-RES) and Multi3DRefer (3D-GRES) annotation loaders.
 
-Both JSON formats become one list of ``Annotation``. ScanRefer files carry no unique/multiple
+Both JSON formats become one list of ``Annotation`` (ReferIt3D's Sr3D / Nr3D CSV files too, through
+``bqnet_model.data.referit3d``). ScanRefer files carry no unique/multiple
 flag: it is computed from the scene's labels (``unique`` = no other instance of the target's class
 in the scene), as ScanRefer's evaluation defines it, when the per-scene ``.npz`` files are given.
 """
@@ -21,6 +22,7 @@ __all__ = [
     "load_multi3drefer",
     "load_annotations",
     "res_eval_type",
+    "same_class_ids",
     "assign_res_eval_types",
     "save_annotations",
 ]
@@ -119,7 +121,15 @@ def load_multi3drefer(json_path: str | os.PathLike) -> list[Annotation]:
 
 
 def load_annotations(json_path: str | os.PathLike, scene_dir: str | os.PathLike | None = None) -> list[Annotation]:
-    """Either format, told apart by the first entry's keys (``object_ids`` = Multi3DRefer)."""
+    """Any of the formats: a ``.csv`` is ReferIt3D (Sr3D / Nr3D); JSON is told apart by the first
+    entry's keys (``object_ids`` = Multi3DRefer, else ScanRefer)."""
+    if Path(json_path).suffix.lower() == ".csv":
+        from bqnet_model.data.referit3d import load_referit3d
+
+        anns = load_referit3d(json_path)
+        if scene_dir is not None:
+            assign_res_eval_types(anns, scene_dir)
+        return anns
     data = _read_list(json_path)
     if data and "object_ids" in data[0]:
         return load_multi3drefer(json_path)
@@ -163,13 +173,14 @@ def _instance_classes(instance: np.ndarray, semantic: np.ndarray) -> tuple[np.nd
     return ids, votes.argmax(axis=1) + sem.min()
 
 
-def res_eval_type(object_id: int, instance: np.ndarray, semantic: np.ndarray, object_names: Sequence[str],
-                  n_classes: int | None = None) -> str:
-    """'unique' when no other instance of the target's class is in the scene, else 'multiple'.
+def same_class_ids(object_id: int, instance: np.ndarray, semantic: np.ndarray, object_names: Sequence[str],
+                   n_classes: int | None = None) -> np.ndarray:
+    """Instance ids of the scene's objects of ``object_id``'s class, itself included (sorted).
 
     The class is the instance's majority semantic label when it is a named class (``0 <= c <
     n_classes``); for unmapped objects ("other" or unlabelled) the raw ``object_names`` are compared,
-    so two unrelated "other" objects do not make each other "multiple".
+    so two unrelated "other" objects are not of one class. The one definition behind the
+    unique/multiple split and the random-object-of-the-class chance baseline.
     """
     instance = np.asarray(instance)
     semantic = np.asarray(semantic)
@@ -181,11 +192,17 @@ def res_eval_type(object_id: int, instance: np.ndarray, semantic: np.ndarray, ob
         raise ValueError(f"object id {object_id} has no points in the scene (instances: {ids.tolist()})")
     c = int(cls[where[0]])
     if c >= 0 and (n_classes is None or c < n_classes):
-        same = int(np.count_nonzero(cls == c))
-    else:
-        names = np.asarray([str(object_names[i]) if i < len(object_names) else "" for i in ids])
-        same = int(np.count_nonzero(names == names[where[0]]))
-    return "unique" if same == 1 else "multiple"
+        return ids[cls == c]
+    names = np.asarray([str(object_names[i]) if i < len(object_names) else "" for i in ids])
+    return ids[names == names[where[0]]]
+
+
+def res_eval_type(object_id: int, instance: np.ndarray, semantic: np.ndarray, object_names: Sequence[str],
+                  n_classes: int | None = None) -> str:
+    """'unique' when no other instance of the target's class is in the scene, else 'multiple'
+    (ScanRefer's split; the class as ``same_class_ids`` defines it)."""
+    same = same_class_ids(object_id, instance, semantic, object_names, n_classes)
+    return "unique" if same.size == 1 else "multiple"
 
 
 def assign_res_eval_types(anns: list[Annotation], scene_dir: str | os.PathLike,

@@ -6,8 +6,11 @@ FPS seeds) depends only on the map, ``encode_text`` only on the sentences, ``dec
 for training, so training and inference compute exactly the same function.
 
 Module names: ``backbone`` (holding SPFormer's ``input_conv``/``unet``/``output_layer``),
-``text_encoder`` (``.model`` = the HF model), ``decoder`` (IPDN's ``dec``); see checkpoint.py
-for the official key mapping. ``sem_cls_head`` (only when ``cfg.num_classes`` > 0): auxiliary
+``text_encoder`` (``.model`` = the HF model), ``decoder`` (the official ``dec``); see checkpoint.py
+for the official key mapping (the decoder's sub-modules carry the official ``dec.*`` names, see
+decoder.py). 2D image features (the official model's per-superpoint CLIP features) enter through
+``SceneFeatures.image_feats`` (or ``decode(image_feats=...)``); a batch may carry them as
+``sp_image_feats`` (S_total, C), one row per superpoint like ``sp_offsets``. ``sem_cls_head`` (only when ``cfg.num_classes`` > 0): auxiliary
 semantic classifier of the pooled superpoint features, trained by the ``sem`` loss term.
 """
 
@@ -24,7 +27,7 @@ from torch import nn
 from .backbone import SparseUNetBackbone, pad_by_offsets, superpoint_pool
 from .config import ModelConfig, TrainConfig
 from .decoder import BQNetDecoder, DecoderOutput
-from .losses import bqnet_loss
+from .losses import LossTargets, bqnet_loss
 from .query_sampling import farthest_point_sample
 from .text_encoder import TextEncoder, TextFeatures
 
@@ -42,6 +45,7 @@ class SceneFeatures:
     sp_pad: torch.Tensor  # (B, S) bool, True = padding
     seed_idx: torch.Tensor  # (B, F) long, FPS seeds (indices into S)
     sp_sizes: torch.Tensor  # (B, S) long, points per superpoint (0 on padding)
+    image_feats: torch.Tensor | None = None  # (B, S, C_img) per-superpoint image features, or None
 
     @property
     def batch_size(self) -> int:
@@ -66,7 +70,8 @@ class BQNet(nn.Module):
         self.backbone = SparseUNetBackbone(cfg.backbone)
         self.text_encoder = TextEncoder(cfg.text, pretrained=text_pretrained)
         cfg.decoder = dataclasses.replace(
-            cfg.decoder, in_channels=self.backbone.out_channels, text_channels=self.text_encoder.hidden_size
+            cfg.decoder, in_channels=self.backbone.out_channels,
+            text_channels=cfg.decoder.text_channels or self.text_encoder.hidden_size
         )
         self.cfg = cfg
         self.decoder = BQNetDecoder(cfg.decoder)
@@ -130,13 +135,29 @@ class BQNet(nn.Module):
         sp_feats_b, sp_pad = pad_by_offsets(sp_feats, sp_offsets)
         sp_xyz_b, _ = pad_by_offsets(sp_xyz, sp_offsets)
         sizes_b, _ = pad_by_offsets(sizes, sp_offsets)
+        image_b = None
+        if batch.get("sp_image_feats") is not None:
+            img = torch.as_tensor(batch["sp_image_feats"]).to(dev, non_blocking=True).float()
+            if img.ndim != 2 or img.shape[0] != n_sp:
+                raise ValueError(f"sp_image_feats must have shape ({n_sp}, C), one row per superpoint, got {tuple(img.shape)}")
+            image_b, _ = pad_by_offsets(img, sp_offsets)
         t2 = sync_time(dev)
-        seed_idx = farthest_point_sample(sp_xyz_b, self.cfg.decoder.fps_num, sp_pad)
+        seed_idx = farthest_point_sample(self.centred(sp_xyz_b, sizes_b), self.cfg.decoder.fps_num, sp_pad)
         t3 = sync_time(dev)
         if timings is not None:
             timings["pooling"] = (t2 - t1) * 1e3
             timings["fps"] = (t3 - t2) * 1e3
-        return SceneFeatures(sp_feats_b, sp_xyz_b, sp_pad, seed_idx, sizes_b)
+        return SceneFeatures(sp_feats_b, sp_xyz_b, sp_pad, seed_idx, sizes_b, image_b)
+
+    @staticmethod
+    def centred(sp_xyz: torch.Tensor, sp_sizes: torch.Tensor) -> torch.Tensor:
+        """Superpoint centres ``(B,S,3)`` in each scene's mean-centred frame (the mean of its points,
+        from the centres weighted by their point counts; padding stays 0). The authors' FPS runs in
+        that frame, and its kernel never picks a point within ~3 cm of the origin (query_sampling.py),
+        so the frame changes the seeds; distances between superpoints do not depend on it."""
+        w = sp_sizes.to(torch.float64).unsqueeze(-1)  # (B, S, 1), 0 on padding
+        mean = (sp_xyz.to(torch.float64) * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)
+        return ((sp_xyz.to(torch.float64) - mean) * (w > 0)).to(sp_xyz.dtype)
 
     # ------------------------------------------------------------------ text
     def encode_text(self, texts: str | Sequence[str]) -> TextFeatures:
@@ -160,9 +181,12 @@ class BQNet(nn.Module):
         text_scene: torch.Tensor | Sequence[int] | None = None,
         keep_all_layers: bool = True,
         check_values: bool = True,
+        image_feats: torch.Tensor | None = None,
     ) -> DecoderOutput:
         """Decoder over every sentence; ``text_scene[t]`` is sentence t's scene (default all 0).
 
+        ``image_feats`` (B, S, C_img): per-superpoint image features of the scenes (default
+        ``scene.image_feats``); None runs a 2D-branch model without them (the decoder warns).
         ``check_values`` False: no host synchronisation (see ``BQNetDecoder.forward``)."""
         dev = scene.sp_feats.device
         T = len(text)
@@ -177,6 +201,11 @@ class BQNet(nn.Module):
             if T and (int(ts.min()) < 0 or int(ts.max()) >= scene.batch_size):
                 raise ValueError(f"text_scene values must be in [0, {scene.batch_size})")
         B = scene.batch_size
+        img = scene.image_feats if image_feats is None else image_feats
+        if img is not None and self.decoder.input_proj_2d is None:
+            img = None  # a model without the 2D branch ignores images it cannot use
+        if img is not None and tuple(img.shape[:2]) != tuple(scene.sp_feats.shape[:2]):
+            raise ValueError(f"image_feats must be (B, S, C) = {tuple(scene.sp_feats.shape[:2])} + (C,), got {tuple(img.shape)}")
         return self.decoder(
             self._per_sentence(scene.sp_feats, ts, B),
             self._per_sentence(scene.sp_xyz, ts, B),
@@ -184,6 +213,7 @@ class BQNet(nn.Module):
             self._per_sentence(scene.seed_idx, ts, B),
             text.word_feats.to(dev),
             text.word_mask.to(dev),
+            image_feats=None if img is None else self._per_sentence(img.to(dev), ts, B),
             keep_all_layers=keep_all_layers,
             check_values=check_values,
         )
@@ -209,22 +239,51 @@ class BQNet(nn.Module):
 
     # ------------------------------------------------------------------ training helpers
     @staticmethod
-    def sentence_targets(batch: dict[str, Any], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ground truth ``(T, S)`` float and padding ``(T, S)`` bool for ``bqnet_loss``."""
+    def sentence_targets(batch: dict[str, Any], device: torch.device | None = None) -> LossTargets:
+        """``LossTargets`` of a training batch, padded to the batch's most superpoints (token maps
+        are added by ``loss``, which has the tokenizer).
+
+        ``sp_inst`` comes from the batch's ``gt_sp_inst`` (``dataset.collate_fn``: the target
+        instance holding each superpoint's majority) and ``sp_ref`` from its ``sp_ref_masks``; a
+        batch that has only ``gt_sp_masks`` (``collate_scenes`` called directly) treats each
+        sentence's target union as one object and uses that mask as ``sp_ref`` (no context
+        objects). Superpoint centres are the mean of their points, as ``pool_scene`` computes them."""
         if batch.get("gt_sp_masks") is None:
             raise ValueError("batch has no gt_sp_masks (training batches need them)")
-        sp_offsets = batch["sp_offsets"].long()
+        sp_offsets = batch["sp_offsets"].long().cpu()
         counts = sp_offsets[1:] - sp_offsets[:-1]
         s_max = int(counts.max())
-        ts = torch.as_tensor(batch["text_scene"]).long()
-        T = ts.shape[0]
-        gt = torch.zeros(T, s_max)
-        for t, m in enumerate(batch["gt_sp_masks"]):  # T small lists of tensors
-            gt[t, : m.shape[0]] = m
+        ts = torch.as_tensor(batch["text_scene"]).long().cpu()
+        T, B = ts.shape[0], counts.shape[0]
+        sp = torch.as_tensor(batch["superpoints"]).long().cpu()
+        xyz = torch.as_tensor(batch["point_xyz"]).float().cpu()
+        n_sp = int(sp_offsets[-1])
+        sums = torch.zeros(n_sp, 3).index_add_(0, sp, xyz)
+        sizes = torch.bincount(sp, minlength=n_sp).clamp_min(1).unsqueeze(1)
+        centres = sums / sizes
+        scene_xyz = torch.zeros(B, s_max, 3)
+        for b in range(B):
+            scene_xyz[b, : int(counts[b])] = centres[sp_offsets[b]: sp_offsets[b + 1]]
+        inst_list = batch.get("gt_sp_inst")
+        ref_list = batch.get("sp_ref_masks")
+        gt_list = batch["gt_sp_masks"]
+        sp_inst = torch.full((T, s_max), -1, dtype=torch.long)
+        sp_ref = torch.zeros(T, s_max)
+        for t in range(T):
+            gt = torch.as_tensor(gt_list[t]).float()
+            n = gt.shape[0]
+            if inst_list is not None:
+                sp_inst[t, :n] = torch.as_tensor(inst_list[t]).long()
+            else:
+                sp_inst[t, :n] = torch.where(gt > 0.5, 0, -1)
+            sp_ref[t, :n] = torch.as_tensor(ref_list[t]).float() if ref_list is not None else gt
         pad = torch.arange(s_max)[None, :] >= counts[ts][:, None]
+        targets = LossTargets(sp_inst=sp_inst, sp_pad=pad, sp_xyz=scene_xyz[ts], sp_ref=sp_ref,
+                              sem=BQNet.semantic_targets(batch))
         if device is not None:
-            gt, pad = gt.to(device), pad.to(device)
-        return gt, pad
+            targets = LossTargets(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                                     for k, v in vars(targets).items()})
+        return targets
 
     @staticmethod
     def semantic_targets(batch: dict[str, Any], device: torch.device | None = None) -> torch.Tensor | None:
@@ -246,30 +305,47 @@ class BQNet(nn.Module):
         return out if device is None else out.to(device)
 
     def loss(self, out: DecoderOutput, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``bqnet_loss`` of a ``forward`` output against the batch's ``gt_sp_masks`` (and its
-        ``sp_semantic`` for the semantic head's ``sem`` term when the model has one)."""
+        """``bqnet_loss`` of a ``forward`` output against the batch's targets
+        (``sentence_targets``), with the sentences' span token maps when the contrastive term is
+        on and the decoder gives token projections. The maps come from the ``PreparedText`` of
+        each sentence: the output's ``prepared`` when the forward kept it, else the batch's
+        (``dataset.collate_fn``), else ``text_prep.prepare_text`` of the batch texts."""
         dev = out.layers[-1].masks.device
-        gt, pad = self.sentence_targets(batch, dev)
-        sem = self.semantic_targets(batch, dev) if out.sem_logits is not None else None
-        return bqnet_loss(out, gt, pad, self.cfg.loss, sem_targets=sem)
+        targets = self.sentence_targets(batch, dev)
+        cfg = self.cfg.loss
+        if cfg.align > 0 and any(getattr(p, "proj_tokens", None) is not None for p in out.layers):
+            from bqnet_model.text import positive_maps, prepare_text
+
+            prepared = getattr(out, "prepared", None) or batch.get("prepared")
+            if prepared is None:
+                prepared = [prepare_text(t) for t in batch["texts"]]
+            prepared = list(prepared)
+            L = int(out.word_pad.shape[1])
+            tok = self.text_encoder.tokenizer([p.model_input for p in prepared])["input_ids"]
+            real = (~out.word_pad).sum(1).tolist()
+            bad = [t for t, (ids, n) in enumerate(zip(tok, real)) if len(ids) != int(n)]
+            if bad:
+                t = bad[0]
+                raise ValueError(
+                    f"the contrastive term's token maps index the tokens of PreparedText.model_input, but the text "
+                    f"encoder read sentence {t} as {int(real[t])} tokens where {prepared[t].model_input!r} has "
+                    f"{len(tok[t])}: encode the prepared text (bqnet_model.text) or set model.loss.align: 0")
+            maps = positive_maps(self.text_encoder.tokenizer, prepared, length=L)
+            targets.token_maps = {k: v.to(dev).float() for k, v in maps.items()}
+        return bqnet_loss(out, targets, cfg)
 
     def param_groups(self, train_cfg: TrainConfig) -> list[dict[str, Any]]:
         """AdamW groups with the lr multipliers; frozen parameters (the text encoder) are left out."""
         groups = []
-        rel_pos = self.decoder.rel_pos
-        rel_ids = set() if rel_pos is None else {id(p) for p in rel_pos.parameters()}
-        rel_mult = train_cfg.lr_mult_decoder if train_cfg.lr_mult_rel_pos is None else train_cfg.lr_mult_rel_pos
         for name, module, mult in (
             ("text_encoder", self.text_encoder, train_cfg.lr_mult_text),
             ("backbone", self.backbone, train_cfg.lr_mult_backbone),
             ("decoder", self.decoder, train_cfg.lr_mult_decoder),
-            ("rel_pos", rel_pos, rel_mult),  # its own group: a module switched on late may need a higher lr
             ("sem_cls_head", self.sem_cls_head, train_cfg.lr_mult_decoder),
         ):
             if module is None:
                 continue
-            params = [p for p in module.parameters() if p.requires_grad
-                      and (name == "rel_pos" or id(p) not in rel_ids)]
+            params = [p for p in module.parameters() if p.requires_grad]
             if params:
                 groups.append({"name": name, "params": params, "lr": train_cfg.lr * mult, "lr_mult": mult})
         return groups

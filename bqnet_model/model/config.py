@@ -20,6 +20,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from bqnet_model.data.augment import AugmentConfig
+
 from .decoder import DecoderConfig
 from .losses import LossConfig
 
@@ -66,15 +68,25 @@ class BackboneConfig:
 
 @dataclass
 class TextConfig:
-    """Hugging Face text encoder by name or local path.
+    """Hugging Face text encoder by name or local path, and what text it reads.
 
     ``encoder``: ``minilm`` (alias for the offline MiniLM package, 384-d), a hub name such as
     ``roberta-base`` (768-d, the paper's), or a folder. ``allow_download`` False means the hub is
     never contacted (local files / hub cache only). ``cache_size`` sentences are kept encoded.
+
+    ``official_prep``: encode the official pipeline's string of each sentence
+    (``bqnet_model.text.prepare_text``: cleaned, maybe "This is an object . " in front,
+    " . not mentioned" behind) instead of the raw text, as the authors' model reads it.
+    ``max_tokens``: sentences are never cut; 0 means "up to the encoder's position limit", a
+    positive value is a lower guard; a longer sentence raises an error naming this option.
+    ``tokenizer``: a folder with the tokenizer files, for encoders whose weights come from a
+    checkpoint and whose tokenizer is not otherwise on disk (``roberta-base`` offline).
     """
 
     encoder: str = "minilm"
-    max_tokens: int = 78
+    max_tokens: int = 0
+    official_prep: bool = True
+    tokenizer: str = ""
     freeze: bool = True
     allow_download: bool = False
     cache_size: int = 1024
@@ -82,8 +94,8 @@ class TextConfig:
     def __post_init__(self) -> None:
         if not self.encoder:
             raise ValueError("text.encoder must name a model (e.g. 'minilm', 'roberta-base' or a folder)")
-        if self.max_tokens < 3:
-            raise ValueError(f"text.max_tokens must be >= 3, got {self.max_tokens}")
+        if self.max_tokens != 0 and self.max_tokens < 3:
+            raise ValueError(f"text.max_tokens must be 0 (the encoder's position limit) or >= 3, got {self.max_tokens}")
         if self.cache_size < 0:
             raise ValueError(f"text.cache_size must be >= 0, got {self.cache_size}")
 
@@ -110,67 +122,52 @@ class ModelConfig:
 
 @dataclass
 class InferenceConfig:
-    """What ``Segmenter`` does with the network's output.
+    """What ``Segmenter`` does with the network's output (``bqnet_model.pipeline``).
 
-    RES: the query with the highest target probability, its mask above ``mask_threshold``.
-    GRES: every query whose indicator says target; masks overlapping above ``gres_merge_iou`` are
-    merged into one object; fewer than ``gres_min_points`` points in all means "no target".
-    ``max_points``: larger clouds are randomly (seeded) downsampled with a warning.
+    ``task``: RES answers the most probable query's mask; GRES every object whose target
+    probability exceeds 0.5, "no target" below ``gres_min_points`` points (the authors' rules;
+    ``pipeline/selection.py`` says how one rule serves both). ``candidates``: queries per view that
+    take part in the selection besides the targets; ``merge_iou``: point IoU above which two query
+    masks are one object. ``mask_threshold``: a superpoint belongs to a query's mask when its
+    sigmoid reaches it.
+    ``max_points``: larger clouds are thinned by a voxel grid to uniform density, with a warning
+    (``bqnet_model.thinning``).
     ``text_chunk``: at most this many sentences go through the decoder in one call.
     ``superpoints``: keyword arguments of ``bqnet_model.superpoints.oversegment``.
     ``amp``: autocast (``amp_dtype``: float16 or bfloat16) for the backbone and decoder on CUDA
     (ignored on CPU).
-    ``ingest``: how ``prepare`` cleans and voxelizes the map: ``torch`` = torch ops on the
-    segmenter's device after one host->device copy (``bqnet_model.ingest``), ``numpy`` = numpy on
-    the host (the original path). ``auto`` = torch (on 2 CPU cores it is also ~3x faster than
-    numpy: sorts instead of np.unique/lexsort). Same result either way.
-    ``overlap_superpoints``: run the C++ oversegmentation in a worker thread while the main thread
-    voxelizes and runs the backbone (the superpoints are only needed from the pooling on); the
-    labels are identical with and without. Off by default (None = off): it did not pay on either
-    device. On 2 CPU cores both stages want the same cores (300 vs 200 ms at 100k points); on the
-    H100 machine (2026-11-26) the GPU part it hides is only ~17 ms while the contention slowed the
-    superpoints by ~30 ms (300k points: 166 vs 154 ms).
-    ``cuda_graph``: on CUDA, capture text features -> decoder -> heads once per (superpoint
-    bucket of 128, sentences per call, token-length bucket of 16) and replay it: the decoder is
-    hundreds of small kernels, launch-bound: on an H100 at 300k points 13.1 ms eager, 3.1 ms replayed,
-    same answers. Captures that fail fall back to eager with a logged warning. On by default (it is
-    what meets the per-sentence target); each capture holds its own GPU memory pool (at most 8 are
-    kept; peak 660 MiB at 300k). Ignored on the CPU.
+    ``cuda_graph``: on CUDA, capture text features -> decoder -> answer summary once per
+    (superpoint bucket of 128, sentences per call, token-length bucket of 16) and replay it: the
+    decoder is hundreds of small kernels, so launches dominate an eager call. Captures that fail
+    fall back to eager with a logged warning. Ignored on the CPU.
     ``tta_rotations``: test-time augmentation. K > 1 runs the backbone and the decoder on K copies
     of the map turned about the vertical axis by 360/K degrees (the superpoints are computed once
-    and shared) and fuses the answers (``bqnet_model.pipeline``: ``fuse_views``): ``prepare`` and
-    ``query`` cost about K times as much. 1 = off. No relation of the synthetic sentences changes
-    under such a turn ("left of" is taken from a viewpoint in the room, not from the map's axes);
-    a mirror would swap left and right, so it is not used. ``tta_candidates``: queries per turned
-    copy that take part in the fusion (the most probable ones); ``tta_match_iou``: point IoU above
-    which two copies' masks are the same object.
+    and shared) and selects over all copies' queries; ``prepare`` and ``query`` cost about K times
+    as much. 1 = off.
     """
 
     task: Literal["res", "gres"] = "res"
     mask_threshold: float = 0.5
     gres_min_points: int = 50
-    gres_merge_iou: float = 0.5
+    merge_iou: float = 0.5
+    candidates: int = 16
     voxel_size: float = 0.02
     max_points: int = 2_500_000
     text_chunk: int = 32
     seed: int = 0
     amp: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
-    ingest: Literal["auto", "numpy", "torch"] = "auto"
-    overlap_superpoints: bool | None = None
     cuda_graph: bool = True
     superpoints: dict[str, Any] = field(default_factory=dict)
     tta_rotations: int = 1
-    tta_candidates: int = 16
-    tta_match_iou: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("tta_rotations", "tta_candidates"):
+        for name in ("tta_rotations", "candidates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"inference.{name} must be a positive integer, got {value!r}")
-        if not 0.0 < self.tta_match_iou < 1.0:
-            raise ValueError(f"inference.tta_match_iou must be in (0, 1), got {self.tta_match_iou}")
+        if not 0.0 < self.merge_iou < 1.0:
+            raise ValueError(f"inference.merge_iou must be in (0, 1), got {self.merge_iou}")
         if self.task not in ("res", "gres"):
             raise ValueError(f"inference.task must be 'res' or 'gres', got {self.task!r}")
         if not 0.0 < self.mask_threshold < 1.0:
@@ -181,65 +178,81 @@ class InferenceConfig:
             raise ValueError("inference.max_points and text_chunk must be >= 1, gres_min_points >= 0")
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"inference.amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")
-        if self.ingest not in ("auto", "numpy", "torch"):
-            raise ValueError(f"inference.ingest must be 'auto', 'numpy' or 'torch', got {self.ingest!r}")
 
 
 @dataclass
 class TrainConfig:
-    """Optimizer, schedule and data of a training run (values of the paper by default).
+    """Optimizer, schedule and data of a training run (the authors' values by default).
 
-    lr = ``lr`` * multiplier per parameter group (text encoder / backbone / decoder; the decoder's
-    ``rel_pos`` bias has its own, ``lr_mult_rel_pos``, None = the decoder's), decayed by
-    the poly schedule ``(1 - progress) ** lr_power`` after ``warmup_steps`` of linear warm-up
-    (progress = step / total steps, or the elapsed share of ``--time-budget`` when that is larger,
-    so a run cut by its time budget still ends at a low lr); gradients clipped to ``grad_clip``
-    (total norm). ``lang_per_scene`` sentences share one backbone pass (``lang_per_scene_eval`` in
-    evaluation). ``dataset``: 'synthetic' | 'scanrefer' | 'multi3drefer'.
+    lr = ``lr`` * multiplier per parameter group (text encoder / backbone / decoder), times the schedule
+    factor, times a linear warm-up over ``warmup_steps``:
+
+    * ``lr_schedule: epoch`` (the authors' ``PolyLR`` stepped once per epoch):
+      ``(1 - e / poly_epochs) ** lr_power`` during epoch e = 0, 1, ... (0 from ``poly_epochs`` on;
+      the authors run ``epochs`` 50 of a ``poly_epochs`` 70 horizon, None = ``epochs``);
+    * ``lr_schedule: step``: ``(1 - step / total_steps) ** lr_power`` per optimizer step.
+
+    With ``--time-budget`` the factor is also capped by the same poly of the elapsed share of the
+    budget, so a run cut by its budget still ends at a low lr. Gradients are clipped to
+    ``grad_clip`` (total norm). An epoch covers every description of every training scene, in
+    items of one scene and at most ``lang_per_scene`` of its descriptions (``lang_per_scene_eval``
+    in evaluation); ``batch_size`` items per step. ``max_points_train``: training scenes with more
+    points are cropped to that many around a target (None = never; the authors' budget of 2.5M
+    never binds on ScanNet). ``augment``: draw ``augmentation`` (``bqnet_model.data.augment``) per
+    item and epoch. ``amp``: autocast on CUDA (the authors train in float32). ``dataset``:
+    'synthetic' | 'scanrefer' | 'multi3drefer' ('scanrefer' reads the annotations' ``token`` field
+    and prepares text in ScanRefer mode, as the authors' loader).
     """
 
     optimizer: Literal["adamw"] = "adamw"
     lr: float = 1e-4
     weight_decay: float = 5e-4
+    lr_schedule: Literal["epoch", "step"] = "epoch"
     lr_power: float = 4.0
+    poly_epochs: int | None = 70
     lr_mult_text: float = 0.001
     lr_mult_backbone: float = 0.01
     lr_mult_decoder: float = 1.0
-    lr_mult_rel_pos: float | None = None
     grad_clip: float = 0.1
     warmup_steps: int = 0
-    epochs: int = 70
+    epochs: int = 50
     batch_size: int = 2
-    lang_per_scene: int = 8
-    lang_per_scene_eval: int = 64
+    lang_per_scene: int = 4
+    lang_per_scene_eval: int = 32
     seed: int = 1999
-    amp: bool = True
+    amp: bool = False
     dataset: str = "synthetic"
     data_root: str = "data/synthetic"
     train_annotations: str = ""
     val_annotations: str = ""
     work_dir: str = "runs/bqnet"
     pretrained_backbone: str = ""
-    max_points_train: int = 250_000
+    max_points_train: int | None = 2_500_000
     augment: bool = True
-    # Mirror augmentation (half of the rooms flipped in x). It swaps left and right, so it teaches
-    # the wrong answer for sentences whose left / right is seen from a place in the room ("left of
-    # the door as you face the window": the synthetic expressions, ScanRefer's "facing ..."): off
-    # in the tiny configs. Nothing else is mirrored.
-    flip_x: bool = True
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = 2
     eval_every: int = 1
     log_every: int = 20
 
+    # Keys of earlier versions (stored in old checkpoints' configs; ``flip_x`` is now
+    # ``augmentation.flip_x``); a loader may drop them.
+    RETIRED: typing.ClassVar[tuple[str, ...]] = ("flip_x", "lr_mult_rel_pos")
+
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.lang_per_scene < 1:
             raise ValueError("train.lr must be > 0 and epochs, batch_size, lang_per_scene >= 1")
-        if self.lr_mult_rel_pos is not None and self.lr_mult_rel_pos <= 0:
-            raise ValueError(f"train.lr_mult_rel_pos must be > 0 or None, got {self.lr_mult_rel_pos}")
+        if self.lang_per_scene_eval < 1:
+            raise ValueError(f"train.lang_per_scene_eval must be >= 1, got {self.lang_per_scene_eval}")
+        if self.lr_schedule not in ("epoch", "step"):
+            raise ValueError(f"train.lr_schedule must be 'epoch' or 'step', got {self.lr_schedule!r}")
+        if self.poly_epochs is not None and self.poly_epochs < 1:
+            raise ValueError(f"train.poly_epochs must be >= 1 or None (= epochs), got {self.poly_epochs}")
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
         if self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.max_points_train is not None and self.max_points_train < 1:
+            raise ValueError(f"train.max_points_train must be >= 1 or None (no crop), got {self.max_points_train}")
 
 
 @dataclass
@@ -368,7 +381,7 @@ def set_dotted(data: dict[str, Any], overrides: typing.Sequence[str]) -> None:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            raise ValueError(f"--set expects KEY=VALUE with a dotted key (model.decoder.rel_pos=true), got {item!r}")
+            raise ValueError(f"--set expects KEY=VALUE with a dotted key (model.decoder.cfr=false), got {item!r}")
         node = data
         for part in parts[:-1]:
             child = node.setdefault(part, {})

@@ -1,11 +1,12 @@
-"""Inference selection: which queries answer the sentence, and their superpoint masks [IPDN].
+"""Inference selection as the authors' ``predict_by_feat``: which queries answer the sentence.
 
 * 3D-RES (``select_res``): softmax of the indicator logits; the query with the highest target
-  probability; its mask sigmoid over superpoints. Points inherit their superpoint's value and
-  the caller thresholds at 0.5.
-* 3D-GRES (``select_gres``): every query whose indicator argmax is "target"; the union (max) of
-  their mask sigmoids; no such query, or fewer than ``min_points`` points above the mask
-  threshold (counted with the superpoint sizes the caller passes), means "no target".
+  probability (the first one on ties, as ``argmax``); its mask sigmoid over superpoints. Points
+  inherit their superpoint's value; IoU binarises at sigmoid >= 0.5 (``official_iou``).
+* 3D-GRES (``select_gres``): every query whose indicator argmax is "target" (a tie goes to "not
+  target", as ``argmax``); the union is the max of their mask LOGITS; no such query, or fewer
+  than ``min_points`` points with sigmoid strictly above the mask threshold (counted with the
+  superpoint sizes the caller passes), means "no target".
 
 Both are vectorized over sentences and queries; only the final per-sentence list of query ids
 is built with a loop over sentences.
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from .decoder import LayerPrediction
 
-__all__ = ["ResSelection", "GresSelection", "select_res", "select_gres", "target_probability"]
+__all__ = ["ResSelection", "GresSelection", "select_res", "select_gres", "target_probability", "official_iou"]
 
 
 def _check_pred(pred: LayerPrediction) -> tuple[int, int, int]:
@@ -74,12 +75,15 @@ def select_res(pred: LayerPrediction, sp_pad: Tensor | None = None) -> ResSelect
 class GresSelection:
     """One sentence's GRES answer: ``queries (K,)`` positive query ids (empty when not found),
     ``sp_prob (S,)`` union (max) of their mask sigmoids (zeros when not found), ``found``,
-    ``num_points``: points above the mask threshold (superpoints when no sizes were given)."""
+    ``num_points``: points strictly above the mask threshold (superpoints when no sizes were
+    given); ``union_prob (S,)``: the union before the "found" decision (zeros when no query is
+    positive; what the official code scores IoU on when too few points are on)."""
 
     queries: Tensor
     sp_prob: Tensor
     found: bool
     num_points: int
+    union_prob: Tensor | None = None
 
 
 @torch.no_grad()
@@ -93,8 +97,9 @@ def select_gres(
     """3D-GRES: every query whose indicator argmax is "target", the union of their masks.
 
     ``sp_sizes``: points per superpoint, ``(S,)`` or ``(T,S)``; with it the ``min_points`` rule
-    counts points, without it superpoints. Fewer than ``min_points`` above ``mask_threshold``
-    (or no positive query) gives ``found=False``, no queries and an all-zero mask.
+    counts points, without it superpoints. Fewer than ``min_points`` strictly above
+    ``mask_threshold`` (or no positive query) gives ``found=False``, no queries and an all-zero
+    ``sp_prob`` (``union_prob`` keeps the union).
     """
     T, Q, S = _check_pred(pred)
     sp_pad = _check_pad(sp_pad, T, S)
@@ -110,18 +115,28 @@ def select_gres(
         sizes = sp_sizes.reshape(-1, S).to(pred.masks.device, torch.float32)
 
     positive = pred.indi.argmax(dim=-1) == 1  # (T, Q)
-    prob = torch.sigmoid(pred.masks.float()) * positive.unsqueeze(-1)  # (T, Q, S)
-    union = prob.amax(dim=1)  # (T, S), 0 where no positive query
+    logits = pred.masks.float().masked_fill(~positive.unsqueeze(-1), float("-inf"))
+    union_all = torch.sigmoid(logits.amax(dim=1))  # (T, S): sigmoid of the max logit, 0 when none
     if sp_pad is not None:
-        union = union.masked_fill(sp_pad, 0.0)
-    npts = ((union >= mask_threshold) * sizes).sum(-1)  # (T,)
+        union_all = union_all.masked_fill(sp_pad, 0.0)
+    npts = ((union_all > mask_threshold) * sizes).sum(-1)  # (T,)
     found = positive.any(dim=1) & (npts >= min_points)
-    union = union * found.unsqueeze(-1)
+    union = union_all * found.unsqueeze(-1)
 
     found_l = found.tolist()
     npts_l = npts.round().long().tolist()
     out = []
     for t in range(T):
         qs = torch.nonzero(positive[t] & found[t]).flatten()
-        out.append(GresSelection(queries=qs, sp_prob=union[t], found=bool(found_l[t]), num_points=int(npts_l[t])))
+        out.append(GresSelection(queries=qs, sp_prob=union[t], found=bool(found_l[t]), num_points=int(npts_l[t]),
+                                 union_prob=union_all[t]))
     return out
+
+
+def official_iou(prob: Tensor, target: Tensor) -> Tensor:
+    """The authors' ``get_iou`` on probabilities: prediction ``prob >= 0.5``, target ``> 0.5``,
+    intersection / (union + 1e-6) over the last axis."""
+    pred = (prob >= 0.5).float()
+    gt = (target > 0.5).float()
+    inter = (pred * gt).sum(-1)
+    return inter / (gt.sum(-1) + pred.sum(-1) - inter + 1e-6)

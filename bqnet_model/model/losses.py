@@ -1,91 +1,91 @@
-"""Training losses of the decoder [IPDN, with our documented choices].
+"""Training losses of the decoder, as the authors of BQNet/CFNet wrote them (their ``Criterion``).
 
-Assignment (no Hungarian matching, a query owns the object its seed lies on):
+Queries are matched to objects by ``matching.match_batch`` (nearest seed to each object's
+centroid, plus every query whose seed lies on the object); P = ``num_insts`` is the number of
+matched pairs in the batch. Per prediction (the one before layer 1, then one per layer):
 
-* a superpoint is a target when its ground-truth value is > 0.5; a query is *positive* when
-  its seed superpoint (``DecoderOutput.query_sp_idx``) is a target;
-* a sentence with targets but no positive query (possible in RES: no sampled seed landed on
-  the object) gets one positive: the query whose final-layer mask has the highest soft IoU
-  with the target (computed without gradient; IPDN adds the seed nearest to the object's
-  centre instead; this needs no instance centres and prefers the query already closest to
-  the answer);
-* zero-target sentences (GRES): every query negative, no mask or score loss;
-* the positives and their targets are fixed once per batch and shared by all layers.
+* ``mask_bce``: binary cross-entropy with logits, mean over the matched pairs x real
+  superpoints **of each sentence**, summed over sentences, divided by P (the authors call
+  ``F.binary_cross_entropy_with_logits`` per sentence, then divide the sum by ``num_insts``);
+* ``mask_dice``: 1 - (2 sum(p t) + 1) / (sum p + sum t + 1), p = sigmoid, per pair; mean per
+  sentence, summed, / P;
+* ``score``: MSE between the score and the IoU of the binarised mask (sigmoid >= 0.5) with the
+  target, only for pairs with IoU > ``score_iou_min`` (0.5); mean per sentence, summed, / P;
+* ``indicator``: 2-way cross-entropy (target = matched), matched queries weight 1, the others
+  ``eos_coef``; **summed** over all queries of the batch, / P;
+* ``align`` (only when the decoder gives ``proj_queries``/``proj_tokens``): the authors'
+  ``loss_sem_align``, see ``align_loss``.
 
-Mask target of a positive query: the GT superpoint mask of its sentence (for GRES with several
-targets: the union of the targets, since ``gt_sp_masks`` is a union mask and GRES inference
-takes the union anyway). When ``gt_sp_inst`` (T,S) instance ids are given, a positive query
-whose seed lies on instance k is trained on instance k's mask alone (IPDN's per-object target);
-the fallback query keeps the union.
+The layer terms are weighted ``mask_bce``, ``mask_dice``, ``score``, ``indicator``, ``align``
+and summed; prediction i of N gets (i+1)/N (the last one 1, ``layer_weights``). Once per batch:
 
-Per layer l (prediction before layer 1, then after every layer), over real superpoints only:
+* ``sample`` (weight 5): sigmoid focal loss (alpha 0.25, gamma 2) of the seeds' **raw** text
+  relevance (``DecoderOutput.seed_scores``, >= 0, used as logits as the authors do) against the
+  soft targets of ``matching.sampling_targets``; mean over real seeds, then over sentences;
+* ``sem`` (only for models with a semantic head, ``model.num_classes`` > 0, which the tiny
+  synthetic configs use; not part of BQNet): cross-entropy of the superpoint semantic logits.
 
-* ``mask_bce``: mean binary cross-entropy (or sigmoid focal, ``mask_focal``) per positive query;
-* ``mask_dice``: 1 - (2 sum(p t) + 1) / (sum p + sum t + 1) per positive query, p = sigmoid;
-* ``score``: MSE between the score and the IoU of the binarized mask (logit >= 0) with the
-  target, for positive queries with IoU >= ``score_iou_min`` (IPDN uses 0.5; default 0: all);
-* ``indicator``: 2-way cross-entropy, positives weight 1, negatives ``negative_weight``
-  (IPDN's eos_coef 0.1), weighted mean over all queries of all sentences that have at least one
-  real superpoint.
-
-The three mask terms are averaged per sentence (over its positives), then over the sentences
-that have positives, so a sentence with many positive queries does not outweigh one with few.
-Layer l is weighted by ``layer_weights`` (default: IPDN's ramp (l+1)/N_pred, last layer 1).
-
-``sample``: once per batch, the seeds' text relevance logits (``DecoderOutput.seed_scores``,
-``query_sampling.relevance_logits``: log of a seed's relevance share against the uniform share) against "seed lies on a target" with a sigmoid focal loss (alpha 0.25, gamma 2, as
-IPDN; binary targets where IPDN uses a Gaussian of the distance to the object centre), mean
-over real seeds per sentence, then over sentences. It is the only gradient the text-guided
-sampling projections get (top-k has none).
-
-``sem`` (only with a semantic head, ``ModelConfig.num_classes`` > 0, and targets): cross-entropy
-of ``DecoderOutput.sem_logits`` (B,S,K) against the per-superpoint majority semantic label
-(B,S) (-1 = unlabelled or padding, ignored), mean over the labelled real superpoints of the batch.
-An auxiliary dense signal for the backbone; it does not touch the decoder.
-
-Everything is computed in float32 (safe under autocast) and finite for sentences without
-targets, without positives or made only of padding.
+Divisions by P use max(P, 1), so batches of zero-target sentences only (GRES) stay finite;
+everything is computed in float32 (safe under autocast).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decoder import DecoderOutput
+from .matching import LossTargets, Matching, match_batch, sampling_targets
 
-__all__ = ["LossConfig", "bqnet_loss", "semantic_loss", "assign_positives", "dice_loss", "sigmoid_focal_loss", "layer_weights"]
+__all__ = ["LossConfig", "LossTargets", "bqnet_loss", "semantic_loss", "dice_loss", "sigmoid_focal_loss",
+           "layer_weights", "mask_losses", "indicator_loss", "align_loss", "sampling_loss", "TOKEN_MAP_KINDS"]
+
+# Span kinds of ``text_prep.positive_maps`` the contrastive term reads.
+TOKEN_MAP_KINDS: tuple[str, ...] = ("target", "modify", "pron", "other_entity", "rel")
 
 
 @dataclass
 class LossConfig:
-    """Loss weights and options (see the module docstring for each term)."""
+    """Loss weights (the authors' ``loss_weight`` [1, 1, 0.5, 5, 0.1, -, 0.1] by default).
+
+    ``eos_coef``: weight of unmatched queries in the indicator and contrastive terms;
+    ``score_iou_min``: the score term trains pairs whose mask IoU is strictly above it;
+    ``align_temperature``: of the contrastive logits; ``focal_alpha``/``focal_gamma``: of the
+    sampling loss; ``layer_weights``: None = the (i+1)/N ramp, a list = one weight per prediction,
+    a number = that weight for all; ``sem``: the auxiliary semantic head's weight (models with
+    ``num_classes`` > 0 only)."""
 
     mask_bce: float = 1.0
     mask_dice: float = 1.0
     score: float = 0.5
-    indicator: float = 1.0
     sample: float = 5.0
-    negative_weight: float = 0.1
-    layer_weights: list[float] | float | None = None
-    mask_focal: bool = False
+    indicator: float = 0.1
+    align: float = 0.1
+    eos_coef: float = 0.1
+    score_iou_min: float = 0.5
+    align_temperature: float = 0.07
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    score_iou_min: float = 0.0
-    sample_focal: bool = True
-    sem: float = 1.0  # used only when the model has a semantic head (ModelConfig.num_classes > 0)
+    layer_weights: list[float] | float | None = None
+    sem: float = 1.0
+
+    # Keys of earlier versions (stored in old checkpoints' configs); a loader may drop them.
+    RETIRED: ClassVar[tuple[str, ...]] = ("negative_weight", "mask_focal", "sample_focal")
 
     def __post_init__(self) -> None:
-        for name in ("mask_bce", "mask_dice", "score", "indicator", "sample", "negative_weight", "focal_gamma", "sem"):
+        for name in ("mask_bce", "mask_dice", "score", "sample", "indicator", "align", "eos_coef",
+                     "focal_gamma", "sem"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.focal_alpha <= 1.0:
             raise ValueError(f"loss.focal_alpha must be in [0, 1], got {self.focal_alpha}")
-        if not 0.0 <= self.score_iou_min <= 1.0:
-            raise ValueError(f"loss.score_iou_min must be in [0, 1], got {self.score_iou_min}")
+        if not 0.0 <= self.score_iou_min < 1.0:
+            raise ValueError(f"loss.score_iou_min must be in [0, 1), got {self.score_iou_min}")
+        if not self.align_temperature > 0:
+            raise ValueError(f"loss.align_temperature must be > 0, got {self.align_temperature}")
         lw = self.layer_weights
         if isinstance(lw, (list, tuple)):
             if len(lw) == 0 or any(w < 0 for w in lw):
@@ -95,27 +95,27 @@ class LossConfig:
 
 
 def layer_weights(cfg: LossConfig, num_predictions: int) -> list[float]:
-    """Weight of each prediction (before layer 1, then per layer)."""
+    """Weight of each prediction: the authors' (i+1)/N for the auxiliary ones, 1 for the last."""
     lw = cfg.layer_weights
     if lw is None:
         return [(i + 1) / num_predictions for i in range(num_predictions)]
     if isinstance(lw, (list, tuple)):
         if len(lw) != num_predictions:
-            raise ValueError(
-                f"loss.layer_weights has {len(lw)} entries but the decoder gave {num_predictions} "
-                "predictions (num_layers + 1; 1 with keep_all_layers=False)"
-            )
+            raise ValueError(f"loss.layer_weights has {len(lw)} entries but the decoder gave {num_predictions} "
+                             "predictions (num_layers + 1; 1 with keep_all_layers=False)")
         return [float(w) for w in lw]
     return [float(lw)] * num_predictions
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """Elementwise sigmoid focal loss (no reduction); soft targets allowed."""
+    """Elementwise sigmoid focal loss (no reduction) with soft targets:
+    (alpha t + (1-alpha)(1-t)) * |t - sigmoid(x)|^gamma * BCE(x, t), the |.| read as the authors'
+    t (1-p) + (1-t) p."""
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
+    pt = targets * (1 - p) + (1 - targets) * p
     a_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return a_t * (1 - p_t).pow(gamma) * ce
+    return a_t * pt.pow(gamma) * ce
 
 
 def dice_loss(logits: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
@@ -125,72 +125,119 @@ def dice_loss(logits: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
     return 1.0 - (2.0 * (p * t).sum(-1) + 1.0) / (p.sum(-1) + t.sum(-1) + 1.0)
 
 
-@dataclass
-class Assignment:
-    """Positives of a batch: ``positive (T,Q)`` bool, pair indices ``t_idx, q_idx (P,)`` and
-    their mask targets ``targets (P,S)``; ``fallback (T,)``: sentences that needed one."""
-
-    positive: Tensor
-    t_idx: Tensor
-    q_idx: Tensor
-    targets: Tensor
-    fallback: Tensor
+def _per_sentence_mean(values: Tensor, t_idx: Tensor, T: int, weight: Tensor) -> Tensor:
+    """Sum over sentences of (sum of ``values`` / sum of ``weight``) within each sentence."""
+    sums = values.new_zeros(T).index_add(0, t_idx, values)
+    counts = values.new_zeros(T).index_add(0, t_idx, weight.to(values.dtype))
+    return (sums / counts.clamp_min(1e-12) * (counts > 0)).sum()
 
 
-@torch.no_grad()
-def assign_positives(
-    out: DecoderOutput, gt_sp_masks: Tensor, sp_pad: Tensor, gt_sp_inst: Tensor | None = None
-) -> Assignment:
-    """Positive queries and their mask targets (module docstring)."""
-    valid = ~sp_pad
-    gt = gt_sp_masks.float() * valid
-    on_target = gt > 0.5
-    has_target = on_target.any(dim=1)
-    positive = on_target.gather(1, out.query_sp_idx)  # (T, Q)
-    fallback = has_target & ~positive.any(dim=1)
-    if bool(fallback.any()):
-        prob = torch.sigmoid(out.layers[-1].masks.float()) * valid.unsqueeze(1)
-        inter = torch.bmm(prob, gt.unsqueeze(-1)).squeeze(-1)  # (T, Q)
-        union = prob.sum(-1) + gt.sum(-1, keepdim=True) - inter
-        best = (inter / union.clamp_min(1e-6)).argmax(dim=1)  # (T,)
-        extra = F.one_hot(best, positive.shape[1]).bool() & fallback.unsqueeze(1)
-        positive = positive | extra
-    t_idx, q_idx = torch.nonzero(positive, as_tuple=True)
-    targets = gt[t_idx]  # (P, S) union targets
-    if gt_sp_inst is not None and t_idx.numel() > 0:
-        inst_q = gt_sp_inst.gather(1, out.query_sp_idx)[t_idx, q_idx]  # (P,)
-        per_obj = (gt_sp_inst[t_idx] == inst_q.unsqueeze(1)) & on_target[t_idx]
-        use = (inst_q >= 0) & per_obj.any(dim=1)
-        targets = torch.where(use.unsqueeze(1), per_obj.float(), targets)
-    return Assignment(positive=positive, t_idx=t_idx, q_idx=q_idx, targets=targets, fallback=fallback)
+def mask_losses(masks: Tensor, scores: Tensor, m: Matching, sp_pad: Tensor, cfg: LossConfig,
+                norm: float) -> dict[str, Tensor]:
+    """``mask_bce``, ``mask_dice`` and ``score`` of one prediction (module docstring)."""
+    T, _, S = masks.shape
+    if m.num_insts == 0:
+        zero = 0.0 * (masks.float().sum() + scores.float().sum())  # keeps the heads in the graph
+        return {"mask_bce": zero, "mask_dice": zero, "score": zero}
+    valid = (~sp_pad).float()[m.t_idx]  # (P, S)
+    logit = masks.float()[m.t_idx, m.q_idx]
+    tgt = m.targets
+    bce = (F.binary_cross_entropy_with_logits(logit, tgt, reduction="none") * valid).sum(-1)  # (P,)
+    n_real = valid.sum(-1)
+    ones = torch.ones_like(bce)
+    with torch.no_grad():
+        binm = (logit >= 0) & (valid > 0)
+        tb = tgt > 0.5
+        inter = (binm & tb).sum(-1).float()
+        union = tb.sum(-1).float() + binm.sum(-1).float() - inter
+        iou = inter / (union + 1e-6)
+        keep = iou > cfg.score_iou_min
+    sc = scores.float()[m.t_idx, m.q_idx]
+    return {
+        "mask_bce": _per_sentence_mean(bce, m.t_idx, T, n_real) / norm,
+        "mask_dice": _per_sentence_mean(dice_loss(logit, tgt, valid), m.t_idx, T, ones) / norm,
+        "score": _per_sentence_mean((sc - iou).square() * keep, m.t_idx, T, keep) / norm,
+    }
 
 
-def _sentence_mean(values: Tensor, t_idx: Tensor, num_sentences: int, keep: Tensor | None = None) -> Tensor:
-    """Mean over each sentence's entries, then over sentences that have any."""
-    w = torch.ones_like(values) if keep is None else keep.to(values.dtype)
-    sums = values.new_zeros(num_sentences).index_add(0, t_idx, values * w)
-    counts = values.new_zeros(num_sentences).index_add(0, t_idx, w)
-    has = counts > 0
-    per = sums / counts.clamp_min(1.0)
-    return (per * has).sum() / has.sum().clamp_min(1)
+def indicator_loss(indi: Tensor, matched: Tensor, eos_coef: float, norm: float) -> Tensor:
+    """2-way cross-entropy, matched = class 1 (weight 1), others class 0 (weight ``eos_coef``),
+    summed over every query of the batch, / ``norm``."""
+    logp = F.log_softmax(indi.float(), dim=-1)  # (T, Q, 2)
+    ce = -torch.where(matched, logp[..., 1], logp[..., 0])
+    w = torch.where(matched, 1.0, eos_coef)
+    return (ce * w).sum() / norm
 
 
-def _check_loss_inputs(out: DecoderOutput, gt_sp_masks: Tensor, sp_pad: Tensor, gt_sp_inst: Tensor | None) -> None:
-    if not isinstance(out, DecoderOutput):
-        raise TypeError(f"out must be a DecoderOutput, got {type(out).__name__}")
-    if not out.layers:
-        raise ValueError("out.layers is empty: nothing to compute a loss on")
-    T, Q, S = out.layers[-1].masks.shape
-    if not isinstance(gt_sp_masks, Tensor) or tuple(gt_sp_masks.shape) != (T, S):
-        raise ValueError(f"gt_sp_masks must be a tensor of shape {(T, S)} (padded like the masks), "
-                         f"got {tuple(gt_sp_masks.shape) if isinstance(gt_sp_masks, Tensor) else type(gt_sp_masks).__name__}")
-    if not gt_sp_masks.is_floating_point():
-        raise TypeError(f"gt_sp_masks must be float (1 = target superpoint), got {gt_sp_masks.dtype}")
-    if not isinstance(sp_pad, Tensor) or sp_pad.dtype != torch.bool or tuple(sp_pad.shape) != (T, S):
-        raise ValueError(f"sp_pad must be a bool tensor of shape {(T, S)}")
-    if gt_sp_inst is not None:
-        if not isinstance(gt_sp_inst, Tensor) or gt_sp_inst.dtype != torch.long or tuple(gt_sp_inst.shape) != (T, S):
-            raise ValueError(f"gt_sp_inst must be an int64 tensor of shape {(T, S)} (-1 = no instance)")
+def align_loss(proj_queries: Tensor, proj_tokens: Tensor, word_pad: Tensor, maps: dict[str, Tensor],
+               matched: Tensor, eos_coef: float, temperature: float, norm: float) -> Tensor:
+    """The authors' word-query contrastive loss (``loss_sem_align``), both directions averaged.
+
+    Logits = cos(query, token) / ``temperature``. Positives: a matched query -> the sentence's
+    target span tokens; every unmatched query -> the last two real tokens (``</s>`` and
+    "mentioned" of the " . not mentioned" suffix). Matched queries also get the modifier (0.2),
+    pronoun (0.2) and relation (0.1) spans as extra positives, and the other-entity span tokens
+    counted twice in the negative log-sum-exp. Query -> text rows are weighted 1 (matched) or
+    ``eos_coef``; text -> query columns 1 (target span, last token), 0.2 (modifier, pronoun),
+    0.1 (relation, second-to-last token) or ``eos_coef``. As in the authors' code the query ->
+    text log-sum-exp runs over every token position of the padded batch, and the text -> query
+    normaliser adds the span maps' values (not their token counts)."""
+    T, Q, _ = proj_queries.shape
+    L = proj_tokens.shape[1]
+    dev = proj_queries.device
+    qn = F.normalize(proj_queries.float(), dim=-1)
+    tn = F.normalize(proj_tokens.float(), dim=-1)
+    logits = qn @ tn.transpose(1, 2) / temperature  # (T, Q, L)
+    rows = torch.arange(T, device=dev)
+    last = ((~word_pad).sum(1) - 1).clamp_min(0)
+    prev = (last - 1).clamp_min(0)
+    mq = matched.unsqueeze(-1)  # (T, Q, 1)
+
+    def span(kind: str) -> Tensor:  # (T, Q, L) float: the sentence's map on its matched queries
+        mp = maps[kind].to(dev).float()
+        mp = F.pad(mp, (0, max(0, L - mp.shape[1])))[:, :L]
+        return torch.where(mq, mp.unsqueeze(1), 0.0)
+
+    not_mentioned = torch.zeros(T, L, dtype=torch.bool, device=dev)
+    not_mentioned[rows, last] = True
+    not_mentioned[rows, prev] = True
+    pos = torch.where(mq, span("target") > 0, not_mentioned.unsqueeze(1))
+    modi, pron, rel, other = span("modify"), span("pron"), span("rel"), span("other_entity")
+    mb, pb, rb = modi > 0, pron > 0, rel > 0
+    qmask = torch.where(matched, 1.0, eos_coef)
+
+    def neg_sum(b: Tensor, dim: int) -> Tensor:
+        return -(logits * b).sum(dim)
+
+    # query -> text
+    b2t = (neg_sum(pos, 2) / (pos.sum(2) + 1e-6)
+           + 0.2 * neg_sum(mb, 2) / (mb.sum(2) + 1e-6)
+           + 0.2 * neg_sum(pb, 2) / (pb.sum(2) + 1e-6)
+           + 0.1 * neg_sum(rb, 2) / (rb.sum(2) + 1e-6)
+           + torch.logsumexp(logits + logits * (other > 0), dim=2))
+    b2t = (b2t * pos.any(2) * qmask).sum()
+    # text -> query
+    tmask = torch.full((T, L), eos_coef, device=dev)
+    tmask[rows, last] = 1.0
+    tmask = torch.where(pos.any(1), 1.0, tmask)
+    tmask = torch.where(mb.any(1), 0.2, tmask)
+    tmask = torch.where(pb.any(1), 0.2, tmask)
+    tmask = torch.where(rb.any(1), 0.1, tmask)
+    tmask[rows, prev] = 0.1
+    with_pos = (pos | mb | pb | rb).any(1)
+    pos_t = neg_sum(pos, 1) + neg_sum(mb, 1) + neg_sum(pb, 1) + neg_sum(rb, 1)
+    nb = pos.sum(1) + modi.sum(1) + pron.sum(1) + rel.sum(1) + 1e-6
+    entropy = -torch.log(nb + 1e-6) / nb
+    t2b = ((entropy + pos_t / nb + torch.logsumexp(logits, dim=1)) * with_pos * tmask).sum()
+    return (b2t + t2b) / 2 / norm
+
+
+def sampling_loss(seed_scores: Tensor, seed_target: Tensor, seed_valid: Tensor, cfg: LossConfig) -> Tensor:
+    """Focal loss of the raw seed relevance against the soft targets: mean over real seeds, then
+    over sentences."""
+    elem = sigmoid_focal_loss(seed_scores.float(), seed_target, cfg.focal_alpha, cfg.focal_gamma)
+    v = seed_valid.float()
+    return ((elem * v).sum(-1) / v.sum(-1).clamp_min(1.0)).mean()
 
 
 def semantic_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -211,89 +258,64 @@ def semantic_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(lg[valid], tg[valid])
 
 
-def bqnet_loss(
-    out: DecoderOutput,
-    gt_sp_masks: Tensor,
-    sp_pad: Tensor,
-    cfg: LossConfig | None = None,
-    gt_sp_inst: Tensor | None = None,
-    sem_targets: Tensor | None = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total loss and its parts (detached): ``mask_bce``, ``mask_dice``, ``score``,
-    ``indicator`` (each summed over layers with the layer weights, before the term weights),
-    ``sample``, ``num_positive`` (mean positives per sentence) and ``total``; plus ``sem`` when
-    ``out.sem_logits`` (B,S,K) and ``sem_targets`` (B,S) int64 (-1 = ignore) are both given."""
-    cfg = cfg or LossConfig()
-    _check_loss_inputs(out, gt_sp_masks, sp_pad, gt_sp_inst)
-    T, Q, S = out.layers[-1].masks.shape
-    weights = layer_weights(cfg, len(out.layers))
-    asg = assign_positives(out, gt_sp_masks, sp_pad, gt_sp_inst)
-    valid = (~sp_pad).float()
-    v_pos = valid[asg.t_idx]  # (P, S)
-    tgt = asg.targets
-    tgt_bin = tgt > 0.5
-    row_real = (~sp_pad).any(dim=1)  # sentences with at least one real superpoint
-    labels = asg.positive.long()
-    q_weight = torch.where(asg.positive, 1.0, cfg.negative_weight) * row_real.unsqueeze(1)
+def _check_output(out: Any) -> tuple[int, int, int]:
+    layers = getattr(out, "layers", None)
+    if not layers:
+        raise ValueError("the decoder output has no layers: nothing to compute a loss on")
+    T, Q, S = layers[-1].masks.shape
+    for name in ("sample_idx", "seed_idx", "seed_scores"):
+        if not isinstance(getattr(out, name, None), Tensor):
+            raise ValueError(f"the decoder output lacks {name} (a DecoderOutput of bqnet_model.model.decoder)")
+    if tuple(out.sample_idx.shape) != (T, Q) or out.seed_scores.shape != out.seed_idx.shape:
+        raise ValueError(f"decoder output shapes disagree: masks {(T, Q, S)}, sample_idx "
+                         f"{tuple(out.sample_idx.shape)}, seed_idx {tuple(out.seed_idx.shape)}, "
+                         f"seed_scores {tuple(out.seed_scores.shape)}")
+    return T, Q, S
 
-    acc = {k: gt_sp_masks.new_zeros((), dtype=torch.float32) for k in ("mask_bce", "mask_dice", "score", "indicator")}
-    total = gt_sp_masks.new_zeros((), dtype=torch.float32)
+
+def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss of a ``DecoderOutput`` and its parts (detached): ``mask_bce``, ``mask_dice``,
+    ``score``, ``indicator``, ``align`` (each summed over predictions with the layer weights,
+    before the term weights), ``sample``, ``num_insts`` (matched pairs per sentence), ``total``;
+    ``sem`` when the output has ``sem_logits`` and the targets ``sem``."""
+    cfg = cfg or LossConfig()
+    T, Q, S = _check_output(out)
+    targets.check(T, S)
+    m = match_batch(out.seed_idx, out.sample_idx, targets)
+    norm = float(max(m.num_insts, 1))
+    weights = layer_weights(cfg, len(out.layers))
+    wants_align = cfg.align > 0 and any(getattr(p, "proj_tokens", None) is not None for p in out.layers)
+    if wants_align:
+        if targets.token_maps is None or any(k not in targets.token_maps for k in TOKEN_MAP_KINDS):
+            raise ValueError(f"the contrastive term (loss.align > 0) needs LossTargets.token_maps with kinds "
+                             f"{TOKEN_MAP_KINDS} (text_prep.positive_maps); set loss.align: 0 to train without it")
+        if not isinstance(getattr(out, "word_pad", None), Tensor):
+            raise ValueError("the contrastive term needs the decoder output's word_pad (T, L)")
+    keys = ("mask_bce", "mask_dice", "score", "indicator", "align")
+    acc = {k: torch.zeros((), device=targets.sp_xyz.device) for k in keys}
+    total = torch.zeros((), device=targets.sp_xyz.device)
     for w, pred in zip(weights, out.layers):
-        masks = pred.masks.float()
-        m = masks[asg.t_idx, asg.q_idx]  # (P, S)
-        if cfg.mask_focal:
-            elem = sigmoid_focal_loss(m, tgt, cfg.focal_alpha, cfg.focal_gamma)
+        parts = mask_losses(pred.masks, pred.scores, m, targets.sp_pad, cfg, norm)
+        parts["indicator"] = indicator_loss(pred.indi, m.matched, cfg.eos_coef, norm)
+        if wants_align and pred.proj_tokens is not None and pred.proj_queries is not None:
+            parts["align"] = align_loss(pred.proj_queries, pred.proj_tokens, out.word_pad, targets.token_maps,
+                                        m.matched, cfg.eos_coef, cfg.align_temperature, norm)
         else:
-            elem = F.binary_cross_entropy_with_logits(m, tgt, reduction="none")
-        bce_q = (elem * v_pos).sum(-1) / v_pos.sum(-1).clamp_min(1.0)
-        dice_q = dice_loss(m, tgt, v_pos)
-        with torch.no_grad():
-            binm = (m >= 0) & (v_pos > 0)
-            inter = (binm & tgt_bin).sum(-1).float()
-            union = (binm | tgt_bin).sum(-1).float()
-            iou = inter / union.clamp_min(1.0)
-        sc = pred.scores.float()[asg.t_idx, asg.q_idx]
-        score_q = (sc - iou).square()
-        parts = {
-            "mask_bce": _sentence_mean(bce_q, asg.t_idx, T),
-            "mask_dice": _sentence_mean(dice_q, asg.t_idx, T),
-            "score": _sentence_mean(score_q, asg.t_idx, T, keep=iou >= cfg.score_iou_min),
-        }
-        ce = F.cross_entropy(pred.indi.float().reshape(-1, 2), labels.reshape(-1), reduction="none").view(T, Q)
-        parts["indicator"] = (ce * q_weight).sum() / q_weight.sum().clamp_min(1e-6)
-        if asg.t_idx.numel() == 0:
-            # Keep the mask/score heads in the graph (zero gradient) so backward always works.
-            zero = 0.0 * (masks.sum() + pred.scores.float().sum())
-            parts = {**parts, "mask_bce": parts["mask_bce"] + zero}
-        layer_total = (
-            cfg.mask_bce * parts["mask_bce"] + cfg.mask_dice * parts["mask_dice"]
-            + cfg.score * parts["score"] + cfg.indicator * parts["indicator"]
-        )
-        total = total + w * layer_total
-        for k in acc:
+            parts["align"] = torch.zeros((), device=total.device)
+        total = total + w * sum(getattr(cfg, k) * parts[k] for k in keys)
+        for k in keys:
             acc[k] = acc[k] + w * parts[k].detach()
 
-    # Sampling loss on the seeds' text relevance.
-    seed_valid = (~sp_pad).gather(1, out.seed_idx).float()  # (T, F)
-    seed_tgt = ((gt_sp_masks.float() * (~sp_pad)) > 0.5).gather(1, out.seed_idx).float()
-    r = out.seed_scores.float()
-    if cfg.sample_focal:
-        elem = sigmoid_focal_loss(r, seed_tgt, 0.25, 2.0)
-    else:
-        elem = F.binary_cross_entropy_with_logits(r, seed_tgt, reduction="none")
-    per = (elem * seed_valid).sum(-1) / seed_valid.sum(-1).clamp_min(1.0)
-    sample = (per * row_real).sum() / row_real.sum().clamp_min(1)
+    seed_target = sampling_targets(out.seed_idx, targets, m.objects)
+    seed_valid = ~targets.sp_pad.gather(1, out.seed_idx)
+    sample = sampling_loss(out.seed_scores, seed_target, seed_valid, cfg)
     total = total + cfg.sample * sample
-
-    sem = None
-    if out.sem_logits is not None and sem_targets is not None:
-        sem = semantic_loss(out.sem_logits, sem_targets.to(out.sem_logits.device))
+    result = {**acc, "sample": sample.detach()}
+    sem_logits = getattr(out, "sem_logits", None)
+    if sem_logits is not None and targets.sem is not None:
+        sem = semantic_loss(sem_logits, targets.sem.to(sem_logits.device))
         total = total + cfg.sem * sem
-
-    parts_out = {k: v for k, v in acc.items()}
-    parts_out["sample"] = sample.detach()
-    if sem is not None:
-        parts_out["sem"] = sem.detach()
-    parts_out["num_positive"] = asg.positive.float().sum(1).mean().detach()
-    parts_out["total"] = total.detach()
-    return total, parts_out
+        result["sem"] = sem.detach()
+    result["num_insts"] = torch.tensor(m.num_insts / max(T, 1))
+    result["total"] = total.detach()
+    return total, result

@@ -1,15 +1,14 @@
-"""Seeds and queries: farthest point sampling, kNN graphs, text-guided query sampling.
+"""Seeds and queries: farthest point sampling and the text-guided ``sampling_module``.
 
-How the decoder gets its queries [IPDN]:
+How the decoder gets its queries (the authors' CFNet code):
 
-1. ``farthest_point_sample`` picks ``fps_num`` seed superpoints per scene (once per scene, by the
-   caller, so that all sentences of a scene share the seeds).
-2. The seeds' features go through the decoder's ``scg_head``: a self-attention restricted by
-   ``knn_mask`` to each seed's k nearest seeds in 3D (the spatial context graph, SCG).
+1. ``farthest_point_sample`` picks ``fps_num`` seed superpoints per scene, once per scene by the
+   caller, in the mean-centred scene frame, so that all sentences of a scene share the seeds.
+2. The seeds' features go through the decoder's ``scg_head`` (decoder.py).
 3. ``TextGuidedSampling`` (the checkpoint's ``sampling_module``) scores every seed against the
    sentence and keeps the ``num_proposal`` best seeds as queries.
 
-Everything here is plain torch, vectorized over the batch and device-agnostic (CPU/CUDA).
+Everything here is plain torch, vectorised over the batch and device-agnostic (CPU/CUDA).
 """
 
 from __future__ import annotations
@@ -22,12 +21,22 @@ from torch import Tensor, nn
 
 __all__ = [
     "farthest_point_sample",
-    "knn_mask",
+    "fps_order_keys",
     "CrossAttentionMap",
     "TextGuidedSampling",
     "SamplingResult",
-    "relevance_logits",
+    "FPS_MATRIX_MAX",
+    "FPS_ORIGIN_RADIUS2",
 ]
+
+# Largest B * S * S for which FPS precomputes all pairwise distances (64 MiB of float32): then each
+# of the n steps is 3 small kernels (row gather, minimum, argmax) instead of ~9 (launch-bound on GPUs).
+FPS_MATRIX_MAX = 1 << 24
+# The pointnet2 kernel never picks a point with x^2 + y^2 + z^2 <= this (after the first seed):
+# with the authors' mean-centred scenes that is a ~3 cm ball around the scene centre.
+FPS_ORIGIN_RADIUS2 = 1e-3
+# The kernel's per-block thread cap (TOTAL_THREADS in pointnet2's cuda_utils.h).
+_FPS_MAX_THREADS = 512
 
 
 def _check_tensor(name: str, x: object, ndim: int) -> Tensor:
@@ -38,14 +47,8 @@ def _check_tensor(name: str, x: object, ndim: int) -> Tensor:
     return x
 
 
-# Largest B * S * S for which FPS precomputes all pairwise distances (64 MiB of float32): then each
-# of the n steps is 3 small kernels (row gather, minimum, argmax) instead of ~9, which is what
-# bounds FPS on a GPU (launch-bound: issue 3 measured 34 ms for 512 seeds among 2183 superpoints).
-FPS_MATRIX_MAX = 1 << 24
-
-
 def _sq_dist_to(pts: Tensor, centre: Tensor) -> Tensor:
-    """Squared distances ``(B,S,3), (B,K,3) -> (B,K,S)`` in one fixed operation order.
+    """Squared distances ``(B,S,3), (B,K,3) -> (B,K,S)`` in the kernel's operation order.
 
     ``(dx*dx + dy*dy) + dz*dz`` with every step a separate elementwise op: each is exactly rounded
     on CPU and CUDA alike, so the matrix and the loop variant of FPS (and any device) agree bit for
@@ -55,18 +58,58 @@ def _sq_dist_to(pts: Tensor, centre: Tensor) -> Tensor:
     return (d[0] * d[0] + d[1] * d[1]) + d[2] * d[2]
 
 
+def _bit_reverse(x: Tensor, bits: Tensor) -> Tensor:
+    """Reverse the lowest ``bits`` bits of each ``x`` (int64, ``bits`` per element, <= 9)."""
+    out = torch.zeros_like(x)
+    for b in range(int(math.log2(_FPS_MAX_THREADS))):
+        bit = (x >> b) & 1
+        out = out | torch.where(b < bits, bit << (bits - 1 - b).clamp_min(0), torch.zeros_like(bit))
+    return out
+
+
+def fps_order_keys(n_real: Tensor, S: int) -> Tensor:
+    """``(B, S)`` int64 tie-break keys of the pointnet2 FPS kernel: among equal distances the
+    kernel picks the point with the smallest key.
+
+    The kernel runs T = min(512, 2^floor(log2 n)) threads; thread t scans k = t, t+T, ... and keeps
+    its FIRST maximum (strict ``>``); the block then reduces the threads pairwise (t with t+T/2,
+    ..., keeping the lower slot on ties), which prefers the thread whose id is smallest when its
+    bits are read in reverse. So key(k) = bitrev(k mod T) * ceil(n/T) + k div T. Padded slots
+    (k >= n) get keys after every real point."""
+    dev = n_real.device
+    n = n_real.long().clamp_min(1).unsqueeze(1)  # (B, 1)
+    bits = torch.floor(torch.log2(n.double())).long().clamp(max=int(math.log2(_FPS_MAX_THREADS)))
+    # log2 in float64 can land just below an exact power of two: fix it with integer checks.
+    bits = torch.where((1 << (bits + 1)) <= n, bits + 1, bits)
+    bits = torch.where((1 << bits) > n, bits - 1, bits).clamp(0, int(math.log2(_FPS_MAX_THREADS)))
+    T = 1 << bits
+    k = torch.arange(S, device=dev).unsqueeze(0)  # (1, S)
+    per_thread = (n + T - 1) // T
+    key = _bit_reverse(k % T, bits.expand(-1, S)) * per_thread + k // T
+    return torch.where(k < n, key, S * S + k)
+
+
 @torch.no_grad()
 def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix: bool | None = None) -> Tensor:
-    """Farthest point sampling of ``n`` indices per batch row; ``(B, S, 3) -> (B, n)`` long.
+    """Farthest point sampling of ``n`` indices per row, by the rules of the pointnet2 CUDA kernel
+    the authors use; ``(B, S, 3) -> (B, n)`` long.
 
-    Deterministic: row b starts at its first non-padded point, then repeatedly takes the point
-    farthest (squared Euclidean) from all points taken so far; ties go to the lowest index.
-    Padded points (``pad`` True) are never taken. A row with fewer than ``n`` real points first
-    takes all of them in FPS order, then cycles through that order again (index ``j`` repeats
-    index ``j mod n_real``), so the output always has ``n`` columns and only real indices.
-    The loop runs over ``n`` (not over points or rows), so it works on CUDA as on CPU.
+    * The first seed is index 0.
+    * Then repeatedly the point farthest (squared distance, ``(dx*dx + dy*dy) + dz*dz`` in float32)
+      from the chosen set, distances starting at 1e10, ties broken as the kernel's threads do
+      (``fps_order_keys``).
+    * Points with ``x*x + y*y + z*z <= 1e-3`` are never chosen, unless no other point remains
+      (then the kernel falls back to index 0). Call it in the mean-centred scene frame, as the
+      authors do; the rule is the kernel's, not a choice.
+    * When a row has fewer (choosable) points than ``n``, the kernel keeps returning the remaining
+      point with the smallest key (index 0 when it is choosable): indices repeat.
+    * ``pad`` True marks padding (rows of different scenes in one batch): padded slots are never
+      chosen and the thread layout uses the row's own point count, as a per-scene kernel call does.
+
+    The loop runs over ``n`` (not over points or rows), so it works on CUDA as on CPU; the points
+    are visited in key order so that ``argmax`` (first maximum) applies the tie rule for free.
     ``matrix``: precompute the (B, S, S) distances (default: on CUDA when ``B*S*S <=
-    FPS_MATRIX_MAX``); both variants return the same indices (see ``_sq_dist_to``).
+    FPS_MATRIX_MAX``); both variants return the same indices.
     """
     _check_tensor("xyz", xyz, 3)
     if xyz.shape[-1] != 3:
@@ -78,90 +121,58 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix
     B, S, _ = xyz.shape
     if S == 0:
         raise ValueError("xyz has no points (S == 0): nothing to sample")
+    dev = xyz.device
     if pad is None:
-        pad = torch.zeros(B, S, dtype=torch.bool, device=xyz.device)
+        pad = torch.zeros(B, S, dtype=torch.bool, device=dev)
     else:
         _check_tensor("pad", pad, 2)
         if pad.dtype != torch.bool:
             raise TypeError(f"pad must be a bool tensor (True = padding), got {pad.dtype}")
         if pad.shape != (B, S):
             raise ValueError(f"pad must have shape {(B, S)} to match xyz, got {tuple(pad.shape)}")
-    n_real = (~pad).sum(dim=1)  # (B,)
+    n_real = (~pad).sum(dim=1)
     if bool((n_real == 0).any()):
         rows = torch.nonzero(n_real == 0).flatten().tolist()
         raise ValueError(f"rows {rows} of pad are all padding: no point to sample from")
+    if bool(pad[:, 0].any()) or bool((pad[:, 1:] < pad[:, :-1]).any()):
+        raise ValueError("pad must mark a suffix of each row (real points first, as pad_by_offsets builds)")
 
-    dev = xyz.device
-    pts = xyz.float().contiguous()
-    # Min squared distance to the chosen set; padded points start at -1 and stay there (every
-    # distance is >= 0), so they never win the argmax (real points already taken have 0, which
-    # still beats -1 once every real point is taken).
-    dist = torch.full((B, S), float("inf"), device=dev)
-    dist.masked_fill_(pad, -1.0)
-    out = torch.empty(n, B, dtype=torch.long, device=dev)  # step-major: out[j] is contiguous
-    out[0] = (~pad).to(torch.uint8).argmax(dim=1)  # first non-padded index (argmax takes the first max)
+    pts = xyz.float()
+    perm = fps_order_keys(n_real, S).argsort(dim=1)  # (B, S): position p holds point perm[b, p]
+    pts = pts.gather(1, perm.unsqueeze(-1).expand(B, S, 3)).contiguous()
+    ppad = pad.gather(1, perm)
+    mag = (pts[..., 0] * pts[..., 0] + pts[..., 1] * pts[..., 1]) + pts[..., 2] * pts[..., 2]
+    near_origin = mag.double() <= FPS_ORIGIN_RADIUS2  # the kernel compares in double
+    # Running min distance to the chosen set. Points the kernel skips sit at -1 (below any
+    # distance, above padding), padding at -inf: torch.minimum keeps both, so neither is chosen
+    # while a choosable point remains, and a row without one falls back to key order (index 0).
+    dist = torch.full((B, S), 1e10, device=dev)
+    dist.masked_fill_(near_origin, -1.0).masked_fill_(ppad, float("-inf"))
+    out = torch.zeros(n, B, dtype=torch.long, device=dev)  # step-major; out[0] = position 0 = index 0
     base = torch.arange(B, device=dev) * S if B > 1 else None
-    if matrix is None:  # on the CPU building the matrix costs what it saves
+    if matrix is None:
         matrix = dev.type == "cuda" and B * S * S <= FPS_MATRIX_MAX
-    use_matrix = bool(matrix)
-    if use_matrix:
-        rows_of = _sq_dist_to(pts, pts).reshape(B * S, S)  # row b*S + c: distances to point c of row b
-        for j in range(n):
+    if matrix:
+        rows_of = _sq_dist_to(pts, pts).reshape(B * S, S)
+        for j in range(n - 1):
             cur = out[j] if base is None else out[j] + base
             torch.minimum(dist, rows_of.index_select(0, cur), out=dist)
-            if j + 1 < n:
-                torch.argmax(dist, dim=1, out=out[j + 1])
+            torch.argmax(dist, dim=1, out=out[j + 1])
     else:
         flat = pts.reshape(B * S, 3)
-        for j in range(n):
+        for j in range(n - 1):
             cur = out[j] if base is None else out[j] + base
             d = _sq_dist_to(pts, flat.index_select(0, cur).unsqueeze(1)).squeeze(1)
             torch.minimum(dist, d, out=dist)
-            if j + 1 < n:
-                torch.argmax(dist, dim=1, out=out[j + 1])
-    out = out.t().contiguous()
-    if n > int(n_real.min()):
-        # Rows with fewer than n real points: replace the tail by a cyclic repeat of the FPS order.
-        j = torch.arange(n, device=dev).unsqueeze(0)  # (1, n)
-        src = torch.remainder(j, n_real.unsqueeze(1))  # (B, n); == j where j < n_real
-        out = out.gather(1, src)
-    return out
-
-
-def knn_mask(pos: Tensor, k: int, pad: Tensor | None = None) -> Tensor:
-    """Boolean ``(B, N, N)`` graph, True where key j is among the ``k`` nearest of query i.
-
-    Distances are exact squared Euclidean (no matmul trick, so ties and near-ties order as in
-    a brute-force reference). Padded keys (``pad`` True) are never neighbours; k is clamped to
-    the number of points; every point is its own neighbour (the diagonal is always True, so no
-    row is empty even with duplicate positions). Built with ``topk`` + ``scatter``: no loop over
-    queries (the original IPDN code loops over batch and queries here).
-    """
-    _check_tensor("pos", pos, 3)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    B, N, _ = pos.shape
-    d = (pos.unsqueeze(2) - pos.unsqueeze(1)).float().square().sum(-1)  # (B, N, N)
-    if pad is not None:
-        if pad.shape != (B, N) or pad.dtype != torch.bool:
-            raise ValueError(f"pad must be a bool tensor of shape {(B, N)}, got {pad.dtype} {tuple(pad.shape)}")
-        d = d.masked_fill(pad.unsqueeze(1), float("inf"))
-    kk = min(k, N)
-    idx = d.topk(kk, dim=-1, largest=False).indices  # (B, N, kk)
-    mask = torch.zeros(B, N, N, dtype=torch.bool, device=pos.device)
-    mask.scatter_(2, idx, True)
-    if pad is not None:
-        # With fewer than k real keys topk also returns padded (inf) keys: drop them.
-        mask &= ~pad.unsqueeze(1)
-    mask |= torch.eye(N, dtype=torch.bool, device=pos.device).unsqueeze(0)
-    return mask
+            torch.argmax(dist, dim=1, out=out[j + 1])
+    return perm.gather(1, out.t().contiguous())
 
 
 class CrossAttentionMap(nn.Module):
-    """Single-head scaled dot-product map between seeds and words, softmax over the seeds.
+    """Single-head scaled dot-product map between seeds and words, softmax over the SEEDS axis.
 
-    ``query_proj`` projects seed features, ``key_proj`` word features, both without bias [IPDN].
-    Returns ``(B, F, L)``: for each word a distribution over the (non-padded) seeds.
+    ``query_proj`` projects seed features, ``key_proj`` word features, both without bias (the
+    official ``camap``). Returns ``(B, F, L)``: for each word a distribution over the seeds.
     """
 
     def __init__(self, seed_dim: int, word_dim: int, d_model: int) -> None:
@@ -170,53 +181,27 @@ class CrossAttentionMap(nn.Module):
         self.query_proj = nn.Linear(seed_dim, d_model, bias=False)
         self.key_proj = nn.Linear(word_dim, d_model, bias=False)
 
-    def forward(self, seeds: Tensor, words: Tensor, seed_pad: Tensor | None = None) -> Tensor:
+    def forward(self, seeds: Tensor, words: Tensor) -> Tensor:
         q = self.query_proj(seeds)
         k = self.key_proj(words)
         scores = torch.einsum("bfd,bld->bfl", q, k) / math.sqrt(self.d_model)
-        if seed_pad is not None:
-            scores = scores.masked_fill(seed_pad.unsqueeze(-1), float("-inf"))
         return scores.softmax(dim=1)
 
 
 @dataclass
 class SamplingResult:
-    """Output of ``TextGuidedSampling``.
-
-    ``indices (B, Q)``: chosen seeds (indices into the F seeds), by decreasing relevance;
-    ``scores (B, F)``: relevance of every seed (sums to the number of real words);
-    ``logits (B, F)``: the same ranking as logits for the sampling loss (the only path by which
-    the sampling projections learn: top-k itself has no gradient), see ``relevance_logits``.
-    """
+    """``indices (B, Q)``: chosen seeds (indices into the F seeds), by decreasing relevance
+    (``torch.topk`` order; all seeds in index order when F < num_proposal, as the official code);
+    ``scores (B, F)``: the official raw ``ref_scores`` (sum over real words of each word's softmax
+    over the seeds; >= 0, summing to the number of real words). The official sampling loss uses
+    these raw scores directly as focal-loss logits."""
 
     indices: Tensor
     scores: Tensor
-    logits: Tensor
-
-
-def relevance_logits(scores: Tensor, n_words: Tensor, seed_pad: Tensor | None = None) -> Tensor:
-    """``log(share * F_real)``: a seed's share of the relevance mass against the uniform share.
-
-    The raw relevance is a sum of softmax weights, never below 0, so used directly as a logit its
-    sigmoid never drops below 0.5 and a binary (focal) loss on it is stuck at its constant value
-    for the negatives (what the first trainings showed: the sampling loss never moved). The log of
-    the share is 0 for a uniform spread, goes to -inf on seeds no word looks at and up to
-    log F_real on a seed that takes all the mass; it is monotone in the relevance, so the top-k
-    seeds are the same.
-    """
-    n_real = scores.new_full(scores.shape[:1], scores.shape[1]) if seed_pad is None else (~seed_pad).sum(1).to(scores.dtype)
-    share = scores / n_words.to(scores.dtype).clamp_min(1.0).unsqueeze(1)
-    return torch.log(share * n_real.unsqueeze(1) + 1e-6)
 
 
 class TextGuidedSampling(nn.Module):
-    """The spec's ``sampling_module``: keep the seeds the sentence talks about.
-
-    relevance_f = sum over real words l of softmax_f(<Wq s_f, Wk w_l> / sqrt(d)); padded words
-    contribute nothing. Since each word spreads one unit of mass over the seeds, the relevance
-    of all seeds sums to the number of real words. The top ``num_proposal`` seeds (all of them,
-    sorted, when there are fewer) are the queries.
-    """
+    """The official ``sampling_module``: keep the seeds the sentence talks about."""
 
     def __init__(self, d_model: int, num_proposal: int) -> None:
         super().__init__()
@@ -225,18 +210,15 @@ class TextGuidedSampling(nn.Module):
         self.num_proposal = num_proposal
         self.camap = CrossAttentionMap(d_model, d_model, d_model)
 
-    def forward(
-        self, seed_feats: Tensor, word_feats: Tensor, word_mask: Tensor, seed_pad: Tensor | None = None
-    ) -> SamplingResult:
-        """seed_feats (B,F,d), word_feats (B,L,d), word_mask (B,L) True = real token."""
-        if word_mask.dtype != torch.bool:
-            raise TypeError(f"word_mask must be bool (True = real token), got {word_mask.dtype}")
-        attn = self.camap(seed_feats, word_feats, seed_pad)  # (B, F, L)
-        scores = (attn * word_mask.unsqueeze(1).to(attn.dtype)).sum(-1)  # (B, F)
-        k = min(self.num_proposal, scores.shape[1])
-        ranked = scores.detach()
-        if seed_pad is not None:
-            ranked = ranked.masked_fill(seed_pad, float("-inf"))
-        indices = ranked.topk(k, dim=1, sorted=True).indices
-        logits = relevance_logits(scores, word_mask.sum(1), seed_pad)
-        return SamplingResult(indices=indices, scores=scores, logits=logits)
+    def forward(self, seed_feats: Tensor, word_feats: Tensor, word_pad: Tensor) -> SamplingResult:
+        """seed_feats (B,F,d), word_feats (B,L,d), word_pad (B,L) True = padding."""
+        if word_pad.dtype != torch.bool:
+            raise TypeError(f"word_pad must be bool (True = padding), got {word_pad.dtype}")
+        attn = self.camap(seed_feats, word_feats)  # (B, F, L)
+        scores = (attn * (~word_pad).unsqueeze(1).to(attn.dtype)).sum(-1)  # (B, F)
+        B, F = scores.shape
+        if F < self.num_proposal:
+            indices = torch.arange(F, device=scores.device).unsqueeze(0).expand(B, F)
+        else:
+            indices = scores.detach().topk(self.num_proposal, dim=1, sorted=True).indices
+        return SamplingResult(indices=indices, scores=scores)

@@ -1,0 +1,340 @@
+"""``Segmenter``: prepare a map once, answer sentences over it many times.
+
+``prepare``: clean (torch ops on the segmenter's device after one host -> device copy,
+``bqnet_model.ingest``) -> superpoints (C++ oversegmentation, or the caller's labels) -> voxelize
+-> backbone -> superpoint pooling -> FPS seeds, and the optional per-point image features pooled
+onto the superpoints. ``query``: text encoder -> decoder (replayed from a CUDA graph on a GPU) ->
+one packed summary copied to the host -> ``selection`` -> point indices, centroid, box.
+
+Point indices always index the ``xyz`` given to ``prepare`` (sorted ascending). Points dropped by
+cleaning (NaN/Inf, exact duplicates, ``max_points`` downsampling) never appear in answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bqnet_model.cuda_graphs import DecoderGraphs
+from bqnet_model.ingest import clean_torch, voxel_inputs_torch
+from bqnet_model.model.bqnet import BQNet, SceneFeatures, sync_time
+from bqnet_model.model.config import Config, InferenceConfig, dataclass_from_dict, load_config
+from bqnet_model.model.decoder import DecoderOutput
+from bqnet_model.model.inputs import set_batch_superpoints, single_scene_batch
+from bqnet_model.model.text_encoder import TextFeatures, validate_texts
+
+from .device import resolve_device
+from .results import Result, SceneCache
+from .selection import answer, group_queries
+from .summary import summarise, unpack_summary
+from .superpoint_table import SuperpointTable, pool_rows, superpoint_table
+from .views import turn_about_z
+
+__all__ = ["Segmenter"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_superpoint_params(params: dict[str, Any]) -> None:
+    """Refuse unknown ``inference.superpoints`` keys at start-up, not at the first map."""
+    from bqnet_model.superpoints import SuperpointParams
+
+    allowed = {f.name for f in dataclasses.fields(SuperpointParams)} | {"num_threads"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"inference.superpoints: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    try:
+        SuperpointParams(**{k: v for k, v in params.items() if k != "num_threads"})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"inference.superpoints: {exc}") from exc
+
+
+def _inference_overrides(inf: InferenceConfig, overrides: dict[str, Any]) -> InferenceConfig:
+    if not overrides:
+        return inf
+    merged = {**dataclasses.asdict(inf), **overrides}
+    return dataclass_from_dict(InferenceConfig, merged, "inference")
+
+
+class Segmenter:
+    """Model + inference settings on one device; see the module docstring."""
+
+    def __init__(self, model: BQNet, cfg: Config | InferenceConfig | None = None, device: str | torch.device = "cpu") -> None:
+        if not isinstance(model, BQNet):
+            raise TypeError(f"model must be a BQNet, got {type(model).__name__}")
+        if cfg is None:
+            cfg = Config(model=model.cfg)
+        elif isinstance(cfg, InferenceConfig):
+            cfg = Config(model=model.cfg, inference=cfg)
+        elif not isinstance(cfg, Config):
+            raise TypeError(f"cfg must be a Config or an InferenceConfig, got {type(cfg).__name__}")
+        _check_superpoint_params(cfg.inference.superpoints)
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        # One unpadded scene gives the same answer either way (decoder.fine_mask_padding); masking
+        # makes it independent of the padding a CUDA graph's superpoint bucket adds.
+        model.decoder.cfg.fine_mask_padding = True
+        self.model = model.to(self.device).eval()
+        self._graphs: DecoderGraphs | None = None  # inference.cuda_graph captures (made on first use)
+        self._decode_lock = threading.Lock()  # graph buffers are shared by every caller of query()
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        config: str | Path | dict | Config | None = None, **overrides: Any) -> "Segmenter":
+        """Load our checkpoint (strict), or an official one into a model built from ``config``.
+
+        ``overrides`` replace inference settings (e.g. ``task='gres'``, ``mask_threshold=0.4``).
+        """
+        from bqnet_model.checkpoint import load_model
+
+        dev = resolve_device(device)
+        conf = None if config is None else copy.deepcopy(load_config(config))
+        model, cfg = load_model(path, device=dev, config=conf)
+        if conf is not None and cfg is not conf:
+            log.warning("%s carries its own config; the config given is ignored (pass inference overrides instead)", path)
+        cfg.model = model.cfg
+        cfg.inference = _inference_overrides(cfg.inference, overrides)
+        return cls(model, cfg, dev)
+
+    @classmethod
+    def from_config(cls, cfg: str | Path | dict | Config, device: str | torch.device = "cpu", seed: int = 0,
+                    text_pretrained: bool = True, **overrides: Any) -> "Segmenter":
+        """A randomly initialized model (tests; the node before a model exists). Deterministic per seed.
+
+        ``text_pretrained=False`` also gives the text encoder random weights (benchmarks on
+        machines that only hold the encoder's config and tokenizer).
+        """
+        conf = copy.deepcopy(load_config(cfg))
+        conf.inference = _inference_overrides(conf.inference, overrides)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            model = BQNet(conf.model, text_pretrained=text_pretrained)
+        finally:
+            torch.random.set_rng_state(state)
+        conf.model = model.cfg
+        return cls(model, conf, device)
+
+    @property
+    def inference(self) -> InferenceConfig:
+        return self.cfg.inference
+
+    def _autocast(self, cache_enabled: bool = True) -> Any:
+        on = self.inference.amp and self.device.type == "cuda"
+        dtype = torch.bfloat16 if self.inference.amp_dtype == "bfloat16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=on, cache_enabled=cache_enabled)
+
+    @property
+    def graph_stats(self) -> dict[str, int]:
+        """CUDA graph counters (captures, replays, failures, eager runs); zeros when unused."""
+        if self._graphs is None:
+            return {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
+        return dict(self._graphs.stats)
+
+    def close(self) -> None:
+        """Drop the captured CUDA graphs (their memory pools); they are made again on demand."""
+        if self._graphs is not None:
+            self._graphs.clear()
+            self._graphs = None
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self, xyz: np.ndarray, rgb: np.ndarray | None = None, superpoints: np.ndarray | None = None,
+                image_features: np.ndarray | None = None) -> SceneCache:
+        """Everything about the map that does not depend on the sentence (module docstring).
+
+        ``rgb``: uint8 (N,3) or float in [0,1]; None = constant grey. ``superpoints``: (N,)
+        labels to use instead of the online oversegmentation (e.g. ScanNet's mesh segments).
+        ``image_features``: per-point 2D features (N, C), or, with ``superpoints``, one row per
+        given superpoint label (max label + 1, C); mean-pooled onto the superpoints the model uses.
+
+        Stages (``timings_ms``): clean, superpoints (oversegmentation + dense labels + the
+        superpoint -> point table), voxelize, backbone, pooling, fps, total.
+        """
+        inf = self.inference
+        timings: dict[str, float] = {}
+        dev = self.device
+        t0 = time.perf_counter()
+        n_in = len(xyz) if hasattr(xyz, "__len__") else -1
+        if superpoints is not None:
+            superpoints = np.asarray(superpoints)
+            if superpoints.ndim != 1 or superpoints.shape[0] != n_in:
+                raise ValueError(f"superpoints must have shape ({n_in},) like xyz, got {superpoints.shape}")
+        point_image = self._point_image_features(image_features, n_in, superpoints)
+        dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, seed=inf.seed, device=dev)
+        cloud = dcloud.host
+        if cloud.n_downsampled:
+            log.warning("map has %d points, more than inference.max_points=%d: thinned by a voxel grid to %d "
+                        "(uniform density; raise max_points to keep every point)",
+                        cloud.n_points + cloud.n_downsampled, inf.max_points, cloud.n_points)
+        if cloud.n_nonfinite:
+            log.info("dropped %d non-finite points", cloud.n_nonfinite)
+        rgb8 = dcloud.rgb.cpu().numpy() if cloud.rgb is None else cloud.rgb
+        t1 = sync_time(dev)
+        timings["clean"] = (t1 - t0) * 1e3
+
+        table = superpoint_table(cloud.xyz, rgb8, superpoints, cloud.index, dict(inf.superpoints))
+        t2 = time.perf_counter()
+        timings["superpoints"] = table.ms
+        batch, n_voxels = self._voxel_batch(dcloud.xyz, dcloud.rgb)
+        t3 = sync_time(dev)
+        timings["voxelize"] = (t3 - t2) * 1e3
+        sp_image = None
+        if point_image is not None:
+            sp_image = torch.from_numpy(pool_rows(point_image[cloud.index], table)).to(dev)
+        with torch.inference_mode(), self._autocast():
+            vox = self.model.encode_voxels(batch)
+            t4 = sync_time(dev)
+            timings["backbone"] = (t4 - t3) * 1e3
+            set_batch_superpoints(batch, table.labels, table.n_superpoints)
+            batch["sp_image_feats"] = sp_image
+            scene = self.model.pool_scene(vox, batch, timings)
+        views: tuple[SceneFeatures, ...] = ()
+        if inf.tta_rotations > 1:
+            t5 = time.perf_counter()
+            views = tuple(self._turned_view(dcloud.xyz, dcloud.rgb, table, 2.0 * np.pi * k / inf.tta_rotations, sp_image)
+                          for k in range(1, inf.tta_rotations))
+            timings["tta_views"] = (sync_time(dev) - t5) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return SceneCache(
+            scene=scene, point_index=cloud.index, point_xyz=cloud.xyz, point_superpoint=table.labels,
+            sp_order=table.order, sp_start=table.start, n_input=cloud.n_input, n_voxels=n_voxels,
+            timings_ms=timings, device=str(dev), sp_sum=table.geometry[0], sp_min=table.geometry[1],
+            sp_max=table.geometry[2], views=views, n_nonfinite=cloud.n_nonfinite,
+            n_duplicates=cloud.n_duplicates, n_downsampled=cloud.n_downsampled,
+        )
+
+    def _point_image_features(self, feats: np.ndarray | None, n_points: int,
+                              superpoints: np.ndarray | None) -> np.ndarray | None:
+        """Per-point image features (N, C) float32 from what the caller gave (``prepare``)."""
+        want = self.model.cfg.decoder.image_channels
+        if feats is None:
+            return None
+        feats = np.asarray(feats)
+        if want == 0:
+            log.warning("image features given, but this model has no 2D branch "
+                        "(decoder.image_channels 0): they are ignored")
+            return None
+        if feats.ndim != 2 or feats.shape[1] != want:
+            raise ValueError(f"image_features must have shape (N, {want}), got {feats.shape}")
+        if not np.issubdtype(feats.dtype, np.floating) or not np.isfinite(feats).all():
+            raise ValueError("image_features must be finite floating-point numbers")
+        if feats.shape[0] == n_points:
+            return feats.astype(np.float32, copy=False)
+        if superpoints is not None and superpoints.size and feats.shape[0] == int(superpoints.max()) + 1 \
+                and int(superpoints.min()) >= 0:
+            return feats[superpoints].astype(np.float32, copy=False)
+        raise ValueError(f"image_features has {feats.shape[0]} rows: give one per point ({n_points}) or, "
+                         "with superpoints, one per superpoint label (max label + 1)")
+
+    def _voxel_batch(self, xyz: torch.Tensor, rgb: torch.Tensor) -> tuple[dict[str, Any], int]:
+        """The single-scene batch of cleaned points and its voxel count."""
+        vi = voxel_inputs_torch(xyz, rgb, self.inference.voxel_size)
+        return single_scene_batch(vi.coords, vi.feats, vi.p2v, xyz), vi.n_voxels
+
+    def _turned_view(self, xyz: torch.Tensor, rgb: torch.Tensor, table: SuperpointTable, angle: float,
+                     sp_image: torch.Tensor | None) -> SceneFeatures:
+        """Scene features of the cleaned map turned by ``angle`` about the vertical axis through
+        its centre (``inference.tta_rotations``), with the map's superpoints."""
+        batch, _ = self._voxel_batch(turn_about_z(xyz, angle), rgb)
+        with torch.inference_mode(), self._autocast():
+            vox = self.model.encode_voxels(batch)
+            set_batch_superpoints(batch, table.labels, table.n_superpoints)
+            batch["sp_image_feats"] = sp_image
+            return self.model.pool_scene(vox, batch)
+
+    # ------------------------------------------------------------------ query
+    def _check_cache(self, cache: SceneCache) -> None:
+        if not isinstance(cache, SceneCache):
+            raise TypeError(f"cache must be a SceneCache from Segmenter.prepare, got {type(cache).__name__}")
+        if cache.scene.sp_feats.device != self.device and not (
+            cache.scene.sp_feats.device.type == self.device.type == "cuda"
+        ):
+            raise ValueError(f"cache was prepared on {cache.device}, this segmenter runs on {self.device}")
+
+    def decode(self, cache: SceneCache, texts: str | list[str], keep_all_layers: bool = False) -> DecoderOutput:
+        """Raw decoder output for sentences over a prepared map (one call, no chunking)."""
+        self._check_cache(cache)
+        texts = validate_texts(texts)
+        with torch.inference_mode(), self._autocast():
+            text = self.model.encode_text(texts)
+            return self.model.decode(cache.scene, text, None, keep_all_layers=keep_all_layers)
+
+    def query(self, cache: SceneCache, texts: str | list[str], task: str | None = None) -> list[Result]:
+        """Answer sentences over a prepared map; batched (``inference.text_chunk`` per decoder call)."""
+        self._check_cache(cache)
+        texts = validate_texts(texts)
+        task = self.inference.task if task is None else task
+        if task not in ("res", "gres"):
+            raise ValueError(f"task must be 'res' or 'gres', got {task!r}")
+        results: list[Result] = []
+        n = self.inference.text_chunk
+        for i in range(0, len(texts), n):
+            results.extend(self._query_chunk(cache, texts[i:i + n], task))
+        return results
+
+    def summary_fn(self) -> Any:
+        """scene, words, mask -> packed answer summary: the decoder and the heads, no host sync
+        (what a CUDA graph captures)."""
+        thr = self.inference.mask_threshold
+
+        def fn(scene: SceneFeatures, word_feats: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+            out = self.model.decode(scene, TextFeatures(word_feats, word_mask), None,
+                                    keep_all_layers=False, check_values=False)
+            return summarise(out.final, scene.sp_pad, thr)
+
+        return fn
+
+    def _decode_summary(self, scene: SceneFeatures, n_superpoints: int, text: TextFeatures) -> tuple[torch.Tensor, int]:
+        """The packed summary of one decoder call and the superpoint count it covers (a CUDA graph
+        pads the superpoints to its bucket): by graph replay when enabled, else eagerly."""
+        fn = self.summary_fn()
+        dev = self.device
+        word_feats, word_mask = text.word_feats.to(dev), text.word_mask.to(dev)
+        if self.inference.cuda_graph and dev.type == "cuda":
+            if self._graphs is None:
+                self._graphs = DecoderGraphs(lambda: self._autocast(cache_enabled=False))
+            key = (self.inference.mask_threshold, self.inference.amp, self.inference.amp_dtype)
+            out = self._graphs.run(key, fn, scene, word_feats, word_mask)
+            if out is not None:
+                return out
+        return fn(scene, word_feats, word_mask), n_superpoints
+
+    def _query_chunk(self, cache: SceneCache, texts: list[str], task: str) -> list[Result]:
+        dev = self.device
+        inf = self.inference
+        t0 = sync_time(dev)
+        T, S = len(texts), cache.n_superpoints
+        probs: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        with torch.inference_mode(), self._autocast():
+            text = self.model.encode_text(texts)
+            t1 = sync_time(dev)
+            for scene in (cache.scene, *cache.views):
+                with self._decode_lock:  # a graph's static output must be copied before the next replay
+                    summary, Sb = self._decode_summary(scene, S, text)
+                    host = summary.cpu().numpy()  # the one device -> host copy per view
+                prob, on = unpack_summary(host, T, Sb)
+                probs.append(prob)
+                masks.append(on[..., :S])  # beyond S: a CUDA graph's padding (never on)
+        t2 = time.perf_counter()
+        weights = cache.sp_weights
+        results = []
+        for t, text_t in enumerate(texts):
+            groups = group_queries([p[t] for p in probs], [m[t] for m in masks], weights,
+                                   inf.candidates, inf.merge_iou)
+            results.append(answer(cache, text_t, task, groups, inf.gres_min_points))
+        t3 = time.perf_counter()
+        timings = {"text": (t1 - t0) * 1e3, "decoder": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
+                   "total": (t3 - t0) * 1e3}
+        for r in results:
+            r.timings_ms = dict(timings)
+        return results

@@ -1,0 +1,25 @@
+// Entry points of the csrc kernels, bound into bqnet_model._C by bindings.cpp.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <tuple>
+
+namespace bqnet_sp {
+
+// Online superpoints of a point cloud (superpoints.cpp); see bqnet_model/superpoints.py.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
+    const torch::Tensor& xyz, const c10::optional<torch::Tensor>& rgb, const c10::optional<torch::Tensor>& normals,
+    double spacing, double k_thresh, int64_t min_size, int64_t max_size, double color_weight, double offset_weight,
+    int64_t knn, int64_t normal_knn, double max_edge, int64_t num_threads);
+
+// FH on a given weighted edge list (mesh_segmentation.cpp): (dense labels int64 (V,), S).
+std::tuple<torch::Tensor, int64_t> segment_graph(const torch::Tensor& a, const torch::Tensor& b,
+                                                 const torch::Tensor& w, int64_t num_nodes, double k_thresh,
+                                                 int64_t min_size, int64_t num_threads);
+
+// ScanNet-style FH segmentation of a triangle mesh (mesh_segmentation.cpp): (labels int64 (V,), S).
+std::tuple<torch::Tensor, int64_t> segment_mesh(const torch::Tensor& verts, const torch::Tensor& faces,
+                                                double k_thresh, int64_t min_size, int64_t num_threads);
+
+}  // namespace bqnet_sp
