@@ -70,6 +70,29 @@ def _device(requested: str) -> tuple[Any, str | None]:
     return dev, warning
 
 
+def _official_config(ckpt: Path, p: NodeParams, roots: Callable[[], list[Path]] | None) -> Any:
+    """None for our own checkpoints (they carry their config); for an official file the config
+    ``official_config`` names, with ``tokenizer`` filled in."""
+    import torch
+
+    from bqnet_model.checkpoint import is_our_format
+    from bqnet_model.model.config import load_config
+
+    try:
+        if is_our_format(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)):
+            return None
+    except Exception:  # official files keep a numpy scalar in meta: the plain weights-only load refuses them
+        pass
+    path, tried = resolve_model_file(p.official_config, roots)
+    if path is None:
+        raise StartupError(f"{ckpt} is an official checkpoint; official_config {p.official_config!r} not found "
+                           f"(looked at: {', '.join(str(t) for t in tried)})")
+    cfg = load_config(path)
+    if p.tokenizer:
+        cfg.model.text.tokenizer = p.tokenizer
+    return cfg
+
+
 def load_segmenter(p: NodeParams, roots: Callable[[], list[Path]] | None = None) -> LoadedModel:
     """The model the parameters name, on the resolved device; StartupError with the reason."""
     warnings: list[str] = []
@@ -87,7 +110,7 @@ def load_segmenter(p: NodeParams, roots: Callable[[], list[Path]] | None = None)
         raise StartupError(f"cannot import bqnet_model.pipeline: {exc}") from exc
     if ckpt is not None:
         try:
-            seg = Segmenter.from_checkpoint(str(ckpt), device=dev)
+            seg = Segmenter.from_checkpoint(str(ckpt), device=dev, config=_official_config(ckpt, p, roots))
         except Exception as exc:  # corrupt file, config/key mismatch: fatal, with the reason
             raise StartupError(f"cannot load checkpoint {ckpt}: {type(exc).__name__}: {exc}") from exc
         source = str(ckpt)

@@ -86,6 +86,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", "Model checkpoint (.pth). Empty: models/bqnet_tiny_synth.pth when present, "
               "else a random-init model from model_config if allow_untrained, else a fatal error."),
     ParamSpec("model_config", DEFAULT_MODEL_CONFIG, "Model config YAML for the untrained (random-init) model."),
+    ParamSpec("official_config", "config/res.yaml", "Network config for an official CFNet/BQNet checkpoint, which "
+              "carries none (the authors': config/res.yaml for 3D-RES, config/gres.yaml for 3D-GRES); "
+              "ignored for our own checkpoints."),
+    ParamSpec("tokenizer", "", "Folder with the text encoder's tokenizer files for official checkpoints "
+              "(roberta-base: vocab.json + merges.txt); empty: the encoder's own."),
     ParamSpec("allow_untrained", False, "Allow a randomly initialised model when no checkpoint is found "
               "(answers are meaningless; for tests and plumbing only)."),
     ParamSpec("seed", 0, "Seed of the random init (untrained model) and of the library's map thinning.",
@@ -135,6 +140,8 @@ class NodeParams:
     device: str
     checkpoint: str
     model_config: str
+    official_config: str
+    tokenizer: str
     allow_untrained: bool
     seed: int
     task: str

@@ -213,3 +213,29 @@ def test_load_official_non_strict_backbone_only(tmp_path: Path) -> None:
     assert all(torch.equal(dst.state_dict()["backbone." + k], v) for k, v in sd.items())
     with pytest.raises(ValueError, match="nothing loaded"):
         load_official(dst, path, strict=True)
+
+
+def test_node_builds_official_checkpoints_from_official_config(tmp_path: Path) -> None:
+    """The node's checkpoint parameter takes an official file: its network comes from
+    official_config (with tokenizer filled in); our own files keep their stored config."""
+    from bqnet_model.checkpoint import save_checkpoint
+    from bqnet_model.model.bqnet import BQNet
+    from bqnet_model.model.config import load_config
+    from bqnet_ros.model_setup import _official_config
+    from bqnet_ros.parameters import NodeParams
+
+    root = Path(__file__).resolve().parents[1]
+    p = NodeParams.defaults(official_config=str(root / "config" / "gres.yaml"), tokenizer=str(tmp_path))
+    official = _gorilla_like(tmp_path / "best_gres.pth", {"dec.x": torch.zeros(1)})
+    cfg = _official_config(official, p, None)
+    assert cfg.inference.task == "gres" and cfg.model.text.tokenizer == str(tmp_path)
+    assert cfg.model.decoder.image_channels == 1024
+    small = load_config({"model": {"backbone": {"media": 8, "levels": 3},
+                                   "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32,
+                                               "num_proposal": 16, "num_proposal_fine": 64}}})
+    ours = save_checkpoint(tmp_path / "ours.pth", BQNet(small.model), small)
+    assert _official_config(ours, p, None) is None
+    from bqnet_ros.parameters import StartupError
+
+    with pytest.raises(StartupError, match="official_config"):
+        _official_config(official, p.replace(official_config=str(tmp_path / "none.yaml")), None)

@@ -33,6 +33,7 @@ from bqnet_model.model import decoder as decoder_mod  # noqa: E402
 from bqnet_model.model.backbone import pad_by_offsets  # noqa: E402
 from bqnet_model.model.decoder import BQNetDecoder, DecoderConfig, DecoderOutput, LayerPrediction  # noqa: E402
 from bqnet_model.model.heads import official_iou, select_gres, select_res, target_probability  # noqa: E402
+from bqnet_model.official_checkpoint import read_official_checkpoint  # noqa: E402
 
 ATOL = RTOL = 1e-4
 _FINAL_KEYS = ("masks", "scores", "indis", "proj_queries", "proj_tokens")
@@ -267,29 +268,12 @@ def check_post(report: Report, tag: str, d: dict[str, Tensor], prefix: str, pred
         report.floats(f"{tag}.gres.piou", piou, d[f"{prefix}.gres.piou"])
 
 
-def _read_official() -> Callable[[str], dict[str, Tensor]] | None:
-    """``read_official_checkpoint`` wherever the project defines it (None while it does not)."""
-    for module in ("bqnet_model.checkpoint", "bqnet_model.official_checkpoint"):
-        try:
-            mod = __import__(module, fromlist=["read_official_checkpoint"])
-        except ImportError:
-            continue
-        fn = getattr(mod, "read_official_checkpoint", None)
-        if fn is not None:
-            return fn
-    return None
-
-
 def check_fake_checkpoint(fixture_dir: Path, reference: DecoderOutput, first_case: Path, report: Report) -> None:
     """The ``dec.*`` of the official-format file, loaded strictly, reproduce the first case bit for bit."""
     path = fixture_dir / "fake_official_checkpoint.pth"
     if not path.is_file():
         return
-    reader = _read_official()
-    if reader is None:
-        report.fail("fake checkpoint", "bqnet_model has no read_official_checkpoint(path) yet")
-        return
-    sd = reader(str(path))
+    sd = read_official_checkpoint(path)
     dec_sd = {k[len("dec."):]: v for k, v in sd.items() if k.startswith("dec.")}
     dec = BQNetDecoder(DecoderConfig.from_official(json.loads((fixture_dir / "dec_small_config.json").read_text())["model_cfg_res"]))
     try:
