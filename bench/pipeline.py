@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the Segmenter with every speed lever of issue 7 side by side, in one process.
+"""Benchmark of the Segmenter with every speed lever side by side, in one process.
 
 For synthetic rooms (``minimal_room``, 5 x 4 x 2.5 m) of the given sizes, with one model (random
 weights: timings do not depend on them), as medians of ``--repeats`` runs after ``--warmup`` runs
@@ -451,8 +451,8 @@ def header_lines(batch: int, cuda: bool) -> list[str]:
 
 
 def summary_table(results: list[dict[str, Any]]) -> str:
-    """One line per size: the baseline vs the best of the levers, against issue 7's targets."""
-    lines = ["", "summary (issue 7 targets: prepare <= 150 ms, one new sentence <= 15 ms, cached >= 10x recompute, "
+    """One line per size: the baseline vs the best of the levers, against the speed targets."""
+    lines = ["", "summary (targets: prepare <= 150 ms, one new sentence <= 15 ms, cached >= 10x recompute, "
              "GPU memory <= 4096 MiB at 300k points)"]
     for r in results:
         prep = {k: v["stages_ms"]["total"] for k, v in r.get("prepare", {}).items() if "stages_ms" in v}

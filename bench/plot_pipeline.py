@@ -3,7 +3,7 @@
 
 Left: prepare (map ingest) total per ingest variant; right: one new sentence per call (query
 total) per decoder variant, plus recomputing the whole model per sentence. Log-x (points),
-log-y (ms); dashed lines mark issue 7's targets (prepare 150 ms, sentence 15 ms). Several JSON
+log-y (ms); dashed lines mark the speed targets the project set (prepare 150 ms, sentence 15 ms). Several JSON
 files (e.g. the paper-size and the tiny config) become one row of panels each.
 
     python bench/plot_pipeline.py out/bench_res.json out/bench_tiny.json --out out/bench.png

@@ -7,24 +7,39 @@ way the ROS node works. For each sentence the job writes a coloured PLY (target 
 rest dimmed, an ``instance`` field), a PNG (top-down + oblique views) and a JSON with the numbers.
 
 Every user mistake (missing file, bad PLY, no checkpoint, empty sentence, unwritable folder) ends
-with one clear message and a non-zero exit code, never a traceback.
+with one clear message and a non-zero exit code, never a traceback. This module checks the
+arguments and reads the map and the model; ``bqnet_model.cli_outputs`` answers and writes the
+files (its names are re-exported here).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from bqnet_model.cli_outputs import (
+    PROG,
+    TASKS,
+    CliError,
+    JobReport,
+    SentenceOutput,
+    progress,
+    result_to_dict,
+    segment_and_write,
+    slugify,
+    summary_line,
+    target_colors,
+)
+from bqnet_model.paths import PACKAGE_ROOT, resolve_resource, search_roots
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -49,15 +64,7 @@ __all__ = [
     "main",
 ]
 
-PROG = "bqnet-segment"
 DEFAULT_CHECKPOINT = "models/bqnet_tiny_synth.pth"
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repository / install root above bqnet_model/
-TASKS = ("res", "gres")
-_SLUG_MAX = 48
-
-
-class CliError(Exception):
-    """A user-facing error: ``main`` prints the message and exits with status 2."""
 
 
 @dataclass
@@ -68,35 +75,6 @@ class Cloud:
     rgb: np.ndarray | None
     source: str
     image_features: np.ndarray | None = None  # (N, C) per-point 2D features (--image-features)
-
-
-@dataclass
-class SentenceOutput:
-    """What one sentence produced: the answer in short and the files written for it."""
-
-    text: str
-    task: str
-    found: bool
-    n_objects: int
-    n_points: int  # points of all targets together
-    best_score: float | None
-    best_centroid: list[float] | None
-    ply: Path
-    png: Path
-    json: Path
-    query_ms: float
-    point_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # union, into the cloud
-
-
-@dataclass
-class JobReport:
-    """One run of the job: the map size, the prepare / query times and the outputs per sentence."""
-
-    n_points: int
-    prepare_ms: float
-    query_ms: float
-    prepare_timings_ms: dict[str, float]
-    outputs: list[SentenceOutput] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -122,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="res: exactly one target per sentence; gres: any number of targets, possibly none "
                          "(default: res)")
     ap.add_argument("--checkpoint", default=None,
-                    help=f"trained model (default: {DEFAULT_CHECKPOINT}, looked up under the package root, "
-                         "then the current folder)")
+                    help=f"trained model (default: {DEFAULT_CHECKPOINT}); a relative path is looked up in the "
+                         "current folder, then under the package root")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs (default: cpu)")
     ap.add_argument("--untrained", action="store_true",
                     help="use a RANDOMLY INITIALISED model built from --config (for tests and timing only; "
@@ -178,25 +156,16 @@ def check_out_dir(path: str | os.PathLike) -> Path:
 
 
 def checkpoint_candidates(arg: str | None) -> list[Path]:
-    """Where a checkpoint argument may point: as given (absolute or from the current folder),
-    then relative to the package root. ``None`` means the shipped default model."""
-    name = Path(arg) if arg else Path(DEFAULT_CHECKPOINT)
-    if name.is_absolute():
-        return [name]
-    first = [PACKAGE_ROOT / name, Path.cwd() / name] if arg is None else [Path.cwd() / name, PACKAGE_ROOT / name]
-    seen: list[Path] = []
-    for p in first:
-        if p.resolve() not in [s.resolve() for s in seen]:
-            seen.append(p)
-    return seen
+    """Where a checkpoint argument may point, in ``bqnet_model.paths`` order (as given when
+    absolute, else the current folder, then the package root). ``None`` means the shipped model."""
+    return resolve_resource(arg or DEFAULT_CHECKPOINT, roots=search_roots(package_root=PACKAGE_ROOT))[1]
 
 
 def resolve_checkpoint(arg: str | None) -> Path:
     """The checkpoint file to load; a missing one says where it looked and how to get one."""
-    cands = checkpoint_candidates(arg)
-    for p in cands:
-        if p.is_file():
-            return p
+    found, cands = resolve_resource(arg or DEFAULT_CHECKPOINT, roots=search_roots(package_root=PACKAGE_ROOT))
+    if found is not None:
+        return found
     looked = "\n  ".join(str(p) for p in cands)
     what = f"the shipped model {DEFAULT_CHECKPOINT}" if arg is None else f"checkpoint {arg!r}"
     raise CliError(
@@ -253,9 +222,6 @@ def load_cloud(spec: str, out_dir: Path | None = None, *, demo_density: float | 
     return Cloud(ply.xyz, ply.rgb, str(path))
 
 
-# ----------------------------------------------------------------------------- output
-
-
 def load_image_features(path: str | os.PathLike, n_points: int) -> np.ndarray:
     """A (N, C) float .npy of per-point image features for a cloud of ``n_points`` points."""
     p = Path(path)
@@ -270,194 +236,6 @@ def load_image_features(path: str | os.PathLike, n_points: int) -> np.ndarray:
                        f"of the cloud; got {feats.dtype} {feats.shape}")
     return feats
 
-
-def slugify(text: str, index: int, max_len: int = _SLUG_MAX) -> str:
-    """``01_the-chair-next-to-the-desk``: numbered, lower-case ASCII letters, digits and dashes."""
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    if len(s) > max_len:
-        s = s[:max_len].rsplit("-", 1)[0] or s[:max_len]
-    return f"{index:02d}_{s or 'sentence'}"
-
-
-def target_colors(
-    rgb: np.ndarray | None, n: int, objects_indices: Sequence[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-point colours (uint8) with each target in a bright colour over a dimmed, greyish room,
-    and the ``instance`` field: object rank 0..K-1 for target points, -1 for the rest. A point
-    claimed by several (overlapping GRES) objects goes to the best-ranked one."""
-    from bqnet_model.viz import HIGHLIGHT_COLORS
-
-    base = np.full((n, 3), 160.0) if rgb is None else np.asarray(rgb, np.float64)
-    col = 0.35 * base + 0.65 * 200.0  # dimmed
-    inst = np.full(n, -1, np.int32)
-    for k, idx in reversed(list(enumerate(objects_indices))):
-        idx = np.asarray(idx, np.int64)
-        col[idx] = HIGHLIGHT_COLORS[k % len(HIGHLIGHT_COLORS)] * 255.0
-        inst[idx] = k
-    return np.clip(np.rint(col), 0, 255).astype(np.uint8), inst
-
-
-def _floats(a: Any) -> list[float]:
-    return [round(float(v), 5) for v in np.asarray(a, np.float64).reshape(-1)]
-
-
-def result_to_dict(result: Any, task: str, n_cloud: int, *, include_indices: bool = True) -> dict[str, Any]:
-    """The JSON of one ``Result``: text, task, found, objects (score, point count, centroid, box,
-    optionally the point indices into the input cloud), timings."""
-    objects = []
-    for k, obj in enumerate(result.objects):
-        idx = np.asarray(obj.point_indices, np.int64)
-        d: dict[str, Any] = {
-            "rank": k,
-            "score": round(float(obj.score), 5),
-            "n_points": int(idx.size),
-            "centroid": _floats(obj.centroid),
-            "box_min": _floats(obj.box_min),
-            "box_max": _floats(obj.box_max),
-        }
-        if include_indices:
-            d["point_indices"] = idx.tolist()
-        objects.append(d)
-    return {
-        "text": result.text,
-        "task": task,
-        "found": bool(result.found),
-        "n_objects": len(objects),
-        "n_points": int(np.asarray(result.point_indices).size),
-        "cloud_points": int(n_cloud),
-        "objects": objects,
-        "timings_ms": {k: round(float(v), 3) for k, v in dict(result.timings_ms).items()},
-    }
-
-
-# A list of numbers as json.dumps(indent=...) spreads it over lines (strings never hold raw newlines).
-_NUM_LIST = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
-
-
-def _dump_json(data: dict[str, Any], path: Path) -> None:
-    """Indented JSON with number lists kept on one line (indices stay readable in an editor)."""
-    text = json.dumps(data, indent=2)
-    text = _NUM_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
-    path.write_text(text + "\n", encoding="utf-8")
-
-
-def _log(msg: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(f"[{PROG}] {msg}", flush=True)
-
-
-def _fmt_timings(t: dict[str, float]) -> str:
-    return ", ".join(f"{k} {float(v):.0f}" for k, v in t.items())
-
-
-def segment_and_write(
-    segmenter: Any,
-    cloud: Cloud,
-    queries: Sequence[tuple[str, str]],
-    out_dir: Path,
-    *,
-    title_prefix: str = "",
-    meta: dict[str, Any] | None = None,
-    quiet: bool = False,
-    include_indices: bool = True,
-    first_index: int = 1,
-) -> JobReport:
-    """Prepare the map once, answer every ``(sentence, task)`` (one batched query per task) and
-    write ``NN_slug.ply/.png/.json`` per sentence into ``out_dir``; print a summary line each.
-    ``meta`` (e.g. which model answered) is copied into every JSON."""
-    from bqnet_model.ply import write_ply
-    from bqnet_model.viz import Highlight, render_views
-
-    bad = [t for _, t in queries if t not in TASKS]
-    if bad:
-        raise CliError(f"unknown task {bad[0]!r}; use one of {list(TASKS)}")
-    n = int(cloud.xyz.shape[0])
-    _log(f"preparing the map: {n:,} points from {cloud.source} "
-         "(clean -> voxelize -> superpoints -> backbone -> seeds) ...", quiet)
-    t0 = time.perf_counter()
-    try:
-        if cloud.image_features is None:
-            cache = segmenter.prepare(cloud.xyz, cloud.rgb)
-        else:
-            cache = segmenter.prepare(cloud.xyz, cloud.rgb, image_features=cloud.image_features)
-    except ValueError as exc:  # e.g. too few valid points to build a scene
-        raise CliError(f"cannot prepare the map {cloud.source}: {exc}") from exc
-    prepare_ms = (time.perf_counter() - t0) * 1000.0
-    prep_t = {k: float(v) for k, v in dict(getattr(cache, "timings_ms", {}) or {}).items()}
-    _log(f"map prepared in {prepare_ms:.0f} ms" + (f" ({_fmt_timings(prep_t)} ms)" if prep_t else ""), quiet)
-
-    # One batched query per task, answers put back in the order the sentences came.
-    answers: list[Any] = [None] * len(queries)
-    query_ms = 0.0
-    for task in TASKS:
-        pos = [i for i, (_, t) in enumerate(queries) if t == task]
-        if not pos:
-            continue
-        t1 = time.perf_counter()
-        try:
-            res = segmenter.query(cache, [queries[i][0] for i in pos], task=task)
-        except ValueError as exc:  # a sentence the text encoder refuses
-            raise CliError(f"cannot answer the {task.upper()} sentences: {exc}") from exc
-        query_ms += (time.perf_counter() - t1) * 1000.0
-        if len(res) != len(pos):
-            raise RuntimeError(f"Segmenter.query returned {len(res)} results for {len(pos)} sentences")
-        for i, r in zip(pos, res):
-            answers[i] = r
-
-    report = JobReport(n, prepare_ms, query_ms, prep_t)
-    for j, ((text, task), r) in enumerate(zip(queries, answers)):
-        stem = slugify(text, j + first_index)
-        objs = list(r.objects)
-        obj_idx = [np.asarray(o.point_indices, np.int64) for o in objs]
-        for idx in obj_idx:
-            if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise RuntimeError(f"point indices of {text!r} fall outside the cloud of {n} points")
-        colors, inst = target_colors(cloud.rgb, n, obj_idx)
-        ply_path, png_path, json_path = (out_dir / f"{stem}{ext}" for ext in (".ply", ".png", ".json"))
-        write_ply(ply_path, cloud.xyz, colors, instance=inst)
-        highlights = [
-            Highlight(idx, np.asarray(o.box_min), np.asarray(o.box_max), f"#{k} score {float(o.score):.2f}")
-            for k, (o, idx) in enumerate(zip(objs, obj_idx))
-        ]
-        if not r.found:
-            verdict = "no target"
-        else:
-            verdict = (f"{len(objs)} target{'s' if len(objs) != 1 else ''}, "
-                       f"{'best ' if len(objs) > 1 else ''}score {float(objs[0].score):.2f}")
-        shown = cloud.rgb if cloud.rgb is not None else np.full((n, 3), 160, np.uint8)
-        render_views(cloud.xyz, shown, png_path, highlights=highlights,
-                     title=f'{title_prefix}"{text}"  [{task.upper()}: {verdict}]')
-        data = result_to_dict(r, task, n, include_indices=include_indices)
-        data["cloud"] = cloud.source
-        data["prepare_timings_ms"] = {k: round(v, 3) for k, v in prep_t.items()}
-        data.update(meta or {})
-        data["files"] = {"ply": ply_path.name, "png": png_path.name}
-        _dump_json(data, json_path)
-        best = objs[0] if objs else None
-        out = SentenceOutput(
-            text=text, task=task, found=bool(r.found), n_objects=len(objs),
-            n_points=int(np.asarray(r.point_indices).size),
-            best_score=None if best is None else float(best.score),
-            best_centroid=None if best is None else _floats(best.centroid),
-            ply=ply_path, png=png_path, json=json_path,
-            query_ms=float(dict(r.timings_ms).get("total", 0.0)) if r.timings_ms else 0.0,
-            point_indices=np.asarray(r.point_indices, np.int64),
-        )
-        report.outputs.append(out)
-        print(summary_line(out), flush=True)
-    _log(f"timings: prepare {prepare_ms:.0f} ms once for the map; query {query_ms:.0f} ms for "
-         f"{len(queries)} sentence(s) ({query_ms / max(len(queries), 1):.0f} ms each)", quiet)
-    return report
-
-
-def summary_line(o: SentenceOutput) -> str:
-    """``"the chair ..." (res): found 1 object, score 0.91, centroid (1.05, 2.55, 0.45), 2,310 points -> png``."""
-    head = f'"{o.text}" ({o.task}): '
-    if not o.found:
-        return head + f"none (no target) -> {o.png}"
-    c = ", ".join(f"{v:.2f}" for v in (o.best_centroid or []))
-    many = f"{o.n_objects} objects" if o.n_objects != 1 else "1 object"
-    return head + f"found {many}, score {o.best_score:.2f}, centroid ({c}), {o.n_points:,} points -> {o.png}"
 
 
 # ----------------------------------------------------------------------------- main
@@ -565,17 +343,17 @@ def run(args: argparse.Namespace) -> JobReport:
     cloud = load_cloud(args.cloud, out_dir)
     if args.image_features:
         cloud.image_features = load_image_features(args.image_features, len(cloud.xyz))
-    _log(f"read {len(cloud.xyz):,} points from {cloud.source} in {(time.perf_counter() - t0) * 1000:.0f} ms"
+    progress(f"read {len(cloud.xyz):,} points from {cloud.source} in {(time.perf_counter() - t0) * 1000:.0f} ms"
          + (f"; input room written to {out_dir / 'room.ply'}" if args.cloud == "demo" else ""), args.quiet)
     device = _pick_device(args.device)
     t0 = time.perf_counter()
     seg, what = load_segmenter(args, device)
-    _log(f"model loaded in {(time.perf_counter() - t0) * 1000:.0f} ms ({what}, device {device})", args.quiet)
+    progress(f"model loaded in {(time.perf_counter() - t0) * 1000:.0f} ms ({what}, device {device})", args.quiet)
     prefix = "[UNTRAINED] " if args.untrained else ""
     report = segment_and_write(seg, cloud, [(t, args.task) for t in texts], out_dir, title_prefix=prefix,
                                meta={"model": what, "untrained": bool(args.untrained)}, quiet=args.quiet,
                                include_indices=not args.no_indices)
-    _log(f"outputs in {out_dir}/ (per sentence: .ply coloured cloud, .png picture, .json numbers)", args.quiet)
+    progress(f"outputs in {out_dir}/ (per sentence: .ply coloured cloud, .png picture, .json numbers)", args.quiet)
     return report
 
 

@@ -86,7 +86,10 @@ def _first_unique_rows_torch(pts: Tensor) -> Tensor:
 
 
 def _rgb_to_uint8_torch(rgb: Tensor, name: str = "rgb") -> Tensor:
-    """``pointcloud.rgb_to_uint8`` for a device tensor whose rows are already finite."""
+    """``pointcloud.rgb_to_uint8`` (same rules, errors and rounding) for a device tensor whose rows
+    are already finite. It stays a torch twin because ``clean_torch`` keeps the map on the device:
+    the colours are checked, gathered and scaled where they already are, and only the cleaned
+    uint8 rows come back to the host, instead of a host gather of the full colour array."""
     if rgb.dtype == torch.uint8:
         return rgb
     if rgb.numel() == 0:

@@ -1,6 +1,6 @@
 """Referring-segmentation metrics: point IoU per description, mIoU and Acc@k (ScanRefer / Multi3DRefer).
 
-Conventions (docs/bqnet-spec.md, "Evaluation"):
+Conventions (those of ScanRefer and Multi3DRefer evaluation):
 - IoU is point-level, between the predicted and the ground-truth point masks of one description;
 - mIoU is the mean over descriptions; Acc@k is the fraction of descriptions with IoU > k
   (strictly greater), k in {0.25, 0.5};

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bqnet_model.pointcloud import as_xyz, narrow_scalar, rgb_to_uint8
+from bqnet_model.pointcloud import as_xyz, narrow_scalar, rgb_to_uint8, stored_rgb_to_uint8
 
 __all__ = ["PlyCloud", "read_ply", "write_ply"]
 
@@ -207,21 +207,6 @@ def _read_ascii_vertices(f, head: _Header, vi: int, path: str) -> np.ndarray:
     return out
 
 
-def _colour_to_uint8(cols: list[np.ndarray]) -> np.ndarray:
-    """Colour properties -> uint8 (N, 3): uchar as is, floats in [0, 1] scaled, 16-bit scaled down."""
-    arr = np.stack(cols, axis=1)
-    if arr.dtype == np.uint8:
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        finite = np.where(np.isfinite(arr), arr, 0.0)
-        if finite.size and finite.max() <= 1.0:
-            finite = finite * 255.0
-        return np.rint(np.clip(finite, 0, 255)).astype(np.uint8)
-    if arr.size and arr.max() > 255 and arr.dtype.itemsize == 2:
-        return np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-    return np.clip(arr, 0, 255).astype(np.uint8)
-
-
 def read_ply(path: str | os.PathLike) -> PlyCloud:
     """Read the vertex element of a PLY file (ascii, binary little- or big-endian).
 
@@ -256,7 +241,7 @@ def read_ply(path: str | os.PathLike) -> PlyCloud:
     rgb = None
     for names3 in _COLOUR_NAMES:
         if all(n in props for n in names3):
-            rgb = _colour_to_uint8([arr[n] for n in names3])
+            rgb = stored_rgb_to_uint8(np.stack([arr[n] for n in names3], axis=1), scale_16bit=True)
             used.update(names3)
             break
     normals = None

@@ -16,6 +16,7 @@ __all__ = [
     "Voxelization",
     "as_xyz",
     "rgb_to_uint8",
+    "stored_rgb_to_uint8",
     "check_rgb_layout",
     "check_voxel_size",
     "clean",
@@ -152,6 +153,29 @@ def rgb_to_uint8(rgb: object, n_points: int | None = None, name: str = "rgb") ->
             "(pass uint8 for colours in 0..255)"
         )
     return np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
+
+
+def stored_rgb_to_uint8(rgb: np.ndarray, *, scale_16bit: bool = False) -> np.ndarray:
+    """Colours read from a file or a message as uint8 (N, 3), never refused.
+
+    ``rgb_to_uint8`` checks what a caller hands the library and refuses what it cannot read
+    unambiguously; stored colours come as the writer chose (PLY properties, PointCloud2 r/g/b
+    fields), so here every array gets the readers' fixed rules: uint8 as is; floats with NaN/Inf
+    as 0, scaled by 255 when all are <= 1, then rounded and clipped to 0..255; 16-bit integers
+    with values above 255 scaled from 0..65535 when ``scale_16bit`` (PLY ushort colours), other
+    integers clipped to 0..255.
+    """
+    arr = np.asarray(rgb)
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.where(np.isfinite(arr), arr, 0.0)
+        if finite.size and finite.max() <= 1.0:
+            finite = finite * 255.0
+        return np.rint(np.clip(finite, 0, 255)).astype(np.uint8)
+    if scale_16bit and arr.size and arr.max() > 255 and arr.dtype.itemsize == 2:
+        return np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8)
 
 
 def random_downsample(n_points: int, max_points: int, *, seed: int = 0) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 
-from bqnet_model.pointcloud import narrow_scalar
+from bqnet_model.pointcloud import narrow_scalar, stored_rgb_to_uint8
 
 __all__ = ["CloudArrays", "pointcloud2_to_numpy", "numpy_to_pointcloud2", "RGB_LAYOUTS"]
 
@@ -77,18 +77,6 @@ def _message_dtype(msg: PointCloud2) -> np.dtype:
         formats.append(fmt)
         offsets.append(int(f.offset))
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
-
-
-def _channel_to_uint8(values: np.ndarray) -> np.ndarray:
-    """A separate r/g/b channel -> uint8: uint8 as is, floats in [0, 1] scaled, others clipped."""
-    if values.dtype == np.uint8:
-        return values
-    if np.issubdtype(values.dtype, np.floating):
-        v = np.where(np.isfinite(values), values, 0.0)
-        if v.size and v.max() <= 1.0:
-            v = v * 255.0
-        return np.rint(np.clip(v, 0, 255)).astype(np.uint8)
-    return np.clip(values, 0, 255).astype(np.uint8)
 
 
 def _packed_rgb(values: np.ndarray) -> np.ndarray:
@@ -163,7 +151,7 @@ def pointcloud2_to_numpy(msg: PointCloud2, *, extra_fields: Iterable[str] | bool
     if packed is not None:
         rgb = _packed_rgb(column(packed))
     elif channels:
-        rgb = np.stack([_channel_to_uint8(column(c)) for c in channels], axis=1)
+        rgb = np.stack([stored_rgb_to_uint8(column(c)) for c in channels], axis=1)
     fields = {name: np.array(column(name)) for name in wanted}  # own copies: msg.data may be reused
     return CloudArrays(
         xyz=xyz, rgb=rgb, fields=fields, height=height, width=width, frame_id=str(msg.header.frame_id)

@@ -30,27 +30,28 @@ class LoadedModel:
 
 
 def search_roots() -> list[Path]:
-    """Where relative model paths are looked up: cwd, the checkout (editable install), the
-    package share folder (a colcon install)."""
-    roots = [Path.cwd(), Path(__file__).resolve().parents[1]]
+    """Where relative model paths are looked up: the library's order (``bqnet_model.paths``: cwd,
+    the checkout or install root) with the package share folder of a colcon install last."""
+    from bqnet_model.paths import search_roots as library_roots
+
+    extra: list[Path] = []
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        roots.append(Path(get_package_share_directory("bqnet_ros")))
+        extra.append(Path(get_package_share_directory("bqnet_ros")))
     except (ImportError, LookupError, ValueError, OSError):  # not installed / no AMENT_PREFIX_PATH
         pass
-    return roots
+    return library_roots(extra)
 
 
 def resolve_model_file(path: str, roots: Callable[[], list[Path]] | None = None) -> tuple[Path | None, list[Path]]:
-    """(existing file or None, the candidates tried) for an absolute or relative path, relative
-    ones under ``roots()`` (default: ``search_roots``)."""
-    p = Path(path).expanduser()
-    candidates = [p] if p.is_absolute() else [r / p for r in (roots or search_roots)()]
-    for c in candidates:
-        if c.is_file():
-            return c.resolve(), candidates
-    return None, candidates
+    """(existing file, resolved, or None; the candidates tried) for an absolute or relative path,
+    through ``bqnet_model.paths.resolve_resource``; relative ones under ``roots()`` (default:
+    ``search_roots``, looked up at call time so tests can replace it)."""
+    from bqnet_model.paths import resolve_resource
+
+    found, candidates = resolve_resource(path, roots=(roots or search_roots)())
+    return (None if found is None else found.resolve()), candidates
 
 
 def _device(requested: str) -> tuple[Any, str | None]:

@@ -348,17 +348,21 @@ class Worker:
             return "no map in use yet"
         return f"map v{p.version} ({p.num_points} points, frame '{p.header.frame_id}') stays in use"
 
+    def _drop_map(self, counter: str, why_no_map: str, reason: str) -> None:
+        """A map that will not be used: count it, remember why, say which map stays in use."""
+        with self._cv:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+            if self.prepared is None:
+                self._no_map_why = why_no_map
+            self.last_drop = reason
+        self._log(logging.ERROR, f"map dropped: {self.last_drop}; {self._keeps()}")
+
     def _prepare(self, job: MapInput | Callable[[], MapInput], s: Settings) -> None:
         t0 = time.monotonic()
         try:
             m = job() if callable(job) else job
         except (ValueError, TypeError) as exc:
-            with self._cv:
-                self.stats.maps_rejected += 1
-                if self.prepared is None:
-                    self._no_map_why = f"the last map was rejected ({exc})"
-                self.last_drop = f"malformed PointCloud2 ({exc})"
-            self._log(logging.ERROR, f"map dropped: {self.last_drop}; {self._keeps()}")
+            self._drop_map("maps_rejected", f"the last map was rejected ({exc})", f"malformed PointCloud2 ({exc})")
             return
         n = m.num_points
         finite = int(np.isfinite(m.xyz).all(axis=1).sum()) if n else 0
@@ -373,12 +377,8 @@ class Worker:
             except Exception as exc:
                 if self._stop:
                     return
-                with self._cv:
-                    self.stats.maps_failed += 1
-                    if self.prepared is None:
-                        self._no_map_why = f"the last map failed to prepare ({type(exc).__name__}: {exc})"
-                    self.last_drop = f"prepare failed ({type(exc).__name__}: {exc})"
-                self._log(logging.ERROR, f"map dropped: {self.last_drop}; {self._keeps()}")
+                what = f"{type(exc).__name__}: {exc}"
+                self._drop_map("maps_failed", f"the last map failed to prepare ({what})", f"prepare failed ({what})")
                 return
             if s.max_points and finite > s.max_points:
                 with self._cv:
