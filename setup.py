@@ -121,6 +121,8 @@ setup(
         ("share/" + package_name + "/models", _files("models/*.pth")),
     ],
     install_requires=["setuptools"],
+    # bqnet_synth (the synthetic-room generator) is not in packages: a robot install does not need it;
+    # it runs from the checkout (bqnet_synth/__init__.py and bqnet_model/synth_extra.py say how).
     zip_safe=False,
     maintainer="bqnet_ros developers",
     maintainer_email="bqnet-ros@example.org",
@@ -130,7 +132,7 @@ setup(
         "console_scripts": [
             "segment_node = bqnet_ros.segment_node:main",
             "play_scene = bqnet_ros.play_scene:main",
-            "bqnet-synth = bqnet_model.data.synthetic:main",
+            "bqnet-synth = bqnet_model.synth_extra:main",
             "bqnet-train = bqnet_model.train:main",
             "bqnet-segment = bqnet_model.cli:main",
         ],

@@ -63,7 +63,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bqnet_model.data.synthetic import minimal_room  # noqa: E402
+from bqnet_synth import minimal_room  # noqa: E402
 from bqnet_model.model.config import load_config  # noqa: E402
 from bqnet_model.pipeline import Segmenter  # noqa: E402
 from bqnet_model.pipeline.summary import unpack_summary  # noqa: E402
@@ -244,12 +244,11 @@ def bench_recompute(seg: Segmenter, cache: Any, room: Any, args: argparse.Namesp
 
 def superpoint_stages(seg: Segmenter, cache: Any, room: Any) -> dict[str, Any]:
     """Where the C++ oversegmentation spends its time (it is prepare's critical path on a GPU)."""
-    from bqnet_model.superpoints import SuperpointParams, oversegment_detailed
+    from bqnet_model.superpoints import oversegment_detailed
 
-    params = {k: v for k, v in seg.inference.superpoints.items() if k != "num_threads"}
-    threads = int(seg.inference.superpoints.get("num_threads", torch.get_num_threads()))
+    threads = seg.inference.superpoint_threads or torch.get_num_threads()
     rgb = room.rgb[cache.point_index]
-    runs = [oversegment_detailed(cache.point_xyz, rgb, params=SuperpointParams(**params), num_threads=threads)
+    runs = [oversegment_detailed(cache.point_xyz, rgb, params=seg.inference.superpoints, num_threads=threads)
             for _ in range(3)]
     return {"threads": threads, "timings_ms": median_dicts([r.timings_ms for r in runs]),
             "voxels": runs[0].num_voxels, "edges": runs[0].num_edges}

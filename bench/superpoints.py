@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bqnet_model.data.synthetic import demo_room, generate_room, minimal_room  # noqa: E402
+from bqnet_synth import demo_room, generate_room, minimal_room  # noqa: E402
 from bqnet_model.mesh_segmentation import match_segmentations, read_ply_mesh, segment_mesh  # noqa: E402
 from bqnet_model.superpoints import (  # noqa: E402
     SuperpointParams,

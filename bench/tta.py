@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bqnet_model.data.synthetic import demo_room  # noqa: E402
+from bqnet_synth import demo_room  # noqa: E402
 from bqnet_model.pipeline import Segmenter  # noqa: E402
 from sentences import sentences  # noqa: E402  (bench/sentences.py, next to this script)
 

@@ -183,9 +183,10 @@ def resolve_checkpoint(arg: str | None) -> Path:
 def demo_cloud(out_dir: Path | None = None, *, density: float | None = None) -> tuple[Cloud, Any]:
     """The bundled synthetic demo room as a ``Cloud`` (and the labelled scene, for ground truth);
     written as ``out_dir/room.ply`` (with ``gt_instance``/``gt_semantic`` fields) when given."""
-    from bqnet_model.data.synthetic import RoomConfig, demo_room
+    from bqnet_model.synth_extra import load_synth
 
-    scene = demo_room() if density is None else demo_room(config=RoomConfig(density=density))
+    synth = load_synth()
+    scene = synth.demo_room() if density is None else synth.demo_room(config=synth.RoomConfig(density=density))
     if out_dir is not None:
         from bqnet_model.ply import write_ply
 

@@ -103,37 +103,15 @@ def target_colors(
     return np.clip(np.rint(col), 0, 255).astype(np.uint8), inst
 
 
-def _floats(a: Any) -> list[float]:
-    return [round(float(v), 5) for v in np.asarray(a, np.float64).reshape(-1)]
-
-
 def result_to_dict(result: Any, task: str, n_cloud: int, *, include_indices: bool = True) -> dict[str, Any]:
-    """The JSON of one ``Result``: text, task, found, objects (score, point count, centroid, box,
-    optionally the point indices into the input cloud), timings."""
-    objects = []
-    for k, obj in enumerate(result.objects):
-        idx = np.asarray(obj.point_indices, np.int64)
-        d: dict[str, Any] = {
-            "rank": k,
-            "score": round(float(obj.score), 5),
-            "n_points": int(idx.size),
-            "centroid": _floats(obj.centroid),
-            "box_min": _floats(obj.box_min),
-            "box_max": _floats(obj.box_max),
-        }
-        if include_indices:
-            d["point_indices"] = idx.tolist()
-        objects.append(d)
-    return {
-        "text": result.text,
-        "task": task,
-        "found": bool(result.found),
-        "n_objects": len(objects),
-        "n_points": int(np.asarray(result.point_indices).size),
-        "cloud_points": int(n_cloud),
-        "objects": objects,
-        "timings_ms": {k: round(float(v), 3) for k, v in dict(result.timings_ms).items()},
-    }
+    """The JSON of one ``Result``: the library's form (``bqnet_model.pipeline.results.answer_to_dict``)
+    answered as ``task``, plus ``cloud_points``, the size of the cloud the indices point into."""
+    from bqnet_model.pipeline.results import answer_to_dict
+
+    data = answer_to_dict(result.text, task, result.found, result.objects, result.point_indices,
+                          result.timings_ms, include_indices=include_indices)
+    data["cloud_points"] = int(n_cloud)
+    return data
 
 
 # A list of numbers as json.dumps(indent=...) spreads it over lines (strings never hold raw newlines).
@@ -245,7 +223,7 @@ def segment_and_write(
             text=text, task=task, found=bool(r.found), n_objects=len(objs),
             n_points=int(np.asarray(r.point_indices).size),
             best_score=None if best is None else float(best.score),
-            best_centroid=None if best is None else _floats(best.centroid),
+            best_centroid=None if best is None else list(data["objects"][0]["centroid"]),
             ply=ply_path, png=png_path, json=json_path,
             query_ms=float(dict(r.timings_ms).get("total", 0.0)) if r.timings_ms else 0.0,
             point_indices=np.asarray(r.point_indices, np.int64),

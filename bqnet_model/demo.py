@@ -24,12 +24,12 @@ import numpy as np
 
 def superpoint_demo(out_dir: Path, n_points: int | None = None) -> tuple[Path, Path]:
     """Oversegment the bundled synthetic room; write a PNG and a coloured PLY."""
-    from bqnet_model.data.synthetic import demo_room
     from bqnet_model.ply import write_ply
     from bqnet_model.superpoints import achievable_segmentation_accuracy, oversegment
+    from bqnet_model.synth_extra import load_synth
     from bqnet_model.viz import random_label_colors, render_views
 
-    scene = demo_room(n_points=n_points)  # the same room the full job segments
+    scene = load_synth().demo_room(n_points=n_points)  # the same room the full job segments
     t0 = time.perf_counter()
     labels = oversegment(scene.xyz, scene.rgb)
     dt = time.perf_counter() - t0
@@ -69,9 +69,9 @@ def demo_queries(scene: object) -> tuple[list[tuple[str, str]], list[list[int]]]
 
     A single-target sentence is asked as RES, the others (several / no targets) as GRES.
     """
-    from bqnet_model.data.expressions import demo_expressions
+    from bqnet_model.synth_extra import load_synth
 
-    exprs = demo_expressions(scene)  # type: ignore[arg-type]
+    exprs = load_synth().demo_expressions(scene)  # type: ignore[arg-type]
     queries = [(e.text, "res" if len(e.target_ids) == 1 else "gres") for e in exprs]
     return queries, [list(e.target_ids) for e in exprs]
 

@@ -47,8 +47,9 @@ from bqnet_model.data.scannet import (
     load_scannet_scene,
     load_votenet_scene,
 )
-from bqnet_model.data.synthetic import CLASSES
+from bqnet_model.data.classes import CLASSES
 from bqnet_model.metrics import ACC_THRESHOLDS, RES_SPLITS, chance_res, res_record
+from bqnet_model.superpoint_params import SuperpointParams
 
 __all__ = [
     "GRID_CELL",
@@ -217,13 +218,15 @@ def _grid_labels(xyz: np.ndarray, cell: float) -> np.ndarray:
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def superpoint_asa(rs: RealScene, superpoint_params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """ASA rows for one scan: ours (``oversegment`` with the model's superpoint settings), ScanNet's
-    mesh segments when the scan has them, a ``GRID_CELL`` grid. Over labelled points only."""
-    from bqnet_model.superpoints import achievable_segmentation_accuracy, oversegment
+def superpoint_asa(rs: RealScene, superpoint_params: SuperpointParams | None = None) -> list[dict[str, Any]]:
+    """ASA rows for one scan: ours (``oversegment_detailed`` with the model's ``inference.superpoints``,
+    None = the defaults), ScanNet's mesh segments when the scan has them, a ``GRID_CELL`` grid. Over
+    labelled points only."""
+    from bqnet_model.superpoints import achievable_segmentation_accuracy, oversegment_detailed
 
     sc = rs.scene
-    methods: list[tuple[str, np.ndarray]] = [("ours", oversegment(sc.xyz, sc.rgb, **(superpoint_params or {})))]
+    methods: list[tuple[str, np.ndarray]] = [
+        ("ours", oversegment_detailed(sc.xyz, sc.rgb, params=superpoint_params).labels)]
     if rs.mesh_segments is not None:
         methods.append(("scannet mesh", rs.mesh_segments))
     methods.append((f"grid {GRID_CELL:g} m", _grid_labels(sc.xyz, GRID_CELL)))
@@ -290,7 +293,7 @@ def evaluate_real(segmenter: Any, layout: RealLayout, scans: Sequence[str] | Non
     skipped: list[dict[str, Any]] = []
     asa_rows: list[dict[str, Any]] = []
     scan_points: dict[str, str] = {}
-    sp_params = dict(getattr(getattr(segmenter, "inference", None), "superpoints", {}) or {})
+    sp_params = getattr(getattr(segmenter, "inference", None), "superpoints", None)
     for scan in dict.fromkeys(s for s, _ in order):
         rs = load_real_scene(layout, scan, points)
         sc = rs.scene

@@ -49,12 +49,13 @@ Importing this module raises ``ImportError`` (with the build command) when the e
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+
+from bqnet_model.superpoint_params import SuperpointParams
 
 try:  # torch first: the extension links against libtorch
     from bqnet_model import _C
@@ -77,54 +78,6 @@ __all__ = [
 # Larger clouds are refused rather than segmented slowly: the kNN lists alone take 36 bytes a point
 # and the segment count grows with the point count. Downsample (see the error message) instead.
 MAX_POINTS = 5_000_000
-_MAX_K = 32  # the C++ neighbour lists hold at most this many
-
-
-@dataclass(frozen=True)
-class SuperpointParams:
-    """Oversegmentation parameters (dimensionless or in units of the estimated spacing).
-
-    The defaults were chosen by measurement on the real ScanNet scans and the synthetic rooms
-    (table in docs/benchmarks/superpoints.md): ``knn`` 6 (a mesh vertex has ~6 neighbours;
-    more edges let FH leak across boundaries), ``normal_knn`` 8 (sharper creases than 16),
-    ``k_thresh`` 0.05 and ``min_size`` 15 (one segment per some tens of points, inside ScanNet's
-    range), ``color_weight`` 1 (needed on coloured synthetic objects, neutral on real scans),
-    ``offset_weight`` 0.1, ``max_edge`` 4 spacings.
-    """
-
-    spacing: float = 0.0  # metres; 0 = estimate the median point spacing from the cloud
-    k_thresh: float = 0.05
-    min_size: int = 15  # points
-    max_size: int = 0  # points; 0 = no cap in the FH phase
-    color_weight: float = 1.0
-    offset_weight: float = 0.1
-    knn: int = 6
-    normal_knn: int = 8
-    max_edge: float = 4.0  # spacings
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ``ValueError``/``TypeError`` naming the first bad field."""
-        for name in ("spacing", "k_thresh", "color_weight", "offset_weight", "max_edge"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise TypeError(f"SuperpointParams.{name} must be a number, got {type(v).__name__}")
-            if not math.isfinite(float(v)) or v < 0:
-                raise ValueError(f"SuperpointParams.{name} must be finite and >= 0, got {v}")
-        for name in ("min_size", "max_size", "knn", "normal_knn"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"SuperpointParams.{name} must be an int, got {type(v).__name__}")
-        if self.min_size < 0 or self.max_size < 0:
-            raise ValueError(f"min_size and max_size must be >= 0, got {self.min_size}, {self.max_size}")
-        if not 1 <= self.knn <= _MAX_K:
-            raise ValueError(f"knn must be in [1, {_MAX_K}], got {self.knn}")
-        if not 2 <= self.normal_knn <= _MAX_K:
-            raise ValueError(f"normal_knn must be in [2, {_MAX_K}], got {self.normal_knn}")
-        if self.max_edge <= 0:
-            raise ValueError(f"max_edge must be > 0 spacings, got {self.max_edge}")
 
 
 @dataclass

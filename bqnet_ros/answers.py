@@ -72,19 +72,27 @@ def result_message(iface: Any, answer: Answer, header: Header, total_ms: float) 
 
 
 def result_json(answer: Answer, header: Header, total_ms: float) -> String:
-    """The same answer as JSON, for a node running without the generated messages."""
+    """The same answer as JSON, for a node running without the generated messages: the library's
+    form (``bqnet_model.pipeline.results.answer_to_dict``, with ``reason`` and the latencies as
+    ``timings_ms``) plus what the message adds: header, request id, best score, warnings, the
+    union of the points, the map's size and version, and ``total_ms``."""
+    # Imported here: bqnet_model.pipeline pulls in torch, which the node loads with the model, not
+    # at import (a parameter error is reported before any of it).
+    from bqnet_model.pipeline.results import answer_to_dict
+
     req = answer.request
-    return String(data=json.dumps(dict(
-        frame_id=header.frame_id, stamp=[header.stamp.sec, header.stamp.nanosec], text=req.text, task=answer.task,
-        request_id=req.request_id, found=answer.found, score=answer.score, reason=answer.reason,
-        warnings=list(answer.warnings),
-        objects=[dict(score=float(o.score), centroid=np.asarray(o.centroid).tolist(),
-                      box_min=np.asarray(o.box_min).tolist(), box_max=np.asarray(o.box_max).tolist(),
-                      point_indices=np.asarray(o.point_indices).tolist()) for o in answer.objects],
-        point_indices=np.asarray(answer.point_indices).tolist(),
-        map_num_points=answer.map.num_points if answer.map else 0, map_version=answer.map.version if answer.map else 0,
-        total_ms=total_ms, **answer.latencies_ms,
-    )))
+    timings = {k.removesuffix("_ms"): v for k, v in answer.latencies_ms.items()}
+    data = answer_to_dict(req.text, answer.task, answer.found, answer.objects, answer.point_indices,
+                          {**timings, "total": total_ms}, reason=answer.reason)
+    data.update(
+        frame_id=header.frame_id, stamp=[header.stamp.sec, header.stamp.nanosec], request_id=req.request_id,
+        score=float(answer.score), warnings=list(answer.warnings),
+        point_indices=np.asarray(answer.point_indices, np.int64).tolist(),
+        map_num_points=int(answer.map.num_points) if answer.map else 0,
+        map_version=int(answer.map.version) if answer.map else 0,
+        total_ms=float(total_ms),
+    )
+    return String(data=json.dumps(data))
 
 
 def target_cloud(answer: Answer, header: Header) -> PointCloud2:

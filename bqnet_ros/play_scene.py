@@ -58,7 +58,9 @@ def load_scene(spec: str, *, n_points: int | None = None, seed: int = 0) -> Scen
     if n_points is not None and n_points < 1:
         raise ValueError(f"points must be >= 1, got {n_points}")
     if spec in SYNTHETIC:
-        from bqnet_model.data import synthetic
+        from bqnet_model.synth_extra import load_synth
+
+        synthetic = load_synth()
 
         if spec == "minimal":
             scene = synthetic.minimal_room(**({"n_points": n_points} if n_points else {}), seed=seed)

@@ -20,7 +20,7 @@ from bqnet_model.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model.model.bqnet import BQNet
 from bqnet_model.model.config import load_config
 from bqnet_model.model.inputs import collate_scenes, scene_inputs

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bqnet_model import cli
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model.ply import read_ply, write_ply
 
 REPO = Path(__file__).resolve().parent.parent

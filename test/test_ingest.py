@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model.ingest import GREY, clean_torch, voxel_inputs_torch
 from bqnet_model.model.inputs import (
     collate_scenes,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model.model.inputs import (
     MIN_SPATIAL_SHAPE,
     SceneInputs,

@@ -31,7 +31,8 @@ from bqnet_model.data.scannet import (
     save_scene_npz,
     ScanNetScene,
 )
-from bqnet_model.data.synthetic import CLASS_ID, minimal_room
+from bqnet_model.data.classes import CLASS_ID
+from bqnet_synth import minimal_room
 from bqnet_model.ply import write_ply
 from conftest import save_grid_room
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model.model.bqnet import BQNet, SceneFeatures
 from bqnet_model.model.config import (
     Config,

@@ -245,7 +245,9 @@ def test_console_script_ctrl_c_answers_queued_sentences(ros_context_factory, tin
         client.destroy_node()
     assert code == 0, out
     assert "Traceback" not in out and "[ERROR]" not in out, out
-    assert stop_s < 1.5, stop_s
+    # a guard against waiting for queued work (the earlier node waited up to 6 s), not a timing test:
+    # process exit alone varies with the machine's load
+    assert stop_s < 5.0, stop_s
     assert [r.reason for r in got] == ["node shutting down"], out
 
 

@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from bqnet_model.checkpoint import save_checkpoint
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model.model.decoder import LayerPrediction
 from bqnet_model.model.heads import select_res
+from bqnet_model.model.config import load_config
 from bqnet_model.model.inputs import collate_scenes, scene_inputs
 from bqnet_model.pipeline import Result, SceneCache, Segmenter, TargetObject
 from bqnet_model.pipeline.selection import answer, group_queries
 from bqnet_model.pipeline.summary import summarise, unpack_summary
+from bqnet_model.superpoint_params import SuperpointParams
 
 TINY = {
     "model": {
@@ -222,9 +224,21 @@ def test_errors_and_fallbacks(seg, cache, room, monkeypatch, caplog) -> None:
         Segmenter(seg.model, seg.cfg, device="tpu")
     with pytest.raises(ValueError, match="unknown key"):
         Segmenter.from_config(TINY, mask_treshold=0.3)
+    # inference.superpoints is checked once, by the config loader (YAML, dict or from_config overrides).
     with pytest.raises(ValueError, match=r"inference\.superpoints: unknown key\(s\) \['k_tresh'\]"):
-        with_inference(seg, superpoints={"k_tresh": 0.1})
-    assert with_inference(seg, superpoints={"k_thresh": 0.05, "num_threads": 1}).inference.superpoints["k_thresh"] == 0.05
+        Segmenter.from_config(TINY, superpoints={"k_tresh": 0.1})
+    with pytest.raises(ValueError, match=r"inference\.superpoints: SuperpointParams\.k_thresh must be finite"):
+        load_config({"inference": {"superpoints": {"k_thresh": -1}}})
+    with pytest.raises(ValueError, match="inference.superpoint_threads"):
+        load_config({"inference": {"superpoint_threads": -1}})
+    with pytest.raises(TypeError, match="inference.superpoints must be a SuperpointParams"):
+        with_inference(seg, superpoints={"k_thresh": 0.05})
+    inf = load_config({"inference": {"superpoints": {"k_thresh": 0.05, "min_size": 15},
+                                     "superpoint_threads": 1}}).inference
+    assert inf.superpoints == SuperpointParams(k_thresh=0.05, min_size=15) and inf.superpoint_threads == 1
+    one = with_inference(seg, superpoints=inf.superpoints, superpoint_threads=1).prepare(room.xyz, room.rgb)
+    default = seg.prepare(room.xyz, room.rgb)  # torch's thread count: the same superpoints
+    assert np.array_equal(one.point_superpoint, default.point_superpoint)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="bqnet_model.pipeline"):
         s = Segmenter(seg.model, seg.cfg, device="cuda")

@@ -131,7 +131,7 @@ def test_rviz_config_is_valid():
 def test_shipped_model_finds_the_chair_next_to_the_desk(ros_context_factory):
     """With the trained checkpoint and its own inference settings, the centroid lies inside the
     true chair's box."""
-    from bqnet_model.data.synthetic import demo_room
+    from bqnet_synth import demo_room
     from bqnet_ros.conversions import numpy_to_pointcloud2
     from bqnet_ros.segment_node import SegmentNode
 

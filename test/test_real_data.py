@@ -31,7 +31,7 @@ from bqnet_model.data.scannet import (
     preprocess_scannet,
     save_scene_npz,
 )
-from bqnet_model.data.synthetic import CLASS_ID, CLASSES
+from bqnet_model.data.classes import CLASS_ID, CLASSES
 from bqnet_model.eval_real import (
     RealScene,
     check_real_dir,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from bqnet_model.data.dataset import ReferDataset, collate_fn
 from bqnet_model.data.referit import Annotation
 from bqnet_model.data.scannet import OTHER_CLASS, ScanNetScene, save_scene_npz
-from bqnet_model.data.synthetic import CLASSES, minimal_room
+from bqnet_synth import CLASSES, minimal_room
 from bqnet_model.model.bqnet import BQNet
 from bqnet_model.model.config import load_config
 from bqnet_model.model.inputs import collate_scenes, scene_inputs, superpoint_semantic, superpoint_targets

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model import superpoints as sp_mod
 from bqnet_model.mesh_segmentation import match_segmentations, read_ply_mesh, segment_mesh
 from bqnet_model.superpoints import (

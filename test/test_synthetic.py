@@ -8,9 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from bqnet_model.data import expressions as E
-from bqnet_model.data import synthetic as S
-from bqnet_model.data.furniture import BUILDERS, VARIANTS, build, place_parts, rotate_face_bits
+import bqnet_synth as E
+import bqnet_synth as S
+from bqnet_synth.furniture import BUILDERS, VARIANTS, build
+from bqnet_synth.parts import place_parts, rotate_face_bits
 
 FAST = S.RoomConfig(density=600.0)
 
@@ -114,7 +115,7 @@ def test_default_density_and_colours():
     r = S.generate_room(21)
     assert 50_000 <= len(r.xyz) <= 400_000
     # A named colour is visible: the object's mean colour is nearer its name than most palette colours.
-    from bqnet_model.data.furniture import COLORS
+    from bqnet_synth.parts import COLORS
 
     pal = np.array(list(COLORS.values()), float)
     names = list(COLORS)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bqnet_model.data.synthetic import minimal_room
+from bqnet_synth import minimal_room
 from bqnet_model.model.config import load_config
 from bqnet_model.train import EpochSampler, apply_overrides, find_annotations, lr_factor, main, parse_args, poly_factor
 from conftest import save_grid_room

@@ -12,7 +12,7 @@ gen() {  # split n
   local split=$1 n=$2 per=$(( ($2 + JOBS - 1) / JOBS ))
   for ((k = 0; k * per < n; k++)); do
     local first=$((k * per)) cnt=$(( n - k * per < per ? n - k * per : per ))
-    $PY -m bqnet_model.data.synthetic --out "$OUT/parts/$split$k" --scenes $cnt --first-index $first --split $split --seed 0 > "$OUT/parts/$split$k.log" 2>&1 &
+    $PY -m bqnet_synth --out "$OUT/parts/$split$k" --scenes $cnt --first-index $first --split $split --seed 0 > "$OUT/parts/$split$k.log" 2>&1 &
   done
   wait
 }

@@ -30,7 +30,9 @@ def _sentences(args: argparse.Namespace) -> list[str]:
     for path in args.json:
         out += [a["description"] for a in json.loads(Path(path).read_text())]
     if args.synthetic:
-        from bqnet_model.data.synthetic import room_with_expressions
+        from bqnet_model.synth_extra import load_synth
+
+        room_with_expressions = load_synth().room_with_expressions
 
         for seed in range(args.synthetic):
             _, exprs = room_with_expressions(seed, demo=(seed == 0))

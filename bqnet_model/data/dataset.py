@@ -26,11 +26,12 @@ from torch.utils.data import Dataset
 from bqnet_model.data.augment import AugmentConfig, augment_points, colour_shift, random_crop
 from bqnet_model.data.referit import Annotation, assign_res_eval_types, load_annotations
 from bqnet_model.data.scannet import load_scene_npz
-from bqnet_model.data.synthetic import CLASSES
+from bqnet_model.data.classes import CLASSES
 from bqnet_model.metrics import union_mask
 from bqnet_model.model.inputs import (SceneInputs, collate_scenes, dense_labels, scene_inputs, superpoint_semantic,
                                       superpoint_targets)
 from bqnet_model.pointcloud import rgb_to_uint8, voxel_mean, voxelize
+from bqnet_model.superpoint_params import SuperpointParams
 
 __all__ = ["ReferSample", "ReferDataset", "collate_fn", "target_superpoints", "reference_mask"]
 
@@ -71,9 +72,9 @@ class ReferDataset(Dataset):
     ``prepare``: the text preparation (default ``text_prep.prepare_text``); its result per
     description is cached for the dataset's lifetime.
     Scene files without superpoints (``superpoint`` all -1, as the synthetic writer leaves them
-    when the extension is missing) get ``bqnet_model.superpoints.oversegment(xyz, rgb,
-    **superpoint_params)`` once, at construction (pass ``inference.superpoints`` so training sees
-    the superpoints inference will compute).
+    when the extension is missing) get ``bqnet_model.superpoints.oversegment_detailed(xyz, rgb,
+    params=superpoint_params)`` once, at construction (pass ``inference.superpoints`` so training
+    sees the superpoints inference will compute; None = the defaults).
     """
 
     def __init__(
@@ -90,7 +91,7 @@ class ReferDataset(Dataset):
         seed: int = 0,
         augment_cfg: AugmentConfig | None = None,
         cache_scenes: bool = False,
-        superpoint_params: dict[str, Any] | None = None,
+        superpoint_params: SuperpointParams | None = None,
         scanrefer: bool = False,
         prepare: Callable[..., Any] | None = None,
     ) -> None:
@@ -140,19 +141,22 @@ class ReferDataset(Dataset):
             if any(a.eval_type is None for a in anns):
                 assign_res_eval_types(anns, self.scene_dir)
         self.annotations = anns
-        self.superpoint_params = dict(superpoint_params or {})
+        if superpoint_params is not None and not isinstance(superpoint_params, SuperpointParams):
+            raise TypeError("superpoint_params must be a SuperpointParams (inference.superpoints) or None, "
+                            f"got {type(superpoint_params).__name__}")
+        self.superpoint_params = superpoint_params or SuperpointParams()
         self._computed_sp: dict[str, np.ndarray] = {}
         for sid in scene_ids:
             with np.load(self.scene_dir / f"{sid}.npz", allow_pickle=False) as z:
                 if "superpoint" in z.files and (z["superpoint"] < 0).any():
                     self._computed_sp[sid] = np.empty(0, np.int64)  # filled below
         if self._computed_sp:
-            from bqnet_model.superpoints import oversegment
+            from bqnet_model.superpoints import oversegment_detailed
 
             for sid in self._computed_sp:
                 data = load_scene_npz(self.scene_dir / f"{sid}.npz")
-                self._computed_sp[sid] = np.asarray(
-                    oversegment(data["xyz"], data["rgb"], **self.superpoint_params), dtype=np.int64)
+                self._computed_sp[sid] = np.asarray(oversegment_detailed(
+                    data["xyz"], data["rgb"], params=self.superpoint_params).labels, dtype=np.int64)
         by_scene: dict[str, list[int]] = {}
         for i, a in enumerate(anns):
             by_scene.setdefault(a.scene_id, []).append(i)

@@ -209,11 +209,11 @@ def assign_res_eval_types(anns: list[Annotation], scene_dir: str | os.PathLike,
                           n_classes: int | None = None) -> list[Annotation]:
     """Fill ``eval_type`` of RES annotations that lack it, from ``scene_dir/<scene_id>.npz`` labels.
 
-    ``n_classes`` defaults to the synthetic/ScanNet class list (``synthetic.CLASSES``): ids at or
+    ``n_classes`` defaults to the synthetic/ScanNet class list (``bqnet_model.data.classes.CLASSES``): ids at or
     above it are the "other" class.
     """
     if n_classes is None:
-        from bqnet_model.data.synthetic import CLASSES
+        from bqnet_model.data.classes import CLASSES
 
         n_classes = len(CLASSES)
     todo: dict[str, list[Annotation]] = {}

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bqnet_model.data.synthetic import CLASS_ID, CLASSES
+from bqnet_model.data.classes import CLASS_ID, CLASSES
 from bqnet_model.model.inputs import dense_labels
 from bqnet_model.ply import read_ply
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from bqnet_model.data.augment import AugmentConfig
+from bqnet_model.superpoint_params import SuperpointParams
 
 from .decoder import DecoderConfig
 from .losses import LossConfig
@@ -133,7 +134,10 @@ class InferenceConfig:
     ``max_points``: larger clouds are thinned by a voxel grid to uniform density, with a warning
     (``bqnet_model.thinning``).
     ``text_chunk``: at most this many sentences go through the decoder in one call.
-    ``superpoints``: keyword arguments of ``bqnet_model.superpoints.oversegment``.
+    ``superpoints``: the oversegmentation's parameters (``SuperpointParams``; in YAML a mapping of
+    its fields, unknown keys refused); ``superpoint_threads``: CPU threads it uses, 0 = torch's
+    thread count. The thread count sits here, not in ``SuperpointParams``, because the labels do
+    not depend on it: it is how this run executes, not what the superpoints are.
     ``amp``: autocast (``amp_dtype``: float16 or bfloat16) for the backbone and decoder on CUDA
     (ignored on CPU).
     ``cuda_graph``: on CUDA, capture text features -> decoder -> answer summary once per
@@ -158,7 +162,8 @@ class InferenceConfig:
     amp: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     cuda_graph: bool = True
-    superpoints: dict[str, Any] = field(default_factory=dict)
+    superpoints: SuperpointParams = field(default_factory=SuperpointParams)
+    superpoint_threads: int = 0
     tta_rotations: int = 1
 
     def __post_init__(self) -> None:
@@ -166,6 +171,13 @@ class InferenceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"inference.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.superpoints, SuperpointParams):
+            raise TypeError(f"inference.superpoints must be a SuperpointParams, got {type(self.superpoints).__name__} "
+                            "(load_config builds it from a mapping)")
+        t = self.superpoint_threads
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise ValueError("inference.superpoint_threads must be an integer >= 0 (0 = torch's thread count), "
+                             f"got {t!r}")
         if not 0.0 < self.merge_iou < 1.0:
             raise ValueError(f"inference.merge_iou must be in (0, 1), got {self.merge_iou}")
         if self.task not in ("res", "gres"):

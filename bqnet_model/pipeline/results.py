@@ -1,14 +1,24 @@
-"""What ``Segmenter`` hands out: answers (``Result``, ``TargetObject``) and the prepared map (``SceneCache``)."""
+"""What ``Segmenter`` hands out: answers (``Result``, ``TargetObject``) and the prepared map (``SceneCache``).
+
+``answer_to_dict`` is the one JSON form of an answer: the CLI's per-sentence files and the ROS
+node's ``~/result_json`` fallback both start from it and add only their own context (the cloud's
+file name, the message header, request id and latencies).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from bqnet_model.model.bqnet import SceneFeatures
 
-__all__ = ["TargetObject", "Result", "SceneCache"]
+__all__ = ["TargetObject", "Result", "SceneCache", "answer_to_dict"]
+
+_DIGITS = 5  # coordinates and scores: 10 µm and 1e-5 are below anything a map or a model resolves
+_MS_DIGITS = 3
 
 
 @dataclass
@@ -38,6 +48,58 @@ class Result:
     point_indices: np.ndarray  # int64, union of the objects' points, sorted
     timings_ms: dict[str, float]
     task: str = "res"
+
+    def to_dict(self, *, include_indices: bool = True) -> dict[str, Any]:
+        """This answer as plain JSON types (``answer_to_dict``)."""
+        return answer_to_dict(self.text, self.task, self.found, self.objects, self.point_indices, self.timings_ms,
+                              include_indices=include_indices)
+
+
+def _floats(a: Any) -> list[float]:
+    return [round(float(v), _DIGITS) for v in np.asarray(a, np.float64).reshape(-1)]
+
+
+def answer_to_dict(
+    text: str,
+    task: str,
+    found: bool,
+    objects: Sequence[TargetObject],
+    point_indices: np.ndarray,
+    timings_ms: Mapping[str, float],
+    *,
+    reason: str | None = None,
+    include_indices: bool = True,
+) -> dict[str, Any]:
+    """An answer as plain JSON types: ``text``, ``task``, ``found``, ``reason`` (only when given),
+    ``n_objects``, ``n_points`` (points of all objects together, ``point_indices`` being their
+    sorted union), ``objects`` (best first: ``rank``, ``score``, ``n_points``, ``centroid``,
+    ``box_min``, ``box_max`` and, with ``include_indices``, ``point_indices`` into the caller's
+    cloud) and ``timings_ms``. Taking the parts rather than a ``Result`` lets a caller that keeps
+    its own answer record (the ROS node's) share the form."""
+    objs = []
+    for k, obj in enumerate(objects):
+        idx = np.asarray(obj.point_indices, np.int64)
+        d: dict[str, Any] = {
+            "rank": k,
+            "score": round(float(obj.score), _DIGITS),
+            "n_points": int(idx.size),
+            "centroid": _floats(obj.centroid),
+            "box_min": _floats(obj.box_min),
+            "box_max": _floats(obj.box_max),
+        }
+        if include_indices:
+            d["point_indices"] = idx.tolist()
+        objs.append(d)
+    out: dict[str, Any] = {"text": str(text), "task": str(task), "found": bool(found)}
+    if reason is not None:
+        out["reason"] = str(reason)
+    out.update({
+        "n_objects": len(objs),
+        "n_points": int(np.asarray(point_indices).size),
+        "objects": objs,
+        "timings_ms": {str(k): round(float(v), _MS_DIGITS) for k, v in dict(timings_ms).items()},
+    })
+    return out
 
 
 @dataclass

@@ -43,20 +43,6 @@ __all__ = ["Segmenter"]
 log = logging.getLogger(__name__)
 
 
-def _check_superpoint_params(params: dict[str, Any]) -> None:
-    """Refuse unknown ``inference.superpoints`` keys at start-up, not at the first map."""
-    from bqnet_model.superpoints import SuperpointParams
-
-    allowed = {f.name for f in dataclasses.fields(SuperpointParams)} | {"num_threads"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ValueError(f"inference.superpoints: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    try:
-        SuperpointParams(**{k: v for k, v in params.items() if k != "num_threads"})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"inference.superpoints: {exc}") from exc
-
-
 def _inference_overrides(inf: InferenceConfig, overrides: dict[str, Any]) -> InferenceConfig:
     if not overrides:
         return inf
@@ -76,7 +62,6 @@ class Segmenter:
             cfg = Config(model=model.cfg, inference=cfg)
         elif not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a Config or an InferenceConfig, got {type(cfg).__name__}")
-        _check_superpoint_params(cfg.inference.superpoints)
         self.cfg = cfg
         self.device = resolve_device(device)
         # One unpadded scene gives the same answer either way (decoder.fine_mask_padding); masking
@@ -181,7 +166,8 @@ class Segmenter:
         t1 = sync_time(dev)
         timings["clean"] = (t1 - t0) * 1e3
 
-        table = superpoint_table(cloud.xyz, rgb8, superpoints, cloud.index, dict(inf.superpoints))
+        table = superpoint_table(cloud.xyz, rgb8, superpoints, cloud.index, inf.superpoints,
+                                 inf.superpoint_threads)
         t2 = time.perf_counter()
         timings["superpoints"] = table.ms
         batch, n_voxels = self._voxel_batch(dcloud.xyz, dcloud.rgb)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from bqnet_model.model.inputs import dense_labels
+from bqnet_model.superpoint_params import SuperpointParams
 
 __all__ = ["SuperpointTable", "superpoint_table", "superpoint_geometry", "pool_rows"]
 
@@ -31,14 +30,15 @@ class SuperpointTable:
 
 
 def superpoint_table(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None, index: np.ndarray,
-                     params: dict[str, Any]) -> SuperpointTable:
+                     params: SuperpointParams, num_threads: int = 0) -> SuperpointTable:
     """Superpoints of the cleaned cloud (``given``: the caller's labels for the uncleaned rows,
-    ``index`` the cleaned -> caller row map) and their point table."""
+    ``index`` the cleaned -> caller row map) and their point table. ``params`` and ``num_threads``
+    (0 = torch's thread count) are ``inference.superpoints`` / ``inference.superpoint_threads``."""
     t0 = time.perf_counter()
     if given is None:
-        from bqnet_model.superpoints import oversegment
+        from bqnet_model.superpoints import oversegment_detailed
 
-        sp = oversegment(xyz, rgb8, **params)
+        sp = oversegment_detailed(xyz, rgb8, params=params, num_threads=num_threads or None).labels
     else:
         sp = np.asarray(given)[index]
     labels, n_sp = dense_labels(sp)
