@@ -49,9 +49,9 @@ def _amp_context(device: torch.device, enabled: bool, dtype: torch.dtype):
 
 def use_training_attention_kernels(device: torch.device) -> None:
     """Leave cuDNN out of ``scaled_dot_product_attention`` while training on CUDA. cuDNN builds an
-    execution plan per new shape, about 7 ms of host time per call, and the training shapes change
-    every step (rooms and sentences vary): on an H200 that was a third of a host-bound step
-    (``bench/train_step.py --profile``). The flash / memory-efficient kernels need no plan."""
+    execution plan per new shape, and the training shapes change every step (rooms and sentences
+    vary), so the step becomes host-bound (measured with ``bench/train_step.py --profile``; figures
+    in ``docs/benchmarks.md``). The flash / memory-efficient kernels need no plan."""
     if device.type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)
 
