@@ -29,7 +29,8 @@ import torch
 from bqnet_model import __version__
 from bqnet_model.model.bqnet import BQNet
 from bqnet_model.model.config import Config, load_config
-from bqnet_model.official_checkpoint import LoadReport, is_official_file, load_official, read_official_file
+from bqnet_model.official_checkpoint import (LoadReport, describe_official, is_official_file, load_official,
+                                             read_official_file)
 
 __all__ = [
     "FORMAT",
@@ -42,6 +43,7 @@ __all__ = [
     "load_backbone",
     "load_model",
     "load_state_dict_into",
+    "carries_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,15 @@ def stored_config(obj: Mapping[str, Any]) -> Config:
     return load_config(data)
 
 
+def carries_config(path: str | os.PathLike) -> bool:
+    """True when ``path`` is one of our checkpoints (it stores its config); False for the authors'
+    files, which need the config of their network. Reads only the pickle (memory-mapped)."""
+    try:
+        return is_our_format(torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # official files keep a numpy scalar in meta: the plain weights-only load refuses them
+        return False
+
+
 def is_our_format(obj: Any) -> bool:
     return isinstance(obj, Mapping) and obj.get("format") == FORMAT
 
@@ -243,7 +254,7 @@ def load_model(
     config.model = model.cfg
     report = load_official(model, obj, strict=True)
     report.source = str(path)
-    log.info("%s", report)
+    log.info("%s\n%s", describe_official(obj), report)
     return model.to(device).eval(), config
 
 

@@ -298,16 +298,10 @@ def _official_config(args: argparse.Namespace, ckpt: Path) -> Any:
     """The config to build an official checkpoint's network from (None for our own files, which
     carry theirs): ``--config`` or the authors' ``config/res.yaml`` / ``gres.yaml``; ``--tokenizer``
     fills in ``text.tokenizer``."""
-    from bqnet_model.checkpoint import is_our_format
+    from bqnet_model.checkpoint import carries_config
     from bqnet_model.model.config import load_config
 
-    try:
-        import torch
-
-        ours = is_our_format(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
-    except Exception:  # an official file (numpy scalar in meta) or a broken one: from_checkpoint says which
-        ours = False
-    if ours:
+    if carries_config(ckpt):
         if args.config or args.tokenizer:
             raise CliError(f"{ckpt} carries its own config: --config and --tokenizer apply to official checkpoints only")
         return None

@@ -74,16 +74,11 @@ def _device(requested: str) -> tuple[Any, str | None]:
 def _official_config(ckpt: Path, p: NodeParams, roots: Callable[[], list[Path]] | None) -> Any:
     """None for our own checkpoints (they carry their config); for an official file the config
     ``official_config`` names, with ``tokenizer`` filled in."""
-    import torch
-
-    from bqnet_model.checkpoint import is_our_format
+    from bqnet_model.checkpoint import carries_config
     from bqnet_model.model.config import load_config
 
-    try:
-        if is_our_format(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)):
-            return None
-    except Exception:  # official files keep a numpy scalar in meta: the plain weights-only load refuses them
-        pass
+    if carries_config(ckpt):
+        return None
     path, tried = resolve_model_file(p.official_config, roots)
     if path is None:
         raise StartupError(f"{ckpt} is an official checkpoint; official_config {p.official_config!r} not found "
