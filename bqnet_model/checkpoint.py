@@ -163,14 +163,16 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
 
 
 def stored_config(obj: Mapping[str, Any]) -> Config:
-    """The config a checkpoint of ours stores, without the training and loss keys that later
-    versions retired (``RETIRED`` of those dataclasses): they never change the network, and a
+    """The config a checkpoint of ours stores, without the training, loss and inference keys that
+    later versions retired (``RETIRED`` of those dataclasses): they never change the network, and a
     checkpoint should outlive a renamed training option. Anything else unknown still raises."""
-    from bqnet_model.model.config import TrainConfig
+    from bqnet_model.model.config import InferenceConfig, TrainConfig
     from bqnet_model.model.losses import LossConfig
 
     data = copy.deepcopy(dict(obj["config"]))
-    for section, cls in ((data.get("train"), TrainConfig), (data.get("model", {}).get("loss"), LossConfig)):
+    sections = ((data.get("train"), TrainConfig), (data.get("model", {}).get("loss"), LossConfig),
+                (data.get("inference"), InferenceConfig))
+    for section, cls in sections:
         if isinstance(section, dict):
             for key in getattr(cls, "RETIRED", ()):
                 if section.pop(key, None) is not None:

@@ -112,14 +112,13 @@ def clean_torch(
     rgb: Any = None,
     *,
     max_points: int | None = None,
-    seed: int = 0,
     dedup: bool = True,
     device: str | torch.device = "cpu",
 ) -> DeviceCloud:
     """``pointcloud.clean`` on ``device``: one copy of xyz (and rgb) in, the cleaned cloud there.
 
     Same rules, order and errors as ``clean``: non-finite rows (xyz after the float32 cast, float
-    rgb) dropped, exact duplicates dropped keeping the first, then the seeded ``max_points``
+    rgb) dropped, exact duplicates dropped keeping the first, then the ``max_points``
     thinning (``thinning.voxel_thin`` on a host copy, so the subset is the numpy path's).
     The host copies in ``DeviceCloud.host`` cost one device->host copy each of xyz, rgb and index.
     """

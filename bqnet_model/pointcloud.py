@@ -221,11 +221,10 @@ def clean(
     rgb: np.ndarray | None = None,
     *,
     max_points: int | None = None,
-    seed: int = 0,
     dedup: bool = True,
 ) -> CleanedCloud:
     """Drop non-finite and duplicate points, then thin to ``max_points`` by a voxel grid
-    (``thinning.voxel_thin``: uniform density, no seed; ``seed`` is kept for callers and unused).
+    (``thinning.voxel_thin``: uniform density, deterministic, no seed).
 
     - rows with NaN/Inf in xyz (after the cast to float32, so float64 values beyond float32 range
       count as non-finite) or, for float rgb, in rgb are dropped;

@@ -148,8 +148,6 @@ def configure_segmenter(seg: Any, p: NodeParams) -> list[str]:
             warnings.append(f"voxel_size {p.voxel_size} m overrides the {trained} m the model was trained with: "
                             "expect worse answers (set voxel_size 0 to use the model's)")
         inf.voxel_size = float(p.voxel_size)
-    if hasattr(inf, "seed"):
-        inf.seed = int(p.seed)
     if hasattr(inf, "max_points"):
         inf.max_points = int(p.max_points or _NO_LIMIT)
     if p.tta_rotations > 0 and hasattr(inf, "tta_rotations"):

@@ -93,7 +93,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "(roberta-base: vocab.json + merges.txt); empty: the encoder's own."),
     ParamSpec("allow_untrained", False, "Allow a randomly initialised model when no checkpoint is found "
               "(answers are meaningless; for tests and plumbing only)."),
-    ParamSpec("seed", 0, "Seed of the random init (untrained model) and of the library's map thinning.",
+    ParamSpec("seed", 0, "Seed of the random init (untrained model).",
               int_range=(0, _INT_MAX)),
     ParamSpec("task", "res", "'res': the one best object; 'gres': zero, one or several objects.", dynamic=True,
               choices=("res", "gres")),

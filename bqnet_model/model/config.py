@@ -158,13 +158,14 @@ class InferenceConfig:
     voxel_size: float = 0.02
     max_points: int = 2_500_000
     text_chunk: int = 32
-    seed: int = 0
     amp: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     cuda_graph: bool = True
     superpoints: SuperpointParams = field(default_factory=SuperpointParams)
     superpoint_threads: int = 0
     tta_rotations: int = 1
+    # ``seed`` seeded the random downsampling that the voxel-grid thinning replaced (no seed needed)
+    RETIRED: typing.ClassVar[tuple[str, ...]] = ("seed",)
 
     def __post_init__(self) -> None:
         for name in ("tta_rotations", "candidates"):

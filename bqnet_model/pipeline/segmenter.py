@@ -154,7 +154,7 @@ class Segmenter:
             if superpoints.ndim != 1 or superpoints.shape[0] != n_in:
                 raise ValueError(f"superpoints must have shape ({n_in},) like xyz, got {superpoints.shape}")
         point_image = self._point_image_features(image_features, n_in, superpoints)
-        dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, seed=inf.seed, device=dev)
+        dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, device=dev)
         cloud = dcloud.host
         if cloud.n_downsampled:
             log.warning("map has %d points, more than inference.max_points=%d: thinned by a voxel grid to %d "
