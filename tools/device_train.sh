@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped demo model on every GPU of the device machine (torchrun, DDP), evaluate it on
 # held-out synthetic rooms (RES and GRES) and export a slim checkpoint. Run from the repo root with
-# the .gpu bundle present (../shared/gpu/make-bundle; tools/pack_text_encoder.py):
+# the .gpu bundle present (spconv and the packed text encoder, tools/pack_text_encoder.py):
 #   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
