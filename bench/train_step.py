@@ -13,7 +13,7 @@ first batch size, to show whether the step is bound by kernels or by launches. T
 
 Example (GPU machine, data from tools/make_synthetic.sh)::
 
-    python bench/train_step.py config/tiny.yaml --data-root /tmp/synth --batch 8 16 --profile
+    python bench/train_step.py config/tiny.yaml --set train.data_root=/tmp/synth --batch 8 16 --profile
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config")
-    ap.add_argument("--data-root", required=True)
     ap.add_argument("--batch", type=int, nargs="+", default=[8])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--lang-per-scene", type=int, default=None, help="override train.lang_per_scene")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key as bqnet-train does (train.data_root, train.lang_per_scene, ...)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--checkpoint", default=None, help="start from these weights (default: random init)")
     ap.add_argument("--amp-dtype", choices=("fp16", "bf16"), default="bf16")
@@ -45,15 +45,13 @@ def main() -> None:
 
     from bqnet_model.model.bqnet import BQNet
     from bqnet_model.model.config import load_config
-    from bqnet_model.train import (EpochSampler, _dtype, _loader, build_datasets, train_step,
-                                   use_training_attention_kernels)
+    from bqnet_model.train import EpochSampler, build_datasets, train_step, use_training_attention_kernels
+    from bqnet_model.train.data import make_loader
+    from bqnet_model.train.loop import _dtype
 
-    cfg = load_config(args.config)
-    cfg.inference.task = "gres"
-    if args.lang_per_scene:
-        cfg.train.lang_per_scene = args.lang_per_scene
+    cfg = load_config(args.config, ["inference.task=gres", *args.overrides])
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train_ds, _ = build_datasets(cfg, args.data_root, train=True)
+    train_ds, _ = build_datasets(cfg, cfg.train.data_root, train=True)
     if args.checkpoint:
         from bqnet_model.checkpoint import load_checkpoint
 
@@ -72,7 +70,7 @@ def main() -> None:
         torch.backends.cuda.enable_cudnn_sdp(True)
         if variant.startswith("no"):
             use_training_attention_kernels(dev)
-        loader = _loader(train_ds, EpochSampler(len(train_ds), shuffle=True, seed=i), bs, args.workers, dev)
+        loader = make_loader(train_ds, EpochSampler(len(train_ds), shuffle=True, seed=i), bs, args.workers, dev)
         it = iter(loader)
         for _ in range(args.warmup):
             train_step(model, model, next(it), opt, scaler, cfg, dev, amp, amp_dtype)

@@ -6,8 +6,8 @@ synchronized), K = 1 measured in every round as the baseline of the ratios.
     python bench/tta.py                               # the shipped model, the demo room, CPU
     python bench/tta.py --device cuda --rotations 1 4 8 --batch 32
 
-What it buys is measured on held-out rooms, not here (README, Results: ``tools/train.py
---checkpoint ... --set inference.tta_rotations=K``).
+What it buys is measured on held-out rooms, not here (``tools/train.py --checkpoint ...
+--set inference.tta_rotations=K``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ pickled code runs)::
     {'format': 'bqnet_ros/1', 'config': Config.to_dict(), 'state_dict': {...}, 'meta': {...}}
 
 A frozen text encoder is not stored (it is the unchanged pretrained model the config names, and
-would make every checkpoint 90-500 MB); it is stored when the config has ``text.freeze: false``.
+would make every checkpoint the encoder's size larger); it is stored when the config has ``text.freeze: false``.
 Loading our format is strict: a missing or unexpected key or a wrong shape is refused with the
 readable list (``ValueError``), so a checkpoint never silently half-loads.
 

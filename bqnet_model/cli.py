@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -198,22 +198,34 @@ def demo_cloud(out_dir: Path | None = None, *, density: float | None = None) -> 
     return cloud, scene
 
 
+_T = TypeVar("_T")
+
+
+def _read_input(path: Path, reader: Callable[[Path], _T], *, missing: str, unreadable: str,
+               errors: tuple[type[Exception], ...] = (ValueError, OSError)) -> _T:
+    """``reader(path)`` for one input file of the command: a missing file is ``CliError(missing)``,
+    a reader error ``CliError("<unreadable>: <error>")``, so every input fails the same way."""
+    if not path.is_file():
+        raise CliError(missing)
+    try:
+        return reader(path)
+    except errors as exc:
+        raise CliError(f"{unreadable}: {exc}") from exc
+
+
 def load_cloud(spec: str, out_dir: Path | None = None, *, demo_density: float | None = None) -> Cloud:
     """Read the map: a PLY file, or ``demo`` (the bundled synthetic room, also written as
     ``out_dir/room.ply`` so the input can be looked at; ``demo_density`` points per m^2 thins it)."""
     if spec == "demo":
         return demo_cloud(out_dir, density=demo_density)[0]
     path = Path(spec)
-    if not path.exists():
-        raise CliError(f"cloud file not found: {path} (pass a .ply file, or 'demo' for the bundled room)")
-    if not path.is_file():
+    if path.exists() and not path.is_file():
         raise CliError(f"--cloud {path} is not a file")
     from bqnet_model.ply import read_ply
 
-    try:
-        ply = read_ply(path)
-    except (ValueError, OSError) as exc:
-        raise CliError(f"cannot read the cloud {path} as a PLY point cloud: {exc}") from exc
+    ply = _read_input(path, read_ply,
+                     missing=f"cloud file not found: {path} (pass a .ply file, or 'demo' for the bundled room)",
+                     unreadable=f"cannot read the cloud {path} as a PLY point cloud")
     n = ply.n_points
     if n == 0:
         raise CliError(f"the cloud {path} has no points")
@@ -226,12 +238,8 @@ def load_cloud(spec: str, out_dir: Path | None = None, *, demo_density: float | 
 def load_image_features(path: str | os.PathLike, n_points: int) -> np.ndarray:
     """A (N, C) float .npy of per-point image features for a cloud of ``n_points`` points."""
     p = Path(path)
-    if not p.is_file():
-        raise CliError(f"--image-features: file not found: {p}")
-    try:
-        feats = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"--image-features: cannot read {p} as a .npy array: {exc}") from exc
+    feats = _read_input(p, lambda q: np.load(q, allow_pickle=False), missing=f"--image-features: file not found: {p}",
+                       unreadable=f"--image-features: cannot read {p} as a .npy array")
     if feats.ndim != 2 or feats.shape[0] != n_points or not np.issubdtype(feats.dtype, np.floating):
         raise CliError(f"--image-features: {p} must be a float array of shape ({n_points}, C), one row per point "
                        f"of the cloud; got {feats.dtype} {feats.shape}")
@@ -269,12 +277,8 @@ def load_segmenter(args: argparse.Namespace, device: str) -> tuple[Any, str]:
         from bqnet_model.model.config import load_config
 
         cfg_path = Path(args.config)
-        if not cfg_path.is_file():
-            raise CliError(f"config file not found: {cfg_path}")
-        try:
-            cfg = load_config(cfg_path)
-        except (ValueError, TypeError) as exc:
-            raise CliError(f"bad config {cfg_path}: {exc}") from exc
+        cfg = _read_input(cfg_path, load_config, missing=f"config file not found: {cfg_path}",
+                         unreadable=f"bad config {cfg_path}", errors=(ValueError, TypeError))
         print(_UNTRAINED_BANNER.format(config=cfg_path, seed=args.seed), file=sys.stderr, flush=True)
         try:
             seg = Segmenter.from_config(cfg, device=device, seed=args.seed, **_overrides(args))
@@ -306,12 +310,9 @@ def _official_config(args: argparse.Namespace, ckpt: Path) -> Any:
             raise CliError(f"{ckpt} carries its own config: --config and --tokenizer apply to official checkpoints only")
         return None
     path = Path(args.config) if args.config else PACKAGE_ROOT / "config" / f"{args.task}.yaml"
-    if not path.is_file():
-        raise CliError(f"config file not found: {path} (an official checkpoint needs the config of its network)")
-    try:
-        cfg = load_config(path)
-    except (ValueError, TypeError) as exc:
-        raise CliError(f"bad config {path}: {exc}") from exc
+    cfg = _read_input(path, load_config,
+                     missing=f"config file not found: {path} (an official checkpoint needs the config of its network)",
+                     unreadable=f"bad config {path}", errors=(ValueError, TypeError))
     if args.tokenizer:
         cfg.model.text.tokenizer = args.tokenizer
     return cfg

@@ -10,8 +10,8 @@ One graph per key ``(superpoint bucket S, sentences T, token bucket L, threshold
 inputs are the scene tensors, padded with padding superpoints to S = a multiple of 128 (a robot's
 map changes its superpoint count with every update; a bucket lets the next map reuse the graph) and
 copied in when another map is queried, and the word features padded with masked words to L = a
-multiple of 16. Padded superpoints and words get no attention and no mask (the segmenter turns on
-``decoder.fine_mask_padding``, so padding never enters the fine stage either), so the answer equals
+multiple of 16. Padded superpoints and words get no attention and no mask (the segmenter's decoder
+calls pass ``fine_mask_padding=True``, so padding never enters the fine stage either), so the answer equals
 the eager one up to float rounding (the benchmark compares them on the GPU). Its output is the packed
 uint8 summary of ``Segmenter`` (over the S padded superpoints) that is then copied to the host in
 one transfer. A capture that fails is reported once (warning) and that key runs eagerly from then on.

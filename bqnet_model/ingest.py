@@ -5,11 +5,11 @@ densification) cost more than the whole backbone (``docs/benchmarks.md``). Here 
 one host->device copy of xyz and rgb; only what the CPU needs afterwards (the cleaned cloud for the
 C++ oversegmentation and for answers) comes back.
 
-Every function computes exactly what its numpy counterpart computes (``pointcloud.clean``,
-``pointcloud.voxelize`` + ``voxel_mean``, ``inputs.scene_inputs`` + ``collate_scenes``): same kept
-rows in the same order, same voxels in the same (lexicographic) order, same point->voxel map,
-voxel features equal up to float rounding of the float64 sums (atomics on CUDA add in any order).
-Errors carry the numpy path's messages. test/test_ingest.py compares both on CPU tensors.
+``clean_torch`` computes exactly what ``pointcloud.clean`` computes (same kept rows in the same
+order, same errors). ``voxel_inputs_torch`` is the only voxelization: training calls it on CPU
+tensors (``inputs.scene_inputs``), so a training scene and the same points at inference share
+voxels and point->voxel map exactly, and the features up to float rounding of the float64 sums
+(atomics on CUDA add in any order; bit-equal on the CPU).
 """
 
 from __future__ import annotations
@@ -186,25 +186,39 @@ def clean_torch(
     return DeviceCloud(xyz=pts, rgb=rgb8.contiguous(), index=index, host=host)
 
 
-def voxel_inputs_torch(xyz: Tensor, rgb: Tensor, voxel_size: float = 0.02) -> VoxelInputs:
-    """``scene_inputs``' voxel half on the device: grid, point->voxel map and voxel mean features.
+def voxel_inputs_torch(xyz: Tensor, rgb: Tensor, voxel_size: float = 0.02, *, grid_xyz: Tensor | None = None,
+                       rgb_shift: Tensor | None = None) -> VoxelInputs:
+    """``scene_inputs``' voxel half: grid, point->voxel map and voxel mean features, as torch ops
+    on the tensors' device. The one voxelization of the project: inference runs it on the
+    segmenter's device, training (``inputs.scene_inputs``) on CPU tensors of the same points.
 
     ``xyz`` float32 (N, 3) finite (cleaned), ``rgb`` uint8 (N, 3), both on one device. Coordinates
-    ``floor((xyz - min) / voxel_size)`` in float64 (IEEE division on CPU and CUDA alike, so the
-    same voxels as ``pointcloud.voxelize``), voxels sorted by their packed key (``torch.unique``,
-    sorted, the order ``np.unique`` gives), features summed in float64 and divided by the counts.
+    ``floor((grid - min) / voxel_size)`` in float64 (IEEE division on CPU and CUDA alike),
+    voxels sorted by their packed key (``torch.unique``, sorted: lexicographic order of the
+    coordinates, independent of the point order), features [rgb / 127.5 - 1, xyz - mean(xyz)]
+    summed in float64 and divided by the counts.
+
+    Training's augmentation hooks (None in inference): ``grid_xyz`` float32 (N, 3), the cloud whose
+    points are assigned to voxels when it differs from ``xyz`` (the elastic distortion moves the
+    grid only, the features keep ``xyz``); ``rgb_shift`` float32 (3,), added to every point's
+    normalised colour.
     """
     voxel_size = check_voxel_size(voxel_size)
     if xyz.ndim != 2 or xyz.shape[1] != 3 or xyz.shape[0] == 0:
         raise ValueError(f"xyz must have shape (N, 3) with N > 0, got {tuple(xyz.shape)}")
     if rgb.shape != xyz.shape or rgb.dtype != torch.uint8:
         raise ValueError(f"rgb must be uint8 of shape {tuple(xyz.shape)}, got {rgb.dtype} {tuple(rgb.shape)}")
+    if grid_xyz is not None and grid_xyz.shape != xyz.shape:
+        raise ValueError(f"grid_xyz must have the shape of xyz {tuple(xyz.shape)}, got {tuple(grid_xyz.shape)}")
+    if rgb_shift is not None and tuple(rgb_shift.shape) != (3,):
+        raise ValueError(f"rgb_shift must have shape (3,), got {tuple(rgb_shift.shape)}")
     pts = xyz.double()
-    origin = pts.min(dim=0).values
+    grid = pts if grid_xyz is None else grid_xyz.double()
+    origin = grid.min(dim=0).values
     # Divide by a device tensor, not a Python number: CUDA turns division by a CPU scalar into a
     # multiplication by its reciprocal, which can move a point across a voxel boundary.
     vs = torch.full((), voxel_size, dtype=torch.float64, device=xyz.device)
-    q = torch.floor((pts - origin) / vs).long()
+    q = torch.floor((grid - origin) / vs).long()
     top = [int(v) for v in q.max(dim=0).values.tolist()]
     if max(top) > _KEY_MAX:
         raise ValueError(
@@ -216,11 +230,14 @@ def voxel_inputs_torch(xyz: Tensor, rgb: Tensor, voxel_size: float = 0.02) -> Vo
     coords = torch.stack(
         [ukeys >> (2 * _KEY_BITS), (ukeys >> _KEY_BITS) & _KEY_MAX, ukeys & _KEY_MAX], dim=1
     ).to(torch.int32)
-    # Features as scene_inputs: centred xyz (float64 mean, cast to float32) and rgb / 127.5 - 1
-    # in float32; the voxel means accumulate in float64 as voxel_mean's bincount.
+    # Features: centred xyz (float64 mean, cast to float32) and rgb / 127.5 - 1 in float32; the
+    # voxel means accumulate in float64.
     centred = (pts - pts.mean(dim=0)).float()
     half = torch.full((), 127.5, dtype=torch.float32, device=xyz.device)  # exact division (see vs)
-    point_feats = torch.cat([rgb.float() / half - 1.0, centred], dim=1)
+    colour = rgb.float() / half - 1.0
+    if rgb_shift is not None:
+        colour = colour + rgb_shift.to(device=xyz.device, dtype=torch.float32)
+    point_feats = torch.cat([colour, centred], dim=1)
     sums = torch.zeros((ukeys.shape[0], 6), dtype=torch.float64, device=xyz.device)
     sums.index_add_(0, p2v, point_feats.double())
     feats = (sums / counts.unsqueeze(1)).float()

@@ -1,8 +1,10 @@
-"""Point-cloud core: cleaning, thinning to a point budget and voxelization (pure numpy).
+"""Point-cloud core: input checks, colour conversion and cleaning (pure numpy).
 
-Every map that reaches the model (a ROS PointCloud2, a .ply, a synthetic scene) goes through
-``clean`` and ``voxelize`` first, so both keep index maps back to the caller's array: the node must
-answer with point indices into the cloud it received, not into the cleaned copy.
+Every map that reaches the model (a ROS PointCloud2, a .ply, a synthetic scene) is cleaned first
+(``clean``, or ``ingest.clean_torch`` on the segmenter's device), keeping the index map back to the
+caller's array: the node must answer with point indices into the cloud it received, not into the
+cleaned copy. The voxelization is ``ingest.voxel_inputs_torch`` (one implementation for training
+and inference); the key packing it uses is defined here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import numpy as np
 
 __all__ = [
     "CleanedCloud",
-    "Voxelization",
     "as_xyz",
     "rgb_to_uint8",
     "stored_rgb_to_uint8",
@@ -21,11 +22,9 @@ __all__ = [
     "check_voxel_size",
     "clean",
     "random_downsample",
-    "voxelize",
-    "voxel_mean",
 ]
 
-# Voxel coordinates are packed into one int64 key (21 bits per axis) so that np.unique sorts them
+# Voxel coordinates are packed into one int64 key (21 bits per axis) so that one unique sorts them
 # lexicographically in one pass; 2**21 voxels of 2 cm is 42 km per axis.
 _KEY_BITS = 21
 _KEY_MAX = (1 << _KEY_BITS) - 1
@@ -58,33 +57,6 @@ class CleanedCloud:
             f"({self.n_nonfinite} non-finite, {self.n_duplicates} duplicates, "
             f"{self.n_downsampled} downsampled away)"
         )
-
-
-@dataclass
-class Voxelization:
-    """Points grouped into a regular grid.
-
-    ``coords`` are integer voxel coordinates relative to ``origin`` (the cloud's min corner), all
-    non-negative, sorted lexicographically (x, then y, then z) so the order does not depend on the
-    point order. ``p2v[i]`` is the voxel row of point ``i``; voxel ``v`` covers
-    ``origin + coords[v] * voxel_size`` up to ``origin + (coords[v] + 1) * voxel_size``.
-    """
-
-    coords: np.ndarray  # int32 (V, 3), >= 0
-    p2v: np.ndarray  # int64 (N,)
-    counts: np.ndarray  # int64 (V,), points per voxel
-    origin: np.ndarray  # float64 (3,)
-    voxel_size: float
-
-    @property
-    def n_voxels(self) -> int:
-        return int(self.coords.shape[0])
-
-    @property
-    def spatial_shape(self) -> tuple[int, int, int]:
-        """Grid extent in voxels per axis (max coordinate + 1)."""
-        top = self.coords.max(axis=0) + 1
-        return int(top[0]), int(top[1]), int(top[2])
 
 
 def as_xyz(xyz: object, name: str = "xyz") -> np.ndarray:
@@ -287,67 +259,6 @@ def clean(
         n_duplicates=n_duplicates,
         n_downsampled=n_downsampled,
     )
-
-
-def voxelize(xyz: np.ndarray, voxel_size: float = 0.02) -> Voxelization:
-    """Assign each point to a voxel of edge ``voxel_size`` (metres); 0.02 = the original's scale 50.
-
-    Coordinates are ``floor((xyz - origin) / voxel_size)`` with ``origin`` the cloud's min corner,
-    computed in float64. Voxel order is the lexicographic order of the coordinates, so the result
-    is deterministic and independent of point order (up to ``p2v``). Points must be finite.
-    """
-    xyz = as_xyz(xyz)
-    voxel_size = check_voxel_size(voxel_size)
-    pts = np.asarray(xyz, dtype=np.float64)
-    bad = ~np.isfinite(pts).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} of {len(pts)} points are non-finite; call clean() first")
-    origin = pts.min(axis=0)
-    q = np.floor((pts - origin) / voxel_size).astype(np.int64)
-    top = q.max(axis=0)
-    if (top > _KEY_MAX).any():
-        raise ValueError(
-            f"cloud spans {top.tolist()} voxels per axis at voxel_size={voxel_size}; "
-            f"at most {_KEY_MAX} are supported (is the unit metres?)"
-        )
-    keys = (q[:, 0] << (2 * _KEY_BITS)) | (q[:, 1] << _KEY_BITS) | q[:, 2]
-    ukeys, p2v, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    coords = np.empty((len(ukeys), 3), dtype=np.int32)
-    coords[:, 0] = ukeys >> (2 * _KEY_BITS)
-    coords[:, 1] = (ukeys >> _KEY_BITS) & _KEY_MAX
-    coords[:, 2] = ukeys & _KEY_MAX
-    return Voxelization(
-        coords=coords,
-        p2v=p2v.reshape(-1).astype(np.int64, copy=False),
-        counts=counts.astype(np.int64, copy=False),
-        origin=origin,
-        voxel_size=voxel_size,
-    )
-
-
-def voxel_mean(values: np.ndarray, vox: Voxelization) -> np.ndarray:
-    """Mean of per-point ``values`` (N,) or (N, C) over each voxel -> (V, C) (or (V,) for 1-D input).
-
-    Accumulates in float64; returns float32 for float32 input, float64 otherwise.
-    """
-    if not isinstance(vox, Voxelization):
-        raise TypeError(f"vox must be a Voxelization, got {type(vox).__name__}")
-    vals = np.asarray(values)
-    if vals.dtype == np.bool_ or not (np.issubdtype(vals.dtype, np.floating) or np.issubdtype(vals.dtype, np.integer)):
-        raise TypeError(f"values must be numeric, got dtype {vals.dtype}")
-    if vals.ndim not in (1, 2):
-        raise ValueError(f"values must have shape (N,) or (N, C), got {vals.shape}")
-    if vals.shape[0] != len(vox.p2v):
-        raise ValueError(f"values has {vals.shape[0]} rows but the voxelization has {len(vox.p2v)} points")
-    flat = vals.reshape(len(vox.p2v), -1).astype(np.float64, copy=False)
-    n_vox = vox.n_voxels
-    out = np.empty((n_vox, flat.shape[1]), dtype=np.float64)
-    for c in range(flat.shape[1]):  # loop over channels, not points
-        out[:, c] = np.bincount(vox.p2v, weights=flat[:, c], minlength=n_vox)
-    out /= vox.counts[:, None]
-    if vals.dtype == np.float32:
-        out = out.astype(np.float32)
-    return out[:, 0] if vals.ndim == 1 else out
 
 
 def narrow_scalar(arr: np.ndarray, name: str, container: str) -> np.ndarray:

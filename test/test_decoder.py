@@ -349,3 +349,18 @@ def test_select_gres_union_strict_threshold_and_min_points() -> None:
     assert float(official_iou(s.union_prob, torch.tensor([1.0, 1.0, 0.0]))) == pytest.approx(1.0, abs=1e-5)
     none = select_gres(_pred([[[4.0, 4.0, 4.0]]], [[[1.0, 0.0]]]), sp_sizes=sizes)[0]
     assert not none.found and none.queries.numel() == 0
+
+
+def test_fine_mask_padding_per_call_equals_the_config_and_leaves_it_alone() -> None:
+    """``fine_mask_padding`` of a call overrides the config's for that call only (what
+    ``Segmenter`` passes instead of changing the model's config)."""
+    torch.manual_seed(0)
+    authors = BQNetDecoder(tiny_cfg(fine_mask_padding=False))
+    masked = BQNetDecoder(tiny_cfg(fine_mask_padding=True))
+    masked.load_state_dict(authors.state_dict())
+    inputs = make_inputs(5)  # scenes with padding, so the two choices differ
+    per_call, by_cfg, plain = run(authors, inputs, fine_mask_padding=True), run(masked, inputs), run(authors, inputs)
+    assert torch.equal(per_call.final.masks, by_cfg.final.masks) and torch.equal(per_call.final.indi, by_cfg.final.indi)
+    assert not torch.allclose(plain.final.masks, by_cfg.final.masks)
+    assert authors.cfg.fine_mask_padding is False
+    assert torch.equal(run(masked, inputs, fine_mask_padding=False).final.masks, plain.final.masks)

@@ -62,6 +62,16 @@ def with_inference(seg: Segmenter, **kw) -> Segmenter:
     return Segmenter(seg.model, cfg, "cpu")
 
 
+def test_segmenter_leaves_the_models_config_alone(seg, cache) -> None:
+    """The segmenter masks padding out of the fine stage per call: a model whose config says
+    otherwise keeps its config, and answers as the default model does."""
+    model = copy.deepcopy(seg.model)
+    model.decoder.cfg.fine_mask_padding = False
+    other = Segmenter(model, device="cpu")
+    assert model.decoder.cfg.fine_mask_padding is False and other.cfg.model.decoder.fine_mask_padding is False
+    assert torch.equal(other.decode(cache, TEXTS).final.masks, seg.decode(cache, TEXTS).final.masks)
+
+
 def test_cached_query_equals_full_forward(seg, cache, room, sp) -> None:
     batch = collate_scenes([scene_inputs(room.xyz, room.rgb, sp, 0.02)], TEXTS)
     with torch.no_grad():

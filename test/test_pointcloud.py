@@ -1,4 +1,5 @@
-"""clean / random_downsample / voxelize / voxel_mean: maps stay consistent and drops are counted."""
+"""clean / random_downsample / colour checks: maps stay consistent and drops are counted (the
+voxelization, ``ingest.voxel_inputs_torch``, is tested in test_ingest.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import pytest
 
 from bqnet_model.pointcloud import (
     CleanedCloud,
-    Voxelization,
     clean,
     random_downsample,
     rgb_to_uint8,
-    voxel_mean,
-    voxelize,
 )
 
 
@@ -130,79 +128,6 @@ def test_rgb_to_uint8_integer_types() -> None:
     np.testing.assert_array_equal(rgb_to_uint8(np.array([[0, 128, 255]], np.int64)), [[0, 128, 255]])
     with pytest.raises(TypeError):
         rgb_to_uint8(np.array([["a", "b", "c"]]))
-
-
-# ---------------------------------------------------------------- voxelize
-
-
-def test_voxelize_maps_consistent() -> None:
-    xyz, _ = _scene(2000, seed=1)
-    vs = 0.1
-    vox = voxelize(xyz, vs)
-    assert isinstance(vox, Voxelization)
-    assert vox.coords.dtype == np.int32 and vox.coords.min() >= 0
-    assert vox.p2v.dtype == np.int64 and vox.p2v.shape == (2000,)
-    assert vox.counts.dtype == np.int64 and vox.counts.sum() == 2000
-    np.testing.assert_array_equal(vox.counts, np.bincount(vox.p2v, minlength=vox.n_voxels))
-    assert (vox.counts > 0).all()
-    np.testing.assert_allclose(vox.origin, xyz.min(axis=0).astype(np.float64))
-    assert vox.origin.dtype == np.float64
-    # every point lies inside its voxel
-    lo = vox.origin + vox.coords[vox.p2v] * vs
-    p = xyz.astype(np.float64)
-    assert (p >= lo - 1e-9).all() and (p < lo + vs + 1e-9).all()
-    # voxels are unique and in lexicographic order
-    c = vox.coords.astype(np.int64)
-    keys = c[:, 0] * 10**8 + c[:, 1] * 10**4 + c[:, 2]
-    assert np.all(np.diff(keys) > 0)
-    assert vox.spatial_shape == tuple(int(v) for v in c.max(axis=0) + 1)
-    assert min(vox.coords.min(axis=0)) == 0
-
-
-def test_voxelize_order_independent_of_point_order() -> None:
-    xyz, _ = _scene(300, seed=2)
-    perm = np.random.default_rng(0).permutation(300)
-    a, b = voxelize(xyz, 0.25), voxelize(xyz[perm], 0.25)
-    np.testing.assert_array_equal(a.coords, b.coords)
-    np.testing.assert_array_equal(a.p2v[perm], b.p2v)
-
-
-def test_voxelize_and_voxel_mean_hand_case() -> None:
-    xyz = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [1.5, 0.2, 0.0], [0.9, 0.1, 0.1], [1.1, 1.9, 0.0]], np.float32)
-    vox = voxelize(xyz, voxel_size=1.0)
-    np.testing.assert_array_equal(vox.coords, [[0, 0, 0], [1, 0, 0], [1, 1, 0]])
-    np.testing.assert_array_equal(vox.p2v, [0, 0, 1, 0, 2])
-    np.testing.assert_array_equal(vox.counts, [3, 1, 1])
-    vals = np.array([[1, 10], [2, 20], [3, 30], [6, 60], [5, 50]], np.float32)
-    mean = voxel_mean(vals, vox)
-    assert mean.dtype == np.float32 and mean.shape == (3, 2)
-    np.testing.assert_allclose(mean, [[3, 30], [3, 30], [5, 50]])
-    m1 = voxel_mean(np.array([1, 2, 3, 6, 5]), vox)  # ints -> float64, 1-D stays 1-D
-    assert m1.dtype == np.float64 and m1.shape == (3,)
-    np.testing.assert_allclose(m1, [3, 3, 5])
-
-
-def test_voxelize_errors() -> None:
-    xyz, _ = _scene(10)
-    with pytest.raises(ValueError, match="non-finite; call clean"):
-        voxelize(np.array([[0, 0, 0], [np.nan, 0, 0]], np.float32))
-    with pytest.raises(ValueError, match="voxel_size must be a positive"):
-        voxelize(xyz, 0.0)
-    with pytest.raises(ValueError, match="voxel_size must be a positive"):
-        voxelize(xyz, float("nan"))
-    with pytest.raises(TypeError, match="voxel_size must be a number"):
-        voxelize(xyz, "2cm")
-    with pytest.raises(ValueError, match="empty"):
-        voxelize(np.zeros((0, 3)))
-    with pytest.raises(ValueError, match="voxels per axis"):
-        voxelize(np.array([[0, 0, 0], [1e5, 0, 0]]), 0.02)  # 100 km: not metres
-    vox = voxelize(xyz, 0.5)
-    with pytest.raises(ValueError, match="values has 9 rows"):
-        voxel_mean(np.zeros((9, 2)), vox)
-    with pytest.raises(ValueError, match=r"shape \(N,\) or \(N, C\)"):
-        voxel_mean(np.zeros((10, 2, 2)), vox)
-    with pytest.raises(TypeError, match="Voxelization"):
-        voxel_mean(np.zeros((10, 2)), None)
 
 
 def test_clean_accepts_strided_views_and_lists() -> None:

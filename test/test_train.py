@@ -13,7 +13,7 @@ import torch
 
 from bqnet_synth import minimal_room
 from bqnet_model.model.config import load_config
-from bqnet_model.train import EpochSampler, apply_overrides, find_annotations, lr_factor, main, parse_args, poly_factor
+from bqnet_model.train import EpochSampler, find_annotations, lr_factor, main, parse_args, poly_factor
 from conftest import save_grid_room
 
 TINY_MODEL = """
@@ -102,7 +102,7 @@ def test_train_resume_and_evaluate(setup, capsys):
     assert ccfg.model.decoder.d_model == 32
 
     # resume: continues at step 2 with the optimizer state, schedule over the new total
-    assert main([str(cfg), "--max-steps", "4", "--resume", "--no-eval", "--num-workers", "1"]) == 0
+    assert main([str(cfg), "--max-steps", "4", "--resume", "--no-eval", "--set", "train.num_workers=1"]) == 0
     log = _log(work)
     starts = [r for r in log if r["event"] == "start"]
     assert starts[-1]["step"] == 2 and starts[-1]["total_steps"] == 4
@@ -187,20 +187,34 @@ def test_sampler_schedule_and_errors(setup, tmp_path, capsys):
     capsys.readouterr()
     assert main([str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main([str(cfg), "--data-root", str(tmp_path / "nothing"), "--work-dir", str(tmp_path / "w")]) == 2
+    assert main([str(cfg), "--set", f"train.data_root={tmp_path / 'nothing'}", "--set",
+                 f"train.work_dir={tmp_path / 'w'}"]) == 2
     assert "data root" in capsys.readouterr().err
-    assert main([str(cfg), "--max-steps", "0"]) == 2
-    assert main([str(cfg), "--lr", "0"]) == 2 and "--lr must be > 0" in capsys.readouterr().err
-    assert main([str(cfg), "--lang-per-scene", "0"]) == 2 and "--lang-per-scene" in capsys.readouterr().err
-    assert main([str(cfg), "--resume", str(tmp_path / "none.pth"), "--work-dir", str(tmp_path / "w")]) == 2
+    # the config's own validation names the key of a bad --set value
+    for key, value, words in (("train.lr", "0", "train.lr must be > 0"), ("train.epochs", "0", "train.epochs must be >= 1"),
+                              ("train.batch_size", "0", "train.batch_size must be >= 1"),
+                              ("train.lang_per_scene", "0", "train.lang_per_scene must be >= 1"),
+                              ("train.num_workers", "-1", "train.num_workers must be >= 0"),
+                              ("inference.task", "detect", "inference.task")):
+        assert main([str(cfg), "--set", f"{key}={value}"]) == 2 and words in capsys.readouterr().err
+    # run-control flags are refused by argparse (exit 2), and so are the retired one-key flags, with a hint
+    for argv, words in ((["--max-steps", "0"], "--max_steps: must be > 0, got 0"),
+                        (["--time-budget", "-1"], "--time_budget: must be > 0"),
+                        (["--lr", "4e-4"], "use --set train.lr=..."), (["--task", "gres"], "use --set inference.task=...")):
+        with pytest.raises(SystemExit) as exc:
+            main([str(cfg), *argv])
+        assert exc.value.code == 2 and words in capsys.readouterr().err
+    assert main([str(cfg), "--resume", str(tmp_path / "none.pth"), "--set", f"train.work_dir={tmp_path / 'w'}"]) == 2
     assert "not found" in capsys.readouterr().err
 
 
 def test_command_line_overrides_reach_the_config(setup):
     _, cfg_path = setup
-    cfg = load_config(cfg_path)
-    apply_overrides(cfg, parse_args([str(cfg_path), "--lr", "4e-4", "--lang-per-scene", "24", "--batch-size", "5"]))
-    assert (cfg.train.lr, cfg.train.lang_per_scene, cfg.train.batch_size) == (4e-4, 24, 5)
+    opt = parse_args([str(cfg_path), "--set", "train.lr=4e-4", "--set", "train.lang_per_scene=24",
+                      "--set", "train.batch_size=5", "--set", "inference.task=gres", "--max-steps", "3"])
+    cfg = load_config(opt.config, opt.overrides)
+    assert (cfg.train.lr, cfg.train.lang_per_scene, cfg.train.batch_size, cfg.inference.task) == (4e-4, 24, 5, "gres")
+    assert opt.max_steps == 3
 
 
 def test_set_overrides_any_config_key(setup, tmp_path):
@@ -215,7 +229,7 @@ def test_set_overrides_any_config_key(setup, tmp_path):
                        ("train.lr_schedule=cosine", "lr_schedule"), ("model.loss.eos_coef=-1", "eos_coef")):
         with pytest.raises(ValueError, match=words):
             load_config(cfg_path, [bad])
-    assert main([str(cfg_path), "--set", "model.decoder.nope=1", "--work-dir", str(tmp_path / "w")]) == 2
+    assert main([str(cfg_path), "--set", "model.decoder.nope=1", "--set", f"train.work_dir={tmp_path / 'w'}"]) == 2
     # the official recipe is the default of res.yaml / gres.yaml
     for name in ("res.yaml", "gres.yaml"):
         c = load_config(Path(__file__).parents[1] / "config" / name)
@@ -294,7 +308,7 @@ def test_epoch_schedule_in_a_run(setup):
     """lr_schedule epoch: the lr holds within an epoch and drops by the poly factor at the next."""
     tmp, cfg = setup
     work = tmp / "run_epoch_lr"
-    assert main([str(cfg), "--max-steps", "4", "--no-eval", "--work-dir", str(work), "--set", "train.lr_schedule=epoch",
+    assert main([str(cfg), "--max-steps", "4", "--no-eval", "--set", f"train.work_dir={work}", "--set", "train.lr_schedule=epoch",
                  "--set", "train.poly_epochs=3", "--set", "train.lr=1e-3"]) == 0
     lrs = [r["lr"] for r in _log(work) if r["event"] == "train"]
     assert lrs[0] == lrs[1] == pytest.approx(1e-3) and lrs[2] == lrs[3] == pytest.approx(1e-3 * (2 / 3) ** 4)
@@ -309,11 +323,11 @@ def test_init_weights_into_a_model_with_a_new_module(setup, capsys):
     tmp, cfg = setup
     base = tmp / "init_base"
     off = ["--set", "model.decoder.contrastive_align=false"]
-    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(base), *off]) == 0
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--set", f"train.work_dir={base}", *off]) == 0
     src = read_checkpoint(base / "latest.pth")["state_dict"]
     on = tmp / "init_proj"
     capsys.readouterr()
-    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(on), "--lr", "1e-12",
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--set", f"train.work_dir={on}", "--set", "train.lr=1e-12",
                  "--init-weights", str(base / "latest.pth")]) == 0
     out = capsys.readouterr().out
     assert "new weights keep their initial values" in out and "decoder.contrastive_align_projection" in out
@@ -325,7 +339,7 @@ def test_init_weights_into_a_model_with_a_new_module(setup, capsys):
     assert not differ
     # the other way round: weights the model has no place for are an error
     capsys.readouterr()
-    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--work-dir", str(tmp / "init_back"),
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--set", f"train.work_dir={tmp / 'init_back'}",
                  "--init-weights", str(on / "latest.pth"), *off]) == 2
     assert "no place for" in capsys.readouterr().err
 
@@ -335,7 +349,7 @@ def test_gres_training_and_evaluation(setup, capsys):
     tmp, cfg = setup
     work = tmp / "run_gres"
     capsys.readouterr()
-    assert main([str(cfg), "--task", "gres", "--max-steps", "1", "--work-dir", str(work)]) == 0
+    assert main([str(cfg), "--set", "inference.task=gres", "--max-steps", "1", "--set", f"train.work_dir={work}"]) == 0
     out = capsys.readouterr().out
     assert "mt" in out and "zt_wo_d" in out and "st_wo_d" in out
     ev = [r for r in _log(work) if r["event"] == "eval"][-1]

@@ -301,7 +301,7 @@ def run_checks(fixture_dir: Path) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("fixture_dir", type=Path, help="folder with dec_small_config.json (e.g. ../shared/fixtures/cfnet)")
+    ap.add_argument("fixture_dir", type=Path, help="folder of dec_small_config.json (golden outputs of the authors' code)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     report = run_checks(args.fixture_dir)

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Issue 7's speed benchmark on the GPU machine: every lever side by side, paper-size model
+# The speed benchmark on the GPU machine: every lever side by side, paper-size model
 # (config/res.yaml with MiniLM in place of RoBERTa) and the tiny model, 100k / 300k / 1M points.
 # Run from the repo root (sources tools/device_setup.sh itself when that was not done yet):
 #   bash tools/device_bench.sh OUT_DIR [REPEATS] [WARMUP]
 # Writes OUT_DIR/bench_res.{log,json}, OUT_DIR/bench_tiny.{log,json}, OUT_DIR/bench.png, OUT_DIR/gpu.txt.
 # BQNET_BENCH_DEVICE / BQNET_BENCH_POINTS override device and sizes (a CPU dry run of this script).
-# Expected ~3-4 min on one H100/H200 with 16 cores (csrc build included); each run has a hard
-# timeout, and the JSON is rewritten after every map size, so a cut run still leaves its numbers.
+# Each run has a hard timeout, and the JSON is rewritten after every map size, so a cut run still leaves its numbers.
 set -uo pipefail
 OUT=${1:?output folder}; REPEATS=${2:-7}; WARMUP=${3:-2}
 DEVICE=${BQNET_BENCH_DEVICE:-cuda}; POINTS=${BQNET_BENCH_POINTS:-100000 300000 1000000}
@@ -26,7 +25,7 @@ run() {  # name config limit_s extra-args...
     --batch 16 --out "$OUT/bench_$name.json" "$@" 2>&1 | tee "$OUT/bench_$name.log"
   echo "[device_bench] $name done (exit ${PIPESTATUS[0]}) after $(( $(date +%s) - t0 )) s"
 }
-run res config/res.yaml 240 --text-encoder minilm --raw-text  # no spaCy there: the parse (~5 ms per new sentence, CPU) is left out
+run res config/res.yaml 240 --text-encoder minilm --raw-text  # no spaCy there: the parse is left out
 run tiny config/tiny.yaml 120
 jsons=()
 for f in "$OUT"/bench_res.json "$OUT"/bench_tiny.json; do [ -f "$f" ] && jsons+=("$f"); done

@@ -1,6 +1,6 @@
 # Sourced at the start of a command on the GPU machine (the `device` tool), from the repo root:
 #   source tools/device_setup.sh
-# Unpacks the carried .gpu bundle (spconv-cu124, made by ../shared/gpu/make-bundle), the float16
+# Unpacks the carried .gpu bundle (spconv-cu124), the float16
 # MiniLM copy (tools/pack_text_encoder.py), and builds the csrc extension in place for the
 # machine's Python and torch.
 set -e

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Train the shipped demo model on every GPU of the device machine (torchrun, DDP), evaluate it on
 # held-out synthetic rooms (RES and GRES) and export a slim checkpoint. Run from the repo root with
-# the .gpu bundle present (../shared/gpu/make-bundle; tools/pack_text_encoder.py):
+# the .gpu bundle present (spconv and the packed text encoder, tools/pack_text_encoder.py):
 #   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
-# (default: the config's); EXTRA=more tools/train.py options, e.g. "--lr 4e-4 --lang-per-scene 24";
+# (default: the config's); EXTRA=more tools/train.py options, e.g. "--set train.lr=4e-4 --set train.lang_per_scene=24";
 # NOEVAL=1 skips the held-out evaluation; CUDA_VISIBLE_DEVICES=1 trains on that GPU only (two runs side by side on a 2-GPU machine: a control and
 # a variant, each with half of the CPU cores for its data loader).
 # Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
@@ -24,12 +24,12 @@ gpus=($(seq 0 $(( nphys - 1 )))); [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && gpus=(${
 ngpu=${#gpus[@]}
 workers=$(( $(nproc) / nphys - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers ))
 extra=(); [ -n "${INIT:-}" ] && extra=(--init-weights "$INIT")
-[ -n "${BATCH:-}" ] && extra+=(--batch-size "$BATCH")
+[ -n "${BATCH:-}" ] && extra+=(--set "train.batch_size=$BATCH")
 [ -n "${EXTRA:-}" ] && extra+=($EXTRA)
 mkdir -p $RUNS
 launch=(torchrun --standalone --nproc_per_node "$ngpu"); [ "$ngpu" = 1 ] && launch=(python3)  # two 1-GPU runs: no shared port
-"${launch[@]}" tools/train.py "$CONFIG" --data-root $DATA --work-dir $RUNS/$NAME \
-  --task gres --max-steps 1000000 --time-budget "$SECS" --save-every 500 --num-workers $workers --amp-dtype bf16 \
+"${launch[@]}" tools/train.py "$CONFIG" --set train.data_root=$DATA --set train.work_dir=$RUNS/$NAME \
+  --set inference.task=gres --max-steps 1000000 --time-budget "$SECS" --save-every 500 --set train.num_workers=$workers --amp-dtype bf16 \
   --no-eval "${extra[@]}" > $RUNS/$NAME.train.log 2>&1
 echo "[device] $NAME trained: $(tail -c 300 $RUNS/$NAME.train.log | tr '\r' '\n' | tail -1)"
 echo "[device] training done after $(( $(date +%s) - t0 )) s"
@@ -42,8 +42,9 @@ PYEOF
 cp $RUNS/$NAME/metrics.jsonl "$OUT/$NAME.metrics.jsonl"
 tr '\r' '\n' < $RUNS/$NAME.train.log | grep -v "step/s\]$" | tail -40 > "$OUT/$NAME.train.log"
 evaluate() {  # task gpu
-  CUDA_VISIBLE_DEVICES=$2 python3 tools/train.py "$CONFIG" --gpu_id 0 --data-root $DATA --work-dir $RUNS/eval_${NAME}_$1 \
-    --task $1 --checkpoint "$OUT/$NAME.pth" --num-workers 4 > $RUNS/eval_${NAME}_$1.log 2>&1
+  CUDA_VISIBLE_DEVICES=$2 python3 tools/train.py "$CONFIG" --gpu_id 0 --set train.data_root=$DATA \
+    --set train.work_dir=$RUNS/eval_${NAME}_$1 --set inference.task=$1 --checkpoint "$OUT/$NAME.pth" \
+    --set train.num_workers=4 > $RUNS/eval_${NAME}_$1.log 2>&1
   echo "== $NAME $1"; tr '\r' '\n' < $RUNS/eval_${NAME}_$1.log | grep -A4 "^evaluation"  # after tqdm's \r
 }
 if [ -z "${NOEVAL:-}" ]; then  # NOEVAL=1: leave the evaluation to a CPU machine (more device time for training)

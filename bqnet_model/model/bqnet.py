@@ -182,12 +182,14 @@ class BQNet(nn.Module):
         keep_all_layers: bool = True,
         check_values: bool = True,
         image_feats: torch.Tensor | None = None,
+        fine_mask_padding: bool | None = None,
     ) -> DecoderOutput:
         """Decoder over every sentence; ``text_scene[t]`` is sentence t's scene (default all 0).
 
         ``image_feats`` (B, S, C_img): per-superpoint image features of the scenes (default
         ``scene.image_feats``); None runs a 2D-branch model without them (the decoder warns).
-        ``check_values`` False: no host synchronisation (see ``BQNetDecoder.forward``)."""
+        ``check_values`` False: no host synchronisation; ``fine_mask_padding``: None = the decoder
+        config's (both: see ``BQNetDecoder.forward``)."""
         dev = scene.sp_feats.device
         T = len(text)
         if text_scene is None:
@@ -216,6 +218,7 @@ class BQNet(nn.Module):
             image_feats=None if img is None else self._per_sentence(img.to(dev), ts, B),
             keep_all_layers=keep_all_layers,
             check_values=check_values,
+            fine_mask_padding=fine_mask_padding,
         )
 
     def forward(self, batch: dict[str, Any]) -> DecoderOutput:

@@ -214,7 +214,10 @@ class TrainConfig:
     never binds on ScanNet). ``augment``: draw ``augmentation`` (``bqnet_model.data.augment``) per
     item and epoch. ``amp``: autocast on CUDA (the authors train in float32). ``dataset``:
     'synthetic' | 'scanrefer' | 'multi3drefer' ('scanrefer' reads the annotations' ``token`` field
-    and prepares text in ScanRefer mode, as the authors' loader).
+    and prepares text in ScanRefer mode, as the authors' loader). ``train_annotations`` /
+    ``val_annotations``: the splits' annotation JSON ('' = look in ``data_root``).
+    ``eval_every``: evaluate every N epochs (0: only at the end); ``num_workers``: data-loader
+    processes per GPU; ``log_every``: steps between log lines.
     """
 
     optimizer: Literal["adamw"] = "adamw"
@@ -252,10 +255,16 @@ class TrainConfig:
     RETIRED: typing.ClassVar[tuple[str, ...]] = ("flip_x", "lr_mult_rel_pos")
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.lang_per_scene < 1:
-            raise ValueError("train.lr must be > 0 and epochs, batch_size, lang_per_scene >= 1")
-        if self.lang_per_scene_eval < 1:
-            raise ValueError(f"train.lang_per_scene_eval must be >= 1, got {self.lang_per_scene_eval}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        for name in ("epochs", "batch_size", "lang_per_scene", "lang_per_scene_eval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if self.lr_schedule not in ("epoch", "step"):
             raise ValueError(f"train.lr_schedule must be 'epoch' or 'step', got {self.lr_schedule!r}")
         if self.poly_epochs is not None and self.poly_epochs < 1:

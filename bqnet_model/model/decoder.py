@@ -400,7 +400,7 @@ class BQNetDecoder(nn.Module):
         return pred, allowed
 
     def _fine_stage(self, i: int, query_ffn: Tensor, coarse_att: Tensor | None, inst: Tensor, xyz: Tensor,
-                    sp_pad: Tensor, query_pos: Tensor) -> Tensor:
+                    sp_pad: Tensor, query_pos: Tensor, mask_padding: bool) -> Tensor:
         """CFR's fine cross-attention (with PSC's prior when on); see the module docstring."""
         cfg = self.cfg
         gamma = cfg.spatial_gamma if cfg.psc else None
@@ -417,7 +417,7 @@ class BQNetDecoder(nn.Module):
             score = (coarse_att * (~sp_pad).unsqueeze(1).to(coarse_att.dtype)).sum(1)  # (T, S)
             idx = score.topk(cfg.num_proposal_fine, dim=1).indices
             keys, kpos, kpad = _gather_rows(inst, idx), _gather_rows(xyz, idx), sp_pad.gather(1, idx)
-        if not cfg.fine_mask_padding:  # the authors': padded slots are ordinary keys here
+        if not mask_padding:  # the authors': padded slots are ordinary keys here
             kpad = None
         w, allowed = spatial_prior(query_pos, kpos, k, gamma, key_pad=kpad) if cfg.psc else (None, None)
         fine, _ = self.qia_layers_fine[i](query_ffn, keys, key_padding_mask=kpad, allowed=allowed, logit_weights=w)
@@ -435,16 +435,20 @@ class BQNetDecoder(nn.Module):
         image_feats: Tensor | None = None,
         keep_all_layers: bool = True,
         check_values: bool = True,
+        fine_mask_padding: bool | None = None,
     ) -> DecoderOutput:
         """Shapes: sp_feats (T,S,C_in), sp_xyz (T,S,3), sp_pad (T,S) True = padding, seed_idx (T,F)
         long, word_feats (T,L,C_text), word_mask (T,L) True = real, image_feats (T,S,C_img) or None.
         ``keep_all_layers`` False keeps only the last prediction and skips the contrastive
         projections (inference). ``check_values`` False skips the checks that read tensor values:
-        then the forward never waits for the device, which a CUDA graph capture needs."""
+        then the forward never waits for the device, which a CUDA graph capture needs.
+        ``fine_mask_padding``: this call's choice of ``DecoderConfig.fine_mask_padding`` (None = the
+        config's), so a caller that pads (``Segmenter``) need not change a shared config."""
         named = dict(sp_feats=sp_feats, sp_xyz=sp_xyz, sp_pad=sp_pad, seed_idx=seed_idx,
                      word_feats=word_feats, word_mask=word_mask, image_feats=image_feats)
         self._check_inputs(named, check_values)
         cfg = self.cfg
+        mask_padding = cfg.fine_mask_padding if fine_mask_padding is None else bool(fine_mask_padding)
         wpad = ~word_mask
         xyz = _zero_padding(sp_xyz, sp_pad)  # the official batching puts padding at the origin
         inst, mask_feats = self._scene_features(sp_feats, image_feats, sp_pad)
@@ -479,7 +483,7 @@ class BQNetDecoder(nn.Module):
                                                     need_weights=cfg.cfr)
             coarse_ffn = self.qia_ffn_layers[i](coarse)
             if cfg.cfr or cfg.psc:
-                fine = self._fine_stage(i, coarse_ffn, coarse_att, inst, xyz, sp_pad, query_pos)
+                fine = self._fine_stage(i, coarse_ffn, coarse_att, inst, xyz, sp_pad, query_pos, mask_padding)
                 query = (coarse + fine) / 2
             else:
                 query = coarse_ffn

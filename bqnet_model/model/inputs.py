@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from bqnet_model.pointcloud import as_xyz, rgb_to_uint8, voxel_mean, voxelize
+from bqnet_model.ingest import voxel_inputs_torch
+from bqnet_model.pointcloud import as_xyz, rgb_to_uint8
 
 __all__ = ["SceneInputs", "scene_inputs", "voxel_inputs", "collate_scenes", "single_scene_batch",
            "set_batch_superpoints", "superpoint_targets", "dense_labels", "MIN_SPATIAL_SHAPE"]
@@ -80,15 +81,17 @@ def dense_labels(labels: np.ndarray, name: str = "superpoints") -> tuple[np.ndar
 
 
 def scene_inputs(
-    xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray, voxel_size: float = 0.02
+    xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray, voxel_size: float = 0.02, *,
+    grid_xyz: np.ndarray | None = None, rgb_shift: np.ndarray | None = None,
 ) -> SceneInputs:
-    """Voxelize one scene (``bqnet_model.pointcloud.voxelize``, scale 1/voxel_size, coords >= 0).
+    """Voxelize one scene (``voxel_inputs``: scale 1/voxel_size, coords >= 0).
 
     Voxel features are the mean over the voxel's points of ``[rgb / 127.5 - 1, xyz - mean(xyz)]``
     (6 channels, as the original's ``input_channel 6``). xyz enters in metres, centred on the
     scene's point mean as the original's preprocessing centres every ScanNet scene: the model then
     sees the same features whatever frame a robot's map lives in. ``SceneInputs.xyz`` keeps the
     caller's frame (superpoint centres, FPS and boxes are translation-invariant or wanted there).
+    ``grid_xyz`` / ``rgb_shift``: training's augmentation hooks of ``voxel_inputs``.
     """
     xyz = as_xyz(xyz)
     if not np.isfinite(np.asarray(xyz, dtype=np.float64)).all():
@@ -102,7 +105,7 @@ def scene_inputs(
         raise ValueError(f"superpoints must have shape ({n},) like xyz, got {sp.shape}")
     sp_dense, n_sp = dense_labels(sp)
     xyz32 = np.ascontiguousarray(xyz, dtype=np.float32)
-    coords, feats, p2v = voxel_inputs(xyz32, rgb8, voxel_size)
+    coords, feats, p2v = voxel_inputs(xyz32, rgb8, voxel_size, grid_xyz=grid_xyz, rgb_shift=rgb_shift)
     return SceneInputs(
         coords=coords,
         feats=feats,
@@ -114,17 +117,21 @@ def scene_inputs(
     )
 
 
-def voxel_inputs(xyz: np.ndarray, rgb8: np.ndarray, voxel_size: float = 0.02) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The voxel half of ``scene_inputs`` (no superpoints): ``coords`` int32 (V, 3), ``feats``
-    float32 (V, 6), ``p2v`` int64 (N,). Split out so ``Segmenter.prepare`` can voxelize while the
-    superpoints are still being computed. ``xyz`` float32 (N, 3) finite, ``rgb8`` uint8 (N, 3).
+def voxel_inputs(xyz: np.ndarray, rgb8: np.ndarray, voxel_size: float = 0.02, *, grid_xyz: np.ndarray | None = None,
+                 rgb_shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The voxel half of ``scene_inputs`` (no superpoints) for numpy arrays: ``coords`` int32
+    (V, 3), ``feats`` float32 (V, 6), ``p2v`` int64 (N,). ``xyz`` float32 (N, 3) finite, ``rgb8``
+    uint8 (N, 3). It runs ``ingest.voxel_inputs_torch`` on CPU tensors (no copy in, none out), the
+    voxelization inference runs on the segmenter's device, so training and inference cannot
+    drift apart; ``grid_xyz`` and ``rgb_shift`` are its augmentation hooks.
     """
-    xyz32 = np.ascontiguousarray(xyz, dtype=np.float32)
-    vox = voxelize(xyz32, voxel_size)
-    centred = (xyz32.astype(np.float64) - xyz32.astype(np.float64).mean(axis=0)).astype(np.float32)
-    point_feats = np.concatenate([np.asarray(rgb8).astype(np.float32) / 127.5 - 1.0, centred], axis=1)
-    feats = voxel_mean(point_feats, vox).astype(np.float32, copy=False)
-    return vox.coords.astype(np.int32, copy=False), np.ascontiguousarray(feats), vox.p2v
+    def tensor(a: np.ndarray, dtype: np.dtype) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
+
+    v = voxel_inputs_torch(tensor(xyz, np.float32), tensor(rgb8, np.uint8), voxel_size,
+                           grid_xyz=None if grid_xyz is None else tensor(grid_xyz, np.float32),
+                           rgb_shift=None if rgb_shift is None else tensor(rgb_shift, np.float32))
+    return v.coords.numpy(), v.feats.numpy(), v.p2v.numpy()
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

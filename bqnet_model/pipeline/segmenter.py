@@ -42,6 +42,12 @@ __all__ = ["Segmenter"]
 
 log = logging.getLogger(__name__)
 
+# Every decoder call of the segmenter masks padded superpoints out of the fine stage
+# (``DecoderConfig.fine_mask_padding``), whatever the model's config says: one unpadded scene gives
+# the same answer either way, and masking keeps it independent of the padding a CUDA graph's
+# superpoint bucket adds. Passed per call, so the caller's model and config stay as they are.
+FINE_MASK_PADDING = True
+
 
 def _inference_overrides(inf: InferenceConfig, overrides: dict[str, Any]) -> InferenceConfig:
     if not overrides:
@@ -64,9 +70,6 @@ class Segmenter:
             raise TypeError(f"cfg must be a Config or an InferenceConfig, got {type(cfg).__name__}")
         self.cfg = cfg
         self.device = resolve_device(device)
-        # One unpadded scene gives the same answer either way (decoder.fine_mask_padding); masking
-        # makes it independent of the padding a CUDA graph's superpoint bucket adds.
-        model.decoder.cfg.fine_mask_padding = True
         self.model = model.to(self.device).eval()
         self._graphs: DecoderGraphs | None = None  # inference.cuda_graph captures (made on first use)
         self._decode_lock = threading.Lock()  # graph buffers are shared by every caller of query()
@@ -252,7 +255,8 @@ class Segmenter:
         texts = validate_texts(texts)
         with torch.inference_mode(), self._autocast():
             text = self.model.encode_text(texts)
-            return self.model.decode(cache.scene, text, None, keep_all_layers=keep_all_layers)
+            return self.model.decode(cache.scene, text, None, keep_all_layers=keep_all_layers,
+                                     fine_mask_padding=FINE_MASK_PADDING)
 
     def query(self, cache: SceneCache, texts: str | list[str], task: str | None = None) -> list[Result]:
         """Answer sentences over a prepared map; batched (``inference.text_chunk`` per decoder call)."""
@@ -273,8 +277,8 @@ class Segmenter:
         thr = self.inference.mask_threshold
 
         def fn(scene: SceneFeatures, word_feats: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
-            out = self.model.decode(scene, TextFeatures(word_feats, word_mask), None,
-                                    keep_all_layers=False, check_values=False)
+            out = self.model.decode(scene, TextFeatures(word_feats, word_mask), None, keep_all_layers=False,
+                                    check_values=False, fine_mask_padding=FINE_MASK_PADDING)
             return summarise(out.final, scene.sp_pad, thr)
 
         return fn

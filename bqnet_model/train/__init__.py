@@ -3,8 +3,9 @@
 - ``--checkpoint x.pth``: evaluate that checkpoint only and print the metrics;
 - ``--resume [path]``: continue a run (model, optimizer, scheduler, AMP scaler, step, RNG states;
   default path ``<work_dir>/latest.pth``), mid-epoch included: the sampler skips the batches done;
-- ``--work-dir``, ``--data-root``, ``--epochs``, ``--max-steps``, ``--time-budget`` override the
-  config; under ``torchrun`` the same command trains with DDP (rank 0 logs and saves).
+- ``--set KEY=VALUE`` overrides any config key (``--set train.work_dir=runs/x``,
+  ``--set inference.task=gres``); ``--max-steps`` and ``--time-budget`` cut the run short;
+  under ``torchrun`` the same command trains with DDP (rank 0 logs and saves).
 
 Modules: ``options`` (command line), ``data`` (data sets of a config), ``schedule`` (epoch
 sampler, learning-rate factors), ``loop`` (the step, the run, ``main``), ``evaluation``
@@ -15,12 +16,12 @@ from .data import ANNOTATION_NAMES, build_datasets, find_annotations, scene_dir
 from .distributed import DistInfo, init_distributed
 from .evaluation import evaluate, run_evaluation_only, summarize
 from .loop import main, run_training, train_step, use_training_attention_kernels
-from .options import TrainOptions, apply_overrides, parse_args
+from .options import TrainOptions, parse_args
 from .schedule import EpochSampler, lr_factor, poly_factor
 from .state import JsonLog, load_training_state, save_training_state
 
 __all__ = [
-    "ANNOTATION_NAMES", "DistInfo", "EpochSampler", "JsonLog", "TrainOptions", "apply_overrides", "build_datasets",
+    "ANNOTATION_NAMES", "DistInfo", "EpochSampler", "JsonLog", "TrainOptions", "build_datasets",
     "evaluate", "find_annotations", "init_distributed", "load_training_state", "lr_factor", "main", "parse_args",
     "poly_factor", "run_evaluation_only", "run_training", "save_training_state", "scene_dir", "summarize",
     "train_step", "use_training_attention_kernels",

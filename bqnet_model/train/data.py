@@ -58,7 +58,7 @@ def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_
     no train set when ``train`` is False, no eval set when its annotations are missing in training."""
     root = Path(data_root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} is not a folder (set train.data_root or --data-root)")
+        raise FileNotFoundError(f"data root {root} is not a folder (set train.data_root, e.g. --set train.data_root=DIR)")
     tc, task = cfg.train, cfg.inference.task
     scanrefer = tc.dataset == "scanrefer"
     scenes = scene_dir(root)

@@ -32,7 +32,7 @@ from bqnet_model.metrics import format_summary
 from .data import build_datasets, make_loader
 from .distributed import DistInfo, init_distributed, shared_time_fraction
 from .evaluation import evaluate, gather_records, run_evaluation_only, summarize
-from .options import TrainOptions, apply_overrides, parse_args
+from .options import TrainOptions, parse_args
 from .schedule import EpochSampler, lr_factor
 from .state import JsonLog, load_training_state, save_training_state, set_rng_state
 
@@ -262,7 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_config(opt.config, opt.overrides)
-        apply_overrides(cfg, opt)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
