@@ -125,9 +125,6 @@ def test_rviz_config_is_valid():
 
 
 @pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="shipped model not trained yet")
-@pytest.mark.xfail(strict=True, reason="known shortfall (2026-12-01): the shipped model is a 7-minute retrain of the "
-                   "ported network and marks parts of several chairs (IoU 0.00 with the red desk chair); this "
-                   "test turns green, and the xfail must go, once a trained model finds the chair")
 def test_shipped_model_finds_the_chair_next_to_the_desk(ros_context_factory):
     """With the trained checkpoint and its own inference settings, the centroid lies inside the
     true chair's box."""

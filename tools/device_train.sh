@@ -3,6 +3,9 @@
 # held-out synthetic rooms (RES and GRES) and export a slim checkpoint. Run from the repo root with
 # the .gpu bundle present (spconv and the packed text encoder, tools/pack_text_encoder.py):
 #   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
+# TRAIN_SECONDS=until:T trains until T seconds after this script started, less the ~15 s the export
+# needs: a cold machine spends minutes on the build and the rooms first, and a device command that
+# runs past its limit returns nothing.
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
 # (default: the config's); EXTRA=more tools/train.py options, e.g. "--set train.lr=4e-4 --set train.lang_per_scene=24";
@@ -12,6 +15,7 @@
 set -uo pipefail
 OUT=${1:?output folder}; SECS=${2:-400}; NTRAIN=${3:-1200}; NVAL=${4:-30}; CONFIG=${5:-config/tiny.yaml}
 NAME=${NAME:-full}
+t_script=$(date +%s)
 mkdir -p "$OUT"
 source tools/device_setup.sh || exit 1
 nvidia-smi -L
@@ -19,6 +23,11 @@ DATA=/tmp/synth; RUNS=/tmp/runs
 t0=$(date +%s)
 [ -f $DATA/val_scanrefer.json ] || tools/make_synthetic.sh $DATA "$NTRAIN" "$NVAL" "$(nproc)" || exit 1
 echo "[device] data ready after $(( $(date +%s) - t0 )) s"
+if [[ $SECS == until:* ]]; then
+  SECS=$(( ${SECS#until:} - ($(date +%s) - t_script) - 15 ))
+  (( SECS > 30 )) || { echo "[device] no time left to train (set-up took $(( $(date +%s) - t_script )) s)"; exit 1; }
+  echo "[device] training for $SECS s"
+fi
 nphys=$(nvidia-smi -L | wc -l)
 gpus=($(seq 0 $(( nphys - 1 )))); [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && gpus=(${CUDA_VISIBLE_DEVICES//,/ })
 ngpu=${#gpus[@]}
