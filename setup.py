@@ -131,6 +131,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segment_node = bqnet_ros.segment_node:main",
+            "segment_lifecycle_node = bqnet_ros.lifecycle_node:main",
             "play_scene = bqnet_ros.play_scene:main",
             "bqnet-synth = bqnet_model.synth_extra:main",
             "bqnet-train = bqnet_model.train:main",

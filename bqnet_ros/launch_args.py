@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["NODE_NAME", "OVERRIDES", "default_params_file", "parameter_overrides", "node_logger_name",
-           "log_level_arguments"]
+__all__ = ["NODE_NAME", "LIFECYCLE_EXECUTABLE", "OVERRIDES", "default_params_file", "parameter_overrides",
+           "node_logger_name", "log_level_arguments", "launch_flag"]
 
 NODE_NAME = "segment_node"
+LIFECYCLE_EXECUTABLE = "segment_lifecycle_node"  # the managed node (bqnet_ros.lifecycle_node)
 # Launch arguments that override a parameter of the file when non-empty.
 OVERRIDES = ("map_topic", "text_topic", "device", "checkpoint")
 _LEVELS = ("debug", "info", "warn", "warning", "error", "fatal", "unset")
@@ -52,3 +53,13 @@ def log_level_arguments(level: str, namespace: str = "", name: str = NODE_NAME) 
         raise ValueError(f"log_level must be one of {', '.join(_LEVELS)}, got {level!r}")
     return ["--ros-args", "--log-level", f"{node_logger_name(namespace, name)}:={lv}"]
 
+
+
+def launch_flag(name: str, value: str) -> bool:
+    """A true/false launch argument (``lifecycle:=true``); ValueError naming it for anything else."""
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"launch argument {name} must be true or false, got {value!r}")

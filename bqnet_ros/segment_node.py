@@ -6,6 +6,11 @@ messages (``bqnet_ros.answers``). Sentences come from the text topic (request id
 ``topic:<n>``) or the ``~/segment`` service (the caller's ids); both answers go to ``~/result``
 with a target cloud and markers, the service's also back to the caller. Parameters are the
 table in ``bqnet_ros.parameters``; ``/diagnostics`` reports readiness, map, queue and device.
+
+Set-up runs in two steps, ``_configure`` (model, worker, publishers, text subscription, service)
+and ``_activate`` (map subscription, answering): this node runs both at construction; the
+managed node of ``bqnet_ros.lifecycle_node`` runs them on its configure and activate
+transitions.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from bqnet_ros.interfaces import Interfaces, load_interfaces
 from bqnet_ros.model_setup import configure_segmenter, image_channels, load_segmenter
 from bqnet_ros.parameters import DEVICE_IN_USE, SPEC, NodeParams, StartupError, check_ros_arguments, declare_parameters
 from bqnet_ros.text_check import english_warning
-from bqnet_ros.worker import Answer, MapInput, Request, SegmenterLike, Settings, Worker
+from bqnet_ros.worker import Answer, MapInput, Request, SegmenterLike, Settings, Worker, WorkerStats
 
 __all__ = ["SegmentNode", "StartupError", "IMAGE_FEATURES_FIELD", "main"]
 
@@ -82,16 +87,56 @@ class SegmentNode(Node):
         self._logged_once: set[str] = set()
         self._calls = threading.Condition()  # open ~/segment calls, waited for at shutdown
         self._calls_open = 0
+        self.worker: Worker | None = None  # None: no model (a lifecycle node before configure)
+        self.stats = WorkerStats()  # the current worker's from configure on
+        self._segmenter: SegmenterLike | None = None
+        self.device, self.model_source = "", "not loaded"
+        self._pub_result: Any = None  # None: the answer publishers are closed (_closed_publishers)
+        self._pub_diag: Any = None
+        self._sub_map: Any = None
         try:
             check_ros_arguments(ros_args, self.get_fully_qualified_name())
-            self._setup(segmenter)
+            self._declare()
+            self._start(segmenter)
         except BaseException:
             super().destroy_node()  # no half-built node left in the context
             raise
 
     # ----------------------------------------------------------------- set-up
-    def _setup(self, segmenter: SegmenterLike | None) -> None:
+    def _declare(self) -> None:
+        """What the node has in every state: parameters, interfaces, /diagnostics."""
         self.params: NodeParams = declare_parameters(self)
+        self._interfaces: Interfaces | None = load_interfaces()
+        if self._interfaces is None:
+            self._log(logging.WARNING, "bqnet_ros_interfaces is not built (run tools/build_msgs.sh): ~/result is "
+                                       "published as JSON (std_msgs/String on ~/result_json), no ~/segment service")
+        self._topic_seq = 0
+        self._service_seq = 0
+        self._last_frame = "map"
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = None
+        if self.params.diagnostics_period > 0:
+            self._diag_timer = self.create_timer(self.params.diagnostics_period, self.publish_diagnostics,
+                                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+    def _start(self, segmenter: SegmenterLike | None) -> None:
+        """The plain node answers from construction on."""
+        self._configure(segmenter)
+        self._activate()
+        self._log(logging.INFO, f"ready: {self._summary()}")
+
+    def _summary(self) -> str:
+        p = self.params
+        return (f"map {p.map_topic} ({p.map_qos_durability}, {p.map_qos_reliability}), text {p.text_topic}, "
+                f"service {self.get_fully_qualified_name()}/segment, task {p.task}, device {self.device} "
+                f"(asked for {p.device!r}), model {self.model_source}"
+                + (f", image features: {self._image_channels} channels" if self._image_channels else ""))
+
+    def _configure(self, segmenter: SegmenterLike | None) -> None:
+        """Load (or take) the model; create the worker, the answer publishers, the text
+        subscription and ~/segment. StartupError when the model cannot be loaded."""
         p = self.params
         if segmenter is None:
             loaded = load_segmenter(p)
@@ -103,17 +148,11 @@ class SegmentNode(Node):
                 self._log(logging.WARNING, w)
             self.device, self.model_source = str(getattr(segmenter, "device", "cpu")), "given"
         self._segmenter = segmenter
-        self.declare_parameter(DEVICE_IN_USE, self.device, ParameterDescriptor(
-            description="The torch device the model really runs on (after the CPU fallback); read-only.",
-            read_only=True), ignore_override=True)
+        if not self.has_parameter(DEVICE_IN_USE):  # a reconfigured lifecycle node: same device parameter
+            self.declare_parameter(DEVICE_IN_USE, self.device, ParameterDescriptor(
+                description="The torch device the model really runs on (after the CPU fallback); read-only.",
+                read_only=True), ignore_override=True)
         self._image_channels = image_channels(segmenter)
-        self._interfaces: Interfaces | None = load_interfaces()
-        if self._interfaces is None:
-            self._log(logging.WARNING, "bqnet_ros_interfaces is not built (run tools/build_msgs.sh): ~/result is "
-                                       "published as JSON (std_msgs/String on ~/result_json), no ~/segment service")
-        self._topic_seq = 0
-        self._service_seq = 0
-        self._last_frame = "map"
 
         out_qos = _qos(p.qos_depth)
         self._pub_cloud = self.create_publisher(PointCloud2, "~/target_cloud", out_qos)
@@ -123,39 +162,34 @@ class SegmentNode(Node):
             self._pub_result = self.create_publisher(self._interfaces.ReferringSegmentation, "~/result", out_qos)
         else:
             self._pub_result = self.create_publisher(String, "~/result_json", out_qos)
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.worker = Worker(segmenter=segmenter, settings=self._settings, deliver=self._publish_answer,
                              log=self._log, prepare_map=self._prepare_map)
         self.stats = self.worker.stats
 
-        topics = MutuallyExclusiveCallbackGroup()
-        map_qos = _qos(1, reliable=p.map_qos_reliability == "reliable",
-                       transient=p.map_qos_durability == "transient_local")
-        self._sub_map = self.create_subscription(
-            PointCloud2, p.map_topic, self._on_map, map_qos, callback_group=topics,
-            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_map_incompatible))
+        self._topics = MutuallyExclusiveCallbackGroup()
         # KEEP_ALL: DDS never drops a sentence silently; the worker's bounded queue (counted) does.
         text_qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.VOLATILE)
         self._sub_text = self.create_subscription(
-            String, p.text_topic, self._on_text, text_qos, callback_group=topics,
+            String, p.text_topic, self._on_text, text_qos, callback_group=self._topics,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_text_incompatible))
+        self._srv = None
         if self._interfaces is not None:
             # Reentrant: each call waits for its answer in its own executor thread.
             self._srv = self.create_service(self._interfaces.Segment, "~/segment", self._on_segment,
                                             callback_group=ReentrantCallbackGroup())
-        self._diag_timer = None
-        if p.diagnostics_period > 0:
-            self._diag_timer = self.create_timer(p.diagnostics_period, self.publish_diagnostics,
-                                                 callback_group=MutuallyExclusiveCallbackGroup())
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
-        self._log(logging.INFO,
-                  f"ready: map {p.map_topic} ({p.map_qos_durability}, {p.map_qos_reliability}), text {p.text_topic}, "
-                  f"service {self.get_fully_qualified_name()}/segment, task {p.task}, device {self.device} "
-                  f"(asked for {p.device!r}), model {self.model_source}"
-                  + (f", image features: {self._image_channels} channels" if self._image_channels else ""))
+
+    def _activate(self) -> None:
+        """Answer sentences; subscribe to the map (a latched map arrives again on each activation)."""
+        assert self.worker is not None, "configure before activate"
+        p = self.params
+        self.worker.resume()
+        map_qos = _qos(1, reliable=p.map_qos_reliability == "reliable",
+                       transient=p.map_qos_durability == "transient_local")
+        self._sub_map = self.create_subscription(
+            PointCloud2, p.map_topic, self._on_map, map_qos, callback_group=self._topics,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_map_incompatible))
 
     def _settings(self) -> Settings:
         p = self.params
@@ -230,7 +264,9 @@ class SegmentNode(Node):
 
     # ----------------------------------------------------------------- callbacks
     def _on_map(self, msg: PointCloud2) -> None:
-        self.worker.submit_map(lambda: self._map_input(msg))
+        worker = self.worker
+        if worker is not None:  # None: cleaned up while the message was on its way
+            worker.submit_map(lambda: self._map_input(msg))
 
     def _map_input(self, msg: PointCloud2) -> MapInput:
         """Runs in the worker: ValueError for a malformed cloud."""
@@ -278,12 +314,21 @@ class SegmentNode(Node):
         return req
 
     def _on_text(self, msg: String) -> None:
+        worker = self.worker
+        if worker is None:  # cleaned up while the message was on its way: no publisher left to answer on
+            self._log(logging.WARNING, f"sentence {str(msg.data)[:60]!r} arrived after cleanup: not answered")
+            return
         self._topic_seq += 1
-        self.worker.submit(self._request(str(msg.data), f"topic:{self._topic_seq}"))
+        worker.submit(self._request(str(msg.data), f"topic:{self._topic_seq}"))
 
     def _on_segment(self, request: Any, response: Any) -> Any:
         """~/segment: queue the sentence like a topic one, wait for its answer."""
-        with self.worker.lock:
+        worker = self.worker
+        if worker is None:  # a call that raced with cleanup (the service is gone after it)
+            response.result = self._interfaces.ReferringSegmentation(text=request.text, request_id=request.request_id,
+                                                                      reason="node not configured (lifecycle)")
+            return response
+        with worker.lock:
             self._service_seq += 1
             rid = request.request_id or f"service:{self._service_seq}"
         req = self._request(str(request.text), rid, str(request.task).strip() or None)
@@ -293,7 +338,7 @@ class SegmentNode(Node):
         with self._calls:
             self._calls_open += 1
         try:
-            self.worker.submit(req)
+            worker.submit(req)
             while not done.wait(0.1):
                 if self._closing and not done.wait(SHUTDOWN_GRACE_S):
                     break
@@ -342,11 +387,15 @@ class SegmentNode(Node):
     def _closed_publishers(self) -> bool:
         return self._pub_result is None
 
+    def _lifecycle_status(self) -> dict[str, str]:
+        """Extra arguments of node_status: none for the plain node (the lifecycle node's state)."""
+        return {}
+
     def publish_diagnostics(self) -> None:
         status = node_status(self.get_name(), self.worker, device=self.device, device_requested=self.params.device,
-                             model=self.model_source)
+                             model=self.model_source, **self._lifecycle_status())
         with self._pub_lock:
-            if not self._closed_publishers():
+            if self._pub_diag is not None:
                 self._pub_diag.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
 
     # ----------------------------------------------------------------- shutdown
@@ -356,32 +405,40 @@ class SegmentNode(Node):
         if self._closing:
             return
         self._closing = True  # from here on, leftovers of the worker log at debug level
-        self.worker.stop()
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        """Answer what the worker holds ('node shutting down'), give the answered service calls
+        SHUTDOWN_GRACE_S to send their responses and the thread the rest of it to end."""
+        worker = self.worker
+        if worker is None:
+            return
+        worker.stop()
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
-        with self._calls:  # let the answered service calls send their responses
+        with self._calls:
             while self._calls_open and time.monotonic() < deadline:
                 self._calls.wait(deadline - time.monotonic())
-        self.worker.join(max(0.0, deadline - time.monotonic()))
+        worker.join(max(0.0, deadline - time.monotonic()))
 
     def destroy_node(self) -> None:
-        if not hasattr(self, "worker"):
-            return super().destroy_node()
         self.shutdown()
-        with self._pub_lock:
-            self._pub_result = None  # the worker may still finish a step: it publishes nothing now
+        with self._pub_lock:  # the worker may still finish a step: it publishes nothing now
+            self._pub_result = self._pub_diag = None
         super().destroy_node()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        return self.worker.wait_idle(timeout)
+        worker = self.worker
+        return True if worker is None else worker.wait_idle(timeout)
 
 
-def main(args: Sequence[str] | None = None) -> int:
+def main(args: Sequence[str] | None = None, node_class: type[SegmentNode] = SegmentNode) -> int:
     """Console script: run the node until Ctrl-C or SIGTERM; exit code 1 (with ``cannot start:
     ...``) when it cannot start.
 
     rclpy's own signal handler would shut the context down before the node could answer the
     sentences still queued; this one only asks the spin loop to stop, and the node answers them
-    ('node shutting down') while it can still publish.
+    ('node shutting down') while it can still publish. ``node_class``: the node to run (the
+    lifecycle node's console script passes its own).
     """
     argv = list(args) if args is not None else sys.argv
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -392,7 +449,7 @@ def main(args: Sequence[str] | None = None) -> int:
     executor: MultiThreadedExecutor | None = None
     code = 0
     try:
-        node = SegmentNode(ros_args=argv)
+        node = node_class(ros_args=argv)
         # Threads: the topics, the diagnostics timer, and service calls that wait for answers.
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)

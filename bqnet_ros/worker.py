@@ -16,6 +16,9 @@ Every request gets exactly one ``Answer`` through ``deliver``: from the model, o
 with a reason. ``stop`` answers everything still queued or in flight (``node shutting down``)
 at once and does not wait for a running prepare: the thread is a daemon and what it computes
 after ``stop`` is dropped without a word.
+
+``pause(reason)`` (lifecycle node inactive) refuses queued and later sentences with that reason until
+``resume`` and forgets the prepared map, so its memory can be freed; a map prepared meanwhile is dropped.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class WorkerStats:
     sentences_dropped: int = 0
     sentences_empty: int = 0
     sentences_timed_out: int = 0  # no usable map within map_wait_timeout
+    sentences_refused: int = 0  # answered found=false while paused (lifecycle node inactive)
     sentences_answered: int = 0  # by the model
     answers_delivered: int = 0
     last_prepare_ms: float = 0.0
@@ -172,6 +176,7 @@ class Worker:
         self.last_drop = ""  # why the newest map was dropped; "" once a map prepares
         self._version = 0
         self._stop = False
+        self._paused = ""  # non-empty: the reason every sentence is refused with (see pause)
         self._busy = False
         self._thread = threading.Thread(target=self._run, name="bqnet_worker", daemon=True)
         self._thread.start()
@@ -205,6 +210,9 @@ class Worker:
             stopped = self._stop
             if stopped:
                 pass
+            elif self._paused:
+                self.stats.sentences_refused += 1
+                self._rejected.append((req, self._paused))
             elif not req.text.strip():
                 self.stats.sentences_empty += 1
                 self._log(logging.WARNING, f"empty sentence ({req.request_id}): answered found=false ('empty text')")
@@ -244,6 +252,21 @@ class Worker:
         if answers:
             self._log(logging.INFO, f"answered {len(answers)} pending sentence(s) with '{SHUTDOWN_REASON}'")
         return answers
+
+    def pause(self, reason: str) -> None:
+        """See the module docstring; a batch being answered still gets the model's answer."""
+        with self._cv:
+            self._paused = reason
+            self.stats.sentences_refused += len(self._texts)
+            self._rejected, self._texts = self._rejected + [(r, reason) for r in self._texts], deque()
+            self._map_job, self.prepared = None, None
+            self._no_map_why, self.last_drop = "no map received since the node was activated", ""
+            self._cv.notify_all()
+
+    def resume(self) -> None:
+        with self._cv:  # sentences wait for a map again, as after start-up
+            self._paused = ""
+            self._cv.notify_all()
 
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
@@ -389,6 +412,8 @@ class Worker:
             return
         ms = (time.monotonic() - t0) * 1e3
         with self._cv:
+            if self._paused:  # paused while preparing (or a map callback raced with pause): not wanted now
+                return
             self._version += 1
             self.prepared = PreparedMap(version=self._version, header=m.header, num_points=n, xyz=m.xyz, rgb=m.rgb,
                                         cache=cache, empty_reason=empty, prepare_ms=ms, warnings=tuple(warnings))
