@@ -1,7 +1,7 @@
 # Sourced at the start of a command on the GPU machine (the `device` tool), from the repo root:
 #   source tools/device_setup.sh
-# Unpacks the carried .gpu bundle (made by the shared make-bundle script, then tools/gpu/slim_bundle.sh
-# so that a call can also carry a checkpoint) (spconv-cu124), the float16
+# Unpacks the carried .gpu bundle (spconv-cu124: the shared make-bundle script, then
+# tools/gpu/slim_bundle.sh so that a call can also carry a checkpoint), the float16
 # MiniLM copy (tools/pack_text_encoder.py), and builds the csrc extension in place for the
 # machine's Python and torch.
 set -e
