@@ -37,18 +37,25 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
    (ScanNet's segMinVerts step). Because ``min_size`` is counted in points the segment count scales
    with the point count (one segment per some tens of points, as ScanNet's mesh superpoints);
    downsample very dense maps first if fewer superpoints are wanted.
-6. **boundary exchange** (``refine_iters`` rounds): every point moves to the segment, among its own
-   and those of its ``knn`` nearest, with the least ``(1 - |n_p . n_S|) + refine_plane_weight *
-   |(p - c_S) . n_S| / s + refine_color_weight * ||c_p - rgb_S|| / 255`` (``c_S``, ``n_S``: the
-   segment's centroid and PCA plane normal; ``rgb_S`` its mean colour; all points decide at once
-   from the previous round's statistics). FH decides boundaries edge by edge on noisy point normals,
-   so its cuts wander a point or two off the true boundary; a plane fitted to a whole segment is a
-   much steadier witness of which side a boundary point belongs to. Segments that shrank below
-   ``min_size`` then join their neighbour across the lightest edge again (as in step 5).
+6. **coplanar merge** (2 rounds), then **boundary exchange** (``refine_iters`` rounds). The size step
+   of FH cuts every surface into pieces of about ``min_size`` points, walls and floors as finely as
+   clutter; adjacent segments join when their union is still one plane (RMS distance to it along
+   either segment's normal below ``merge_plane_rms`` spacings), their planes are parallel
+   (``|n_a . n_b| > merge_plane_cos``), their mean colours differ by less than ``merge_color``
+   (0..255) and the union holds at most ``merge_max_size`` points: the segment budget goes where the
+   boundaries are. Then every point moves to the segment, among its own and those of its ``knn``
+   nearest, with the least ``(1 - |n_p . n_S|) + refine_plane_weight * |(p - c_S) . n_S| / s +
+   refine_color_weight * ||c_p - rgb_S|| / 255`` (``c_S``, ``n_S``: the segment's centroid and PCA
+   plane normal; ``rgb_S`` its mean colour; all points decide at once from the previous round's
+   statistics). FH decides boundaries edge by edge on noisy point normals, so its cuts wander a
+   point or two off the true boundary; a plane fitted to a whole segment is a much steadier witness
+   of which side a boundary point belongs to. Segments that shrank below ``min_size`` then join
+   their neighbour across the lightest edge again (as in step 5).
 7. **labels** ``0..S-1`` numbered in order of each segment's first point.
 
 Each stage but the merge is data-parallel (grid by hashing, per-point kNN, PCA and normal pick,
-per-edge weights, radix sort, per-point exchange), and the merge is FH over sorted edges, so a CUDA port keeps the structure
+per-edge weights, radix sort, per-edge coplanarity tests, per-point exchange), and the merge is FH
+over sorted edges, so a CUDA port keeps the structure
 (Borůvka-style rounds replace the sequential merge). Deterministic: identical input and
 parameters give identical labels for any thread count. Why each default: docs/benchmarks/superpoints.md
 (measured on real ScanNet scans and the synthetic rooms).
@@ -234,6 +241,10 @@ def oversegment(
     refine_iters: int = _D.refine_iters,
     refine_plane_weight: float = _D.refine_plane_weight,
     refine_color_weight: float = _D.refine_color_weight,
+    merge_plane_rms: float = _D.merge_plane_rms,
+    merge_plane_cos: float = _D.merge_plane_cos,
+    merge_color: float = _D.merge_color,
+    merge_max_size: int = _D.merge_max_size,
     num_threads: int | None = None,
 ) -> np.ndarray:
     """Dense superpoint labels ``(N,) int64`` in ``0..S-1`` for a cleaned cloud.
@@ -246,6 +257,8 @@ def oversegment(
         spacing=spacing, k_thresh=k_thresh, min_size=min_size, max_size=max_size, color_weight=color_weight,
         offset_weight=offset_weight, knn=knn, normal_knn=normal_knn, max_edge=max_edge, normal_pick=normal_pick,
         refine_iters=refine_iters, refine_plane_weight=refine_plane_weight, refine_color_weight=refine_color_weight,
+        merge_plane_rms=merge_plane_rms, merge_plane_cos=merge_plane_cos, merge_color=merge_color,
+        merge_max_size=merge_max_size,
     )
     return oversegment_detailed(xyz, rgb, normals, params=params, num_threads=num_threads).labels
 

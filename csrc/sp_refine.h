@@ -1,6 +1,7 @@
-// Two local, data-parallel steps of the online superpoints (superpoints.cpp) that sharpen
-// boundaries: the choice of each point's normal among its neighbours' PCA planes, and the
-// boundary exchange after the FH merge. Header-only, like sp_common.h; nothing here touches torch.
+// The local, data-parallel steps of the online superpoints (superpoints.cpp) around the FH merge:
+// the choice of each point's normal among its neighbours' PCA planes (before), the coplanar merge,
+// the boundary exchange and the min_size clean-up (after). Header-only, like sp_common.h; nothing
+// here touches torch.
 #pragma once
 
 #include <omp.h>
@@ -72,6 +73,45 @@ inline std::vector<float> pick_flattest_normals(int64_t n, const std::vector<int
   return out;
 }
 
+// Per-segment moments (count, sum xyz, sum of products, sum rgb), summed sequentially in point
+// order so that they do not depend on the thread count.
+constexpr int kStat = 13;
+inline void segment_moments(const float* P, const uint8_t* C, int64_t n, const std::vector<int32_t>& lab,
+                            int32_t S, std::vector<double>& acc) {
+  acc.assign(size_t(S) * kStat, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    double* a = &acc[size_t(lab[i]) * kStat];
+    const double x = P[3 * i], y = P[3 * i + 1], z = P[3 * i + 2];
+    a[0] += 1.0;
+    a[1] += x;
+    a[2] += y;
+    a[3] += z;
+    a[4] += x * x;
+    a[5] += y * y;
+    a[6] += z * z;
+    a[7] += x * y;
+    a[8] += x * z;
+    a[9] += y * z;
+    if (C) {
+      a[10] += C[3 * i];
+      a[11] += C[3 * i + 1];
+      a[12] += C[3 * i + 2];
+    }
+  }
+}
+
+// Covariance (a00, a11, a22, a01, a02, a12) and mean of a moment record with a[0] > 0 points.
+inline void moments_cov(const double* a, double* cov, double* mean) {
+  const double inv = 1.0 / a[0];
+  for (int k = 0; k < 3; ++k) mean[k] = a[1 + k] * inv;
+  cov[0] = a[4] * inv - mean[0] * mean[0];
+  cov[1] = a[5] * inv - mean[1] * mean[1];
+  cov[2] = a[6] * inv - mean[2] * mean[2];
+  cov[3] = a[7] * inv - mean[0] * mean[1];
+  cov[4] = a[8] * inv - mean[0] * mean[2];
+  cov[5] = a[9] * inv - mean[1] * mean[2];
+}
+
 // Boundary exchange after the merge: `iters` Jacobi rounds in which every point moves to the
 // segment, among its own and those of its kg nearest neighbours, that fits it best:
 //   cost = (1 - |n_p . n_S|) + plane_w * |(p - c_S) . n_S| / s + color_w * ||c_p - rgb_S|| / 255
@@ -86,40 +126,20 @@ inline void refine_segments(const float* P, const uint8_t* C, int64_t n, const s
                             double s, int iters, double plane_w, double color_w, std::vector<int32_t>& lab,
                             int32_t num_segments, int nt) {
   const int32_t S = num_segments;
-  constexpr int kStat = 13;  // count, sum xyz (3), sum of products (6), sum rgb (3)
-  std::vector<double> acc(size_t(S) * kStat);
+  std::vector<double> acc;
   std::vector<double> cen(3 * size_t(S)), nrm(3 * size_t(S)), col(3 * size_t(S));
   std::vector<int32_t> next(lab.size());
   const double inv_s = 1.0 / s, cw = color_w / 255.0;
   for (int it = 0; it < iters; ++it) {
-    std::fill(acc.begin(), acc.end(), 0.0);
-    for (int64_t i = 0; i < n; ++i) {  // sequential: sums in point order, thread-count independent
-      double* a = &acc[size_t(lab[i]) * kStat];
-      const double x = P[3 * i], y = P[3 * i + 1], z = P[3 * i + 2];
-      a[0] += 1.0;
-      a[1] += x;
-      a[2] += y;
-      a[3] += z;
-      a[4] += x * x;
-      a[5] += y * y;
-      a[6] += z * z;
-      a[7] += x * y;
-      a[8] += x * z;
-      a[9] += y * z;
-      if (C) {
-        a[10] += C[3 * i];
-        a[11] += C[3 * i + 1];
-        a[12] += C[3 * i + 2];
-      }
-    }
+    segment_moments(P, C, n, lab, S, acc);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int32_t g = 0; g < S; ++g) {
       const double* a = &acc[size_t(g) * kStat];
       if (a[0] <= 0) continue;
       const double inv = 1.0 / a[0];
-      const double mx = a[1] * inv, my = a[2] * inv, mz = a[3] * inv;
-      const double cov[6] = {a[4] * inv - mx * mx, a[5] * inv - my * my, a[6] * inv - mz * mz,
-                             a[7] * inv - mx * my, a[8] * inv - mx * mz, a[9] * inv - my * mz};
+      double cov[6], mean[3];
+      moments_cov(a, cov, mean);
+      const double mx = mean[0], my = mean[1], mz = mean[2];
       double e[3];
       sym3_eigvec(cov, false, e);
       cen[3 * size_t(g)] = mx;
@@ -180,6 +200,93 @@ inline int32_t renumber_dense(std::vector<int32_t>& lab, int32_t num_labels) {
     v = d;
   }
   return ns;
+}
+
+// Coplanar merge after FH: `rounds` rounds in which adjacent segments (joined by a graph edge)
+// join when their union is still one plane (RMS distance to the union's plane below rms_max * s,
+// measured along either segment's normal), their own planes are parallel (|n_a . n_b| >
+// cos_min) and their mean colours differ by less than color_max (0..255; ignored without colour), and the union holds at most
+// max_size points (0 = any; joins in edge order stop at the cap). The size step of FH cuts every
+// surface into pieces of about min_size points, walls and floors as finely as clutter; joining
+// the pieces of one flat, uniformly coloured surface spends the segment budget where boundaries
+// are. Each edge is tested on its own (parallel); accepted edges are joined in edge order, so
+// chains along one plane merge within a round. Returns the new dense label count.
+inline int32_t merge_coplanar(const float* P, const uint8_t* C, int64_t n, std::vector<int32_t>& lab, int32_t S,
+                              const std::vector<int32_t>& ea, const std::vector<int32_t>& eb, double s,
+                              double rms_max, double cos_min, double color_max, int64_t max_size, int rounds,
+                              int nt) {
+  std::vector<double> acc, nrm;
+  // Only edges between two segments can join anything: keep those (in edge order), re-filtered
+  // after every round, so that later rounds touch a shrinking list.
+  std::vector<int32_t> cross;
+  for (size_t e = 0; e < ea.size(); ++e)
+    if (lab[size_t(ea[e])] != lab[size_t(eb[e])]) cross.push_back(int32_t(e));
+  std::vector<uint8_t> accept;
+  const double var_max = (rms_max * s) * (rms_max * s), col2 = color_max * color_max;
+  for (int r = 0; r < rounds && S > 1 && !cross.empty(); ++r) {
+    segment_moments(P, C, n, lab, S, acc);
+    nrm.assign(3 * size_t(S), 0.0);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int32_t g = 0; g < S; ++g) {
+      const double* a = &acc[size_t(g) * kStat];
+      if (a[0] <= 0) continue;
+      double cov[6], mean[3];
+      moments_cov(a, cov, mean);
+      sym3_eigvec(cov, false, &nrm[3 * size_t(g)]);
+    }
+    const int64_t nc = int64_t(cross.size());
+    accept.assign(static_cast<size_t>(nc), 0);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t q = 0; q < nc; ++q) {
+      const int32_t e = cross[size_t(q)];
+      const int32_t ga = lab[size_t(ea[e])], gb = lab[size_t(eb[e])];
+      const double* a = &acc[size_t(ga) * kStat];
+      const double* b = &acc[size_t(gb) * kStat];
+      if (a[0] < 3 || b[0] < 3) continue;  // no plane of its own
+      const double* na = &nrm[3 * size_t(ga)];
+      const double* nb = &nrm[3 * size_t(gb)];
+      if (std::abs(na[0] * nb[0] + na[1] * nb[1] + na[2] * nb[2]) <= cos_min) continue;
+      if (C) {
+        double d2 = 0;
+        for (int k = 0; k < 3; ++k) {
+          const double d = a[10 + k] / a[0] - b[10 + k] / b[0];
+          d2 += d * d;
+        }
+        if (d2 >= col2) continue;
+      }
+      // Variance of the union along either segment's normal: an upper bound of the union's smallest
+      // eigenvalue, close to it for parallel planes, with no eigen-solve per edge.
+      double u[kStat], c[6], mean[3];
+      for (int k = 0; k < 10; ++k) u[k] = a[k] + b[k];
+      moments_cov(u, c, mean);
+      auto along = [&](const double* v) {
+        return c[0] * v[0] * v[0] + c[1] * v[1] * v[1] + c[2] * v[2] * v[2] +
+               2.0 * (c[3] * v[0] * v[1] + c[4] * v[0] * v[2] + c[5] * v[1] * v[2]);
+      };
+      accept[size_t(q)] = std::min(along(na), along(nb)) < var_max;
+    }
+    std::vector<int32_t> cnt(static_cast<size_t>(S));
+    for (int32_t g = 0; g < S; ++g) cnt[size_t(g)] = int32_t(acc[size_t(g) * kStat]);
+    UnionFind uf(cnt, 0.0f);
+    bool any = false;
+    for (int64_t q = 0; q < nc; ++q) {
+      if (!accept[size_t(q)]) continue;
+      const int32_t e = cross[size_t(q)];
+      const int32_t a = uf.find(lab[size_t(ea[e])]), b = uf.find(lab[size_t(eb[e])]);
+      if (a != b && (max_size <= 0 || int64_t(uf.size[a]) + uf.size[b] <= max_size)) {
+        uf.join(a, b);
+        any = true;
+      }
+    }
+    if (!any) break;
+    for (int32_t& v : lab) v = uf.find(v);
+    S = renumber_dense(lab, S);
+    size_t kept = 0;
+    for (const int32_t e : cross)
+      if (lab[size_t(ea[e])] != lab[size_t(eb[e])]) cross[kept++] = e;
+    cross.resize(kept);
+  }
+  return S;
 }
 
 // After the exchange a segment may have shrunk below min_size (or lost its points): segments

@@ -15,7 +15,8 @@
 //      + color_weight * ||c_i - c_j|| + offset_weight * (|d . n_i| + |d . n_j|) / (2 s);
 //   5. stable radix sort by weight, FH merge (sizes in points), optional size cap, then segments
 //      below min_size join across their lightest edge;
-//   6. refine_iters rounds of boundary exchange (each point moves to the neighbouring segment whose
+//   6. coplanar merge (adjacent segments whose union is one plane of one colour join; 2 rounds),
+//      then refine_iters rounds of boundary exchange (each point moves to the neighbouring segment whose
 //      plane, centroid and mean colour fit it best; sp_refine.h), min_size enforced again;
 //   7. dense labels 0..S-1 numbered in order of each segment's first point.
 // Every parallel loop writes only its own slots and every sum runs in a fixed order: labels do not
@@ -147,7 +148,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
     const torch::Tensor& xyz, const c10::optional<torch::Tensor>& rgb, const c10::optional<torch::Tensor>& normals,
     double spacing, double k_thresh, int64_t min_size, int64_t max_size, double color_weight, double offset_weight,
     int64_t knn, int64_t normal_knn, double max_edge, int64_t normal_pick, int64_t refine_iters,
-    double refine_plane_weight, double refine_color_weight, int64_t num_threads) {
+    double refine_plane_weight, double refine_color_weight, double merge_plane_rms, double merge_plane_cos,
+    double merge_color, int64_t merge_max_size, int64_t num_threads) {
   const auto t_start = Clock::now();
   TORCH_CHECK(xyz.dim() == 2 && xyz.size(1) == 3 && xyz.scalar_type() == torch::kFloat32 && xyz.device().is_cpu(),
               "xyz must be a float32 CPU tensor of shape (N, 3)");
@@ -164,6 +166,10 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   TORCH_CHECK(refine_plane_weight >= 0 && std::isfinite(refine_plane_weight) && refine_color_weight >= 0 &&
                   std::isfinite(refine_color_weight),
               "refine_plane_weight and refine_color_weight must be finite and >= 0");
+  TORCH_CHECK(merge_plane_rms >= 0 && std::isfinite(merge_plane_rms) && merge_color >= 0 && std::isfinite(merge_color),
+              "merge_plane_rms and merge_color must be finite and >= 0");
+  TORCH_CHECK(merge_plane_cos >= 0 && merge_plane_cos <= 1, "merge_plane_cos must be in [0, 1]");
+  TORCH_CHECK(merge_max_size >= 0, "merge_max_size must be >= 0");
   const bool has_rgb = rgb.has_value() && rgb->defined();
   const bool has_normals = normals.has_value() && normals->defined();
   torch::Tensor xyz_c = xyz.contiguous(), rgb_c, nrm_c;
@@ -347,10 +353,13 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size);
   const double t_merge = ms_since(t0);
 
-  // ---- 6-7. boundary exchange, dense labels ----------------------------------------------------
+  // ---- 6-7. coplanar merge, boundary exchange, dense labels ----------------------------------------------------
   t0 = Clock::now();
   int32_t ns = 0;
   std::vector<int32_t> lab = dense_components(uf, ns);
+  if (merge_plane_rms > 0 && ns > 1)
+    ns = merge_coplanar(P, C, n, lab, ns, ea, eb, s, merge_plane_rms, merge_plane_cos, merge_color,
+                        merge_max_size, 2, nt);
   if (refine_iters > 0 && ns > 1) {
     refine_segments(P, C, n, vn, nbr, ncnt, K, kg, s, int(refine_iters), refine_plane_weight, refine_color_weight, lab,
                     ns, nt);
