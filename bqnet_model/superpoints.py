@@ -20,7 +20,11 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
    linking it anyway would glue unrelated surfaces.
 3. **normals**: PCA of each point with its ``normal_knn`` nearest (or the caller's ``normals``).
    Small neighbourhoods keep creases sharp (large ones smooth the normal across an object's edge,
-   which is exactly where a boundary is wanted).
+   which is exactly where a boundary is wanted). Then each point takes the normal of the flattest
+   neighbourhood (least surface variation) among its own and those of its ``normal_pick`` nearest:
+   a point next to a crease has a neighbourhood straddling both faces and a normal between them,
+   which would make every edge across the crease cheap; a neighbour a little inside one face has
+   a clean plane. The caller's normals are used as given.
 4. **edge weight** ``w = (1 - |n_i . n_j|) + color_weight * ||c_i - c_j|| / 255
    + offset_weight * (|d . n_i| + |d . n_j|) / (2 s)`` with ``d = p_j - p_i``:
    the normal term cuts at creases (ScanNet's term; unoriented, since a cloud carries no normal
@@ -33,10 +37,25 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
    (ScanNet's segMinVerts step). Because ``min_size`` is counted in points the segment count scales
    with the point count (one segment per some tens of points, as ScanNet's mesh superpoints);
    downsample very dense maps first if fewer superpoints are wanted.
-6. **labels** ``0..S-1`` numbered in order of each segment's first point.
+6. **coplanar merge** (2 rounds), then **boundary exchange** (``refine_iters`` rounds). The size step
+   of FH cuts every surface into pieces of about ``min_size`` points, walls and floors as finely as
+   clutter; adjacent segments join when their union is still one plane (RMS distance to it along
+   either segment's normal below ``merge_plane_rms`` spacings), their planes are parallel
+   (``|n_a . n_b| > merge_plane_cos``), their mean colours differ by less than ``merge_color``
+   (0..255) and the union holds at most ``merge_max_size`` points: the segment budget goes where the
+   boundaries are. Then every point moves to the segment, among its own and those of its ``knn``
+   nearest, with the least ``(1 - |n_p . n_S|) + refine_plane_weight * |(p - c_S) . n_S| / s +
+   refine_color_weight * ||c_p - rgb_S|| / 255`` (``c_S``, ``n_S``: the segment's centroid and PCA
+   plane normal; ``rgb_S`` its mean colour; all points decide at once from the previous round's
+   statistics). FH decides boundaries edge by edge on noisy point normals, so its cuts wander a
+   point or two off the true boundary; a plane fitted to a whole segment is a much steadier witness
+   of which side a boundary point belongs to. Segments that shrank below ``min_size`` then join
+   their neighbour across the lightest edge again (as in step 5).
+7. **labels** ``0..S-1`` numbered in order of each segment's first point.
 
-Each stage but the merge is data-parallel (grid by hashing, per-point kNN and PCA, per-edge
-weights, radix sort), and the merge is FH over sorted edges, so a CUDA port keeps the structure
+Each stage but the merge is data-parallel (grid by hashing, per-point kNN, PCA and normal pick,
+per-edge weights, radix sort, per-edge coplanarity tests, per-point exchange), and the merge is FH
+over sorted edges, so a CUDA port keeps the structure
 (Borůvka-style rounds replace the sequential merge). Deterministic: identical input and
 parameters give identical labels for any thread count. Why each default: docs/benchmarks/superpoints.md
 (measured on real ScanNet scans and the synthetic rooms).
@@ -97,7 +116,7 @@ class SuperpointResult:
         return int(self.labels.shape[0])
 
 
-_STAGES = ("spacing", "knn", "normals", "edges", "sort", "merge", "labels", "total")
+_STAGES = ("spacing", "knn", "normals", "edges", "sort", "merge", "refine", "labels", "total")
 
 
 def _as_points(name: str, a: Any, n: int | None) -> np.ndarray:
@@ -197,7 +216,7 @@ def oversegment_detailed(
         spacing=float(st[2]),
         num_superpoints=int(st[1]),
         num_edges=int(st[0]),
-        timings_ms={k: float(v) for k, v in zip(_STAGES, st[3:11])},
+        timings_ms={k: float(v) for k, v in zip(_STAGES, st[3:12])},
     )
 
 
@@ -218,6 +237,14 @@ def oversegment(
     knn: int = _D.knn,
     normal_knn: int = _D.normal_knn,
     max_edge: float = _D.max_edge,
+    normal_pick: int = _D.normal_pick,
+    refine_iters: int = _D.refine_iters,
+    refine_plane_weight: float = _D.refine_plane_weight,
+    refine_color_weight: float = _D.refine_color_weight,
+    merge_plane_rms: float = _D.merge_plane_rms,
+    merge_plane_cos: float = _D.merge_plane_cos,
+    merge_color: float = _D.merge_color,
+    merge_max_size: int = _D.merge_max_size,
     num_threads: int | None = None,
 ) -> np.ndarray:
     """Dense superpoint labels ``(N,) int64`` in ``0..S-1`` for a cleaned cloud.
@@ -228,7 +255,10 @@ def oversegment(
     """
     params = SuperpointParams(
         spacing=spacing, k_thresh=k_thresh, min_size=min_size, max_size=max_size, color_weight=color_weight,
-        offset_weight=offset_weight, knn=knn, normal_knn=normal_knn, max_edge=max_edge,
+        offset_weight=offset_weight, knn=knn, normal_knn=normal_knn, max_edge=max_edge, normal_pick=normal_pick,
+        refine_iters=refine_iters, refine_plane_weight=refine_plane_weight, refine_color_weight=refine_color_weight,
+        merge_plane_rms=merge_plane_rms, merge_plane_cos=merge_plane_cos, merge_color=merge_color,
+        merge_max_size=merge_max_size,
     )
     return oversegment_detailed(xyz, rgb, normals, params=params, num_threads=num_threads).labels
 

@@ -1,20 +1,26 @@
 // Online superpoints: Felzenszwalb-Huttenlocher segmentation of a point cloud on its k-nearest-
-// neighbour graph, at the scale the cloud itself shows (bqnet_model/superpoints.py explains why
-// each term is there). Stages, each data-parallel except the merge (a later CUDA port keeps the
-// same structure: hashed grid, per-point kNN, per-edge weights, sort, merge):
+// neighbour graph, at the scale the cloud itself shows, then a local boundary exchange
+// (bqnet_model/superpoints.py explains why each term is there). Stages, each data-parallel except
+// the merge (a later CUDA port keeps the same structure: hashed grid, per-point kNN, per-edge
+// weights, sort, merge, per-point exchange):
 //   1. spacing s = median distance from a strided sample of points to their nearest distinct
 //      neighbour, found on a coarse hashed grid whose cell is an upper bound of the spacing;
-//   2. hashed grid of cell 2 s (points counting-sorted by cell); per point its K nearest
+//   2. hashed grid of cell 3 s (points counting-sorted by cell); per point its K nearest
 //      neighbours within max_edge * s (rings of cells searched outward until the K-th distance
 //      is inside the searched radius), ties broken by point index;
-//   3. per-point normal: PCA of the point and its normal_knn nearest neighbours (or the caller's);
+//   3. per-point normal: PCA of the point and its normal_knn nearest neighbours, then the normal
+//      of the flattest such neighbourhood among the point's and its normal_pick nearest (or the
+//      caller's normals, used as given);
 //   4. graph = symmetric union of each point's knn nearest; weight = (1 - |n_i . n_j|)
 //      + color_weight * ||c_i - c_j|| + offset_weight * (|d . n_i| + |d . n_j|) / (2 s);
 //   5. stable radix sort by weight, FH merge (sizes in points), optional size cap, then segments
 //      below min_size join across their lightest edge;
-//   6. dense labels 0..S-1 numbered in order of each segment's first point.
-// Every parallel loop writes only its own slots: labels do not depend on the thread count. The
-// binding releases the GIL for the whole call.
+//   6. coplanar merge (adjacent segments whose union is one plane of one colour join; 2 rounds),
+//      then refine_iters rounds of boundary exchange (each point moves to the neighbouring segment whose
+//      plane, centroid and mean colour fit it best; sp_refine.h), min_size enforced again;
+//   7. dense labels 0..S-1 numbered in order of each segment's first point.
+// Every parallel loop writes only its own slots and every sum runs in a fixed order: labels do not
+// depend on the thread count. The binding releases the GIL for the whole call.
 
 #include <torch/extension.h>
 
@@ -23,6 +29,7 @@
 
 #include "kernels.h"
 #include "sp_common.h"
+#include "sp_refine.h"
 
 namespace bqnet_sp {
 namespace {
@@ -140,7 +147,9 @@ double estimate_spacing(const float* P, int64_t n, const double* ext, int nt) {
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
     const torch::Tensor& xyz, const c10::optional<torch::Tensor>& rgb, const c10::optional<torch::Tensor>& normals,
     double spacing, double k_thresh, int64_t min_size, int64_t max_size, double color_weight, double offset_weight,
-    int64_t knn, int64_t normal_knn, double max_edge, int64_t num_threads) {
+    int64_t knn, int64_t normal_knn, double max_edge, int64_t normal_pick, int64_t refine_iters,
+    double refine_plane_weight, double refine_color_weight, double merge_plane_rms, double merge_plane_cos,
+    double merge_color, int64_t merge_max_size, int64_t num_threads) {
   const auto t_start = Clock::now();
   TORCH_CHECK(xyz.dim() == 2 && xyz.size(1) == 3 && xyz.scalar_type() == torch::kFloat32 && xyz.device().is_cpu(),
               "xyz must be a float32 CPU tensor of shape (N, 3)");
@@ -152,6 +161,15 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   TORCH_CHECK(color_weight >= 0 && offset_weight >= 0, "color_weight and offset_weight must be >= 0");
   TORCH_CHECK(knn >= 1 && knn <= kMaxK && normal_knn >= 2 && normal_knn <= kMaxK, "knn / normal_knn out of range");
   TORCH_CHECK(max_edge > 0 && std::isfinite(max_edge), "max_edge must be > 0");
+  TORCH_CHECK(normal_pick >= 0 && normal_pick <= kMaxK, "normal_pick must be in [0, ", kMaxK, "]");
+  TORCH_CHECK(refine_iters >= 0 && refine_iters <= 100, "refine_iters must be in [0, 100]");
+  TORCH_CHECK(refine_plane_weight >= 0 && std::isfinite(refine_plane_weight) && refine_color_weight >= 0 &&
+                  std::isfinite(refine_color_weight),
+              "refine_plane_weight and refine_color_weight must be finite and >= 0");
+  TORCH_CHECK(merge_plane_rms >= 0 && std::isfinite(merge_plane_rms) && merge_color >= 0 && std::isfinite(merge_color),
+              "merge_plane_rms and merge_color must be finite and >= 0");
+  TORCH_CHECK(merge_plane_cos >= 0 && merge_plane_cos <= 1, "merge_plane_cos must be in [0, 1]");
+  TORCH_CHECK(merge_max_size >= 0, "merge_max_size must be >= 0");
   const bool has_rgb = rgb.has_value() && rgb->defined();
   const bool has_normals = normals.has_value() && normals->defined();
   torch::Tensor xyz_c = xyz.contiguous(), rgb_c, nrm_c;
@@ -252,37 +270,21 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   // ---- 3. normals -----------------------------------------------------------------------------
   t0 = Clock::now();
   std::vector<float> vn(3 * size_t(n));
-  const float* NI = has_normals ? nrm_c.data_ptr<float>() : nullptr;
+  if (has_normals) {
+    const float* NI = nrm_c.data_ptr<float>();
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    if (NI) {
+    for (int64_t i = 0; i < n; ++i) {
       const double a = NI[3 * i], b = NI[3 * i + 1], c = NI[3 * i + 2];
       const double l = std::sqrt(a * a + b * b + c * c);
       const double inv = l > 0 ? 1.0 / l : 0.0;
       vn[3 * i] = float(a * inv);
       vn[3 * i + 1] = float(b * inv);
       vn[3 * i + 2] = float(c * inv);
-      continue;
     }
-    const int m = std::min<int>(int(normal_knn), ncnt[i]);
-    double mean[3] = {P[3 * i], P[3 * i + 1], P[3 * i + 2]};
-    for (int q = 0; q < m; ++q)
-      for (int k = 0; k < 3; ++k) mean[k] += P[3 * size_t(nbr[size_t(i) * K + q]) + k];
-    for (int k = 0; k < 3; ++k) mean[k] /= double(m + 1);
-    double cov[6] = {0, 0, 0, 0, 0, 0};
-    for (int q = -1; q < m; ++q) {
-      const int64_t j = q < 0 ? i : nbr[size_t(i) * K + q];
-      const double x = P[3 * j] - mean[0], y = P[3 * j + 1] - mean[1], z = P[3 * j + 2] - mean[2];
-      cov[0] += x * x;
-      cov[1] += y * y;
-      cov[2] += z * z;
-      cov[3] += x * y;
-      cov[4] += x * z;
-      cov[5] += y * z;
-    }
-    double e[3];
-    sym3_eigvec(cov, false, e);
-    for (int k = 0; k < 3; ++k) vn[3 * i + k] = float(e[k]);
+  } else {
+    std::vector<float> var(n);
+    pca_normals(P, n, nbr, ncnt, K, int(normal_knn), vn, var, nt);
+    if (normal_pick > 0) vn = pick_flattest_normals(n, nbr, ncnt, K, int(normal_pick), vn, var, nt);
   }
   const double t_normals = ms_since(t0);
 
@@ -340,7 +342,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
       ++e;
     }
   }
-  nbr = {};
   const double t_edges = ms_since(t0);
 
   // ---- 5. sort + merge ------------------------------------------------------------------------
@@ -352,19 +353,29 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size);
   const double t_merge = ms_since(t0);
 
-  // ---- 6. dense labels ------------------------------------------------------------------------
+  // ---- 6-7. coplanar merge, boundary exchange, dense labels ----------------------------------------------------
   t0 = Clock::now();
   int32_t ns = 0;
-  const std::vector<int32_t> lab = dense_components(uf, ns);
+  std::vector<int32_t> lab = dense_components(uf, ns);
+  if (merge_plane_rms > 0 && ns > 1)
+    ns = merge_coplanar(P, C, n, lab, ns, ea, eb, s, merge_plane_rms, merge_plane_cos, merge_color,
+                        merge_max_size, 2, nt);
+  if (refine_iters > 0 && ns > 1) {
+    refine_segments(P, C, n, vn, nbr, ncnt, K, kg, s, int(refine_iters), refine_plane_weight, refine_color_weight, lab,
+                    ns, nt);
+    ns = enforce_min_size(lab, ns, ea, eb, min_size);
+  }
+  const double t_refine = ms_since(t0);
+  t0 = Clock::now();
   auto labels_t = torch::empty({n}, torch::kInt64);
   std::copy(lab.begin(), lab.end(), labels_t.data_ptr<int64_t>());
   auto normals_t = torch::from_blob(vn.data(), {n, 3}, torch::kFloat32).clone();
   const double t_lab = ms_since(t0);
 
-  auto stats = torch::empty({12}, torch::kFloat64);
-  const double vals[12] = {double(ne), double(ns), s, t_spacing, t_knn, t_normals, t_edges, t_sort, t_merge, t_lab,
-                           ms_since(t_start), double(rings)};
-  std::copy(vals, vals + 12, stats.data_ptr<double>());
+  auto stats = torch::empty({13}, torch::kFloat64);
+  const double vals[13] = {double(ne), double(ns), s, t_spacing, t_knn, t_normals, t_edges, t_sort, t_merge, t_refine,
+                           t_lab, ms_since(t_start), double(rings)};
+  std::copy(vals, vals + 13, stats.data_ptr<double>());
   return {labels_t, normals_t, stats};
 }
 

@@ -243,9 +243,11 @@ def test_errors_and_fallbacks(seg, cache, room, monkeypatch, caplog) -> None:
         load_config({"inference": {"superpoint_threads": -1}})
     with pytest.raises(TypeError, match="inference.superpoints must be a SuperpointParams"):
         with_inference(seg, superpoints={"k_thresh": 0.05})
-    inf = load_config({"inference": {"superpoints": {"k_thresh": 0.05, "min_size": 15},
+    d = SuperpointParams()  # the defaults spelled out in YAML: the same superpoints as no override
+    inf = load_config({"inference": {"superpoints": {"k_thresh": d.k_thresh, "min_size": d.min_size},
                                      "superpoint_threads": 1}}).inference
-    assert inf.superpoints == SuperpointParams(k_thresh=0.05, min_size=15) and inf.superpoint_threads == 1
+    assert inf.superpoints == SuperpointParams(k_thresh=d.k_thresh, min_size=d.min_size)
+    assert inf.superpoint_threads == 1
     one = with_inference(seg, superpoints=inf.superpoints, superpoint_threads=1).prepare(room.xyz, room.rgb)
     default = seg.prepare(room.xyz, room.rgb)  # torch's thread count: the same superpoints
     assert np.array_equal(one.point_superpoint, default.point_superpoint)
