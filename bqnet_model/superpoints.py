@@ -165,9 +165,8 @@ def oversegment_detailed(
     if n > MAX_POINTS:
         raise ValueError(
             f"xyz has {n:,} points, over bqnet_model.superpoints.MAX_POINTS = {MAX_POINTS:,}: segment a "
-            "subset (idx = bqnet_model.pointcloud.random_downsample(n, MAX_POINTS), or a voxel downsample "
-            "with bqnet_model.pointcloud.voxelize) and give every other point the label of its nearest kept "
-            "point (e.g. scipy.spatial.cKDTree(xyz[idx]).query(xyz))"
+            "thinned subset (idx = bqnet_model.thinning.voxel_thin(xyz, MAX_POINTS)) and give every other "
+            "point the label of its nearest kept point (e.g. scipy.spatial.cKDTree(xyz[idx]).query(xyz))"
         )
     if pts.dtype != np.float32:
         # Shift to the minimum corner in float64 before narrowing to float32, so that maps in large

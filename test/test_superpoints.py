@@ -402,7 +402,7 @@ def test_ten_million_points_refused_with_the_downsample_path():
     # A zero-stride view: 10 M rows without 10 M points of memory; the count guard runs first.
     huge = np.broadcast_to(np.zeros(3, np.float32), (10_000_000, 3))
     assert len(huge) > MAX_POINTS
-    with pytest.raises(ValueError, match="random_downsample"):
+    with pytest.raises(ValueError, match="voxel_thin"):
         oversegment(huge)
 
 

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=None, help="only the first N scenes (sorted by id)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--online-superpoints", action="store_true",
+                    help="compute the superpoints from the points as the node does, instead of the scene file's")
     args = ap.parse_args(argv)
 
     from tqdm import tqdm
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     scenes = scene_dir(root)
     for sid in tqdm(scene_ids, desc="scenes", unit="scene"):
         scene = load_scene_npz(scenes / f"{sid}.npz")
-        cache = seg.prepare(scene["xyz"], scene["rgb"], scene["superpoint"])
+        cache = seg.prepare(scene["xyz"], scene["rgb"], None if args.online_superpoints else scene["superpoint"])
         rows = by_scene[sid]
         for row, res in zip(rows, seg.query(cache, [r["description"] for r in rows], task="res")):
             pred = np.zeros(scene["xyz"].shape[0], bool)
