@@ -176,3 +176,41 @@ def test_node_answer_takes_reason_score_and_warnings(seg, cache) -> None:
     warned = _with(seg, unknown_object="warn").query(cache, "the helicopter")[0]
     b = Worker._from_result(None, Request("the helicopter", "r2", None), warned, prepared, s, "res", 0.0)
     assert b.found and any("helicopter" in w for w in b.warnings)
+
+
+def _calibrate_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "calibrate_absent.py"
+    spec = importlib.util.spec_from_file_location("calibrate_absent", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_calibration_table_applies_the_library_rule() -> None:
+    """The tool's per-setting shares from hand-made records: an unknown target, a low score and a
+    class the head never predicts are each refused only under their own setting."""
+    tool = _calibrate_tool()
+    base = dict(where="synthetic", task="res", found=True, share=None)
+    recs = [
+        dict(base, kind="present", text="the chair", score=0.9, iou=0.8, target_class=CLASS_ID["chair"],
+             class_points=500.0),
+        dict(base, kind="present", text="the desk", score=0.2, iou=0.6, target_class=CLASS_ID["desk"],
+             class_points=0.0),
+        dict(base, kind="absent-oov", text="the giraffe", score=0.9, iou=None, target_class=-1, class_points=None),
+        dict(base, kind="absent-class", text="the bathtub", score=0.25, iou=None, target_class=CLASS_ID["bathtub"],
+             class_points=10.0),
+    ]
+    rows = {(r["score"], r["points"], r["unknown"]): r
+            for r in tool.table(recs, [(0.0, 0, "answer"), (0.0, 0, "refuse"), (0.3, 0, "answer"), (0.0, 50, "answer")])}
+    assert rows[(0.0, 0, "answer")]["found"] == 1.0 and rows[(0.0, 0, "answer")]["Acc@0.5"] == 1.0
+    assert rows[(0.0, 0, "refuse")]["refused absent-oov"] == 1.0 and rows[(0.0, 0, "refuse")]["found"] == 1.0
+    assert rows[(0.3, 0, "answer")]["refused absent-class"] == 1.0 and rows[(0.3, 0, "answer")]["found"] == 0.5
+    assert rows[(0.0, 50, "answer")]["refused absent-class"] == 1.0 and rows[(0.0, 50, "answer")]["Acc@0.5"] == 0.5
+    text = tool.format_table(tool.table(recs, tool.default_settings()))
+    assert "(default)" in text and "refused absent-oov" in text
+    variants = dict(tool._swap("the chair next to the desk", "k", [CLASS_ID["bathtub"]]))
+    assert variants["absent-class"] == "the bathtub next to the desk"
+    assert variants["absent-oov"].endswith(" next to the desk") and variants["absent-oov"].split()[1] in tool.OOV_NOUNS

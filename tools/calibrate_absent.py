@@ -40,6 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from bqnet_model.data.classes import CLASS_ID, CLASSES
+from bqnet_model.model.config import InferenceConfig
 from bqnet_model.pipeline.absence import answer_share, class_points, parse_named
 from bqnet_model.text.named_objects import CLASS_NAMES, OTHER_CLASS
 
@@ -48,7 +49,8 @@ FIXED_OOV = ("the helicopter", "the giraffe next to the door")
 NEVER_SWAPPED = {CLASS_ID["floor"], CLASS_ID["wall"]}
 SCORES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 CLASS_POINTS = (0, 1, 50, 200, 1000)
-UNKNOWN = ("answer", "refuse")
+_INF = InferenceConfig()
+_DEFAULT = (_INF.absent_score, _INF.absent_class_points, _INF.unknown_object)  # the library's defaults
 
 
 def _pick(key: str, options: Sequence[Any]) -> Any:
@@ -210,7 +212,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                       + " | ".join(f"refused {k}" for k in kinds) + " | found (present) | Acc@0.5 (present) |",
                       "|---|---|---|" + "---|" * (len(kinds) + 2)]
             last = key
-        cells = [f"{row['score']:g}", str(row["points"]), row["unknown"]]
+        mark = " (default)" if (row["score"], row["points"], row["unknown"]) == _DEFAULT else ""
+        cells = [f"{row['score']:g}{mark}", str(row["points"]), row["unknown"]]
         cells += [f"{100 * row[f'refused {k}']:.1f} %" for k in kinds]
         cells += [f"{100 * row['found']:.1f} %", f"{100 * row['Acc@0.5']:.1f} %"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -219,9 +222,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def default_settings() -> list[tuple[float, int, str]]:
     """Each check alone over its range, then the class check with each score threshold."""
-    out = [(s, 0, "answer") for s in SCORES]
+    out = [_DEFAULT, *((s, 0, "answer") for s in SCORES)]
     out += [(0.0, p, "answer") for p in CLASS_POINTS[1:]]
-    out += [(0.0, 0, "refuse")]
+    out += [(s, 0, "refuse") for s in SCORES]
     out += [(s, p, "refuse") for p in (50, 200) for s in SCORES]
     return list(dict.fromkeys(out))
 
