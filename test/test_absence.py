@@ -203,8 +203,8 @@ def test_calibration_table_applies_the_library_rule() -> None:
         dict(base, kind="absent-class", text="the bathtub", score=0.25, iou=None, target_class=CLASS_ID["bathtub"],
              class_points=10.0),
     ]
-    rows = {(r["score"], r["points"], r["unknown"]): r
-            for r in tool.table(recs, [(0.0, 0, "answer"), (0.0, 0, "refuse"), (0.3, 0, "answer"), (0.0, 50, "answer")])}
+    settings = [(0.0, 0, "answer"), (0.0, 0, "refuse"), (0.3, 0, "answer"), (0.0, 50, "answer")]
+    rows = {(r["score"], r["points"], r["unknown"]): r for r in tool.table(recs, settings)}
     assert rows[(0.0, 0, "answer")]["found"] == 1.0 and rows[(0.0, 0, "answer")]["Acc@0.5"] == 1.0
     assert rows[(0.0, 0, "refuse")]["refused absent-oov"] == 1.0 and rows[(0.0, 0, "refuse")]["found"] == 1.0
     assert rows[(0.3, 0, "answer")]["refused absent-class"] == 1.0 and rows[(0.3, 0, "answer")]["found"] == 0.5

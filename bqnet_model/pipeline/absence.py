@@ -74,8 +74,8 @@ def refusal(named: NamedObjects, cache: SceneCache, *, class_points_min: int, un
     if target is None:
         return "", ""
     if target.class_id < 0:
-        msg = f"unknown object word '{target.words}' (in no class vocabulary of the model)"
-        return (msg, "") if unknown == "refuse" else ("", f"{msg}: the answer may be another object")
+        msg = f"unknown object word '{target.words}': in no class vocabulary of the model"
+        return (msg, "") if unknown == "refuse" else ("", f"{msg}; the answer may be another object")
     if class_points_min > 0 and target.class_id < OTHER_CLASS:
         counts = class_points(cache)
         if counts is not None and counts[target.class_id] < class_points_min:
