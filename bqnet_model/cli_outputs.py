@@ -63,6 +63,7 @@ class SentenceOutput:
     json: Path
     query_ms: float
     point_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # union, into the cloud
+    reason: str = ""  # why nothing was found, when a check refused the answer ("" = no target)
 
 
 @dataclass
@@ -109,7 +110,10 @@ def result_to_dict(result: Any, task: str, n_cloud: int, *, include_indices: boo
     from bqnet_model.pipeline.results import answer_to_dict
 
     data = answer_to_dict(result.text, task, result.found, result.objects, result.point_indices,
-                          result.timings_ms, include_indices=include_indices)
+                          result.timings_ms, reason=getattr(result, "reason", "") or None,
+                          include_indices=include_indices)
+    if getattr(result, "warnings", None):
+        data["warnings"] = list(result.warnings)
     data["cloud_points"] = int(n_cloud)
     return data
 
@@ -205,7 +209,7 @@ def segment_and_write(
             for k, (o, idx) in enumerate(zip(objs, obj_idx))
         ]
         if not r.found:
-            verdict = "no target"
+            verdict = getattr(r, "reason", "") or "no target"
         else:
             verdict = (f"{len(objs)} target{'s' if len(objs) != 1 else ''}, "
                        f"{'best ' if len(objs) > 1 else ''}score {float(objs[0].score):.2f}")
@@ -226,7 +230,7 @@ def segment_and_write(
             best_centroid=None if best is None else list(data["objects"][0]["centroid"]),
             ply=ply_path, png=png_path, json=json_path,
             query_ms=float(dict(r.timings_ms).get("total", 0.0)) if r.timings_ms else 0.0,
-            point_indices=np.asarray(r.point_indices, np.int64),
+            point_indices=np.asarray(r.point_indices, np.int64), reason=getattr(r, "reason", ""),
         )
         report.outputs.append(out)
         print(summary_line(out), flush=True)
@@ -239,7 +243,7 @@ def summary_line(o: SentenceOutput) -> str:
     """``"the chair ..." (res): found 1 object, score 0.91, centroid (1.05, 2.55, 0.45), 2,310 points -> png``."""
     head = f'"{o.text}" ({o.task}): '
     if not o.found:
-        return head + f"none (no target) -> {o.png}"
+        return head + f"none ({o.reason or 'no target'}) -> {o.png}"
     c = ", ".join(f"{v:.2f}" for v in (o.best_centroid or []))
     many = f"{o.n_objects} objects" if o.n_objects != 1 else "1 object"
     return head + f"found {many}, score {o.best_score:.2f}, centroid ({c}), {o.n_points:,} points -> {o.png}"

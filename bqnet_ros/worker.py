@@ -460,21 +460,23 @@ class Worker:
         """The library's Result -> Answer: objects at or above score_threshold (best first); their
         point indices already index the message's rows."""
         objects = sorted(r.objects, key=lambda o: -float(o.score))
-        best = float(objects[0].score) if objects else 0.0
+        # A refused answer (the library's absent-object checks) has no objects but keeps its best score
+        best = float(objects[0].score) if objects else float(getattr(r, "score", 0.0))
         kept = [o for o in objects if float(o.score) >= s.score_threshold and len(o.point_indices)]
         if kept:
             reason = ""
             union = np.unique(np.concatenate([np.asarray(o.point_indices, np.int64) for o in kept]))
         else:
-            reason = f"no object above score_threshold {s.score_threshold:g}" if objects else "no target"
+            reason = (getattr(r, "reason", "") or
+                      (f"no object above score_threshold {s.score_threshold:g}" if objects else "no target"))
             union = np.zeros(0, np.int64)
         t = dict(getattr(r, "timings_ms", {}) or {})
         lat = dict(prepare_ms=prepared.prepare_ms, queue_ms=(t_start - req.t_received) * 1e3,
                    text_ms=float(t.get("text", 0.0)), decoder_ms=float(t.get("decoder", 0.0)),
                    post_ms=float(t.get("post", 0.0)))
         return Answer(request=req, task=task, found=bool(kept), reason=reason, map=prepared, objects=kept,
-                      point_indices=union, score=best, warnings=[*req.warnings, *prepared.warnings],
-                      latencies_ms=lat)
+                      point_indices=union, score=best,
+                      warnings=[*req.warnings, *prepared.warnings, *getattr(r, "warnings", ())], latencies_ms=lat)
 
     def _not_found(self, req: Request, reason: str, prepared: PreparedMap | None, s: Settings,
                    task: str | None = None) -> Answer:

@@ -148,6 +148,9 @@ class InferenceConfig:
     of the map turned about the vertical axis by 360/K degrees (the superpoints are computed once
     and shared) and selects over all copies' queries; ``prepare`` and ``query`` cost about K times
     as much. 1 = off.
+    ``absent_class_points``, ``unknown_object``, ``absent_score``: when an answer is refused
+    because the named object is not in the map (``pipeline/absence.py``; defaults measured in
+    ``docs/experiments/2026-12-01_absent_objects.md``, re-measured by ``tools/calibrate_absent.py``).
     """
 
     task: Literal["res", "gres"] = "res"
@@ -164,6 +167,9 @@ class InferenceConfig:
     superpoints: SuperpointParams = field(default_factory=SuperpointParams)
     superpoint_threads: int = 0
     tta_rotations: int = 1
+    absent_class_points: int = 0
+    unknown_object: Literal["refuse", "warn", "answer"] = "refuse"
+    absent_score: float = 0.3
     # ``seed`` seeded the random downsampling that the voxel-grid thinning replaced (no seed needed)
     RETIRED: typing.ClassVar[tuple[str, ...]] = ("seed",)
 
@@ -189,6 +195,15 @@ class InferenceConfig:
             raise ValueError(f"inference.voxel_size must be > 0, got {self.voxel_size}")
         if self.max_points < 1 or self.text_chunk < 1 or self.gres_min_points < 0:
             raise ValueError("inference.max_points and text_chunk must be >= 1, gres_min_points >= 0")
+        if isinstance(self.absent_class_points, bool) or not isinstance(self.absent_class_points, int) \
+                or self.absent_class_points < 0:
+            raise ValueError("inference.absent_class_points must be an integer >= 0 (0 = no class check), "
+                             f"got {self.absent_class_points!r}")
+        if self.unknown_object not in ("refuse", "warn", "answer"):
+            raise ValueError("inference.unknown_object must be 'refuse', 'warn' or 'answer', "
+                             f"got {self.unknown_object!r}")
+        if not 0.0 <= self.absent_score < 1.0:
+            raise ValueError(f"inference.absent_score must be in [0, 1) (0 = off), got {self.absent_score}")
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"inference.amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")
 

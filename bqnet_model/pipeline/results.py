@@ -40,7 +40,9 @@ class TargetObject:
 @dataclass
 class Result:
     """The answer to one sentence. ``timings_ms`` are those of the batched call the sentence
-    was part of (``text``, ``decoder``, ``post``, ``total``)."""
+    was part of (``text``, ``decoder``, ``post``, ``total``). ``reason``: why nothing was found
+    when a check refused the answer (``pipeline.absence``), "" otherwise; ``score``: the best
+    object's score before any refusal; ``warnings``: answered anyway, but the client should know."""
 
     text: str
     found: bool
@@ -48,11 +50,14 @@ class Result:
     point_indices: np.ndarray  # int64, union of the objects' points, sorted
     timings_ms: dict[str, float]
     task: str = "res"
+    reason: str = ""
+    score: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self, *, include_indices: bool = True) -> dict[str, Any]:
-        """This answer as plain JSON types (``answer_to_dict``)."""
+        """This answer as plain JSON types (``answer_to_dict``; ``reason`` only when there is one)."""
         return answer_to_dict(self.text, self.task, self.found, self.objects, self.point_indices, self.timings_ms,
-                              include_indices=include_indices)
+                              reason=self.reason or None, include_indices=include_indices)
 
 
 def _floats(a: Any) -> list[float]:
@@ -128,6 +133,9 @@ class SceneCache:
     n_nonfinite: int = 0
     n_duplicates: int = 0
     n_downsampled: int = 0
+    # The semantic head's class per superpoint (int64 (S,), ``absence.superpoint_classes``); None
+    # for a model without the head.
+    sp_class: np.ndarray | None = None
 
     @property
     def n_points(self) -> int:

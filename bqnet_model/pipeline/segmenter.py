@@ -31,6 +31,7 @@ from bqnet_model.model.decoder import DecoderOutput
 from bqnet_model.model.inputs import set_batch_superpoints, single_scene_batch
 from bqnet_model.model.text_encoder import TextFeatures, validate_texts
 
+from .absence import apply_checks, superpoint_classes
 from .device import resolve_device
 from .results import Result, SceneCache
 from .selection import answer, group_queries
@@ -73,6 +74,10 @@ class Segmenter:
         self.model = model.to(self.device).eval()
         self._graphs: DecoderGraphs | None = None  # inference.cuda_graph captures (made on first use)
         self._decode_lock = threading.Lock()  # graph buffers are shared by every caller of query()
+        if self.cfg.inference.unknown_object != "answer" or self.cfg.inference.absent_class_points > 0:
+            from bqnet_model.text import load_spacy
+
+            load_spacy()  # the absent-object checks parse the text: a missing spaCy fails here, not mid-query
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -186,6 +191,7 @@ class Segmenter:
             set_batch_superpoints(batch, table.labels, table.n_superpoints)
             batch["sp_image_feats"] = sp_image
             scene = self.model.pool_scene(vox, batch, timings)
+            sp_class = superpoint_classes(self.model, scene)
         views: tuple[SceneFeatures, ...] = ()
         if inf.tta_rotations > 1:
             t5 = time.perf_counter()
@@ -198,7 +204,7 @@ class Segmenter:
             sp_order=table.order, sp_start=table.start, n_input=cloud.n_input, n_voxels=n_voxels,
             timings_ms=timings, device=str(dev), sp_sum=table.geometry[0], sp_min=table.geometry[1],
             sp_max=table.geometry[2], views=views, n_nonfinite=cloud.n_nonfinite,
-            n_duplicates=cloud.n_duplicates, n_downsampled=cloud.n_downsampled,
+            n_duplicates=cloud.n_duplicates, n_downsampled=cloud.n_downsampled, sp_class=sp_class,
         )
 
     def _point_image_features(self, feats: np.ndarray | None, n_points: int,
@@ -321,7 +327,7 @@ class Segmenter:
         for t, text_t in enumerate(texts):
             groups = group_queries([p[t] for p in probs], [m[t] for m in masks], weights,
                                    inf.candidates, inf.merge_iou)
-            results.append(answer(cache, text_t, task, groups, inf.gres_min_points))
+            results.append(apply_checks(answer(cache, text_t, task, groups, inf.gres_min_points), cache, inf))
         t3 = time.perf_counter()
         timings = {"text": (t1 - t0) * 1e3, "decoder": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
