@@ -201,6 +201,20 @@ class Segmenter:
             n_duplicates=cloud.n_duplicates, n_downsampled=cloud.n_downsampled,
         )
 
+    def update(self, cache: SceneCache | None, xyz: np.ndarray, rgb: np.ndarray | None = None,
+               superpoints: np.ndarray | None = None, image_features: np.ndarray | None = None,
+               params: Any = None) -> SceneCache:
+        """The cache of a new version of the map, re-encoding only where it changed from ``cache``
+        (``incremental.py``: what is reused, what is exact, when it falls back to a full prepare).
+
+        Arguments as ``prepare``; ``cache`` None (or a plain ``prepare`` result) gives a full prepare
+        that keeps what later updates need. ``params``: an ``incremental.IncrementalParams``.
+        The returned cache's ``update_info`` says what was done and why.
+        """
+        from .incremental import update_scene
+
+        return update_scene(self, cache, xyz, rgb, superpoints, image_features, params)
+
     def _point_image_features(self, feats: np.ndarray | None, n_points: int,
                               superpoints: np.ndarray | None) -> np.ndarray | None:
         """Per-point image features (N, C) float32 from what the caller gave (``prepare``)."""
