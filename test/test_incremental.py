@@ -269,3 +269,19 @@ def test_shipped_model_answers_within_tolerance() -> None:
             inter = np.intersect1d(a.point_indices, b.point_indices).size
             union = np.union1d(a.point_indices, b.point_indices).size
             assert inter / union >= 0.6, (a.text, inter / union)
+
+
+def test_growth_past_the_grid_end_stays_exact(seg, room) -> None:
+    """New points beyond the old maximum x grow the grid (the strided convs' dropped last rows move):
+    the voxels near the old end count as changed, so every feature still equals a full pass."""
+    far = room.xyz[:, 0] > room.xyz[:, 0].max() - 0.1
+    extra = room.xyz[far] + np.array([0.12, 0.0, 0.0], np.float32)
+    xyz = np.concatenate([room.xyz, extra])
+    rgb = np.concatenate([room.rgb, room.rgb[far]])
+    c0 = seg.update(None, room.xyz, room.rgb)
+    up = seg.update(c0, xyz, rgb, params=IncrementalParams(max_centre_shift=1.0))
+    assert up.update_info["mode"] == "incremental", up.update_info
+    assert up.state.spatial_shape[0] > c0.state.spatial_shape[0]
+    assert up.update_info["run_voxels"] < up.update_info["voxels"]
+    ref = pinned_full_pass(seg, xyz, rgb, c0.state.centre)
+    assert float((up.state.feats - ref).abs().max()) <= FEAT_TOL

@@ -41,6 +41,7 @@ import dataclasses
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,8 @@ class IncrementalParams:
 class VoxelState:
     """What an update needs beyond ``SceneCache``: the voxels, their backbone features, the grid."""
 
-    fingerprint: tuple  # model and inference settings the state was made with
+    fingerprint: tuple  # inference settings the state was made with
+    model: Any  # weakref.ref to the model that made it (a reloaded model is another model)
     keys: torch.Tensor  # int64 (V,) packed voxel coordinates, ascending
     counts: torch.Tensor  # int64 (V,) points per voxel
     means: torch.Tensor  # float64 (V, 6): mean colour (backbone units) and mean position (metres)
@@ -117,7 +119,7 @@ class IncrementalCache(SceneCache):
 
 def _fingerprint(seg: Any) -> tuple:
     inf = seg.inference
-    return (id(seg.model), str(seg.device), inf.voxel_size, inf.superpoints, inf.max_points, inf.tta_rotations,
+    return (str(seg.device), inf.voxel_size, inf.superpoints, inf.max_points, inf.tta_rotations,
             dataclasses.astuple(seg.model.cfg.backbone), inf.amp, inf.amp_dtype)
 
 
@@ -196,8 +198,9 @@ def prepare_with_state(seg: Any, xyz: Any, rgb: Any = None, superpoints: Any = N
     hashes = point_hashes(cloud.xyz)
     order = np.argsort(hashes, kind="stable")
     state = VoxelState(
-        fingerprint=_fingerprint(seg), keys=pack_keys(vi.coords), counts=vi.counts, means=_means(vi, centre),
-        feats=vox, origin=vi.origin, centre=centre, spatial_shape=list(batch["spatial_shape"]),
+        fingerprint=_fingerprint(seg), model=weakref.ref(seg.model), keys=pack_keys(vi.coords), counts=vi.counts,
+        means=_means(vi, centre), feats=vox, origin=vi.origin, centre=centre,
+        spatial_shape=list(batch["spatial_shape"]),
         p2v=vi.p2v.cpu().numpy(), spacing=spacing, hash_sorted=hashes[order], hash_order=order)
     info.update(n_voxels=vi.n_voxels, n_points=cloud.n_points)
     return _wrap(base, state, info)
@@ -325,7 +328,7 @@ def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, 
         return _full(seg, "no cached map", *args)
     if st is None:
         return _full(seg, "the cache holds no voxel state (it came from prepare, or tta_rotations > 1)", *args)
-    if st.fingerprint != _fingerprint(seg):
+    if st.fingerprint != _fingerprint(seg) or st.model() is not seg.model:
         return _full(seg, "the cache was made with another model or other inference settings", *args)
     if (superpoints is None) != (st.spacing > 0):
         return _full(seg, "superpoints given for one map version and not the other", *args)
@@ -394,7 +397,7 @@ def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, 
     hashes = point_hashes(cloud.xyz)
     order = np.argsort(hashes, kind="stable")
     new_state = VoxelState(
-        fingerprint=st.fingerprint, keys=keys, counts=vi.counts, means=_means(vi, mean), feats=vox,
+        fingerprint=st.fingerprint, model=st.model, keys=keys, counts=vi.counts, means=_means(vi, mean), feats=vox,
         origin=st.origin, centre=new_centre, spatial_shape=shape, p2v=vi.p2v.cpu().numpy(),
         spacing=st.spacing, hash_sorted=hashes[order], hash_order=order)
     return _wrap(base, new_state, info)
