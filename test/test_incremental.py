@@ -203,7 +203,7 @@ def test_superpoint_asa_bound(seg, room, change) -> None:
     assert up.update_info["kept_superpoints"] > 0.5 * c0.n_superpoints  # most superpoints were reused
 
 
-def test_given_superpoints_give_full_prepare_answers(seg, room) -> None:
+def test_given_superpoints_keep_the_callers_labels(seg, room) -> None:
     """With the caller's superpoints the labels are a full prepare's; the features are spliced on
     the pinned centre (this tiny model's reach is smaller than the room), so the answers agree in
     their found flags. (The shipped model's reach covers the room: there the whole scene is bit
