@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from .selection import answer, group_queries
 from .summary import summarise, unpack_summary
 from .superpoint_table import SuperpointTable, pool_rows, superpoint_table
 from .views import turn_about_z
+
+if TYPE_CHECKING:
+    from .incremental import IncrementalParams
 
 __all__ = ["Segmenter"]
 
@@ -206,6 +209,20 @@ class Segmenter:
             sp_max=table.geometry[2], views=views, n_nonfinite=cloud.n_nonfinite,
             n_duplicates=cloud.n_duplicates, n_downsampled=cloud.n_downsampled, sp_class=sp_class,
         )
+
+    def update(self, cache: SceneCache | None, xyz: np.ndarray, rgb: np.ndarray | None = None,
+               superpoints: np.ndarray | None = None, image_features: np.ndarray | None = None,
+               params: IncrementalParams | None = None) -> SceneCache:
+        """The cache of a new version of the map, re-encoding only where it changed from ``cache``
+        (``incremental.py``: what is reused, what is exact, when it falls back to a full prepare).
+
+        Arguments as ``prepare``; ``cache`` None (or a plain ``prepare`` result) gives a full prepare
+        that keeps what later updates need. ``params``: tolerances, margins, fallback thresholds.
+        The returned cache's ``update_info`` says what was done and why.
+        """
+        from .incremental import update_scene
+
+        return update_scene(self, cache, xyz, rgb, superpoints, image_features, params)
 
     def _point_image_features(self, feats: np.ndarray | None, n_points: int,
                               superpoints: np.ndarray | None) -> np.ndarray | None:

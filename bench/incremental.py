@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Benchmark of ``Segmenter.update`` (incremental maps) against a full ``prepare``, in one process.
+
+Maps: the demo room (``demo_room(seed=0)``, ~190k points) and a ~1M-point map (the demo room at
+~250k points tiled 2 x 2, 5.5 m apart). The old map lacks objects of the room (of the last tile for
+the big map, so the grid origin stays) until at least ``--grow`` of the points are missing; the new
+map has them: "the map grew by 5 %". Per model and map: a full ``prepare`` of the new map, the
+``update`` from the old map's cache (default ``feature_reach``: every feature exact; and
+``feature_reach=0``: only the changed voxels recomputed), the stage timings, what was re-run, and
+for the demo room the answers to its demo sentences against the full prepare's (found flags and
+point IoU). Times are the minimum of ``--repeats`` runs (the dev machine is shared).
+
+Models: ``tiny`` (random weights: 3 levels, 8 channels, 2 cm voxels, as the unit tests) and
+``shipped`` (``models/bqnet_tiny_synth.pth``: 4 levels, 16 channels, 4 cm voxels).
+
+Example::
+
+    OMP_NUM_THREADS=2 python bench/incremental.py --out /tmp/incremental.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bqnet_model.pipeline import IncrementalParams, Segmenter  # noqa: E402
+from bqnet_model.pipeline.change_region import receptive_field  # noqa: E402
+from bqnet_synth import demo_expressions, demo_room  # noqa: E402
+
+TINY = {
+    "model": {
+        "backbone": {"media": 8, "levels": 3},
+        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16,
+                    "num_proposal_fine": 64, "num_proposal_query": [16, 4], "num_proposal_query_inst": [32, 8]},
+    },
+}
+STRUCTURE = {"floor", "wall", "door", "window", "curtain"}
+
+
+def grown_map(tiles: int, n_per_tile: int | None, grow: float) -> tuple[Any, np.ndarray, np.ndarray, list[str]]:
+    """(xyz, rgb) of the new map, the mask of the old map's rows, and the objects added."""
+    room = demo_room(seed=0, n_points=n_per_tile)
+    xyz, rgb, inst, tile = [room.xyz], [room.rgb], [room.instance], [np.zeros(len(room.xyz), np.int64)]
+    side = int(round(tiles ** 0.5))
+    for t in range(1, tiles):
+        off = np.array([5.5 * (t % side), 5.5 * (t // side), 0.0], np.float32)
+        xyz.append(room.xyz + off)
+        rgb.append(room.rgb)
+        inst.append(room.instance)
+        tile.append(np.full(len(room.xyz), t))
+    xyz_a, rgb_a, inst_a, tile_a = (np.concatenate(a) for a in (xyz, rgb, inst, tile))
+    last = tile_a == tiles - 1
+    sizes = [(int(((inst_a == k) & last).sum()), k) for k, o in enumerate(room.objects) if o.name not in STRUCTURE]
+    old = np.ones(len(xyz_a), bool)
+    added = []
+    for _, k in sorted(sizes, reverse=True):
+        if 1.0 - old.mean() >= grow:
+            break
+        old &= ~((inst_a == k) & last)
+        added.append(room.objects[k].name)
+    return (xyz_a, rgb_a, room), old, last, added
+
+
+def best(fn: Any, repeats: int) -> tuple[Any, float]:
+    out, times = None, []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return out, min(times)
+
+
+def answers(seg: Segmenter, a: Any, b: Any, texts: list[str]) -> dict[str, Any]:
+    ious, same_found = [], 0
+    for ra, rb in zip(seg.query(a, texts), seg.query(b, texts)):
+        same_found += int(ra.found == rb.found)
+        if ra.found and rb.found:
+            inter = np.intersect1d(ra.point_indices, rb.point_indices).size
+            ious.append(inter / max(1, np.union1d(ra.point_indices, rb.point_indices).size))
+    return {"sentences": len(texts), "same_found": same_found, "iou_min": min(ious) if ious else None,
+            "iou_mean": float(np.mean(ious)) if ious else None}
+
+
+def bench(seg: Segmenter, name: str, maps: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for map_name, ((xyz, rgb, room), old, _, added) in maps.items():
+        full, t_full = best(lambda: seg.prepare(xyz, rgb), repeats)
+        base = seg.update(None, xyz[old], rgb[old])
+        row: dict[str, Any] = {"model": name, "map": map_name, "points": int(len(xyz)),
+                               "added_points": int((~old).sum()), "added_fraction": float(1 - old.mean()),
+                               "added_objects": added, "voxels": full.n_voxels,
+                               "receptive_field_voxels": receptive_field(seg.model.cfg.backbone),
+                               "voxel_size": seg.inference.voxel_size, "prepare_ms": t_full,
+                               "prepare_stages_ms": full.timings_ms, "updates": {}}
+        for mode, params in (("exact", IncrementalParams()), ("reach 0", IncrementalParams(feature_reach=0))):
+            up, t_up = best(lambda: seg.update(base, xyz, rgb, params=params), repeats)
+            r = {"update_ms": t_up, "ratio_to_prepare": t_up / t_full, "stages_ms": up.timings_ms,
+                 "info": up.update_info}
+            if map_name == "demo room":
+                r["answers_vs_prepare"] = answers(seg, up, full, [e.text for e in demo_expressions(room)])
+            row["updates"][mode] = r
+            print(f"{name:8s} {map_name:10s} {len(xyz):8d} pts  prepare {t_full:8.0f} ms  update[{mode}] "
+                  f"{t_up:8.0f} ms  x{t_full / t_up:.2f}  run {up.update_info.get('run_voxels')}/"
+                  f"{up.update_info.get('voxels')} voxels  "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in up.timings_ms.items())
+                  + (f"  answers {r['answers_vs_prepare']}" if "answers_vs_prepare" in r else ""), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--grow", type=float, default=0.05, help="fraction of the new map's points the old lacks")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", nargs="+", default=["tiny", "shipped"], choices=["tiny", "shipped"])
+    ap.add_argument("--maps", nargs="+", default=["demo room", "1M map"], choices=["demo room", "1M map"])
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    maps = {}
+    if "demo room" in args.maps:
+        maps["demo room"] = grown_map(1, None, args.grow)
+    if "1M map" in args.maps:
+        maps["1M map"] = grown_map(4, 250_000, args.grow)
+    rows = []
+    for m in args.models:
+        if m == "tiny":
+            seg = Segmenter.from_config(TINY, device="cpu", seed=0, text_pretrained=False)
+        else:
+            seg = Segmenter.from_checkpoint(ROOT / "models" / "bqnet_tiny_synth.pth", device="cpu")
+        seg.cfg.inference.max_points = 2_000_000  # the 1M map is not thinned
+        rows.extend(bench(seg, m, maps, args.repeats))
+    if args.out:
+        meta = {"date": datetime.date.today().isoformat(), "machine": platform.node(), "threads": args.threads,
+                "torch": torch.__version__}
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,403 @@
+"""``Segmenter.update``: a grown map re-encoded where it changed, the rest taken from the cache.
+
+A robot's fused map grows a little between versions. ``update(cache, xyz, rgb)`` finds the voxels
+(at the model's voxel size, on the cached grid) that are new, removed or changed (``change_region``)
+and then:
+
+* superpoints: keeps every old superpoint whose points are all still there and lie outside the
+  changed voxels dilated by ``superpoint_margin`` (default: two kNN reaches of the
+  oversegmentation, since an edge weight uses both ends' normals), re-runs the oversegmentation
+  (``superpoints.oversegment_detailed``, unchanged, at the cached spacing) on every other point,
+  and numbers the union by first point as the oversegmentation does (FPS starts at superpoint 0).
+  FH is global, so the labels are not those of a full run; ``test/test_incremental.py`` bounds the
+  ASA difference against ground-truth instances;
+* backbone: with ``R = receptive_field`` voxels, runs the sparse U-Net on the new voxels within
+  ``feature_reach + R`` of a change and splices its outputs for the voxels within ``feature_reach``
+  (exact: their whole receptive field was in the run); every other voxel keeps its cached
+  features. ``feature_reach`` None (default) = ``R``: every voxel feature then equals a full pass
+  (up to float rounding). 0 = only the changed voxels are recomputed; the ring within ``R`` of a
+  change keeps stale features (cheaper, answers checked by the tests within their tolerance);
+* pooling and FPS seeds: recomputed in full over the new superpoints (linear in points, cheap next
+  to the backbone), so they are exactly a function of the spliced voxel features.
+
+The backbone input holds each voxel's position minus the map's mean point (``voxel_inputs_torch``).
+A new point moves that mean, which would change every input and, through the U-Net, every output;
+the cache's centre is therefore kept (pinned) across updates that splice. A full prepare of the new
+map centres on its own mean, so spliced features equal a full prepare's only within the tolerance
+the tests state; ``max_centre_shift`` bounds the drift (beyond it: a full prepare). When the reach
+covers (nearly) the whole map, as a room-sized map with a 4-level U-Net, the backbone runs on all of
+it on the new mean: its features are then exactly a full prepare's and the pin is released.
+
+Fall back to a full prepare (``update_info['reason']`` says why, logged at INFO): no voxel state in
+the cache (a plain ``prepare`` result, or the first map), a different model or inference config,
+test-time rotations, a thinned map (``max_points``), a moved grid origin (the map's minimum corner
+changed: strided convs group voxels by absolute grid position), a changed fraction over
+``max_changed_fraction`` of the voxels, or a centre drift over ``max_centre_shift``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from bqnet_model.ingest import clean_torch, voxel_inputs_torch
+from bqnet_model.model.bqnet import sync_time
+from bqnet_model.model.inputs import MIN_SPATIAL_SHAPE, set_batch_superpoints, single_scene_batch
+
+from .change_region import (boundary_reach, diff_voxels, match_points, pack_keys, point_hashes,
+                            receptive_field, within_reach)
+from .results import SceneCache
+from .superpoint_table import pool_rows, superpoint_table
+
+__all__ = ["IncrementalParams", "VoxelState", "IncrementalCache", "prepare_with_state", "update_scene"]
+
+log = logging.getLogger(__name__)
+
+# When the backbone would run on at least this fraction of the voxels anyway, it runs on all of
+# them: same cost, and every feature is then exact rather than spliced.
+FULL_RUN_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class IncrementalParams:
+    """Knobs of ``Segmenter.update`` (module docstring)."""
+
+    max_changed_fraction: float = 0.3  # changed voxels / voxels above which a full prepare runs
+    xyz_tol: float = 1e-5  # metres: a voxel whose mean point moved less is unchanged
+    colour_tol: float = 1e-5  # backbone colour units ([-1, 1]): same for its mean colour
+    superpoint_margin: int | None = None  # voxels; None = two kNN reaches of the oversegmentation
+    feature_reach: int | None = None  # voxels; None = the backbone's receptive field (exact)
+    max_centre_shift: float = 0.25  # metres between the pinned centre and the new map's mean
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_changed_fraction <= 1.0:
+            raise ValueError(f"max_changed_fraction must be in [0, 1], got {self.max_changed_fraction}")
+        for name in ("xyz_tol", "colour_tol", "max_centre_shift"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        for name in ("superpoint_margin", "feature_reach"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name} must be None or an int >= 0 (voxels), got {v!r}")
+
+
+@dataclass
+class VoxelState:
+    """What an update needs beyond ``SceneCache``: the voxels, their backbone features, the grid."""
+
+    fingerprint: tuple  # inference settings the state was made with
+    model: Any  # weakref.ref to the model that made it (a reloaded model is another model)
+    keys: torch.Tensor  # int64 (V,) packed voxel coordinates, ascending
+    counts: torch.Tensor  # int64 (V,) points per voxel
+    means: torch.Tensor  # float64 (V, 6): mean colour (backbone units) and mean position (metres)
+    feats: torch.Tensor  # (V, C) backbone outputs
+    origin: torch.Tensor  # float64 (3,) grid origin (the first map's minimum corner)
+    centre: torch.Tensor  # float64 (3,) the pinned centre of the backbone's position inputs
+    spatial_shape: list[int]
+    p2v: np.ndarray  # int64 (M,) cleaned point -> voxel row
+    spacing: float  # the oversegmentation's scale (0 when the caller gives superpoints)
+    hash_sorted: np.ndarray  # uint64 (M,) sorted point hashes (change_region.point_hashes)
+    hash_order: np.ndarray  # int64 (M,) their argsort
+
+
+@dataclass
+class IncrementalCache(SceneCache):
+    """A ``SceneCache`` that ``Segmenter.update`` can update (``query`` takes it as any cache)."""
+
+    state: VoxelState | None = None
+    # What made this cache: mode 'full' (with its reason) or 'incremental', and the sizes involved.
+    update_info: dict[str, Any] = field(default_factory=dict)
+
+
+def _fingerprint(seg: Any) -> tuple:
+    inf = seg.inference
+    return (str(seg.device), inf.voxel_size, inf.superpoints, inf.max_points, inf.tta_rotations,
+            dataclasses.astuple(seg.model.cfg.backbone), inf.amp, inf.amp_dtype)
+
+
+def _spatial_shape(keys: torch.Tensor) -> list[int]:
+    """``single_scene_batch``'s spatial shape of voxels with these packed keys."""
+    from .change_region import unpack_keys
+
+    top = unpack_keys(keys).amax(0).tolist()
+    return [max(int(v) + 1, MIN_SPATIAL_SHAPE) for v in top]
+
+
+def _check_superpoints(superpoints: Any, n_in: int) -> np.ndarray | None:
+    if superpoints is None:
+        return None
+    sp = np.asarray(superpoints)
+    if sp.ndim != 1 or sp.shape[0] != n_in:
+        raise ValueError(f"superpoints must have shape ({n_in},) like xyz, got {sp.shape}")
+    return sp
+
+
+def _wrap(base: SceneCache, state: VoxelState | None, info: dict[str, Any]) -> IncrementalCache:
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(SceneCache)}
+    return IncrementalCache(**fields, state=state, update_info=info)
+
+
+def _means(vi: Any, centre_of_inputs: torch.Tensor) -> torch.Tensor:
+    """(V, 6) float64 voxel means (colour in backbone units, position in metres) from ``vi.feats``,
+    whose position channels are centred on ``centre_of_inputs``."""
+    m = vi.feats.double()
+    return torch.cat([m[:, :3], m[:, 3:] + centre_of_inputs], dim=1)
+
+
+def prepare_with_state(seg: Any, xyz: Any, rgb: Any = None, superpoints: Any = None, image_features: Any = None,
+                       reason: str = "requested") -> IncrementalCache:
+    """``Segmenter.prepare`` plus the voxel state later updates start from (same stages, same
+    results as ``prepare``; ``test_incremental`` checks it)."""
+    inf = seg.inference
+    info = {"mode": "full", "reason": reason}
+    if inf.tta_rotations > 1:
+        info["reason"] = f"{reason}; no voxel state kept: inference.tta_rotations > 1 turns the whole map"
+        return _wrap(seg.prepare(xyz, rgb, superpoints, image_features), None, info)
+    dev = seg.device
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    n_in = len(xyz) if hasattr(xyz, "__len__") else -1
+    given = _check_superpoints(superpoints, n_in)
+    point_image = seg._point_image_features(image_features, n_in, given)
+    dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, device=dev)
+    cloud = dcloud.host
+    rgb8 = dcloud.rgb.cpu().numpy() if cloud.rgb is None else cloud.rgb
+    t1 = sync_time(dev)
+    timings["clean"] = (t1 - t0) * 1e3
+    spacing = 0.0
+    if given is None:
+        from bqnet_model.superpoints import oversegment_detailed
+
+        res = oversegment_detailed(cloud.xyz, rgb8, params=inf.superpoints,
+                                   num_threads=inf.superpoint_threads or None)
+        spacing = res.spacing
+        table = superpoint_table(cloud.xyz, rgb8, res.labels, np.arange(cloud.n_points), inf.superpoints)
+    else:
+        table = superpoint_table(cloud.xyz, rgb8, given, cloud.index, inf.superpoints)
+    t2 = time.perf_counter()
+    timings["superpoints"] = (t2 - t1) * 1e3
+    vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)
+    batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, dcloud.xyz)
+    centre = dcloud.xyz.double().mean(dim=0)
+    t3 = sync_time(dev)
+    timings["voxelize"] = (t3 - t2) * 1e3
+    with torch.inference_mode(), seg._autocast():
+        vox = seg.model.encode_voxels(batch)
+        timings["backbone"] = (sync_time(dev) - t3) * 1e3
+        scene = _pool(seg, vox, batch, table, point_image, cloud.index, timings)
+    timings["total"] = (time.perf_counter() - t0) * 1e3
+    base = _scene_cache(scene, cloud, table, vi.n_voxels, timings, dev)
+    hashes = point_hashes(cloud.xyz)
+    order = np.argsort(hashes, kind="stable")
+    state = VoxelState(
+        fingerprint=_fingerprint(seg), model=weakref.ref(seg.model), keys=pack_keys(vi.coords), counts=vi.counts,
+        means=_means(vi, centre), feats=vox, origin=vi.origin, centre=centre,
+        spatial_shape=list(batch["spatial_shape"]),
+        p2v=vi.p2v.cpu().numpy(), spacing=spacing, hash_sorted=hashes[order], hash_order=order)
+    info.update(n_voxels=vi.n_voxels, n_points=cloud.n_points)
+    return _wrap(base, state, info)
+
+
+def _pool(seg: Any, vox: torch.Tensor, batch: dict[str, Any], table: Any, point_image: np.ndarray | None,
+          index: np.ndarray, timings: dict[str, float]) -> Any:
+    set_batch_superpoints(batch, table.labels, table.n_superpoints)
+    batch["sp_image_feats"] = None if point_image is None else \
+        torch.from_numpy(pool_rows(point_image[index], table)).to(seg.device)
+    return seg.model.pool_scene(vox, batch, timings)
+
+
+def _scene_cache(scene: Any, cloud: Any, table: Any, n_voxels: int, timings: dict[str, float],
+                 dev: torch.device) -> SceneCache:
+    return SceneCache(
+        scene=scene, point_index=cloud.index, point_xyz=cloud.xyz, point_superpoint=table.labels,
+        sp_order=table.order, sp_start=table.start, n_input=cloud.n_input, n_voxels=n_voxels,
+        timings_ms=timings, device=str(dev), sp_sum=table.geometry[0], sp_min=table.geometry[1],
+        sp_max=table.geometry[2], n_nonfinite=cloud.n_nonfinite, n_duplicates=cloud.n_duplicates,
+        n_downsampled=cloud.n_downsampled)
+
+
+def _full(seg: Any, reason: str, xyz: Any, rgb: Any, superpoints: Any, image_features: Any) -> IncrementalCache:
+    log.info("map update: full prepare (%s)", reason)
+    return prepare_with_state(seg, xyz, rgb, superpoints, image_features, reason=reason)
+
+
+def number_by_first_point(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels renumbered 0..S-1 in order of each one's first point (the oversegmentation's rule)."""
+    order = np.argsort(labels, kind="stable")
+    sorted_l = labels[order]
+    head = np.flatnonzero(np.r_[True, sorted_l[1:] != sorted_l[:-1]])
+    first = order[head]  # stable sort: the first row of each label's run is its first point
+    rank = np.empty(int(labels.max()) + 1, np.int64)
+    rank[sorted_l[head[np.argsort(first, kind="stable")]]] = np.arange(head.size)
+    return rank[labels], int(head.size)
+
+
+def _merge_superpoints(seg: Any, cache: IncrementalCache, st: VoxelState, xyz: np.ndarray, rgb8: np.ndarray,
+                       old_row: np.ndarray, old_near: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Labels (M_new,) of the new cleaned points: kept old superpoints plus a re-segmentation of
+    the rest (module docstring). ``old_row``: the matching old point of each new one (-1 none);
+    ``old_near``: bool per old point, inside the changed voxels plus the margin."""
+    from bqnet_model.superpoints import oversegment_detailed
+
+    old_sp = cache.point_superpoint
+    present = np.zeros(old_sp.shape[0], bool)
+    present[old_row[old_row >= 0]] = True
+    bad = np.bincount(old_sp, weights=(~present | old_near).astype(np.float64), minlength=cache.n_superpoints) > 0
+    keep_pt = old_row >= 0
+    keep_pt[keep_pt] = ~bad[old_sp[old_row[keep_pt]]]
+    labels = np.empty(xyz.shape[0], np.int64)
+    labels[keep_pt] = old_sp[old_row[keep_pt]]
+    rest = np.flatnonzero(~keep_pt)
+    n_old = cache.n_superpoints
+    if rest.size >= 2:
+        params = seg.inference.superpoints
+        if params.spacing == 0 and st.spacing > 0:
+            params = dataclasses.replace(params, spacing=st.spacing)  # the whole map's scale, not the region's
+        sub = oversegment_detailed(xyz[rest], rgb8[rest], params=params,
+                                   num_threads=seg.inference.superpoint_threads or None).labels
+        labels[rest] = n_old + sub
+    elif rest.size == 1:
+        labels[rest] = n_old
+    merged, n_sp = number_by_first_point(labels)
+    return merged, {"kept_superpoints": int((~bad).sum()), "resegmented_points": int(rest.size)}
+
+
+def _splice_backbone(seg: Any, st: VoxelState, keys: torch.Tensor, vi_feats: torch.Tensor, mean: torch.Tensor,
+                     shape: list[int], diff: Any, reach: int,
+                     timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Backbone features of the new voxels and the centre their inputs used: recomputed within
+    ``reach`` of a change (from a run on every voxel within ``R`` of those), cached elsewhere, on
+    the pinned centre. When the run covers (nearly) the whole map it covers all of it, on the new
+    map's own mean: every feature is then exactly a full prepare's and the pin is released."""
+    from .change_region import unpack_keys
+
+    R = receptive_field(seg.model.cfg.backbone)
+    dev = keys.device
+    coords = unpack_keys(keys)
+    v = keys.shape[0]
+    replace = (diff.changed | within_reach(coords, diff.seeds, reach)) if reach > 0 else diff.changed.clone()
+    # Run wherever a replaced voxel can look: then each replaced output sees its whole field.
+    run = within_reach(coords, coords[replace], R)
+    n_run = int(run.sum())
+    full = n_run >= FULL_RUN_FRACTION * v
+    centre = st.centre.to(dev)
+    feats = vi_feats
+    if full:
+        run = torch.ones(v, dtype=torch.bool, device=dev)
+        n_run = v
+        centre = mean
+    else:
+        feats = vi_feats.clone()
+        feats[:, 3:] += (mean - centre).float()  # position inputs centred on the pinned centre
+    c4 = torch.zeros((n_run, 4), dtype=torch.int32, device=dev)
+    c4[:, 1:] = coords[run].int()
+    t0 = sync_time(dev)
+    out = seg.model.backbone(feats[run], c4, shape, 1)
+    timings["backbone"] = (sync_time(dev) - t0) * 1e3
+    if full:
+        return out, centre, {"run_voxels": v, "replaced_voxels": v}
+    vox = st.feats.new_empty((v, st.feats.shape[1]))
+    keep = ~replace
+    if bool((diff.old_of_new[keep] < 0).any()):  # cannot happen: every new voxel is a change
+        raise RuntimeError("a new voxel was left out of the recomputed region (change_region bug)")
+    vox[keep] = st.feats[diff.old_of_new[keep]].to(vox.dtype)
+    slot = torch.full((v,), -1, dtype=torch.long, device=dev)
+    slot[run] = torch.arange(n_run, device=dev)
+    vox[replace] = out[slot[replace]].to(vox.dtype)
+    return vox, centre, {"run_voxels": n_run, "replaced_voxels": int(replace.sum())}
+
+
+def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, superpoints: Any = None,
+                 image_features: Any = None, params: IncrementalParams | None = None) -> IncrementalCache:
+    """The cache of the new map ``xyz``/``rgb``: incremental when it can be (module docstring), a
+    full prepare otherwise. Arguments as ``Segmenter.prepare``."""
+    p = IncrementalParams() if params is None else params
+    if not isinstance(p, IncrementalParams):
+        raise TypeError(f"params must be an IncrementalParams, got {type(p).__name__}")
+    args = (xyz, rgb, superpoints, image_features)
+    st = cache.state if isinstance(cache, IncrementalCache) else None
+    if cache is None:
+        return _full(seg, "no cached map", *args)
+    if st is None:
+        return _full(seg, "the cache holds no voxel state (it came from prepare, or tta_rotations > 1)", *args)
+    if st.fingerprint != _fingerprint(seg) or st.model() is not seg.model:
+        return _full(seg, "the cache was made with another model or other inference settings", *args)
+    if (superpoints is None) != (st.spacing > 0):
+        return _full(seg, "superpoints given for one map version and not the other", *args)
+    if cache.n_downsampled:
+        return _full(seg, "the cached map was thinned (inference.max_points): thinning is global", *args)
+    inf = seg.inference
+    dev = seg.device
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    n_in = len(xyz) if hasattr(xyz, "__len__") else -1
+    given = _check_superpoints(superpoints, n_in)
+    point_image = seg._point_image_features(image_features, n_in, given)
+    dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, device=dev)
+    cloud = dcloud.host
+    if cloud.n_downsampled:
+        return _full(seg, "the new map is thinned (inference.max_points): thinning is global", *args)
+    rgb8 = dcloud.rgb.cpu().numpy() if cloud.rgb is None else cloud.rgb
+    t1 = sync_time(dev)
+    timings["clean"] = (t1 - t0) * 1e3
+    vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)
+    if not torch.equal(vi.origin, st.origin.to(vi.origin.device)):
+        return _full(seg, f"the grid origin would move from {st.origin.tolist()} to {vi.origin.tolist()} "
+                          "(the map's minimum corner changed)", *args)
+    mean = dcloud.xyz.double().mean(dim=0)
+    centre = st.centre.to(dev)
+    shift = float((mean - centre).norm())
+    if shift > p.max_centre_shift:
+        return _full(seg, f"the map's mean moved {shift:.3f} m from the pinned centre "
+                          f"(max_centre_shift {p.max_centre_shift} m)", *args)
+    keys = pack_keys(vi.coords)
+    shape = [max(int(v), MIN_SPATIAL_SHAPE) for v in vi.spatial_shape]
+    diff = diff_voxels(st.keys, st.counts, st.means, keys, vi.counts, _means(vi, mean), p.xyz_tol, p.colour_tol,
+                       st.spatial_shape, shape, boundary_reach(seg.model.cfg.backbone))
+    frac = diff.n_changed / max(int(keys.shape[0]), int(st.keys.shape[0]))
+    t2 = sync_time(dev)
+    timings["diff"] = (t2 - t1) * 1e3
+    if frac > p.max_changed_fraction:
+        return _full(seg, f"{100 * frac:.1f} % of the voxels changed (max_changed_fraction "
+                          f"{100 * p.max_changed_fraction:.0f} %)", *args)
+    info: dict[str, Any] = {"mode": "incremental", "reason": "", "changed_voxels": diff.n_changed,
+                            "changed_fraction": frac, "voxels": int(keys.shape[0])}
+    old_row = match_points(cache.point_xyz, st.hash_sorted, st.hash_order, cloud.xyz)
+    if given is None:
+        margin = p.superpoint_margin
+        if margin is None:
+            reach_m = 2.0 * inf.superpoints.max_edge * (inf.superpoints.spacing or st.spacing)
+            margin = int(math.ceil(reach_m / inf.voxel_size)) + 1
+        from .change_region import unpack_keys
+
+        near_vox = within_reach(unpack_keys(st.keys), diff.seeds, margin).cpu().numpy()
+        labels, sp_info = _merge_superpoints(seg, cache, st, cloud.xyz, rgb8, old_row, near_vox[st.p2v])
+        info.update(sp_info, superpoint_margin=margin)
+        table = superpoint_table(cloud.xyz, rgb8, labels, np.arange(cloud.n_points), inf.superpoints)
+    else:
+        table = superpoint_table(cloud.xyz, rgb8, given, cloud.index, inf.superpoints)
+    t3 = time.perf_counter()
+    timings["superpoints"] = (t3 - t2) * 1e3
+    reach = receptive_field(seg.model.cfg.backbone) if p.feature_reach is None else p.feature_reach
+    batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, dcloud.xyz)
+    with torch.inference_mode(), seg._autocast():
+        vox, new_centre, bb_info = _splice_backbone(seg, st, keys, vi.feats, mean, shape, diff, reach, timings)
+        info.update(bb_info, feature_reach=reach)
+        scene = _pool(seg, vox, batch, table, point_image, cloud.index, timings)
+    timings["total"] = (time.perf_counter() - t0) * 1e3
+    base = _scene_cache(scene, cloud, table, vi.n_voxels, timings, dev)
+    hashes = point_hashes(cloud.xyz)
+    order = np.argsort(hashes, kind="stable")
+    new_state = VoxelState(
+        fingerprint=st.fingerprint, model=st.model, keys=keys, counts=vi.counts, means=_means(vi, mean), feats=vox,
+        origin=st.origin, centre=new_centre, spatial_shape=shape, p2v=vi.p2v.cpu().numpy(),
+        spacing=st.spacing, hash_sorted=hashes[order], hash_order=order)
+    return _wrap(base, new_state, info)
