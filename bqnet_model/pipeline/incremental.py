@@ -123,14 +123,6 @@ def _fingerprint(seg: Any) -> tuple:
             dataclasses.astuple(seg.model.cfg.backbone), inf.amp, inf.amp_dtype)
 
 
-def _spatial_shape(keys: torch.Tensor) -> list[int]:
-    """``single_scene_batch``'s spatial shape of voxels with these packed keys."""
-    from .change_region import unpack_keys
-
-    top = unpack_keys(keys).amax(0).tolist()
-    return [max(int(v) + 1, MIN_SPATIAL_SHAPE) for v in top]
-
-
 def _check_superpoints(superpoints: Any, n_in: int) -> np.ndarray | None:
     if superpoints is None:
         return None
@@ -154,53 +146,23 @@ def _means(vi: Any, centre_of_inputs: torch.Tensor) -> torch.Tensor:
 
 def prepare_with_state(seg: Any, xyz: Any, rgb: Any = None, superpoints: Any = None, image_features: Any = None,
                        reason: str = "requested") -> IncrementalCache:
-    """``Segmenter.prepare`` plus the voxel state later updates start from (same stages, same
-    results as ``prepare``; ``test_incremental`` checks it)."""
+    """``Segmenter.prepare`` (its own path, ``_prepare_parts``) plus the voxel state later updates
+    start from."""
     inf = seg.inference
     info = {"mode": "full", "reason": reason}
     if inf.tta_rotations > 1:
         info["reason"] = f"{reason}; no voxel state kept: inference.tta_rotations > 1 turns the whole map"
         return _wrap(seg.prepare(xyz, rgb, superpoints, image_features), None, info)
-    dev = seg.device
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    n_in = len(xyz) if hasattr(xyz, "__len__") else -1
-    given = _check_superpoints(superpoints, n_in)
-    point_image = seg._point_image_features(image_features, n_in, given)
-    dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, device=dev)
-    cloud = dcloud.host
-    rgb8 = dcloud.rgb.cpu().numpy() if cloud.rgb is None else cloud.rgb
-    t1 = sync_time(dev)
-    timings["clean"] = (t1 - t0) * 1e3
-    spacing = 0.0
-    if given is None:
-        from bqnet_model.superpoints import oversegment_detailed
-
-        res = oversegment_detailed(cloud.xyz, rgb8, params=inf.superpoints,
-                                   num_threads=inf.superpoint_threads or None)
-        spacing = res.spacing
-        table = superpoint_table(cloud.xyz, rgb8, res.labels, np.arange(cloud.n_points), inf.superpoints)
-    else:
-        table = superpoint_table(cloud.xyz, rgb8, given, cloud.index, inf.superpoints)
-    t2 = time.perf_counter()
-    timings["superpoints"] = (t2 - t1) * 1e3
-    vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)
-    batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, dcloud.xyz)
-    centre = dcloud.xyz.double().mean(dim=0)
-    t3 = sync_time(dev)
-    timings["voxelize"] = (t3 - t2) * 1e3
-    with torch.inference_mode(), seg._autocast():
-        vox = seg.model.encode_voxels(batch)
-        timings["backbone"] = (sync_time(dev) - t3) * 1e3
-        scene = _pool(seg, vox, batch, table, point_image, cloud.index, timings)
-    timings["total"] = (time.perf_counter() - t0) * 1e3
-    base = _scene_cache(scene, cloud, table, vi.n_voxels, timings, dev)
+    base, parts = seg._prepare_parts(xyz, rgb, superpoints, image_features)  # the one prepare path
+    cloud, vi, vox = parts.dcloud.host, parts.voxels, parts.voxel_feats
+    spacing = parts.table.spacing
+    centre = parts.dcloud.xyz.double().mean(dim=0)
     hashes = point_hashes(cloud.xyz)
     order = np.argsort(hashes, kind="stable")
     state = VoxelState(
         fingerprint=_fingerprint(seg), model=weakref.ref(seg.model), keys=pack_keys(vi.coords), counts=vi.counts,
         means=_means(vi, centre), feats=vox, origin=vi.origin, centre=centre,
-        spatial_shape=list(batch["spatial_shape"]),
+        spatial_shape=list(parts.batch["spatial_shape"]),
         p2v=vi.p2v.cpu().numpy(), spacing=spacing, hash_sorted=hashes[order], hash_order=order)
     info.update(n_voxels=vi.n_voxels, n_points=cloud.n_points)
     return _wrap(base, state, info)

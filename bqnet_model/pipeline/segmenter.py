@@ -53,6 +53,17 @@ log = logging.getLogger(__name__)
 FINE_MASK_PADDING = True
 
 
+@dataclasses.dataclass
+class PreparedParts:
+    """What ``prepare`` computed on the way to its cache, kept by ``incremental`` for updates."""
+
+    dcloud: Any  # ingest.clean_torch's result (device tensors + the host-side cloud)
+    table: SuperpointTable
+    voxels: Any  # ingest.voxel_inputs_torch's result
+    batch: dict[str, Any]
+    voxel_feats: torch.Tensor  # the backbone's per-voxel output
+
+
 def _inference_overrides(inf: InferenceConfig, overrides: dict[str, Any]) -> InferenceConfig:
     if not overrides:
         return inf
@@ -155,6 +166,11 @@ class Segmenter:
         Stages (``timings_ms``): clean, superpoints (oversegmentation + dense labels + the
         superpoint -> point table), voxelize, backbone, pooling, fps, total.
         """
+        return self._prepare_parts(xyz, rgb, superpoints, image_features)[0]
+
+    def _prepare_parts(self, xyz: np.ndarray, rgb: np.ndarray | None, superpoints: np.ndarray | None,
+                       image_features: np.ndarray | None) -> tuple[SceneCache, PreparedParts]:
+        """``prepare``, plus the intermediate results a later ``update`` starts from."""
         inf = self.inference
         timings: dict[str, float] = {}
         dev = self.device
@@ -181,7 +197,8 @@ class Segmenter:
                                  inf.superpoint_threads)
         t2 = time.perf_counter()
         timings["superpoints"] = table.ms
-        batch, n_voxels = self._voxel_batch(dcloud.xyz, dcloud.rgb)
+        vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)
+        batch, n_voxels = single_scene_batch(vi.coords, vi.feats, vi.p2v, dcloud.xyz), vi.n_voxels
         t3 = sync_time(dev)
         timings["voxelize"] = (t3 - t2) * 1e3
         sp_image = None
@@ -202,13 +219,14 @@ class Segmenter:
                           for k in range(1, inf.tta_rotations))
             timings["tta_views"] = (sync_time(dev) - t5) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return SceneCache(
+        cache = SceneCache(
             scene=scene, point_index=cloud.index, point_xyz=cloud.xyz, point_superpoint=table.labels,
             sp_order=table.order, sp_start=table.start, n_input=cloud.n_input, n_voxels=n_voxels,
             timings_ms=timings, device=str(dev), sp_sum=table.geometry[0], sp_min=table.geometry[1],
             sp_max=table.geometry[2], views=views, n_nonfinite=cloud.n_nonfinite,
             n_duplicates=cloud.n_duplicates, n_downsampled=cloud.n_downsampled, sp_class=sp_class,
         )
+        return cache, PreparedParts(dcloud, table, vi, batch, vox)
 
     def update(self, cache: SceneCache | None, xyz: np.ndarray, rgb: np.ndarray | None = None,
                superpoints: np.ndarray | None = None, image_features: np.ndarray | None = None,

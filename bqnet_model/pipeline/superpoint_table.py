@@ -27,6 +27,7 @@ class SuperpointTable:
     start: np.ndarray  # int64 (S+1,)
     ms: float
     geometry: tuple[np.ndarray, np.ndarray, np.ndarray]  # superpoint_geometry
+    spacing: float = 0.0  # metres: the scale the online oversegmentation used (0: labels were given)
 
 
 def superpoint_table(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None, index: np.ndarray,
@@ -38,9 +39,10 @@ def superpoint_table(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None
     if given is None:
         from bqnet_model.superpoints import oversegment_detailed
 
-        sp = oversegment_detailed(xyz, rgb8, params=params, num_threads=num_threads or None).labels
+        res = oversegment_detailed(xyz, rgb8, params=params, num_threads=num_threads or None)
+        sp, spacing = res.labels, res.spacing
     else:
-        sp = np.asarray(given)[index]
+        sp, spacing = np.asarray(given)[index], 0.0
     labels, n_sp = dense_labels(sp)
     # Stable sort by label; as uint16 numpy sorts by radix (O(M)) instead of a merge sort.
     keys = labels.astype(np.uint16) if n_sp <= 1 << 16 else labels
@@ -48,7 +50,7 @@ def superpoint_table(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None
     counts = np.bincount(labels, minlength=n_sp)
     start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     geometry = superpoint_geometry(xyz, order, start)
-    return SuperpointTable(labels, n_sp, order, start, (time.perf_counter() - t0) * 1e3, geometry)
+    return SuperpointTable(labels, n_sp, order, start, (time.perf_counter() - t0) * 1e3, geometry, spacing)
 
 
 def superpoint_geometry(xyz: np.ndarray, order: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
