@@ -261,6 +261,7 @@ def test_shipped_model_with_the_same_superpoints_equals_a_full_prepare() -> None
                       superpoints=sp)
     assert same.update_info["mode"] == "incremental"
     assert torch.equal(same.scene.sp_feats, full.scene.sp_feats)
+    assert same.sp_class is not None and np.array_equal(same.sp_class, full.sp_class)  # the absence checks' input
     texts = [e.text for e in demo_expressions(room)]
     for a, b in zip(seg.query(same, texts), seg.query(full, texts)):
         assert a.found == b.found and np.array_equal(a.point_indices, b.point_indices), a.text
