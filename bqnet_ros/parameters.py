@@ -107,6 +107,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               "own setting, 1 = off.", int_range=(0, 64)),
     ParamSpec("max_points", 1_000_000, "Maps with more finite points are thinned to at most this many by the "
               "library (with a warning, also in each answer's warnings); 0 = no limit.", int_range=(0, _INT_MAX)),
+    ParamSpec("incremental_maps", False, "A new map that shares most points with the current one is prepared by "
+              "re-segmenting and re-encoding only the changed region (Segmenter.update; a full prepare, with "
+              "the reason logged, when too much changed). Off by default: with online superpoints its "
+              "answers can differ from a full prepare's."),
     ParamSpec("text_queue_size", 32, "Sentences waiting for the worker; beyond this the oldest is dropped "
               "(counted, logged, answered with found=false).", int_range=(1, 100_000)),
     ParamSpec("max_batch", 8, "Queued sentences answered together in one query.", int_range=(1, 1024)),
@@ -149,6 +153,7 @@ class NodeParams:
     voxel_size: float
     tta_rotations: int
     max_points: int
+    incremental_maps: bool
     text_queue_size: int
     max_batch: int
     map_wait_timeout: float

@@ -303,7 +303,18 @@ class SegmentNode(Node):
         elif feats is not None:
             self._log_once("unused_image_features", logging.WARNING,
                            f"maps carry '{IMAGE_FEATURES_FIELD}' but the model has no 2D branch: ignored (logged once)")
+        if self.params.incremental_maps and hasattr(self._segmenter, "update"):
+            return self._update_map(m, kwargs), warnings
         return self._segmenter.prepare(m.xyz, m.rgb, **kwargs), warnings
+
+    def _update_map(self, m: MapInput, kwargs: dict[str, Any]) -> Any:
+        """``incremental_maps``: the library decides between a local update and a full prepare."""
+        prepared = self.worker.prepared if self.worker is not None else None
+        cache = self._segmenter.update(prepared.cache if prepared is not None else None, m.xyz, m.rgb, **kwargs)
+        info = getattr(cache, "update_info", {})
+        self._log(logging.INFO, f"map prepared by {info.get('mode', 'full')} update"
+                                + (f" ({info['reason']})" if info.get("reason") else ""))
+        return cache
 
     def _request(self, text: str, request_id: str, task: str | None = None) -> Request:
         req = Request(text=text, request_id=request_id, stamp=self.get_clock().now().to_msg(), task=task)
