@@ -187,9 +187,10 @@ class Client:
 
 
 @contextmanager
-def spinning(ctx: Any, node: Any, **client_kwargs: Any) -> Iterator[Client]:
+def spinning(ctx: Any, node: Any, connect: bool = True, **client_kwargs: Any) -> Iterator[Client]:
     """A test client beside ``node``, both on a 3-thread executor in a background thread (one
-    thread may wait in a service call); connected when this yields, destroyed after."""
+    thread may wait in a service call); connected when this yields (``connect``: a lifecycle node
+    before configure has nothing to connect to), destroyed after."""
     from rclpy.executors import MultiThreadedExecutor
 
     client = Client(ctx, node, **client_kwargs)
@@ -199,7 +200,8 @@ def spinning(ctx: Any, node: Any, **client_kwargs: Any) -> Iterator[Client]:
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
     try:
-        client.wait_connected()
+        if connect:
+            client.wait_connected()
         yield client
     finally:
         node.destroy_node()

@@ -16,18 +16,11 @@ from bqnet_model.pipeline.absence import answer_share, apply_checks, class_point
 from bqnet_model.pipeline.selection import answer, group_queries
 from bqnet_model.text.named_objects import OTHER_CLASS, named_objects
 from bqnet_synth import minimal_room
+from tiny_model import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {
-    "model": {
-        "backbone": {"media": 8, "levels": 3},
-        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16,
-                    "num_proposal_fine": 64, "num_proposal_query": [16, 4], "num_proposal_query_inst": [32, 8]},
-        "num_classes": OTHER_CLASS + 1,
-    },
-    "inference": {"gres_min_points": 5},
-}
+TINY = tiny_config(num_classes=OTHER_CLASS + 1)
 OFF = dict(absent_class_points=0, unknown_object="answer", absent_score=0.0)
 
 

@@ -24,17 +24,11 @@ from bqnet_model.pipeline.change_region import diff_voxels, pack_keys, receptive
 from bqnet_model.pipeline.incremental import IncrementalCache, IncrementalParams, number_by_first_point
 from bqnet_model.superpoints import achievable_segmentation_accuracy as asa
 from bqnet_synth import demo_expressions, demo_room, minimal_room
+from tiny_model import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {
-    "model": {
-        "backbone": {"media": 8, "levels": 3},
-        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16,
-                    "num_proposal_fine": 64, "num_proposal_query": [16, 4], "num_proposal_query_inst": [32, 8]},
-    },
-    "inference": {"gres_min_points": 5},
-}
+TINY = tiny_config()
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "bqnet_tiny_synth.pth"
 FEAT_TOL = 1e-5
 

@@ -21,15 +21,10 @@ from bqnet_model.model.heads import select_res
 from bqnet_model.model.inputs import collate_scenes, scene_inputs, superpoint_targets
 from bqnet_model.model.query_sampling import farthest_point_sample
 from bqnet_model.model.text_encoder import TextEncoder, resolve_text_model
+from tiny_model import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "model": {
-        "backbone": {"media": 8, "levels": 3},
-        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16,
-                    "num_proposal_fine": 64, "num_proposal_query": [16, 4], "num_proposal_query_inst": [32, 8]},
-    }
-}
+TINY = {"model": tiny_config()["model"]}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from ros_harness import ROOT, TINY, WAIT, Client, GatedSegmenter, check_result, room_cloud, tiny_segmenter
+from ros_harness import (ROOT, TINY, WAIT, Client, GatedSegmenter, check_result, room_cloud, spinning,
+                         tiny_segmenter)
 
 
 class Lifecycle:
@@ -57,21 +58,8 @@ class Lifecycle:
 @contextmanager
 def managed(ctx: Any, node: Any, name: str) -> Iterator[tuple[Client, Lifecycle]]:
     """The node and a test client on a 3-thread executor (one thread may wait in a service call)."""
-    from rclpy.executors import MultiThreadedExecutor
-
-    client = Client(ctx, node, prefix=f"/{name}")
-    ex = MultiThreadedExecutor(num_threads=3, context=ctx)
-    ex.add_node(node)
-    ex.add_node(client.node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    try:
+    with spinning(ctx, node, connect=False, prefix=f"/{name}") as client:
         yield client, Lifecycle(client.node, f"/{name}")
-    finally:
-        node.destroy_node()
-        ex.shutdown()
-        th.join(10)
-        client.node.destroy_node()
 
 
 def _connected(client: Client) -> None:

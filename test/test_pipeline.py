@@ -21,15 +21,9 @@ from bqnet_model.pipeline import Result, SceneCache, Segmenter, TargetObject
 from bqnet_model.pipeline.selection import answer, group_queries
 from bqnet_model.pipeline.summary import summarise, unpack_summary
 from bqnet_model.superpoint_params import SuperpointParams
+from tiny_model import tiny_config
 
-TINY = {
-    "model": {
-        "backbone": {"media": 8, "levels": 3},
-        "decoder": {"d_model": 32, "nhead": 2, "ffn": 64, "num_layers": 2, "fps_num": 32, "num_proposal": 16,
-                    "num_proposal_fine": 64, "num_proposal_query": [16, 4], "num_proposal_query_inst": [32, 8]},
-    },
-    "inference": {"gres_min_points": 5},
-}
+TINY = tiny_config()
 TEXTS = ["the red chair next to the desk", "the blue cabinet", "the table in the middle", "a chair", "the desk"]
 
 
