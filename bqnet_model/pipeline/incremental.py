@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bqnet_model.ingest import clean_torch, voxel_inputs_torch
+from bqnet_model.ingest import voxel_inputs_torch
 from bqnet_model.model.bqnet import sync_time
 from bqnet_model.model.inputs import MIN_SPATIAL_SHAPE, set_batch_superpoints, single_scene_batch
 
@@ -122,15 +122,6 @@ def _fingerprint(seg: Any) -> tuple:
     inf = seg.inference
     return (str(seg.device), inf.voxel_size, inf.superpoints, inf.max_points, inf.tta_rotations,
             dataclasses.astuple(seg.model.cfg.backbone), inf.amp, inf.amp_dtype)
-
-
-def _check_superpoints(superpoints: Any, n_in: int) -> np.ndarray | None:
-    if superpoints is None:
-        return None
-    sp = np.asarray(superpoints)
-    if sp.ndim != 1 or sp.shape[0] != n_in:
-        raise ValueError(f"superpoints must have shape ({n_in},) like xyz, got {sp.shape}")
-    return sp
 
 
 def _wrap(base: SceneCache, state: VoxelState | None, info: dict[str, Any]) -> IncrementalCache:
@@ -301,10 +292,7 @@ def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, 
     dev = seg.device
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    n_in = len(xyz) if hasattr(xyz, "__len__") else -1
-    given = _check_superpoints(superpoints, n_in)
-    point_image = seg._point_image_features(image_features, n_in, given)
-    dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, device=dev)
+    given, point_image, dcloud = seg._clean_input(xyz, rgb, superpoints, image_features)
     cloud = dcloud.host
     if cloud.n_downsampled:
         return _full(seg, "the new map is thinned (inference.max_points): thinning is global", *args)

@@ -175,13 +175,7 @@ class Segmenter:
         timings: dict[str, float] = {}
         dev = self.device
         t0 = time.perf_counter()
-        n_in = len(xyz) if hasattr(xyz, "__len__") else -1
-        if superpoints is not None:
-            superpoints = np.asarray(superpoints)
-            if superpoints.ndim != 1 or superpoints.shape[0] != n_in:
-                raise ValueError(f"superpoints must have shape ({n_in},) like xyz, got {superpoints.shape}")
-        point_image = self._point_image_features(image_features, n_in, superpoints)
-        dcloud = clean_torch(xyz, rgb, max_points=inf.max_points, device=dev)
+        superpoints, point_image, dcloud = self._clean_input(xyz, rgb, superpoints, image_features)
         cloud = dcloud.host
         if cloud.n_downsampled:
             log.warning("map has %d points, more than inference.max_points=%d: thinned by a voxel grid to %d "
@@ -241,6 +235,20 @@ class Segmenter:
         from .incremental import update_scene
 
         return update_scene(self, cache, xyz, rgb, superpoints, image_features, params)
+
+    def _clean_input(self, xyz: np.ndarray, rgb: np.ndarray | None, superpoints: np.ndarray | None,
+                     image_features: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
+        """The caller's arrays checked and cleaned (``prepare`` and ``update`` alike): the given
+        superpoint labels as an array (None: online), per-point image features, and
+        ``ingest.clean_torch``'s result on the segmenter's device."""
+        n_in = len(xyz) if hasattr(xyz, "__len__") else -1
+        if superpoints is not None:
+            superpoints = np.asarray(superpoints)
+            if superpoints.ndim != 1 or superpoints.shape[0] != n_in:
+                raise ValueError(f"superpoints must have shape ({n_in},) like xyz, got {superpoints.shape}")
+        point_image = self._point_image_features(image_features, n_in, superpoints)
+        dcloud = clean_torch(xyz, rgb, max_points=self.inference.max_points, device=self.device)
+        return superpoints, point_image, dcloud
 
     def _point_image_features(self, feats: np.ndarray | None, n_points: int,
                               superpoints: np.ndarray | None) -> np.ndarray | None:
