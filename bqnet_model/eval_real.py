@@ -33,6 +33,7 @@ import collections
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -225,8 +226,10 @@ def superpoint_asa(rs: RealScene, superpoint_params: SuperpointParams | None = N
     from bqnet_model.superpoints import achievable_segmentation_accuracy, oversegment_detailed
 
     sc = rs.scene
-    methods: list[tuple[str, np.ndarray]] = [
-        ("ours", oversegment_detailed(sc.xyz, sc.rgb, params=superpoint_params).labels)]
+    t0 = time.perf_counter()
+    ours = oversegment_detailed(sc.xyz, sc.rgb, params=superpoint_params).labels
+    ms = {"ours": 1000.0 * (time.perf_counter() - t0)}  # wall time of the online superpoints on this machine
+    methods: list[tuple[str, np.ndarray]] = [("ours", ours)]
     if rs.mesh_segments is not None:
         methods.append(("scannet mesh", rs.mesh_segments))
     methods.append((f"grid {GRID_CELL:g} m", _grid_labels(sc.xyz, GRID_CELL)))
@@ -236,7 +239,7 @@ def superpoint_asa(rs: RealScene, superpoint_params: SuperpointParams | None = N
         sizes = np.unique(labels, return_counts=True)[1]
         rows.append(dict(scan=sc.scene_id, points=rs.points, n_points=int(labels.size),
                          n_labelled=int((sc.instance >= 0).sum()), method=name, segments=int(sizes.size),
-                         under_5=int((sizes < 5).sum()),
+                         under_5=int((sizes < 5).sum()), ms=ms.get(name),
                          asa=float(achievable_segmentation_accuracy(labels, sc.instance))))
     return rows
 
@@ -244,11 +247,14 @@ def superpoint_asa(rs: RealScene, superpoint_params: SuperpointParams | None = N
 def format_asa_table(rows: Iterable[dict[str, Any]]) -> str:
     """One line per scan and method, then per method over every scan (ASA weighted by labelled points)."""
     rows = list(rows)
-    head = f"{'scan':<14} {'points':<16} {'method':<14} {'segments':>9} {'<5 pts':>7} {'ASA':>6}"
+    head = (f"{'scan':<14} {'points':<16} {'method':<14} {'segments':>9} {'pts/seg':>8} {'<5 pts':>7} {'ASA':>6} "
+            f"{'ms':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         pts = f"{r['points']} {r['n_points']}"
-        lines.append(f"{r['scan']:<14} {pts:<16} {r['method']:<14} {r['segments']:>9} {r['under_5']:>7} {r['asa']:6.3f}")
+        ms = "" if r.get("ms") is None else f"{r['ms']:.0f}"
+        lines.append(f"{r['scan']:<14} {pts:<16} {r['method']:<14} {r['segments']:>9} "
+                     f"{r['n_points'] / max(r['segments'], 1):>8.1f} {r['under_5']:>7} {r['asa']:6.3f} {ms:>7}")
     if len({r["scan"] for r in rows}) > 1:
         lines.append("-" * len(head))
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -256,8 +262,9 @@ def format_asa_table(rows: Iterable[dict[str, Any]]) -> str:
             w = np.asarray([r["n_labelled"] for r in mine], dtype=np.float64)
             asa = float((w * np.asarray([r["asa"] for r in mine])).sum() / w.sum())
             scans = f"{len(mine)} scan" + ("s" if len(mine) > 1 else "")
-            lines.append(f"{'all':<14} {scans:<16} {method:<14} {sum(r['segments'] for r in mine):>9} "
-                         f"{sum(r['under_5'] for r in mine):>7} {asa:6.3f}")
+            segs, pts = sum(r["segments"] for r in mine), sum(r["n_points"] for r in mine)
+            lines.append(f"{'all':<14} {scans:<16} {method:<14} {segs:>9} {pts / max(segs, 1):>8.1f} "
+                         f"{sum(r['under_5'] for r in mine):>7} {asa:6.3f} {'':>7}  min {min(r['asa'] for r in mine):.3f}")
     return "\n".join(lines)
 
 
@@ -328,7 +335,7 @@ def evaluate_real(segmenter: Any, layout: RealLayout, scans: Sequence[str] | Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bqnet_model.eval_real",
                                  description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="model file (.pth) to evaluate")
+    ap.add_argument("--checkpoint", default=None, help="model file (.pth) to evaluate (required unless --asa-only)")
     ap.add_argument("--real-dir", required=True, help="real-data folder (scannet_votenet50k/, scannet_meta/, sentences/)")
     ap.add_argument("--scans", nargs="*", default=None, help="only these scan ids (default: every scan of the folder)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences (in scan order)")
@@ -339,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--superpoints", choices=("online", "mesh"), default="online",
                     help="online: the product's own (as on a robot); mesh: ScanNet's segments where present")
     ap.add_argument("--no-asa", action="store_true", help="skip the superpoint ASA table")
+    ap.add_argument("--asa-only", action="store_true",
+                    help="only the superpoint ASA table (default superpoint parameters, or the checkpoint's when given)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -348,9 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not Path(args.checkpoint).is_file():
+    if args.asa_only and args.no_asa:
+        ap.error("--asa-only and --no-asa contradict each other")
+    if args.checkpoint is None and not args.asa_only:
+        ap.error("--checkpoint is required (or --asa-only for the superpoint table alone)")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
         return 2
+    if args.asa_only:
+        return _asa_only(layout, args)
     from bqnet_model.pipeline import Segmenter
 
     seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
@@ -374,6 +389,27 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(dict(checkpoint=str(args.checkpoint), real_dir=str(layout.root), **out), indent=1))
         print(f"records written to {args.json}")
+    return 0
+
+
+def _asa_only(layout: RealLayout, args: argparse.Namespace) -> int:
+    """``--asa-only``: the superpoint table of every (or each ``--scans``) scan, no model run."""
+    params = None
+    if args.checkpoint is not None:
+        from bqnet_model.checkpoint import load_checkpoint
+
+        params = load_checkpoint(args.checkpoint, "cpu")[1].inference.superpoints
+    todo = list(layout.scans if args.scans is None else args.scans)
+    unknown = [s for s in todo if s not in layout.scans]
+    if unknown:
+        print(f"error: scans {unknown} are not in {layout.root} (it has {layout.scans})", file=sys.stderr)
+        return 2
+    rows = [r for scan in todo for r in superpoint_asa(load_real_scene(layout, scan, args.points), params)]
+    print("superpoints: achievable segmentation accuracy over labelled points (ms: wall time of ours)")
+    print(format_asa_table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dict(real_dir=str(layout.root), asa=rows), indent=1))
     return 0
 
 

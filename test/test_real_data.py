@@ -318,6 +318,15 @@ def test_evaluate_real_on_a_tiny_folder(tmp_path, capsys):
     assert "lacks" in capsys.readouterr().err
     assert main(["--checkpoint", str(tmp_path / "no.pth"), "--real-dir", str(tmp_path)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    # --asa-only: the superpoint table without a model, with its per-scan time and sizes
+    assert main(["--asa-only", "--real-dir", str(tmp_path), "--json", str(tmp_path / "asa.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "pts/seg" in printed and t["scan"] in printed
+    rows = json.loads((tmp_path / "asa.json").read_text())["asa"]
+    assert {r["method"] for r in rows} == {"ours", "grid 0.25 m"}
+    assert [r["ms"] is not None for r in rows] == [r["method"] == "ours" for r in rows]
+    with pytest.raises(SystemExit):
+        main(["--real-dir", str(tmp_path)])  # neither a checkpoint nor --asa-only
 
 
 # ---------------------------------------------------------------- the real files (skip without them)

@@ -10,7 +10,8 @@
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
 # (default: the config's); EXTRA=more tools/train.py options, e.g. "--set train.lr=4e-4 --set train.lang_per_scene=24";
 # NOEVAL=1 skips the held-out evaluation; CUDA_VISIBLE_DEVICES=1 trains on that GPU only (two runs side by side on a 2-GPU machine: a control and
-# a variant, each with half of the CPU cores for its data loader).
+# a variant, each with half of the CPU cores for its data loader); DATA=dir trains on that folder (default /tmp/synth, generated
+# when missing); WORKERS=n sets the data-loader workers (two runs sharing one GPU: tools/device_pair.sh).
 # Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
 set -uo pipefail
 OUT=${1:?output folder}; SECS=${2:-400}; NTRAIN=${3:-1200}; NVAL=${4:-30}; CONFIG=${5:-config/tiny.yaml}
@@ -19,7 +20,7 @@ t_script=$(date +%s)
 mkdir -p "$OUT"
 source tools/device_setup.sh || exit 1
 nvidia-smi -L
-DATA=/tmp/synth; RUNS=/tmp/runs
+DATA=${DATA:-/tmp/synth}; RUNS=/tmp/runs
 t0=$(date +%s)
 [ -f $DATA/val_scanrefer.json ] || tools/make_synthetic.sh $DATA "$NTRAIN" "$NVAL" "$(nproc)" || exit 1
 echo "[device] data ready after $(( $(date +%s) - t0 )) s"
@@ -31,7 +32,7 @@ fi
 nphys=$(nvidia-smi -L | wc -l)
 gpus=($(seq 0 $(( nphys - 1 )))); [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && gpus=(${CUDA_VISIBLE_DEVICES//,/ })
 ngpu=${#gpus[@]}
-workers=$(( $(nproc) / nphys - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers ))
+workers=$(( $(nproc) / nphys - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 ? 12 : workers )); workers=${WORKERS:-$workers}
 extra=(); [ -n "${INIT:-}" ] && extra=(--init-weights "$INIT")
 [ -n "${BATCH:-}" ] && extra+=(--set "train.batch_size=$BATCH")
 [ -n "${EXTRA:-}" ] && extra+=($EXTRA)
