@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Controlled runs on one GPU: a control and one or more variants trained side by side from the same
+# weights, for the same time, on the same synthetic rooms and seed, the CPU cores split among their loaders.
+# Run from the repo root on the GPU machine (the `device` tool), with the .gpu bundle present:
+#   bash tools/device_side_by_side.sh OUT until:T
+# Environment (each optional):
+#   RUNS="A B"          the run names (default "A B": a control A and a variant B)
+#   INIT=ckpt.pth       every run starts from these weights
+#   EXTRA_<name>        that run's tools/train.py options, e.g. EXTRA_B="--set model.loss.anchor_ref=0.5"
+#   REAL_<name>         a packed real-scan training folder (tools/make_real_training.py, then tar -cJf) merged
+#                       into that run's rooms; runs without one train on the synthetic rooms alone
+#   REAL_REPEAT=K       the real training sentences K times (default 4: a few scans among 1,200 rooms)
+# Writes OUT/<name>.pth and OUT/logs.tar.gz (each run's metrics.jsonl, train.log, device.log; tools/device_train.sh
+# with NOEVAL=1: evaluate on a CPU machine).
+set -uo pipefail
+OUT=${1:?output folder}; SECS=${2:?until:T}
+[[ $SECS == until:* ]] || { echo "the second argument is until:T (seconds from this script's start)"; exit 2; }
+t_script=$(date +%s)
+mkdir -p "$OUT"
+source tools/device_setup.sh || exit 1
+[ -f /tmp/synth/val_scanrefer.json ] || tools/make_synthetic.sh /tmp/synth 1200 30 "$(nproc)" || exit 1
+echo "[side-by-side] rooms ready after $(( $(date +%s) - t_script )) s"
+with_real() {  # packed-folder -> a data folder holding the synthetic rooms and the real scans
+  local dst=/tmp/synth_real_$(basename "$1" .tar.xz)
+  if [ ! -f "$dst/train_multi3drefer.json" ]; then
+    rm -rf "/tmp/unpacked_$(basename "$1")" "$dst" && mkdir -p "/tmp/unpacked_$(basename "$1")" || return 1
+    tar -xJf "$1" -C "/tmp/unpacked_$(basename "$1")" || return 1
+    local src; src=$(dirname "$(find "/tmp/unpacked_$(basename "$1")" -name train_multi3drefer.json | head -1)")
+    python3 tools/make_real_training.py merge --converted "$src" --synthetic /tmp/synth --into "$dst" \
+      --repeat "${REAL_REPEAT:-4}" >&2 || return 1
+  fi
+  echo "$dst"
+}
+runs=(${RUNS:-A B})
+declare -A data
+for name in "${runs[@]}"; do  # every data folder first, so that the runs start together
+  real_var="REAL_$name"; data[$name]=/tmp/synth
+  if [ -n "${!real_var:-}" ]; then data[$name]=$(with_real "${!real_var}") || exit 1; fi
+done
+workers=$(( $(nproc) / ${#runs[@]} - 2 )); workers=$(( workers < 2 ? 2 : workers ))
+left="until:$(( ${SECS#until:} - ($(date +%s) - t_script) ))"
+for name in "${runs[@]}"; do
+  extra_var="EXTRA_$name"
+  echo "[side-by-side] $name: data ${data[$name]}, options ${!extra_var:-none}"
+  NAME=$name DATA=${data[$name]} WORKERS=$workers NOEVAL=1 EXTRA="${!extra_var:-}" \
+    bash tools/device_train.sh "$OUT" "$left" > "$OUT/$name.device.log" 2>&1 &
+done
+wait
+rm -f "$OUT/evals.json"  # NOEVAL: each run wrote an empty one
+for name in "${runs[@]}"; do echo "== $name"; tail -n 3 "$OUT/$name.device.log"; done
+# at most 8 files come back from a call: the weights one by one, the logs in one archive
+(cd "$OUT" && tar -czf logs.tar.gz *.metrics.jsonl *.train.log *.device.log && rm -f *.metrics.jsonl *.train.log *.device.log)
+echo "[side-by-side] done after $(( $(date +%s) - t_script )) s"
