@@ -7,9 +7,9 @@
 #   RUNS="A B"          the run names (default "A B": a control A and a variant B)
 #   INIT=ckpt.pth       every run starts from these weights
 #   EXTRA_<name>        that run's tools/train.py options, e.g. EXTRA_B="--set model.loss.anchor_ref=0.5"
-#   REAL_<name>         a packed real-scan training folder (tools/make_real_training.py, then tar -cJf) merged
-#                       into that run's rooms; runs without one train on the synthetic rooms alone
-#   REAL_REPEAT=K       the real training sentences K times (default 4: a few scans among 1,200 rooms)
+#   REAL_<name>         a packed real-scan training folder (tools/make_real_training.py --repeat K, then tar -cJf)
+#                       merged into that run's rooms (bqnet_synth.real_training.merge_real_into, on links to the
+#                       synthetic scenes); runs without one train on the synthetic rooms alone
 # Writes OUT/<name>.pth and OUT/logs.tar.gz (each run's metrics.jsonl, train.log, device.log; tools/device_train.sh
 # with NOEVAL=1: evaluate on a CPU machine).
 set -uo pipefail
@@ -26,8 +26,9 @@ with_real() {  # packed-folder -> a data folder holding the synthetic rooms and 
     rm -rf "/tmp/unpacked_$(basename "$1")" "$dst" && mkdir -p "/tmp/unpacked_$(basename "$1")" || return 1
     tar -xJf "$1" -C "/tmp/unpacked_$(basename "$1")" || return 1
     local src; src=$(dirname "$(find "/tmp/unpacked_$(basename "$1")" -name train_multi3drefer.json | head -1)")
-    python3 tools/make_real_training.py merge --converted "$src" --synthetic /tmp/synth --into "$dst" \
-      --repeat "${REAL_REPEAT:-4}" >&2 || return 1
+    mkdir -p "$dst" && ln -s /tmp/synth/*.npz "$dst"/ && cp /tmp/synth/*.json "$dst"/ || return 1
+    python3 -c "import sys; from bqnet_synth.real_training import merge_real_into as m; print(m(sys.argv[1], sys.argv[2]))" \
+      "$src" "$dst" >&2 || return 1
   fi
   echo "$dst"
 }
