@@ -8,7 +8,7 @@ Per-scene files and JSON follow docs/architecture.md (synthetic and preprocessed
 Besides the masks, each description carries what the authors' loss reads: the target instance of
 each superpoint (``gt_sp_inst``, for the query-object matching), ``sp_ref_masks`` (the soft
 sampling target: superpoint mean of 1 on target points, 0.5 on points of instances whose class
-the sentence names, 0 elsewhere) and its ``PreparedText`` (``bqnet_model.model.text_prep``: the
+the sentence names, optionally ``anchor_ref`` on the sentence's anchors, 0 elsewhere) and its ``PreparedText`` (``bqnet_model.model.text_prep``: the
 span token maps of the contrastive term and the named classes).
 """
 
@@ -74,6 +74,8 @@ class ReferDataset(Dataset):
     when the extension is missing) get ``bqnet_model.superpoints.oversegment_detailed(xyz, rgb,
     params=superpoint_params)`` once, at construction (pass ``inference.superpoints`` so training
     sees the superpoints inference will compute; None = the defaults).
+    ``anchor_ref``: the value ``reference_mask`` gives the annotations' anchors
+    (``Annotation.anchor_ids``; the config's ``model.loss.anchor_ref``), 0 = off.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class ReferDataset(Dataset):
         superpoint_params: SuperpointParams | None = None,
         scanrefer: bool = False,
         prepare: Callable[..., Any] | None = None,
+        anchor_ref: float = 0.0,
     ) -> None:
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
@@ -100,6 +103,9 @@ class ReferDataset(Dataset):
             raise ValueError(f"lang_per_scene must be a positive integer, got {lang_per_scene!r}")
         if max_points is not None and (isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1):
             raise ValueError(f"max_points must be a positive integer or None, got {max_points!r}")
+        if isinstance(anchor_ref, bool) or not isinstance(anchor_ref, (int, float)) or not 0.0 <= anchor_ref <= 1.0:
+            raise ValueError(f"anchor_ref must be a number in [0, 1] (0 = off), got {anchor_ref!r}")
+        self.anchor_ref = float(anchor_ref)
         self.scene_dir = Path(scene_dir)
         if not self.scene_dir.is_dir():
             raise FileNotFoundError(f"scene folder not found: {self.scene_dir}")
@@ -264,7 +270,8 @@ class ReferDataset(Dataset):
             sample.gt_sp_masks.append(superpoint_targets(inputs.superpoints, pm))
             sample.gt_sp_inst.append(target_superpoints(inputs.superpoints, inst_kept, a.object_ids))
             sample.sp_ref_masks.append(reference_mask(inputs.superpoints, inst_kept, sem_kept, a.object_ids,
-                                                      getattr(prep, "context_classes", ())))
+                                                      getattr(prep, "context_classes", ()),
+                                                      a.anchor_ids, self.anchor_ref))
             sample.meta.append({"scene_id": scene_id, "ann_id": a.ann_id, "object_ids": list(a.object_ids),
                                 "object_name": a.object_name, "eval_type": a.eval_type})
         return sample
@@ -289,10 +296,17 @@ def target_superpoints(superpoints: np.ndarray, instance: np.ndarray, object_ids
 
 
 def reference_mask(superpoints: np.ndarray, instance: np.ndarray, semantic: np.ndarray | None,
-                   object_ids: Sequence[int], context_classes: Sequence[str]) -> np.ndarray:
+                   object_ids: Sequence[int], context_classes: Sequence[str],
+                   anchor_ids: Sequence[int] = (), anchor_value: float = 0.0) -> np.ndarray:
     """The authors' ``sp_ref_mask`` (S,) float32: per point 1 on the targets, 0.5 on points of the
     instances whose class (``CLASSES`` name of the instance's semantic label) the sentence names
-    (``PreparedText.context_classes``), 0 elsewhere; then the mean over each superpoint."""
+    (``PreparedText.context_classes``), 0 elsewhere; then the mean over each superpoint.
+
+    ``anchor_value`` > 0 (``loss.anchor_ref``, not the authors') raises the points of the
+    ``anchor_ids`` instances to at least that value, so the sampling loss also pulls seeds onto
+    the objects the sentence names; targets stay 1. 0 leaves the authors' target untouched."""
+    if not 0.0 <= anchor_value <= 1.0:
+        raise ValueError(f"anchor_value must be in [0, 1] (0 = off), got {anchor_value!r}")
     point = np.zeros(instance.shape[0], np.float64)
     names = set(context_classes)
     if names and semantic is not None:
@@ -301,6 +315,9 @@ def reference_mask(superpoints: np.ndarray, instance: np.ndarray, semantic: np.n
                if i >= 0 and 0 <= semantic[f] < len(CLASSES) and CLASSES[int(semantic[f])] in names]
         if ctx:
             point[np.isin(instance, ctx)] = 0.5
+    if anchor_value > 0 and len(anchor_ids):
+        on = np.isin(instance, list(anchor_ids))
+        point[on] = np.maximum(point[on], anchor_value)
     if len(object_ids):
         point[np.isin(instance, list(object_ids))] = 1.0
     n_sp = int(superpoints.max()) + 1

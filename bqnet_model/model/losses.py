@@ -56,7 +56,16 @@ class LossConfig:
     ``align_temperature``: of the contrastive logits; ``focal_alpha``/``focal_gamma``: of the
     sampling loss; ``layer_weights``: None = the (i+1)/N ramp, a list = one weight per prediction,
     a number = that weight for all; ``sem``: the auxiliary semantic head's weight (models with
-    ``num_classes`` > 0 only)."""
+    ``num_classes`` > 0 only).
+
+    ``anchor_ref`` (in [0, 1], not the authors'; 0 = off, their target exactly): the value the
+    soft sampling target ``sp_ref`` gives the points of the sentence's anchors (the other objects
+    it names, ``Annotation.anchor_ids``), taken as the maximum with what they already have. The
+    sampling loss then teaches the seeds to land on the mentioned objects too, so the decoder's
+    queries can attend to them. Named classes already give 0.5 to every instance of the class,
+    so only a value above 0.5 singles the named anchor out among its class mates. The datasets
+    apply it (``bqnet_model.train.data.build_datasets``); annotations without anchors are
+    unaffected."""
 
     mask_bce: float = 1.0
     mask_dice: float = 1.0
@@ -71,6 +80,7 @@ class LossConfig:
     focal_gamma: float = 2.0
     layer_weights: list[float] | float | None = None
     sem: float = 1.0
+    anchor_ref: float = 0.0
 
     # Keys of earlier versions (stored in old checkpoints' configs); a loader may drop them.
     RETIRED: ClassVar[tuple[str, ...]] = ("negative_weight", "mask_focal", "sample_focal")
@@ -80,6 +90,8 @@ class LossConfig:
                      "focal_gamma", "sem"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.anchor_ref <= 1.0:
+            raise ValueError(f"loss.anchor_ref must be in [0, 1] (0 = off), got {self.anchor_ref}")
         if not 0.0 <= self.focal_alpha <= 1.0:
             raise ValueError(f"loss.focal_alpha must be in [0, 1], got {self.focal_alpha}")
         if not 0.0 <= self.score_iou_min < 1.0:
