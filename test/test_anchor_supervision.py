@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bqnet_synth import minimal_room
 from bqnet_synth.dataset import room_with_expressions
 from bqnet_synth.grammar import class_nouns
 from bqnet_synth.relations import Descriptor
 from bqnet_synth.expressions import Expression
-from bqnet_model.data.dataset import reference_mask
+from bqnet_model.data.dataset import anchor_superpoints, reference_mask, target_superpoints
 from bqnet_model.data.referit import Annotation, load_annotations, save_annotations
 from bqnet_model.model.config import load_config
+from bqnet_model.model.losses import LossConfig, LossTargets, anchor_matching, bqnet_loss
+from bqnet_model.model.matching import match_batch
 from conftest import save_grid_room
 
 SEEDS = (0, 1, 2)
@@ -135,14 +139,96 @@ def test_reference_mask_with_anchors():
         reference_mask(sp, inst, sem, [1], [], [2], 1.5)
 
 
-def test_config_key_validates():
-    assert load_config({}).model.loss.anchor_ref == 0.0
-    assert load_config({}, ["model.loss.anchor_ref=0.5"]).model.loss.anchor_ref == 0.5
-    for bad in ("1.5", "-0.1", "nan"):
-        with pytest.raises(ValueError, match="anchor_ref"):
-            load_config({}, [f"model.loss.anchor_ref={bad}"])
+def test_config_keys_validate():
+    lo = load_config({}).model.loss
+    assert (lo.anchor_ref, lo.anchor_mask) == (0.0, 0.0)
+    lo = load_config({}, ["model.loss.anchor_ref=0.5", "model.loss.anchor_mask=0.3"]).model.loss
+    assert (lo.anchor_ref, lo.anchor_mask) == (0.5, 0.3)
+    for key, bad in (("anchor_ref", "1.5"), ("anchor_ref", "-0.1"), ("anchor_ref", "nan"), ("anchor_mask", "-1")):
+        with pytest.raises(ValueError, match=key):
+            load_config({}, [f"model.loss.{key}={bad}"])
     for name in ("res.yaml", "gres.yaml", "tiny.yaml"):
-        assert load_config(Path(__file__).parents[1] / "config" / name).model.loss.anchor_ref == 0.0
+        lo = load_config(Path(__file__).parents[1] / "config" / name).model.loss
+        assert (lo.anchor_ref, lo.anchor_mask) == (0.0, 0.0)
+
+
+def test_anchor_superpoints_leave_the_targets_alone():
+    sp = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    inst = np.array([1, 1, 1, 1, 7, 2, 2, 9])  # superpoint 1: target 1 holds 2 of 3, anchor 7 the rest
+    tsp = target_superpoints(sp, inst, [1])
+    np.testing.assert_array_equal(anchor_superpoints(sp, inst, [2, 8], tsp), [-1, -1, 2, -1])  # 8: no points
+    # anchor 7 dominates no superpoint: its best share is the target's superpoint, which stays the target's
+    np.testing.assert_array_equal(target_superpoints(sp, inst, [7]), [-1, 7, -1, -1])
+    np.testing.assert_array_equal(anchor_superpoints(sp, inst, [7], tsp), [-1, -1, -1, -1])
+    np.testing.assert_array_equal(anchor_superpoints(sp, inst, [], tsp), [-1, -1, -1, -1])
+    np.testing.assert_array_equal(anchor_superpoints(sp, inst, [1], tsp), [-1, -1, -1, -1])  # a target is no anchor
+
+
+# Stand-ins with the attribute names of decoder.LayerPrediction / DecoderOutput that the loss reads.
+@dataclass
+class _Pred:
+    masks: torch.Tensor
+    scores: torch.Tensor
+    indi: torch.Tensor
+    proj_queries: None = None
+    proj_tokens: None = None
+
+
+@dataclass
+class _Out:
+    layers: list
+    sample_idx: torch.Tensor
+    seed_idx: torch.Tensor
+    seed_scores: torch.Tensor
+    word_pad: None = None
+
+
+def _loss_case(anchor_sp: list[int]):
+    """One sentence, superpoints 0..5 on the x axis: the target (id 3) owns 1 and 2, the anchor
+    (id 5) ``anchor_sp``; queries on superpoints 2, 4 and 5; two decoder predictions."""
+    g = torch.Generator().manual_seed(0)
+    xs = torch.arange(6.0)
+    sp_anchor = torch.full((1, 6), -1, dtype=torch.long)
+    sp_anchor[0, anchor_sp] = 5
+    tg = LossTargets(sp_inst=torch.tensor([[-1, 3, 3, -1, -1, -1]]), sp_pad=torch.zeros(1, 6, dtype=torch.bool),
+                     sp_xyz=torch.stack([xs, torch.zeros(6), torch.zeros(6)], 1)[None],
+                     sp_ref=torch.tensor([[0.0, 1, 1, 0, 0, 0]]), sp_anchor=sp_anchor)
+    layers = [_Pred(torch.randn(1, 3, 6, generator=g), torch.rand(1, 3, generator=g), torch.randn(1, 3, 2, generator=g))
+              for _ in range(2)]
+    out = _Out(layers, sample_idx=torch.tensor([[1, 2, 3]]), seed_idx=torch.tensor([[0, 2, 4, 5]]),
+               seed_scores=torch.rand(1, 4, generator=g))
+    return out, tg
+
+
+def test_anchor_mask_loss_trains_the_anchor_queries_masks_only():
+    out, tg = _loss_case([4, 5])
+    base, parts0 = bqnet_loss(out, tg, LossConfig())
+    assert "anchor_mask" not in parts0
+    no_anchor = LossTargets(**{**vars(tg), "sp_anchor": None})
+    assert torch.equal(bqnet_loss(out, no_anchor, LossConfig())[0], base)  # off: anchors change nothing
+    total, parts = bqnet_loss(out, tg, LossConfig(anchor_mask=2.0))
+    m = match_batch(out.seed_idx, out.sample_idx, tg)
+    am = anchor_matching(out.seed_idx, out.sample_idx, tg, m)
+    # the anchor's nearest query (1, on superpoint 4; a tie with 5 goes to the lower index) and query 2 inside it
+    assert am.q_idx.tolist() == [1, 2] and m.q_idx.tolist() == [0]
+    want = 0.0
+    tgt = torch.tensor([0.0, 0, 0, 0, 1, 1])
+    for w, pred in zip((0.5, 1.0), out.layers):
+        lg = pred.masks[0, 1:3]
+        bce = F.binary_cross_entropy_with_logits(lg, tgt.expand(2, 6), reduction="sum") / 12
+        p = torch.sigmoid(lg)
+        dice = (1 - (2 * (p * tgt).sum(-1) + 1) / (p.sum(-1) + tgt.sum() + 1)).mean()
+        want += w * float(bce + dice) / 2  # / the 2 anchor pairs
+    assert float(parts["anchor_mask"]) == pytest.approx(want, rel=1e-5)
+    assert float(total - base) == pytest.approx(2.0 * want, rel=1e-5)
+    for k in ("mask_bce", "mask_dice", "score", "indicator", "sample"):  # the other terms are untouched
+        assert torch.equal(parts[k], parts0[k])
+    # the anchor's nearest query is the target's: it stays the target's, the anchor gets no pair
+    out, tg = _loss_case([3])
+    _, parts = bqnet_loss(out, tg, LossConfig(anchor_mask=1.0))
+    assert float(parts["anchor_mask"]) == 0.0 and float(parts["anchor_insts"]) == 0.0
+    with pytest.raises(ValueError, match="sp_anchor"):
+        bqnet_loss(out, LossTargets(**{**vars(tg), "sp_anchor": None}), LossConfig(anchor_mask=1.0))
 
 
 TINY = """
@@ -157,9 +243,10 @@ train: {lr_schedule: step, epochs: 1, batch_size: 1, lang_per_scene: 2, num_work
 """
 
 
-def test_training_step_with_anchor_ref(tmp_path):
-    """One step of tools/train.py's main with ``--set model.loss.anchor_ref=...``: the training set
-    carries the value and the anchor's superpoints get it in the sampling target."""
+def test_training_step_with_anchor_supervision(tmp_path):
+    """One step of tools/train.py's main with ``--set model.loss.anchor_ref=...`` and
+    ``anchor_mask``: the training set carries the value, the anchor's superpoints get it in the
+    sampling target and are the anchor-mask term's objects."""
     from bqnet_model.train import build_datasets, main
 
     torch.set_num_threads(2)
@@ -187,7 +274,11 @@ def test_training_step_with_anchor_ref(tmp_path):
     off_ds, _ = build_datasets(load_config(cfg), data, train=True)
     np.testing.assert_allclose(off_ds[0].sp_ref_masks[0][on_desk], 0.5)  # off: "desk" is a named class
 
-    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--set", "model.loss.anchor_ref=0.5"]) == 0
+    np.testing.assert_array_equal(s.gt_sp_anchor[0][on_desk], 5)
+    np.testing.assert_array_equal(s.gt_sp_anchor[0][~on_desk], -1)
+
+    assert main([str(cfg), "--max-steps", "1", "--no-eval", "--set", "model.loss.anchor_ref=0.5",
+                 "--set", "model.loss.anchor_mask=0.5"]) == 0
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in log if r["event"] == "train"]
-    assert train and np.isfinite(train[0]["loss"])
+    assert train and np.isfinite(train[0]["loss"]) and np.isfinite(train[0]["anchor_mask"])

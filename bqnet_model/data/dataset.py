@@ -32,7 +32,7 @@ from bqnet_model.model.inputs import (SceneInputs, collate_scenes, scene_inputs,
                                       superpoint_targets)
 from bqnet_model.superpoint_params import SuperpointParams
 
-__all__ = ["ReferSample", "ReferDataset", "collate_fn", "target_superpoints", "reference_mask"]
+__all__ = ["ReferSample", "ReferDataset", "collate_fn", "target_superpoints", "anchor_superpoints", "reference_mask"]
 
 _TASKS = ("res", "gres")
 
@@ -53,6 +53,7 @@ class ReferSample:
     sp_semantic: np.ndarray | None = None  # (S,) int64: majority semantic label per superpoint, -1 = none
     sp_ref_masks: list[np.ndarray] = field(default_factory=list)  # (S,) float32 each: soft sampling target
     prepared: list[Any] = field(default_factory=list)  # text_prep.PreparedText of each description
+    gt_sp_anchor: list[np.ndarray] = field(default_factory=list)  # (S,) int64 each: anchor instance id or -1
 
 
 class ReferDataset(Dataset):
@@ -268,7 +269,9 @@ class ReferDataset(Dataset):
             sample.prepared.append(prep)
             sample.gt_point_masks.append(pm)
             sample.gt_sp_masks.append(superpoint_targets(inputs.superpoints, pm))
-            sample.gt_sp_inst.append(target_superpoints(inputs.superpoints, inst_kept, a.object_ids))
+            sp_inst = target_superpoints(inputs.superpoints, inst_kept, a.object_ids)
+            sample.gt_sp_inst.append(sp_inst)
+            sample.gt_sp_anchor.append(anchor_superpoints(inputs.superpoints, inst_kept, a.anchor_ids, sp_inst))
             sample.sp_ref_masks.append(reference_mask(inputs.superpoints, inst_kept, sem_kept, a.object_ids,
                                                       getattr(prep, "context_classes", ()),
                                                       a.anchor_ids, self.anchor_ref))
@@ -292,6 +295,19 @@ def target_superpoints(superpoints: np.ndarray, instance: np.ndarray, object_ids
             major = np.zeros(n_sp, bool)
             major[int(np.argmax(hits / np.maximum(size, 1)))] = True
         out[major] = k
+    return out
+
+
+def anchor_superpoints(superpoints: np.ndarray, instance: np.ndarray, anchor_ids: Sequence[int],
+                       sp_inst: np.ndarray) -> np.ndarray:
+    """(S,) int64: the anchor instance of each superpoint by ``target_superpoints``' rule, -1
+    elsewhere and on superpoints a target already holds (``sp_inst``), so no superpoint is both
+    a target's and an anchor's; the objects of the auxiliary anchor-mask loss."""
+    anchors = [int(k) for k in anchor_ids if int(k) >= 0]
+    if not anchors:
+        return np.full(sp_inst.shape[0], -1, np.int64)
+    out = target_superpoints(superpoints, instance, anchors)  # an anchor the crop removed marks nothing
+    out[sp_inst >= 0] = -1
     return out
 
 
@@ -329,7 +345,8 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
     """Batch ``ReferSample``s with ``collate_scenes`` (the dict of docs/architecture.md), plus what
     the loss reads (``BQNet.sentence_targets``): ``gt_sp_inst``, list (T) of LongTensor (S_b,), the
     target instance id of each superpoint (-1 = none); ``sp_ref_masks``, list (T) of FloatTensor
-    (S_b,); ``prepared``, list (T) of ``PreparedText``; and ``sp_semantic``: LongTensor (S_total,)
+    (S_b,); ``gt_sp_anchor``, list (T) of LongTensor (S_b,), the anchor instance of each
+    superpoint (-1 = none); ``prepared``, list (T) of ``PreparedText``; and ``sp_semantic``: LongTensor (S_total,)
     majority semantic label per global superpoint (-1 = none; None unless every sample has one),
     the target of the auxiliary semantic head."""
     if not samples:
@@ -340,6 +357,7 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
     pt_masks: list[np.ndarray] = []
     sp_inst: list[np.ndarray] = []
     sp_ref: list[np.ndarray] = []
+    sp_anchor: list[np.ndarray] = []
     prepared: list[Any] = []
     meta: list[dict[str, Any]] = []
     for b, s in enumerate(samples):
@@ -351,6 +369,7 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
         pt_masks += s.gt_point_masks
         sp_inst += s.gt_sp_inst
         sp_ref += s.sp_ref_masks
+        sp_anchor += s.gt_sp_anchor
         prepared += s.prepared
         meta += s.meta
     sems = [s.sp_semantic for s in samples]
@@ -359,5 +378,6 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
                            sp_semantic=None if any(m is None for m in sems) else sems)
     batch["gt_sp_inst"] = [torch.from_numpy(m) for m in sp_inst] if len(sp_inst) == len(texts) else None
     batch["sp_ref_masks"] = [torch.from_numpy(m) for m in sp_ref] if len(sp_ref) == len(texts) else None
+    batch["gt_sp_anchor"] = [torch.from_numpy(m) for m in sp_anchor] if len(sp_anchor) == len(texts) else None
     batch["prepared"] = prepared if len(prepared) == len(texts) else None
     return batch
