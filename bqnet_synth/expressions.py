@@ -69,7 +69,8 @@ class Expression:
     ``target_ids``: instance ids named (empty: no target); ``eval_type``: Multi3DRefer's type;
     ``relation``: the main descriptor's kind ('category' when only the class is named);
     ``object_name``: the class the sentence names; ``distractor_ids``: the other objects of that
-    class in the scene.
+    class in the scene; ``anchor_ids`` (derived from the descriptors): the other objects the
+    sentence names, so training can supervise them too.
     """
 
     text: str
@@ -81,24 +82,40 @@ class Expression:
     distractor_ids: list[int] = field(default_factory=list)
 
     @property
+    def anchor_ids(self) -> list[int]:
+        """Every object the descriptors name besides the targets, in order of first use, each once:
+        the relations' anchors and the left/right viewpoint ("when facing the door"), which the
+        sentence names just like an anchor. Empty for class, colour and size-only sentences.
+        Derived rather than stored, so it cannot disagree with the descriptors."""
+        out: list[int] = []
+        for d in self.descriptors:
+            for a in (*d.anchors, *((d.viewpoint,) if d.viewpoint >= 0 else ())):
+                if int(a) not in out:
+                    out.append(int(a))
+        return out
+
+    @property
     def scanrefer_eval_type(self) -> str | None:
         """'unique' / 'multiple' for single-target sentences, None for the others."""
         return {"st_wo_d": "unique", "st_w_d": "multiple"}.get(self.eval_type)
 
     def to_scanrefer(self, scene_id: str, ann_id: int) -> dict[str, Any]:
-        """A ScanRefer JSON entry (string ids as ScanRefer), plus ``eval_type`` and ``relation``."""
+        """A ScanRefer JSON entry (string ids as ScanRefer), plus ``eval_type``, ``relation`` and
+        ``anchor_ids`` (integers: not a ScanRefer field, so no string convention to follow)."""
         et = self.scanrefer_eval_type
         if et is None:
             raise ValueError(f"ScanRefer entries need exactly one target; {self.text!r} is {self.eval_type}")
         return {"scene_id": scene_id, "object_id": str(self.target_ids[0]),
                 "object_name": self.object_name.replace(" ", "_"), "ann_id": str(ann_id),
-                "description": self.text, "token": _tokens(self.text), "eval_type": et, "relation": self.relation}
+                "description": self.text, "token": _tokens(self.text), "eval_type": et, "relation": self.relation,
+                "anchor_ids": self.anchor_ids}
 
     def to_multi3drefer(self, scene_id: str, ann_id: int) -> dict[str, Any]:
-        """A Multi3DRefer JSON entry (integer ids), plus ``relation``."""
+        """A Multi3DRefer JSON entry (integer ids), plus ``relation`` and ``anchor_ids``."""
         return {"scene_id": scene_id, "object_ids": [int(i) for i in self.target_ids],
                 "object_name": self.object_name.replace(" ", "_"), "ann_id": int(ann_id),
-                "description": self.text, "eval_type": self.eval_type, "relation": self.relation}
+                "description": self.text, "eval_type": self.eval_type, "relation": self.relation,
+                "anchor_ids": self.anchor_ids}
 
 
 def _tokens(text: str) -> list[str]:

@@ -8,7 +8,7 @@ Per-scene files and JSON follow docs/architecture.md (synthetic and preprocessed
 Besides the masks, each description carries what the authors' loss reads: the target instance of
 each superpoint (``gt_sp_inst``, for the query-object matching), ``sp_ref_masks`` (the soft
 sampling target: superpoint mean of 1 on target points, 0.5 on points of instances whose class
-the sentence names, 0 elsewhere) and its ``PreparedText`` (``bqnet_model.model.text_prep``: the
+the sentence names, optionally ``anchor_ref`` on the sentence's anchors, 0 elsewhere) and its ``PreparedText`` (``bqnet_model.model.text_prep``: the
 span token maps of the contrastive term and the named classes).
 """
 
@@ -32,7 +32,7 @@ from bqnet_model.model.inputs import (SceneInputs, collate_scenes, scene_inputs,
                                       superpoint_targets)
 from bqnet_model.superpoint_params import SuperpointParams
 
-__all__ = ["ReferSample", "ReferDataset", "collate_fn", "target_superpoints", "reference_mask"]
+__all__ = ["ReferSample", "ReferDataset", "collate_fn", "target_superpoints", "anchor_superpoints", "reference_mask"]
 
 _TASKS = ("res", "gres")
 
@@ -53,6 +53,7 @@ class ReferSample:
     sp_semantic: np.ndarray | None = None  # (S,) int64: majority semantic label per superpoint, -1 = none
     sp_ref_masks: list[np.ndarray] = field(default_factory=list)  # (S,) float32 each: soft sampling target
     prepared: list[Any] = field(default_factory=list)  # text_prep.PreparedText of each description
+    gt_sp_anchor: list[np.ndarray] = field(default_factory=list)  # (S,) int64 each: anchor instance id or -1
 
 
 class ReferDataset(Dataset):
@@ -74,6 +75,8 @@ class ReferDataset(Dataset):
     when the extension is missing) get ``bqnet_model.superpoints.oversegment_detailed(xyz, rgb,
     params=superpoint_params)`` once, at construction (pass ``inference.superpoints`` so training
     sees the superpoints inference will compute; None = the defaults).
+    ``anchor_ref``: the value ``reference_mask`` gives the annotations' anchors
+    (``Annotation.anchor_ids``; the config's ``model.loss.anchor_ref``), 0 = off.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class ReferDataset(Dataset):
         superpoint_params: SuperpointParams | None = None,
         scanrefer: bool = False,
         prepare: Callable[..., Any] | None = None,
+        anchor_ref: float = 0.0,
     ) -> None:
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
@@ -100,6 +104,9 @@ class ReferDataset(Dataset):
             raise ValueError(f"lang_per_scene must be a positive integer, got {lang_per_scene!r}")
         if max_points is not None and (isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1):
             raise ValueError(f"max_points must be a positive integer or None, got {max_points!r}")
+        if isinstance(anchor_ref, bool) or not isinstance(anchor_ref, (int, float)) or not 0.0 <= anchor_ref <= 1.0:
+            raise ValueError(f"anchor_ref must be a number in [0, 1] (0 = off), got {anchor_ref!r}")
+        self.anchor_ref = float(anchor_ref)
         self.scene_dir = Path(scene_dir)
         if not self.scene_dir.is_dir():
             raise FileNotFoundError(f"scene folder not found: {self.scene_dir}")
@@ -262,9 +269,12 @@ class ReferDataset(Dataset):
             sample.prepared.append(prep)
             sample.gt_point_masks.append(pm)
             sample.gt_sp_masks.append(superpoint_targets(inputs.superpoints, pm))
-            sample.gt_sp_inst.append(target_superpoints(inputs.superpoints, inst_kept, a.object_ids))
+            sp_inst = target_superpoints(inputs.superpoints, inst_kept, a.object_ids)
+            sample.gt_sp_inst.append(sp_inst)
+            sample.gt_sp_anchor.append(anchor_superpoints(inputs.superpoints, inst_kept, a.anchor_ids, sp_inst))
             sample.sp_ref_masks.append(reference_mask(inputs.superpoints, inst_kept, sem_kept, a.object_ids,
-                                                      getattr(prep, "context_classes", ())))
+                                                      getattr(prep, "context_classes", ()),
+                                                      a.anchor_ids, self.anchor_ref))
             sample.meta.append({"scene_id": scene_id, "ann_id": a.ann_id, "object_ids": list(a.object_ids),
                                 "object_name": a.object_name, "eval_type": a.eval_type})
         return sample
@@ -288,11 +298,31 @@ def target_superpoints(superpoints: np.ndarray, instance: np.ndarray, object_ids
     return out
 
 
+def anchor_superpoints(superpoints: np.ndarray, instance: np.ndarray, anchor_ids: Sequence[int],
+                       sp_inst: np.ndarray) -> np.ndarray:
+    """(S,) int64: the anchor instance of each superpoint by ``target_superpoints``' rule, -1
+    elsewhere and on superpoints a target already holds (``sp_inst``), so no superpoint is both
+    a target's and an anchor's; the objects of the auxiliary anchor-mask loss."""
+    anchors = [int(k) for k in anchor_ids if int(k) >= 0]
+    if not anchors:
+        return np.full(sp_inst.shape[0], -1, np.int64)
+    out = target_superpoints(superpoints, instance, anchors)  # an anchor the crop removed marks nothing
+    out[sp_inst >= 0] = -1
+    return out
+
+
 def reference_mask(superpoints: np.ndarray, instance: np.ndarray, semantic: np.ndarray | None,
-                   object_ids: Sequence[int], context_classes: Sequence[str]) -> np.ndarray:
+                   object_ids: Sequence[int], context_classes: Sequence[str],
+                   anchor_ids: Sequence[int] = (), anchor_value: float = 0.0) -> np.ndarray:
     """The authors' ``sp_ref_mask`` (S,) float32: per point 1 on the targets, 0.5 on points of the
     instances whose class (``CLASSES`` name of the instance's semantic label) the sentence names
-    (``PreparedText.context_classes``), 0 elsewhere; then the mean over each superpoint."""
+    (``PreparedText.context_classes``), 0 elsewhere; then the mean over each superpoint.
+
+    ``anchor_value`` > 0 (``loss.anchor_ref``, not the authors') raises the points of the
+    ``anchor_ids`` instances to at least that value, so the sampling loss also pulls seeds onto
+    the objects the sentence names; targets stay 1. 0 leaves the authors' target untouched."""
+    if not 0.0 <= anchor_value <= 1.0:
+        raise ValueError(f"anchor_value must be in [0, 1] (0 = off), got {anchor_value!r}")
     point = np.zeros(instance.shape[0], np.float64)
     names = set(context_classes)
     if names and semantic is not None:
@@ -301,6 +331,9 @@ def reference_mask(superpoints: np.ndarray, instance: np.ndarray, semantic: np.n
                if i >= 0 and 0 <= semantic[f] < len(CLASSES) and CLASSES[int(semantic[f])] in names]
         if ctx:
             point[np.isin(instance, ctx)] = 0.5
+    if anchor_value > 0 and len(anchor_ids):
+        on = np.isin(instance, list(anchor_ids))
+        point[on] = np.maximum(point[on], anchor_value)
     if len(object_ids):
         point[np.isin(instance, list(object_ids))] = 1.0
     n_sp = int(superpoints.max()) + 1
@@ -312,7 +345,8 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
     """Batch ``ReferSample``s with ``collate_scenes`` (the dict of docs/architecture.md), plus what
     the loss reads (``BQNet.sentence_targets``): ``gt_sp_inst``, list (T) of LongTensor (S_b,), the
     target instance id of each superpoint (-1 = none); ``sp_ref_masks``, list (T) of FloatTensor
-    (S_b,); ``prepared``, list (T) of ``PreparedText``; and ``sp_semantic``: LongTensor (S_total,)
+    (S_b,); ``gt_sp_anchor``, list (T) of LongTensor (S_b,), the anchor instance of each
+    superpoint (-1 = none); ``prepared``, list (T) of ``PreparedText``; and ``sp_semantic``: LongTensor (S_total,)
     majority semantic label per global superpoint (-1 = none; None unless every sample has one),
     the target of the auxiliary semantic head."""
     if not samples:
@@ -323,6 +357,7 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
     pt_masks: list[np.ndarray] = []
     sp_inst: list[np.ndarray] = []
     sp_ref: list[np.ndarray] = []
+    sp_anchor: list[np.ndarray] = []
     prepared: list[Any] = []
     meta: list[dict[str, Any]] = []
     for b, s in enumerate(samples):
@@ -334,6 +369,7 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
         pt_masks += s.gt_point_masks
         sp_inst += s.gt_sp_inst
         sp_ref += s.sp_ref_masks
+        sp_anchor += s.gt_sp_anchor
         prepared += s.prepared
         meta += s.meta
     sems = [s.sp_semantic for s in samples]
@@ -342,5 +378,6 @@ def collate_fn(samples: Sequence[ReferSample]) -> dict[str, Any]:
                            sp_semantic=None if any(m is None for m in sems) else sems)
     batch["gt_sp_inst"] = [torch.from_numpy(m) for m in sp_inst] if len(sp_inst) == len(texts) else None
     batch["sp_ref_masks"] = [torch.from_numpy(m) for m in sp_ref] if len(sp_ref) == len(texts) else None
+    batch["gt_sp_anchor"] = [torch.from_numpy(m) for m in sp_anchor] if len(sp_anchor) == len(texts) else None
     batch["prepared"] = prepared if len(prepared) == len(texts) else None
     return batch

@@ -30,7 +30,12 @@ __all__ = [
 
 @dataclass
 class Annotation:
-    """One referring expression: the sentence and the instance ids it names (empty: no target)."""
+    """One referring expression: the sentence and the instance ids it names (empty: no target).
+
+    ``anchor_ids``: the other objects the sentence names ("the desk" of "the chair next to the
+    desk"), from the JSON's optional ``anchor_ids`` (the synthetic writer records them; ScanRefer
+    and Multi3DRefer files have none, so it stays empty); the anchor supervision of training reads it.
+    """
 
     scene_id: str
     object_ids: list[int]
@@ -39,6 +44,7 @@ class Annotation:
     description: str
     eval_type: str | None = None  # 'unique' / 'multiple' (RES) or Multi3DRefer's types (GRES)
     extra: dict[str, Any] = field(default_factory=dict)  # other JSON fields, kept verbatim
+    anchor_ids: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +64,14 @@ def _read_list(json_path: str | os.PathLike) -> list[dict[str, Any]]:
         if not isinstance(d, dict):
             raise ValueError(f"{p}: entry {i} is {type(d).__name__}, expected an object")
     return data
+
+
+def _anchor_ids(p: str | os.PathLike, i: int, d: dict[str, Any]) -> list[int]:
+    """The entry's optional ``anchor_ids`` list (empty when absent), checked like the target ids."""
+    ids = d.get("anchor_ids", [])
+    if not isinstance(ids, list):
+        raise ValueError(f"{p}: entry {i} has anchor_ids {ids!r}, expected a list of instance ids")
+    return [_as_id(p, i, v, "anchor id") for v in ids]
 
 
 def _need(p: str | os.PathLike, i: int, d: dict[str, Any], keys: Sequence[str]) -> None:
@@ -95,9 +109,10 @@ def load_scanrefer(json_path: str | os.PathLike, scene_dir: str | os.PathLike | 
         et = d.get("eval_type")
         if et is not None and et not in ("unique", "multiple"):
             raise ValueError(f"{json_path}: entry {i} has eval_type {et!r}, expected 'unique' or 'multiple'")
-        extra = {k: v for k, v in d.items() if k not in _SCANREFER_KEYS and k != "eval_type"}
+        extra = {k: v for k, v in d.items() if k not in _SCANREFER_KEYS and k not in ("eval_type", "anchor_ids")}
         anns.append(Annotation(str(d["scene_id"]), [_as_id(json_path, i, d["object_id"], "object_id")],
-                               str(d["object_name"]), str(d["ann_id"]), str(d["description"]), et, extra))
+                               str(d["object_name"]), str(d["ann_id"]), str(d["description"]), et, extra,
+                               _anchor_ids(json_path, i, d)))
     if scene_dir is not None:
         assign_res_eval_types(anns, scene_dir)
     return anns
@@ -113,10 +128,10 @@ def load_multi3drefer(json_path: str | os.PathLike) -> list[Annotation]:
         ids = d["object_ids"]
         if not isinstance(ids, list):
             raise ValueError(f"{json_path}: entry {i} has object_ids {ids!r}, expected a list")
-        extra = {k: v for k, v in d.items() if k not in _MULTI3DREFER_KEYS}
+        extra = {k: v for k, v in d.items() if k not in _MULTI3DREFER_KEYS and k != "anchor_ids"}
         anns.append(Annotation(str(d["scene_id"]), [_as_id(json_path, i, v, "object id") for v in ids],
                                str(d["object_name"]), str(d["ann_id"]), str(d["description"]),
-                               str(d["eval_type"]), extra))
+                               str(d["eval_type"]), extra, _anchor_ids(json_path, i, d)))
     return anns
 
 
@@ -152,6 +167,8 @@ def save_annotations(path: str | os.PathLike, anns: Iterable[Annotation], fmt: s
         d.update(object_name=a.object_name, ann_id=a.ann_id, description=a.description)
         if a.eval_type is not None:
             d["eval_type"] = a.eval_type
+        if a.anchor_ids:  # written only when known, so files without anchors keep their shape
+            d["anchor_ids"] = [int(k) for k in a.anchor_ids]
         d.update(a.extra)
         out.append(d)
     Path(path).write_text(json.dumps(out, indent=1))

@@ -272,6 +272,8 @@ class BQNet(nn.Module):
         gt_list = batch["gt_sp_masks"]
         sp_inst = torch.full((T, s_max), -1, dtype=torch.long)
         sp_ref = torch.zeros(T, s_max)
+        anchor_list = batch.get("gt_sp_anchor")
+        sp_anchor = torch.full((T, s_max), -1, dtype=torch.long) if anchor_list is not None else None
         for t in range(T):
             gt = torch.as_tensor(gt_list[t]).float()
             n = gt.shape[0]
@@ -280,9 +282,11 @@ class BQNet(nn.Module):
             else:
                 sp_inst[t, :n] = torch.where(gt > 0.5, 0, -1)
             sp_ref[t, :n] = torch.as_tensor(ref_list[t]).float() if ref_list is not None else gt
+            if sp_anchor is not None:
+                sp_anchor[t, :n] = torch.as_tensor(anchor_list[t]).long()
         pad = torch.arange(s_max)[None, :] >= counts[ts][:, None]
         targets = LossTargets(sp_inst=sp_inst, sp_pad=pad, sp_xyz=scene_xyz[ts], sp_ref=sp_ref,
-                              sem=BQNet.semantic_targets(batch))
+                              sem=BQNet.semantic_targets(batch), sp_anchor=sp_anchor)
         if device is not None:
             targets = LossTargets(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
                                      for k, v in vars(targets).items()})

@@ -22,6 +22,11 @@ and summed; prediction i of N gets (i+1)/N (the last one 1, ``layer_weights``). 
 * ``sample`` (weight 5): sigmoid focal loss (alpha 0.25, gamma 2) of the seeds' **raw** text
   relevance (``DecoderOutput.seed_scores``, >= 0, used as logits as the authors do) against the
   soft targets of ``matching.sampling_targets``; mean over real seeds, then over sentences;
+* ``anchor_mask`` (weight ``loss.anchor_mask``, default 0 = off; not the authors'): the same
+  rule matches queries to the sentence's **anchors** (``LossTargets.sp_anchor``), keeping only
+  queries no target took, and those pairs get ``mask_bce`` + ``mask_dice`` (weighted as the layer's mask terms, divided
+  by the anchor pair count), so the decoder also learns the masks of the objects the sentence
+  names; score, indicator (anchor queries stay "not a target") and contrastive terms ignore them;
 * ``sem`` (only for models with a semantic head, ``model.num_classes`` > 0, which the tiny
   synthetic configs use; not part of BQNet): cross-entropy of the superpoint semantic logits.
 
@@ -31,7 +36,7 @@ everything is computed in float32 (safe under autocast).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -41,7 +46,8 @@ from torch import Tensor
 from .matching import LossTargets, Matching, match_batch, sampling_targets
 
 __all__ = ["LossConfig", "LossTargets", "bqnet_loss", "semantic_loss", "dice_loss", "sigmoid_focal_loss",
-           "layer_weights", "mask_losses", "indicator_loss", "align_loss", "sampling_loss", "TOKEN_MAP_KINDS"]
+           "layer_weights", "mask_losses", "indicator_loss", "align_loss", "sampling_loss", "anchor_matching",
+           "TOKEN_MAP_KINDS"]
 
 # Span kinds of ``text_prep.positive_maps`` the contrastive term reads.
 TOKEN_MAP_KINDS: tuple[str, ...] = ("target", "modify", "pron", "other_entity", "rel")
@@ -56,7 +62,17 @@ class LossConfig:
     ``align_temperature``: of the contrastive logits; ``focal_alpha``/``focal_gamma``: of the
     sampling loss; ``layer_weights``: None = the (i+1)/N ramp, a list = one weight per prediction,
     a number = that weight for all; ``sem``: the auxiliary semantic head's weight (models with
-    ``num_classes`` > 0 only)."""
+    ``num_classes`` > 0 only).
+
+    ``anchor_ref`` (in [0, 1], not the authors'; 0 = off, their target exactly): the value the
+    soft sampling target ``sp_ref`` gives the points of the sentence's anchors (the other objects
+    it names, ``Annotation.anchor_ids``), taken as the maximum with what they already have. The
+    sampling loss then teaches the seeds to land on the mentioned objects too, so the decoder's
+    queries can attend to them. Named classes already give 0.5 to every instance of the class,
+    so only a value above 0.5 singles the named anchor out among its class mates. The datasets
+    apply it (``bqnet_model.train.data.build_datasets``); annotations without anchors are
+    unaffected. ``anchor_mask`` (>= 0, 0 = off): weight of the auxiliary anchor-mask term (module
+    docstring); it needs ``LossTargets.sp_anchor`` (the datasets' ``gt_sp_anchor``)."""
 
     mask_bce: float = 1.0
     mask_dice: float = 1.0
@@ -71,15 +87,19 @@ class LossConfig:
     focal_gamma: float = 2.0
     layer_weights: list[float] | float | None = None
     sem: float = 1.0
+    anchor_ref: float = 0.0
+    anchor_mask: float = 0.0
 
     # Keys of earlier versions (stored in old checkpoints' configs); a loader may drop them.
     RETIRED: ClassVar[tuple[str, ...]] = ("negative_weight", "mask_focal", "sample_focal")
 
     def __post_init__(self) -> None:
         for name in ("mask_bce", "mask_dice", "score", "sample", "indicator", "align", "eos_coef",
-                     "focal_gamma", "sem"):
+                     "focal_gamma", "sem", "anchor_mask"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.anchor_ref <= 1.0:
+            raise ValueError(f"loss.anchor_ref must be in [0, 1] (0 = off), got {self.anchor_ref}")
         if not 0.0 <= self.focal_alpha <= 1.0:
             raise ValueError(f"loss.focal_alpha must be in [0, 1], got {self.focal_alpha}")
         if not 0.0 <= self.score_iou_min < 1.0:
@@ -258,6 +278,22 @@ def semantic_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(lg[valid], tg[valid])
 
 
+def anchor_matching(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets, target_matching: Matching) -> Matching:
+    """The queries matched to the sentences' anchors (``targets.sp_anchor``) by the target rule,
+    less those already matched to a target: a query trains one object's mask, and the target's
+    comes first."""
+    if targets.sp_anchor is None:
+        raise ValueError("the anchor-mask term (loss.anchor_mask > 0) needs LossTargets.sp_anchor (the batch's "
+                         "gt_sp_anchor from dataset.collate_fn, filled from the annotations' anchor_ids); "
+                         "set loss.anchor_mask: 0 to train without it")
+    am = match_batch(seed_idx, sample_idx, replace(targets, sp_inst=targets.sp_anchor))
+    keep = ~target_matching.matched[am.t_idx, am.q_idx]
+    t_idx, q_idx = am.t_idx[keep], am.q_idx[keep]
+    matched = torch.zeros_like(am.matched)
+    matched[t_idx, q_idx] = True
+    return Matching(t_idx, q_idx, am.k_idx[keep], am.targets[keep], matched, am.objects)
+
+
 def _check_output(out: Any) -> tuple[int, int, int]:
     layers = getattr(out, "layers", None)
     if not layers:
@@ -277,7 +313,8 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
     """Total loss of a ``DecoderOutput`` and its parts (detached): ``mask_bce``, ``mask_dice``,
     ``score``, ``indicator``, ``align`` (each summed over predictions with the layer weights,
     before the term weights), ``sample``, ``num_insts`` (matched pairs per sentence), ``total``;
-    ``sem`` when the output has ``sem_logits`` and the targets ``sem``."""
+    ``sem`` when the output has ``sem_logits`` and the targets ``sem``; ``anchor_mask`` (like
+    ``mask_bce``) and ``anchor_insts`` (anchor pairs per sentence) when ``loss.anchor_mask`` > 0."""
     cfg = cfg or LossConfig()
     T, Q, S = _check_output(out)
     targets.check(T, S)
@@ -292,6 +329,8 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
         if not isinstance(getattr(out, "word_pad", None), Tensor):
             raise ValueError("the contrastive term needs the decoder output's word_pad (T, L)")
     keys = ("mask_bce", "mask_dice", "score", "indicator", "align")
+    am = anchor_matching(out.seed_idx, out.sample_idx, targets, m) if cfg.anchor_mask > 0 else None
+    anchor_acc = torch.zeros((), device=targets.sp_xyz.device)
     acc = {k: torch.zeros((), device=targets.sp_xyz.device) for k in keys}
     total = torch.zeros((), device=targets.sp_xyz.device)
     for w, pred in zip(weights, out.layers):
@@ -303,6 +342,11 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
         else:
             parts["align"] = torch.zeros((), device=total.device)
         total = total + w * sum(getattr(cfg, k) * parts[k] for k in keys)
+        if am is not None:
+            ap = mask_losses(pred.masks, pred.scores, am, targets.sp_pad, cfg, float(max(am.num_insts, 1)))
+            anchor = cfg.mask_bce * ap["mask_bce"] + cfg.mask_dice * ap["mask_dice"]
+            total = total + w * cfg.anchor_mask * anchor
+            anchor_acc = anchor_acc + w * anchor.detach()
         for k in keys:
             acc[k] = acc[k] + w * parts[k].detach()
 
@@ -311,6 +355,9 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
     sample = sampling_loss(out.seed_scores, seed_target, seed_valid, cfg)
     total = total + cfg.sample * sample
     result = {**acc, "sample": sample.detach()}
+    if am is not None:
+        result["anchor_mask"] = anchor_acc
+        result["anchor_insts"] = torch.tensor(am.num_insts / max(T, 1))
     sem_logits = getattr(out, "sem_logits", None)
     if sem_logits is not None and targets.sem is not None:
         sem = semantic_loss(sem_logits, targets.sem.to(sem_logits.device))

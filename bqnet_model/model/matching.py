@@ -39,7 +39,9 @@ class LossTargets:
     instances whose class the sentence names, 0 elsewhere); ``token_maps``: kind -> (T,L)
     normalised token maps of the sentence spans (``text_prep.positive_maps``: target, modify,
     pron, other_entity, rel), needed only by the contrastive term; ``sem (B,S)`` int64: majority
-    semantic label per superpoint of each scene for the auxiliary semantic head (-1 = ignore)."""
+    semantic label per superpoint of each scene for the auxiliary semantic head (-1 = ignore);
+    ``sp_anchor (T,S)`` int64: like ``sp_inst`` for the sentence's anchors (the other objects it
+    names), read only by the auxiliary anchor-mask term (``loss.anchor_mask``)."""
 
     sp_inst: Tensor
     sp_pad: Tensor
@@ -47,6 +49,7 @@ class LossTargets:
     sp_ref: Tensor
     token_maps: dict[str, Tensor] | None = None
     sem: Tensor | None = None
+    sp_anchor: Tensor | None = None
 
     def check(self, T: int, S: int) -> None:
         """Raise when a field does not fit a decoder output of T sentences and S superpoints."""
@@ -60,6 +63,10 @@ class LossTargets:
                 raise TypeError(f"LossTargets.{name} must be {dtype}, got {v.dtype}")
             if dtype is None and not v.is_floating_point():
                 raise TypeError(f"LossTargets.{name} must be a float tensor, got {v.dtype}")
+        a = self.sp_anchor
+        if a is not None and (not isinstance(a, Tensor) or tuple(a.shape) != (T, S) or a.dtype != torch.long):
+            got = f"{tuple(a.shape)} {a.dtype}" if isinstance(a, Tensor) else type(a).__name__
+            raise ValueError(f"LossTargets.sp_anchor must be an int64 tensor of shape {(T, S)} or None, got {got}")
 
 
 @dataclass

@@ -55,7 +55,8 @@ def find_annotations(root: Path, task: str, split: str, configured: str = "") ->
 def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_split: str = "val",
                    ) -> tuple[ReferDataset | None, ReferDataset | None]:
     """(train, eval) datasets from ``data_root`` (per-scene ``.npz`` + JSON). Either may be None:
-    no train set when ``train`` is False, no eval set when its annotations are missing in training."""
+    no train set when ``train`` is False, no eval set when its annotations are missing in training.
+    Both get ``model.loss.anchor_ref``, so the evaluation loss measures what training optimises."""
     root = Path(data_root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder (set train.data_root, e.g. --set train.data_root=DIR)")
@@ -68,7 +69,8 @@ def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_
         train_ds = ReferDataset(scenes, ann, "train", task, augment=tc.augment, max_points=tc.max_points_train,
                                 lang_per_scene=tc.lang_per_scene, voxel_size=cfg.inference.voxel_size, seed=tc.seed,
                                 superpoint_params=cfg.inference.superpoints, augment_cfg=tc.augmentation,
-                                scanrefer=scanrefer, prepare=text_preparer(cfg))
+                                scanrefer=scanrefer, prepare=text_preparer(cfg),
+                                anchor_ref=cfg.model.loss.anchor_ref)
     try:
         path = find_annotations(root, task, eval_split, tc.val_annotations if eval_split == "val" else "")
     except FileNotFoundError:
@@ -80,7 +82,7 @@ def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_
     eval_ds = ReferDataset(scenes, ann, eval_split, task, augment=False, max_points=None,
                            lang_per_scene=tc.lang_per_scene_eval, voxel_size=cfg.inference.voxel_size, seed=tc.seed,
                            superpoint_params=cfg.inference.superpoints, scanrefer=scanrefer,
-                           prepare=text_preparer(cfg))
+                           prepare=text_preparer(cfg), anchor_ref=cfg.model.loss.anchor_ref)
     return train_ds, eval_ds
 
 
