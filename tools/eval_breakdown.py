@@ -15,7 +15,10 @@ split (through ``Segmenter``, as the product answers) this sorts the answer into
 * ``nothing``: no point answered.
 
 It prints counts per unique / multiple and Acc@0.5 per ``relation`` (a field the synthetic
-expressions carry; "-" when absent) and per ``object_name``. ``--json`` writes everything.
+expressions carry; "-" when absent), per relation over the *multiple* sentences only (there the
+relation, not the class, decides the target) and per ``object_name``, each next to the chance
+baseline of the same sentences (a random object of the named class, ``metrics.chance_res``).
+``--json`` writes everything.
 
     python tools/eval_breakdown.py models/bqnet_tiny_synth.pth --data-root data/synth --scenes 30
 """
@@ -69,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from bqnet_model.data.referit import same_class_ids
     from bqnet_model.data.scannet import load_scene_npz
+    from bqnet_model.metrics import chance_res
     from bqnet_model.pipeline import Segmenter
     from bqnet_model.train import scene_dir
 
@@ -92,17 +97,21 @@ def main(argv: list[str] | None = None) -> int:
         for row, res in zip(rows, seg.query(cache, [r["description"] for r in rows], task="res")):
             pred = np.zeros(scene["xyz"].shape[0], bool)
             pred[res.point_indices] = True
-            kind, iou = classify(scene["instance"], scene["semantic"], int(row["object_id"]), pred)
+            target = int(row["object_id"])
+            kind, iou = classify(scene["instance"], scene["semantic"], target, pred)
+            same = same_class_ids(target, scene["instance"], scene["semantic"],
+                                  [str(x) for x in scene.get("object_names", [])])
             records.append(dict(scene_id=sid, text=row["description"], eval_type=row.get("eval_type", "-"),
                                 relation=row.get("relation", "-"), object_name=row.get("object_name", "-"),
-                                kind=kind, iou=iou))
+                                kind=kind, iou=iou, chance50=chance_res(scene["instance"], target, same)["Acc@0.5"]))
     if not records:
         print("no sentences evaluated", file=sys.stderr)
         return 2
 
     ious = np.array([r["iou"] for r in records])
     print(f"{len(records)} sentences in {len(scene_ids)} scenes: Acc@0.5 {100 * (ious > 0.5).mean():.1f} %, "
-          f"Acc@0.25 {100 * (ious > 0.25).mean():.1f} %, mIoU {100 * ious.mean():.1f} %")
+          f"Acc@0.25 {100 * (ious > 0.25).mean():.1f} %, mIoU {100 * ious.mean():.1f} %; "
+          f"chance Acc@0.5 {100 * np.mean([r['chance50'] for r in records]):.1f} %")
     kinds = collections.Counter((r["eval_type"], r["kind"]) for r in records)
     for et in sorted({r["eval_type"] for r in records}):
         n = sum(v for (e, _), v in kinds.items() if e == et)
@@ -111,16 +120,19 @@ def main(argv: list[str] | None = None) -> int:
             if e == et:
                 print(f"  {k:28s} {v:5d}  {100 * v / n:5.1f} %")
     tables = {}
-    for key in ("relation", "object_name"):
-        groups: dict[str, list[float]] = collections.defaultdict(list)
+    for key, title, keep in (("relation", "relation", None), ("relation", "relation, multiple sentences only", "multiple"),
+                             ("object_name", "object_name", None)):
+        groups: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
         for r in records:
-            groups[r[key]].append(r["iou"])
-        print(f"\nAcc@0.5 by {key}")
-        tables[key] = {}
+            if keep is None or r["eval_type"] == keep:
+                groups[r[key]].append((r["iou"], r["chance50"]))
+        print(f"\nAcc@0.5 by {title} (chance in brackets)")
+        table = tables.setdefault(title.replace(", ", "/").replace(" ", "_"), {})
         for name, v in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-            acc = float((np.array(v) > 0.5).mean())
-            tables[key][name] = dict(n=len(v), acc50=acc)
-            print(f"  {name:16s} n={len(v):4d}  {100 * acc:5.1f} %")
+            acc = float((np.array([i for i, _ in v]) > 0.5).mean())
+            chance = float(np.mean([c for _, c in v]))
+            table[name] = dict(n=len(v), acc50=acc, chance50=chance)
+            print(f"  {name:16s} n={len(v):4d}  {100 * acc:5.1f} % ({100 * chance:5.1f} %)")
     if args.json:
         args.json.write_text(json.dumps(dict(checkpoint=args.checkpoint, kinds={f"{e}/{k}": v for (e, k), v in kinds.items()},
                                              tables=tables, records=records), indent=1))
