@@ -47,7 +47,7 @@ bench: setup
 # The shipped model on the real ScanNet scans beside the checkout (internal data: ../shared/real).
 REAL ?= ../shared/real
 bench-real: setup
-	$(PY) -m bqnet_model.eval_real --checkpoint models/bqnet_tiny_synth.pth --real-dir $(REAL)
+	$(PY) -m bqnet_model.eval_real --checkpoint models/bqnet_tiny.pth --real-dir $(REAL)
 
 clean:
 	rm -rf build *.egg-info bqnet_model/_C*.so

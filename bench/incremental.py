@@ -11,7 +11,7 @@ for the demo room the answers to its demo sentences against the full prepare's (
 point IoU). Times are the minimum of ``--repeats`` runs (the dev machine is shared).
 
 Models: ``tiny`` (random weights: 3 levels, 8 channels, 2 cm voxels, as the unit tests) and
-``shipped`` (``models/bqnet_tiny_synth.pth``: 4 levels, 16 channels, 4 cm voxels).
+``shipped`` (``models/bqnet_tiny.pth``: 4 levels, 16 channels, 4 cm voxels).
 
 Example::
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if m == "tiny":
             seg = Segmenter.from_config(TINY, device="cpu", seed=0, text_pretrained=False)
         else:
-            seg = Segmenter.from_checkpoint(ROOT / "models" / "bqnet_tiny_synth.pth", device="cpu")
+            seg = Segmenter.from_checkpoint(ROOT / "models" / "bqnet_tiny.pth", device="cpu")
         seg.cfg.inference.max_points = 2_000_000  # the 1M map is not thinned
         rows.extend(bench(seg, m, maps, args.repeats))
     if args.out:

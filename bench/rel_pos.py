@@ -31,7 +31,7 @@ from sentences import sentences  # noqa: E402  (bench/sentences.py, next to this
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "bqnet_tiny_synth.pth"),
+    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "bqnet_tiny.pth"),
                     help="trained model with rel_pos on (ignored when --config is given)")
     ap.add_argument("--config", default=None, help="build from this config with rel_pos on, random weights")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -31,7 +31,7 @@ from sentences import sentences  # noqa: E402  (bench/sentences.py, next to this
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "bqnet_tiny_synth.pth"))
+    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "bqnet_tiny.pth"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rotations", type=int, nargs="+", default=[1, 2, 4], help="values of K to time (1 = off)")
     ap.add_argument("--batch", type=int, default=4, help="sentences per query call")

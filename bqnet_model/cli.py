@@ -64,7 +64,7 @@ __all__ = [
     "main",
 ]
 
-DEFAULT_CHECKPOINT = "models/bqnet_tiny_synth.pth"
+DEFAULT_CHECKPOINT = "models/bqnet_tiny.pth"
 
 
 @dataclass
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment the object(s) a sentence names in a 3D point-cloud map with BQNet.",
         epilog=(
             "example: bqnet-segment --cloud demo --text 'the chair next to the desk' --out out/seg\n"
-            "The shipped model (models/bqnet_tiny_synth.pth, also used by `make demo`) comes with the "
+            "The shipped model (models/bqnet_tiny.pth, also used by `make demo`) comes with the "
             "repository;\ntrain your own with bqnet-train."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -294,7 +294,7 @@ def load_segmenter(args: argparse.Namespace, device: str) -> tuple[Any, str]:
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, OSError) as exc:
         msg = str(exc).strip() or type(exc).__name__
         raise CliError(f"cannot load checkpoint {ckpt}: {msg}\n(is it a bqnet checkpoint? train one with "
-                       "bqnet-train or use the shipped models/bqnet_tiny_synth.pth)") from exc
+                       "bqnet-train or use the shipped models/bqnet_tiny.pth)") from exc
     return seg, f"checkpoint {ckpt}"
 
 

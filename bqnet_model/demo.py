@@ -2,7 +2,7 @@
 
 1. The superpoint picture (the first thing to check on a new map).
 2. The full referring-segmentation job (``bqnet_model.cli``) with the shipped model
-   ``models/bqnet_tiny_synth.pth`` on the synthetic demo room and its fixed sentences: one RES
+   ``models/bqnet_tiny.pth`` on the synthetic demo room and its fixed sentences: one RES
    sentence with a spatial relation ("the chair next to the desk"), one GRES sentence with several
    targets and two GRES sentences with no target. Each answer is scored against the room's ground
    truth, and the pictures' paths are printed.
@@ -92,7 +92,7 @@ def referring_demo(out_dir: Path, checkpoint: str | None = None, device: str = "
             f"the model {name} is missing; looked in:\n  {looked}\n"
             "The referring-segmentation demo needs a trained model and will not use random weights.\n"
             "The shipped model is part of the repository: restore it with "
-            "`git checkout -- models/bqnet_tiny_synth.pth`,\n"
+            "`git checkout -- models/bqnet_tiny.pth`,\n"
             "or train one with `bqnet-train config/tiny.yaml` and run "
             "`python -m bqnet_model.demo --checkpoint PATH`."
         ) from None
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     ap.add_argument("--checkpoint", default=None,
-                    help="trained model (default: the shipped models/bqnet_tiny_synth.pth)")
+                    help="trained model (default: the shipped models/bqnet_tiny.pth)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--no-superpoints", action="store_true", help="skip the superpoint picture")
     args = ap.parse_args(argv)

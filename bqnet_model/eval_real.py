@@ -1,6 +1,6 @@
 """Real-scan RES benchmark: any checkpoint on real ScanNet scans with real sentences.
 
-    python -m bqnet_model.eval_real --checkpoint models/bqnet_tiny_synth.pth --real-dir REAL_DIR \
+    python -m bqnet_model.eval_real --checkpoint models/bqnet_tiny.pth --real-dir REAL_DIR \
         [--scans scene0000_00 scene0002_00] [--limit 50] [--json out.json] [--device cuda] \
         [--superpoints online|mesh] [--points auto|votenet] [--no-asa]
 

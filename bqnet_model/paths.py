@@ -1,7 +1,7 @@
 """Where model and config files named by a relative path are looked up.
 
 The command line (``bqnet-segment``) and the ROS node both take paths such as
-``models/bqnet_tiny_synth.pth`` or ``config/tiny.yaml``; both resolve them here, so a name finds
+``models/bqnet_tiny.pth`` or ``config/tiny.yaml``; both resolve them here, so a name finds
 the same file whichever front end reads it.
 """
 

@@ -26,7 +26,7 @@ from rclpy.node import Node
 __all__ = ["StartupError", "ParamSpec", "PARAMS", "SPEC", "NodeParams", "declare_parameters", "DEFAULT_CHECKPOINT",
            "DEFAULT_MODEL_CONFIG", "DEVICE_IN_USE", "ros_arguments", "check_ros_arguments"]
 
-DEFAULT_CHECKPOINT = "models/bqnet_tiny_synth.pth"
+DEFAULT_CHECKPOINT = "models/bqnet_tiny.pth"
 DEFAULT_MODEL_CONFIG = "config/tiny.yaml"
 DEVICE_IN_USE = "device_in_use"  # read-only parameter the node declares once the model is loaded
 _INT_MAX = 2**31 - 1
@@ -83,7 +83,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "request_id 'topic:<n>'; the ~/segment service takes the caller's own ids)."),
     ParamSpec("device", "cuda", "torch device asked for; 'cuda' falls back to 'cpu' with a warning when no GPU is "
               f"present. The device really used is the read-only parameter {DEVICE_IN_USE} and in /diagnostics."),
-    ParamSpec("checkpoint", "", "Model checkpoint (.pth). Empty: models/bqnet_tiny_synth.pth when present, "
+    ParamSpec("checkpoint", "", "Model checkpoint (.pth). Empty: models/bqnet_tiny.pth when present, "
               "else a random-init model from model_config if allow_untrained, else a fatal error."),
     ParamSpec("model_config", DEFAULT_MODEL_CONFIG, "Model config YAML for the untrained (random-init) model."),
     ParamSpec("official_config", "config/res.yaml", "Network config for an official CFNet/BQNet checkpoint, which "

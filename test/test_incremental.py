@@ -29,7 +29,7 @@ from tiny_model import tiny_config
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = tiny_config()
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "bqnet_tiny_synth.pth"
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "bqnet_tiny.pth"
 FEAT_TOL = 1e-5
 
 
@@ -238,7 +238,7 @@ def test_fallbacks_are_logged(seg, room, grown, caplog) -> None:
 
 
 # ---------------------------------------------------------------- the shipped model
-@pytest.mark.skipif(not SHIPPED.exists(), reason="models/bqnet_tiny_synth.pth is not in this checkout")
+@pytest.mark.skipif(not SHIPPED.exists(), reason="models/bqnet_tiny.pth is not in this checkout")
 def test_shipped_model_with_the_same_superpoints_equals_a_full_prepare() -> None:
     """Demo room, a chair added (~1.5 % of the points). Its receptive field (96 voxels of 4 cm)
     covers the room, so the backbone runs on all of it: with the same superpoints the scene is bit

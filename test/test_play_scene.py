@@ -12,7 +12,7 @@ import yaml
 
 from ros_harness import PARAMS_FILE, ROOT, WAIT, room_cloud, spinning, tiny_segmenter
 
-SHIPPED_MODEL = ROOT / "models" / "bqnet_tiny_synth.pth"
+SHIPPED_MODEL = ROOT / "models" / "bqnet_tiny.pth"
 
 
 def test_play_scene_round_trip_through_the_service(ros_context_factory, capsys):

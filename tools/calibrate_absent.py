@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measure how often a checkpoint refuses sentences naming absent objects, and what it costs.
 
-    PYTHONPATH=. python tools/calibrate_absent.py --checkpoint models/bqnet_tiny_synth.pth \
+    PYTHONPATH=. python tools/calibrate_absent.py --checkpoint models/bqnet_tiny.pth \
         [--synth-dir DIR] [--rooms 30] [--real-dir ../shared/real] [--scans ...] [--json out.json]
 
 Answers every sentence once with the refusal checks off (``inference.absent_class_points`` 0,

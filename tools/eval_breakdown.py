@@ -20,7 +20,7 @@ relation, not the class, decides the target) and per ``object_name``, each next 
 baseline of the same sentences (a random object of the named class, ``metrics.chance_res``).
 ``--json`` writes everything.
 
-    python tools/eval_breakdown.py models/bqnet_tiny_synth.pth --data-root data/synth --scenes 30
+    python tools/eval_breakdown.py models/bqnet_tiny.pth --data-root data/synth --scenes 30
 """
 
 from __future__ import annotations
