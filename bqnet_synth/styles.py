@@ -101,15 +101,17 @@ class _Styler:
     def words(self, table: dict[str, dict[str, tuple[str, ...]]], key: str) -> tuple[str, ...]:
         return table[self.pool][key]
 
-    def noun(self, cls: str, plural: bool = False) -> str:
+    def noun(self, cls: str, plural: bool = False, countable: bool = False) -> str:
         """A noun for ``cls``: the grammar's or one of this pool's extras (variant nouns only when the
-        whole class in the room is one variant). The held-out pool prefers its own nouns."""
+        whole class in the room is one variant). The held-out pool prefers its own nouns. Plural or
+        ``countable`` (after "a"): none of the nouns that only read well after "the" ("curtains")."""
+        plural_or_a = plural or countable
         vs = self.variants.get(cls, set())
         extra = list(W.EXTRA_NOUNS[self.pool].get(cls, ()))
         if len(vs) == 1:
             extra += W.EXTRA_VARIANT_NOUNS[self.pool].get((cls, next(iter(vs))), ())
-        base = [n for n in class_nouns(cls, tuple(vs)) if not plural or n not in W.SINGULAR_ONLY]
-        extra = [n for n in extra if not plural or n not in W.SINGULAR_ONLY]
+        base = [n for n in class_nouns(cls, tuple(vs)) if not plural_or_a or n not in W.SINGULAR_ONLY]
+        extra = [n for n in extra if not plural_or_a or n not in W.SINGULAR_ONLY]
         if extra and self.pool == W.HELD_OUT and self.rng.random() < 0.6:
             n = self.pick(extra)
         else:
@@ -252,7 +254,8 @@ class _Styler:
             frames = list(self.words(table, "any"))
             if style == "command" and p["cls"] in W.PORTABLE:
                 frames += self.words(table, "portable")
-            if style == "question" and not any(d.kind in _SUPERLATIVE for d in e.descriptors):
+            if (style == "question" and not any(d.kind in _SUPERLATIVE for d in e.descriptors)
+                    and p["noun"] not in W.SINGULAR_ONLY):
                 frames += self.words(table, "exists")
             s = self.pick(frames).format(np=np_, a_np=a_np)
         elif style == "sr3d":
@@ -298,7 +301,7 @@ class _Styler:
         descs = list(e.descriptors)
         colour = next((d for d in descs + extras if d.kind == "colour"), None)
         colour_in_open = colour is not None and (colour in descs or self.rng.random() < 0.5)
-        noun = self.noun(e.object_name, plural)
+        noun = self.noun(e.object_name, plural, countable=True)
         adj = self.colour(colour.value) + " " if colour_in_open and colour is not None else ""
         claims = [d for d in descs + extras if d.kind != "colour" or (d is colour and not colour_in_open)]
         if plural:
