@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -80,6 +80,8 @@ class DatasetSummary:
     scanrefer_json: str
     multi3drefer_json: str
     superpoints: bool
+    style_counts: dict[str, int] = field(default_factory=dict)  # sentences per style ('plain': the grammar's)
+    typo_count: int = 0
 
 
 def generate_dataset(out_dir: str | os.PathLike, n_scenes: int, seed: int = 0, split_name: str = "train", *,
@@ -109,6 +111,8 @@ def generate_dataset(out_dir: str | os.PathLike, n_scenes: int, seed: int = 0, s
     ids, npts, secs, cpu = [], [], [], []
     et_counts: dict[str, int] = {}
     rel_counts: dict[str, int] = {}
+    style_counts: dict[str, int] = {}
+    n_typo = 0
     it: Any = range(first_index, first_index + int(n_scenes))
     if progress:
         from tqdm import tqdm
@@ -131,6 +135,8 @@ def generate_dataset(out_dir: str | os.PathLike, n_scenes: int, seed: int = 0, s
         for k, e in enumerate(exprs):
             et_counts[e.eval_type] = et_counts.get(e.eval_type, 0) + 1
             rel_counts[e.relation] = rel_counts.get(e.relation, 0) + 1
+            style_counts[e.style] = style_counts.get(e.style, 0) + 1
+            n_typo += int(e.typo)
             multi.append(e.to_multi3drefer(scene_id, k))
             if e.scanrefer_eval_type is not None:
                 scanrefer.append(e.to_scanrefer(scene_id, k))
@@ -139,7 +145,7 @@ def generate_dataset(out_dir: str | os.PathLike, n_scenes: int, seed: int = 0, s
     sr_path.write_text(json.dumps(scanrefer, indent=1))
     m3_path.write_text(json.dumps(multi, indent=1))
     return DatasetSummary(str(out), ids, npts, secs, cpu, et_counts, rel_counts, str(sr_path), str(m3_path),
-                          sp_fn is not None)
+                          sp_fn is not None, style_counts, n_typo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--first-index", type=int, default=0, help="index of the first room (to extend a set)")
     ap.add_argument("--density", type=float, default=RoomConfig.density, help="points per m^2 before thinning")
     ap.add_argument("--room-type", choices=ROOM_TYPES, default=None)
+    ap.add_argument("--styles", type=float, default=0.0,
+                    help="share of sentences reworded as commands, questions, Sr3D / ScanRefer / Nr3D styles "
+                         "(bqnet_synth.styles); 0 = the grammar's sentences unchanged")
+    ap.add_argument("--typo-rate", type=float, default=0.0, help="share of sentences with one misspelt word")
+    ap.add_argument("--held-out-styles", action="store_true",
+                    help="reword every sentence with the held-out word pool (a check set of wordings that "
+                         "training never uses; --styles is then ignored)")
     sp = ap.add_mutually_exclusive_group()
     sp.add_argument("--superpoints", dest="superpoints", action="store_true", default=None,
                     help="compute superpoints (fail if bqnet_model.superpoints is missing)")
@@ -160,9 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.scenes < 1:
         ap.error("--scenes must be >= 1")
+    for k in ("styles", "typo_rate"):
+        if not 0.0 <= getattr(args, k) <= 1.0:
+            ap.error(f"--{k.replace('_', '-')} must be in [0, 1]")
     cfg = RoomConfig(density=args.density, room_type=args.room_type)
-    s = generate_dataset(args.out, args.scenes, args.seed, args.split, config=cfg, superpoints=args.superpoints,
-                         progress=True, first_index=args.first_index)
+    ecfg = ex.ExpressionConfig(styles=args.styles, typo_rate=args.typo_rate, held_out=args.held_out_styles)
+    s = generate_dataset(args.out, args.scenes, args.seed, args.split, config=cfg, expr_config=ecfg,
+                         superpoints=args.superpoints, progress=True, first_index=args.first_index)
     n = np.asarray(s.n_points)
     print(f"wrote {len(s.scene_ids)} rooms to {s.out_dir}: {int(n.mean())} points/room "
           f"(min {int(n.min())}, max {int(n.max())}), {np.mean(s.seconds_per_room):.3f} s/room "
@@ -170,4 +187,5 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"superpoints {'yes' if s.superpoints else 'no (-1)'}")
     print("expressions per eval_type:", json.dumps(dict(sorted(s.eval_type_counts.items()))))
     print("expressions per relation:", json.dumps(dict(sorted(s.relation_counts.items()))))
+    print("expressions per style:", json.dumps(dict(sorted(s.style_counts.items()))), f"typos: {s.typo_count}")
     return 0

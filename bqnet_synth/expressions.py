@@ -60,6 +60,7 @@ from bqnet_synth.grammar import NOUNS, _Grammar, _REL_WEIGHT, _plural_sentence, 
 from bqnet_synth.parts import CLASS_PALETTE, COLORS
 from bqnet_synth.relations import Descriptor, FALSE, SceneGeometry, TRUE, UNSURE, _HOSTS, _PAIR, _SIZE, _SMALL, _STRUCTURE, _WALL_MOUNTED, evaluate
 from bqnet_synth.scene import SyntheticScene
+from bqnet_synth.styles import apply_styles
 
 
 @dataclass
@@ -70,7 +71,10 @@ class Expression:
     ``relation``: the main descriptor's kind ('category' when only the class is named);
     ``object_name``: the class the sentence names; ``distractor_ids``: the other objects of that
     class in the scene; ``anchor_ids`` (derived from the descriptors): the other objects the
-    sentence names, so training can supervise them too.
+    sentence names, so training can supervise them too. ``style``: how the sentence is worded
+    ('plain' = the grammar's own; the others come from ``bqnet_synth.styles``); ``typo``: whether
+    a word was misspelt on purpose; ``contrast``: claims the sentence makes as *false* for the
+    targets ("..., not the one by the window"), each checked FALSE for them.
     """
 
     text: str
@@ -80,15 +84,19 @@ class Expression:
     object_name: str
     descriptors: list[Descriptor] = field(default_factory=list)
     distractor_ids: list[int] = field(default_factory=list)
+    style: str = "plain"
+    typo: bool = False
+    contrast: list[Descriptor] = field(default_factory=list)
 
     @property
     def anchor_ids(self) -> list[int]:
         """Every object the descriptors name besides the targets, in order of first use, each once:
         the relations' anchors and the left/right viewpoint ("when facing the door"), which the
-        sentence names just like an anchor. Empty for class, colour and size-only sentences.
+        sentence names just like an anchor, and the anchors of the contrasts. Empty for class,
+        colour and size-only sentences.
         Derived rather than stored, so it cannot disagree with the descriptors."""
         out: list[int] = []
-        for d in self.descriptors:
+        for d in (*self.descriptors, *self.contrast):
             for a in (*d.anchors, *((d.viewpoint,) if d.viewpoint >= 0 else ())):
                 if int(a) not in out:
                     out.append(int(a))
@@ -100,28 +108,28 @@ class Expression:
         return {"st_wo_d": "unique", "st_w_d": "multiple"}.get(self.eval_type)
 
     def to_scanrefer(self, scene_id: str, ann_id: int) -> dict[str, Any]:
-        """A ScanRefer JSON entry (string ids as ScanRefer), plus ``eval_type``, ``relation`` and
-        ``anchor_ids`` (integers: not a ScanRefer field, so no string convention to follow)."""
+        """A ScanRefer JSON entry (string ids as ScanRefer), plus ``eval_type``, ``relation``, ``style``,
+        ``typo`` and ``anchor_ids`` (integers: not a ScanRefer field, so no string convention to follow)."""
         et = self.scanrefer_eval_type
         if et is None:
             raise ValueError(f"ScanRefer entries need exactly one target; {self.text!r} is {self.eval_type}")
         return {"scene_id": scene_id, "object_id": str(self.target_ids[0]),
                 "object_name": self.object_name.replace(" ", "_"), "ann_id": str(ann_id),
                 "description": self.text, "token": _tokens(self.text), "eval_type": et, "relation": self.relation,
-                "anchor_ids": self.anchor_ids}
+                "anchor_ids": self.anchor_ids, "style": self.style, "typo": self.typo}
 
     def to_multi3drefer(self, scene_id: str, ann_id: int) -> dict[str, Any]:
-        """A Multi3DRefer JSON entry (integer ids), plus ``relation`` and ``anchor_ids``."""
+        """A Multi3DRefer JSON entry (integer ids), plus ``relation``, ``anchor_ids``, ``style`` and ``typo``."""
         return {"scene_id": scene_id, "object_ids": [int(i) for i in self.target_ids],
                 "object_name": self.object_name.replace(" ", "_"), "ann_id": int(ann_id),
                 "description": self.text, "eval_type": self.eval_type, "relation": self.relation,
-                "anchor_ids": self.anchor_ids}
+                "anchor_ids": self.anchor_ids, "style": self.style, "typo": self.typo}
 
 
 def _tokens(text: str) -> list[str]:
     out: list[str] = []
     for w in text.split():
-        core = w.rstrip(".,")
+        core = w.rstrip(".,?")
         if core:
             out.append(core)
         out.extend(ch for ch in w[len(core):])
@@ -138,16 +146,21 @@ class ExpressionConfig:
     p_plain_unique: float = 0.25  # unique targets named by their class alone
     p_extra_descriptor: float = 0.3  # add a second true descriptor to a disambiguated sentence
     max_viewpoints: int = 3
+    styles: float = 0.0  # share of sentences reworded by bqnet_synth.styles (0: the grammar's text, bit for bit)
+    typo_rate: float = 0.0  # share of sentences with one misspelt word
+    held_out: bool = False  # reword every sentence with the held-out word pool (a check set; ignores styles)
 
     def __post_init__(self) -> None:
         for k in ("per_object", "multi_per_scene", "zero_per_scene", "max_viewpoints"):
             v = getattr(self, k)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{k} must be a non-negative int, got {v!r}")
-        for k in ("p_plain_unique", "p_extra_descriptor"):
+        for k in ("p_plain_unique", "p_extra_descriptor", "styles", "typo_rate"):
             v = getattr(self, k)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{k} must be in [0, 1], got {v!r}")
+        if not isinstance(self.held_out, (bool, np.bool_)):
+            raise TypeError(f"held_out must be a bool, got {self.held_out!r}")
 
 
 class _Generator:
@@ -404,7 +417,8 @@ def generate_expressions(scene: "SyntheticScene", rng: np.random.Generator | int
     """Verified referring expressions for a generated scene (deterministic for a given ``rng``).
 
     Single-target sentences for every object the grammar can single out, several-target ones
-    (all chairs / the red ones / those next to the table), zero-target ones; shuffled.
+    (all chairs / the red ones / those next to the table), zero-target ones; shuffled; then a
+    share reworded and misspelt as ``config.styles`` / ``typo_rate`` / ``held_out`` ask.
     """
     if not hasattr(scene, "objects") or not hasattr(scene, "instance"):
         raise TypeError(f"scene must be a SyntheticScene, got {type(scene).__name__}")
@@ -418,7 +432,10 @@ def generate_expressions(scene: "SyntheticScene", rng: np.random.Generator | int
     gen = _Generator(scene, rng, cfg)
     exprs = gen.singles() + gen.multis() + gen.zeros()
     order = rng.permutation(len(exprs))
-    return [exprs[int(i)] for i in order]
+    exprs = [exprs[int(i)] for i in order]
+    if cfg.styles > 0 or cfg.typo_rate > 0 or cfg.held_out:  # draws from rng only now: the rest stays as without
+        exprs = apply_styles(gen, exprs, rng, cfg.styles, cfg.typo_rate, bool(cfg.held_out))
+    return exprs
 
 
 def demo_expressions(scene: "SyntheticScene") -> list[Expression]:

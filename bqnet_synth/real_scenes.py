@@ -164,11 +164,7 @@ def real_scene_geometry(scene_id: str, xyz: np.ndarray, rgb: np.ndarray, semanti
 
 
 def _names_only_targetable(e: ex.Expression, targetable: np.ndarray) -> bool:
-    named = list(e.target_ids)
-    for d in e.descriptors:
-        named += list(d.anchors)
-        if d.viewpoint >= 0:
-            named.append(d.viewpoint)
+    named = list(e.target_ids) + e.anchor_ids
     return all(bool(targetable[i]) for i in named)
 
 
@@ -185,8 +181,10 @@ def generate_real_expressions(geom: RealGeometry, rng: np.random.Generator,
         if not _names_only_targetable(e, geom.targetable):
             continue
         to_scan = geom.scan_ids
-        descs = [ex.Descriptor(d.kind, tuple(int(to_scan[a]) for a in d.anchors), d.value,
-                               int(to_scan[d.viewpoint]) if d.viewpoint >= 0 else -1) for d in e.descriptors]
+        descs, contrast = ([ex.Descriptor(d.kind, tuple(int(to_scan[a]) for a in d.anchors), d.value,
+                                          int(to_scan[d.viewpoint]) if d.viewpoint >= 0 else -1) for d in ds]
+                           for ds in (e.descriptors, e.contrast))
         out.append(ex.Expression(e.text, [int(to_scan[i]) for i in e.target_ids], e.eval_type, e.relation,
-                                 e.object_name, descs, [int(to_scan[i]) for i in e.distractor_ids]))
+                                 e.object_name, descs, [int(to_scan[i]) for i in e.distractor_ids], e.style,
+                                 e.typo, contrast))
     return out
