@@ -43,7 +43,7 @@ left="until:$(( ${SECS#until:} - ($(date +%s) - t_script) ))"
 for name in "${runs[@]}"; do
   extra_var="EXTRA_$name"
   echo "[side-by-side] $name: data ${data[$name]}, options ${!extra_var:-none}"
-  NAME=$name DATA=${data[$name]} WORKERS=$workers NOEVAL=1 EXTRA="${!extra_var:-}" \
+  NAME=$name DATA=${data[$name]} WORKERS=$workers NOEVAL=1 EXPORT_MARGIN=${EXPORT_MARGIN:-45} EXTRA="${!extra_var:-}" \
     bash tools/device_train.sh "$OUT" "$left" > "$OUT/$name.device.log" 2>&1 &
 done
 wait

@@ -3,8 +3,9 @@
 # held-out synthetic rooms (RES and GRES) and export a slim checkpoint. Run from the repo root with
 # the .gpu bundle present (spconv and the packed text encoder, tools/pack_text_encoder.py):
 #   bash tools/device_train.sh OUT_DIR [TRAIN_SECONDS] [N_TRAIN] [N_VAL] [CONFIG]
-# TRAIN_SECONDS=until:T trains until T seconds after this script started, less the ~15 s the export
-# needs: a cold machine spends minutes on the build and the rooms first, and a device command that
+# TRAIN_SECONDS=until:T trains until T seconds after this script started, less EXPORT_MARGIN (default 15 s) for the
+# data set start-up and the export (runs side by side need more: tools/device_side_by_side.sh gives 45)
+# A cold machine spends minutes on the build and the rooms first, and a device command that
 # runs past its limit returns nothing.
 # Environment: INIT=ckpt.pth starts from those weights (a continuation on a warm machine: the data in
 # /tmp/synth and the built extension are reused); NAME=run name (default full); BATCH=rooms per step and GPU
@@ -25,7 +26,7 @@ t0=$(date +%s)
 [ -f $DATA/val_scanrefer.json ] || tools/make_synthetic.sh $DATA "$NTRAIN" "$NVAL" "$(nproc)" || exit 1
 echo "[device] data ready after $(( $(date +%s) - t0 )) s"
 if [[ $SECS == until:* ]]; then
-  SECS=$(( ${SECS#until:} - ($(date +%s) - t_script) - 15 ))
+  SECS=$(( ${SECS#until:} - ($(date +%s) - t_script) - ${EXPORT_MARGIN:-15} ))
   (( SECS > 30 )) || { echo "[device] no time left to train (set-up took $(( $(date +%s) - t_script )) s)"; exit 1; }
   echo "[device] training for $SECS s"
 fi
