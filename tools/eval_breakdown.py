@@ -16,7 +16,8 @@ split (through ``Segmenter``, as the product answers) this sorts the answer into
 
 It prints counts per unique / multiple and Acc@0.5 per ``relation`` (a field the synthetic
 expressions carry; "-" when absent), per relation over the *multiple* sentences only (there the
-relation, not the class, decides the target) and per ``object_name``, each next to the chance
+relation, not the class, decides the target), per ``object_name`` and per ``style`` (the wording
+of ``bqnet_synth.styles``; "-" when absent), each next to the chance
 baseline of the same sentences (a random object of the named class, ``metrics.chance_res``).
 ``--json`` writes everything.
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                                   [str(x) for x in scene.get("object_names", [])])
             records.append(dict(scene_id=sid, text=row["description"], eval_type=row.get("eval_type", "-"),
                                 relation=row.get("relation", "-"), object_name=row.get("object_name", "-"),
-                                kind=kind, iou=iou, chance50=chance_res(scene["instance"], target, same)["Acc@0.5"]))
+                                style=row.get("style", "-"), kind=kind, iou=iou, chance50=chance_res(scene["instance"], target, same)["Acc@0.5"]))
     if not records:
         print("no sentences evaluated", file=sys.stderr)
         return 2
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k:28s} {v:5d}  {100 * v / n:5.1f} %")
     tables = {}
     for key, title, keep in (("relation", "relation", None), ("relation", "relation, multiple sentences only", "multiple"),
-                             ("object_name", "object_name", None)):
+                             ("object_name", "object_name", None), ("style", "style", None)):
         groups: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
         for r in records:
             if keep is None or r["eval_type"] == keep:
