@@ -196,7 +196,7 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg: TextConfig, pretrained: bool = True, preparer: Callable[..., PreparedText] | None = None,
                  ) -> None:
         super().__init__()
-        self.preparer: Callable[..., PreparedText] = preparer or prepare_text
+        self.preparer: Callable[..., PreparedText] | None = preparer  # None: prepare_text
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar only clutters node and CLI logs
@@ -258,7 +258,9 @@ class TextEncoder(nn.Module):
 
     def prepare(self, text: str) -> PreparedText | None:
         """The official framing of a raw sentence (None when ``text.official_prep`` is off)."""
-        return self.preparer(text) if self.cfg.official_prep else None
+        if not self.cfg.official_prep:
+            return None
+        return prepare_text(text) if self.preparer is None else self.preparer(text)
 
     def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.tokenizer(texts, padding=True, return_tensors="pt")
