@@ -24,6 +24,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from bqnet_model.text import PreparedText
+
 from .backbone import SparseUNetBackbone, pad_by_offsets, superpoint_pool
 from .config import ModelConfig, TrainConfig
 from .decoder import BQNetDecoder, DecoderOutput
@@ -61,14 +63,15 @@ def sync_time(device: torch.device) -> float:
 
 class BQNet(nn.Module):
     """The network. ``cfg.decoder.in_channels``/``text_channels`` are set from the backbone and
-    the loaded text encoder (the config object is updated so checkpoints record them)."""
+    the loaded text encoder (the config object is updated so checkpoints record them).
+    ``text_preparer``: the text encoder's framing of raw sentences (``TextEncoder``'s ``preparer``)."""
 
-    def __init__(self, cfg: ModelConfig, text_pretrained: bool = True) -> None:
+    def __init__(self, cfg: ModelConfig, text_pretrained: bool = True, text_preparer: Any = None) -> None:
         super().__init__()
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"BQNet expects a ModelConfig, got {type(cfg).__name__}")
         self.backbone = SparseUNetBackbone(cfg.backbone)
-        self.text_encoder = TextEncoder(cfg.text, pretrained=text_pretrained)
+        self.text_encoder = TextEncoder(cfg.text, pretrained=text_pretrained, preparer=text_preparer)
         cfg.decoder = dataclasses.replace(
             cfg.decoder, in_channels=self.backbone.out_channels,
             text_channels=cfg.decoder.text_channels or self.text_encoder.hidden_size
@@ -222,11 +225,19 @@ class BQNet(nn.Module):
         )
 
     def forward(self, batch: dict[str, Any]) -> DecoderOutput:
-        """All three stages on a batch of ``collate_scenes`` (texts and text_scene required)."""
+        """All three stages on a batch of ``collate_scenes`` (texts and text_scene required).
+
+        A model that reads the official string encodes the batch's ``prepared`` texts when the
+        dataset gives them (``collate_fn``): the strings its loss maps index (ScanRefer mode
+        included), as the authors' collate tokenizes them, with no second parse."""
         texts = batch.get("texts")
         if not texts:
             raise ValueError("batch has no texts: forward needs at least one sentence")
         scene = self.encode_scene(batch)
+        prepared = batch.get("prepared")
+        if self.cfg.text.official_prep and prepared is not None and len(prepared) == len(texts) \
+                and all(isinstance(p, PreparedText) for p in prepared):
+            texts = list(prepared)
         text = self.encode_text(texts)
         out = self.decode(scene, text, batch["text_scene"])
         if self.sem_cls_head is not None:

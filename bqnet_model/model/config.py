@@ -232,7 +232,11 @@ class TrainConfig:
     and prepares text in ScanRefer mode, as the authors' loader). ``train_annotations`` /
     ``val_annotations``: the splits' annotation JSON ('' = look in ``data_root``).
     ``eval_every``: evaluate every N epochs (0: only at the end); ``num_workers``: data-loader
-    processes per GPU; ``log_every``: steps between log lines.
+    processes per GPU; ``log_every``: steps between log lines. ``text_prep_cache``: a file of the
+    sentences' official parses (``bqnet_model.text.prep_cache``, written by
+    ``tools/pack_text_prep.py`` where spaCy is) that the datasets and the training model's text
+    encoder read instead of parsing ('' = parse with spaCy); a sentence missing from it is parsed when
+    spaCy is there, else an error.
     """
 
     optimizer: Literal["adamw"] = "adamw"
@@ -264,6 +268,7 @@ class TrainConfig:
     num_workers: int = 2
     eval_every: int = 1
     log_every: int = 20
+    text_prep_cache: str = ""
 
     # Keys of earlier versions (stored in old checkpoints' configs; ``flip_x`` is now
     # ``augmentation.flip_x``); a loader may drop them.
@@ -290,6 +295,13 @@ class TrainConfig:
             raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.max_points_train is not None and self.max_points_train < 1:
             raise ValueError(f"train.max_points_train must be >= 1 or None (no crop), got {self.max_points_train}")
+        cache = self.text_prep_cache
+        if not isinstance(cache, str):
+            raise TypeError(f"train.text_prep_cache must be a path string ('' = none), got {type(cache).__name__}")
+        # the file itself is checked when a run opens it: a checkpoint's stored config loads anywhere
+        if cache and (cache != cache.strip() or not cache.endswith((".json.gz", ".json"))):
+            raise ValueError(f"train.text_prep_cache must name a .json.gz (or .json) file written by "
+                             f"tools/pack_text_prep.py, got {cache!r}")
 
 
 @dataclass

@@ -31,7 +31,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -188,10 +188,15 @@ class TextEncoder(nn.Module):
 
     ``pretrained=False`` builds the architecture with random weights: from the folder's config,
     or for ``roberta-base`` from the stored published config (a checkpoint brings the weights).
+    ``preparer``: what frames raw sentences when ``official_prep`` is on (default ``prepare_text``;
+    training may pass ``text.prep_cache.CachedPreparer`` on a machine without spaCy, and then
+    spaCy is not required at build time).
     """
 
-    def __init__(self, cfg: TextConfig, pretrained: bool = True) -> None:
+    def __init__(self, cfg: TextConfig, pretrained: bool = True, preparer: Callable[..., PreparedText] | None = None,
+                 ) -> None:
         super().__init__()
+        self.preparer: Callable[..., PreparedText] | None = preparer  # None: prepare_text
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar only clutters node and CLI logs
@@ -223,7 +228,7 @@ class TextEncoder(nn.Module):
                 "tokens); use 0 for the encoder's limit"
             )
         self.max_tokens = cfg.max_tokens or self.position_limit
-        if cfg.official_prep:
+        if cfg.official_prep and preparer is None:
             load_spacy()  # at build time: a missing spaCy fails here, and the first sentence pays no load
         # key -> (features (n, C) of the n real tokens, PreparedText or None)
         self._cache: OrderedDict[tuple[bool, str], tuple[torch.Tensor, PreparedText | None]] = OrderedDict()
@@ -253,7 +258,9 @@ class TextEncoder(nn.Module):
 
     def prepare(self, text: str) -> PreparedText | None:
         """The official framing of a raw sentence (None when ``text.official_prep`` is off)."""
-        return prepare_text(text) if self.cfg.official_prep else None
+        if not self.cfg.official_prep:
+            return None
+        return prepare_text(text) if self.preparer is None else self.preparer(text)
 
     def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.tokenizer(texts, padding=True, return_tensors="pt")

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Sampler
 from bqnet_model.data.dataset import ReferDataset, collate_fn
 from bqnet_model.data.referit import load_annotations
 
-__all__ = ["ANNOTATION_NAMES", "scene_dir", "find_annotations", "build_datasets", "make_loader"]
+__all__ = ["ANNOTATION_NAMES", "scene_dir", "find_annotations", "build_datasets", "text_preparer", "encoder_preparer",
+           "make_loader"]
 
 log = logging.getLogger("bqnet.train")
 
@@ -88,12 +89,28 @@ def build_datasets(cfg: Any, data_root: str | os.PathLike, *, train: bool, eval_
 
 def text_preparer(cfg: Any) -> Any:
     """How the datasets frame descriptions: the official parse when the model reads the official
-    string or trains the contrastive term (both need it), else only the cleaning (no spaCy)."""
+    string or trains the contrastive term (both need it), else only the cleaning (no spaCy).
+    With ``train.text_prep_cache`` the parses come from that file (``text.prep_cache``: a machine
+    without spaCy can train the contrastive term; a sentence missing from it is an error there)."""
     from bqnet_model.text import prepare_text
 
     if cfg.model.text.official_prep or cfg.model.loss.align > 0:
-        return prepare_text
+        return encoder_preparer(cfg) or prepare_text
     return functools.partial(prepare_text, parse=False)
+
+
+def encoder_preparer(cfg: Any) -> Any:
+    """The ``CachedPreparer`` of ``train.text_prep_cache`` (None when unset): what the training
+    model's text encoder frames raw sentences with (the evaluation queries), so that it needs no
+    spaCy either."""
+    path = cfg.train.text_prep_cache
+    if not path:
+        return None
+    from bqnet_model.text.prep_cache import load_cached_preparer
+
+    prep = load_cached_preparer(path)
+    log.info("text parses from %s: %d sentences (spaCy %s)", path, len(prep), prep.meta.get("spacy", {}))
+    return prep
 
 
 def make_loader(ds: ReferDataset, sampler: Sampler[int], batch_size: int, workers: int, device: torch.device) -> DataLoader:

@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from bqnet_model.metrics import format_summary
 
-from .data import build_datasets, make_loader
+from .data import build_datasets, encoder_preparer, make_loader
 from .distributed import DistInfo, init_distributed, shared_time_fraction
 from .evaluation import evaluate, gather_records, run_evaluation_only, summarize
 from .options import TrainOptions, parse_args
@@ -119,7 +119,7 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
             raise FileNotFoundError(f"--resume: checkpoint {resume_path} not found")
     train_ds, eval_ds = build_datasets(cfg, tc.data_root, train=True, eval_split=opt.eval_split)
     assert train_ds is not None
-    model = BQNet(cfg.model).to(device)
+    model = BQNet(cfg.model, text_preparer=encoder_preparer(cfg)).to(device)
     if tc.pretrained_backbone and not opt.resume:
         from bqnet_model.checkpoint import load_backbone
 
