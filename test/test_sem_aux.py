@@ -107,6 +107,28 @@ def test_semantic_loss_hand_case():
     z.backward()
 
 
+def test_semantic_loss_class_balance():
+    # three superpoints of class 0 (well predicted), one of class 1 (badly predicted)
+    logits = torch.tensor([[[3.0, 0.0], [3.0, 0.0], [3.0, 0.0], [3.0, 0.0]]])
+    tgt = torch.tensor([[0, 0, 0, 1]])
+    nll = -F.log_softmax(logits[0], dim=1)
+    plain = (3 * nll[0, 0] + nll[3, 1]) / 4
+    assert torch.allclose(semantic_loss(logits, tgt, balance=0.0), plain)
+    assert torch.allclose(semantic_loss(logits, tgt), plain)  # the default is plain cross-entropy
+    # balance 1: each present class weighs 1 / its count, so both classes count the same
+    assert torch.allclose(semantic_loss(logits, tgt, balance=1.0), (nll[0, 0] + nll[3, 1]) / 2)
+    w0, w1 = 3.0 ** -0.5, 1.0
+    want = (3 * w0 * nll[0, 0] + w1 * nll[3, 1]) / (3 * w0 + w1)
+    assert torch.allclose(semantic_loss(logits, tgt, balance=0.5), want)
+    assert float(semantic_loss(logits, tgt, balance=0.5)) > float(plain)  # the rare miss counts more
+    with pytest.raises(ValueError, match="balance"):
+        semantic_loss(logits, tgt, balance=1.5)
+    from bqnet_model.model.losses import LossConfig
+    assert LossConfig(sem_balance=0.5).sem_balance == 0.5
+    with pytest.raises(ValueError, match="sem_balance"):
+        LossConfig(sem_balance=-0.1)
+
+
 def test_semantic_targets_padding():
     b = {"sp_offsets": torch.tensor([0, 2, 5]), "sp_semantic": torch.tensor([3, -1, 0, 1, 2])}
     t = BQNet.semantic_targets(b)

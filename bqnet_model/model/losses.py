@@ -62,7 +62,8 @@ class LossConfig:
     ``align_temperature``: of the contrastive logits; ``focal_alpha``/``focal_gamma``: of the
     sampling loss; ``layer_weights``: None = the (i+1)/N ramp, a list = one weight per prediction,
     a number = that weight for all; ``sem``: the auxiliary semantic head's weight (models with
-    ``num_classes`` > 0 only).
+    ``num_classes`` > 0 only); ``sem_balance``: its class weighting (``semantic_loss``; 0 = plain
+    cross-entropy).
 
     ``anchor_ref`` (in [0, 1], not the authors'; 0 = off, their target exactly): the value the
     soft sampling target ``sp_ref`` gives the points of the sentence's anchors (the other objects
@@ -87,6 +88,7 @@ class LossConfig:
     focal_gamma: float = 2.0
     layer_weights: list[float] | float | None = None
     sem: float = 1.0
+    sem_balance: float = 0.0
     anchor_ref: float = 0.0
     anchor_mask: float = 0.0
 
@@ -98,6 +100,8 @@ class LossConfig:
                      "focal_gamma", "sem", "anchor_mask"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.sem_balance <= 1.0:
+            raise ValueError(f"loss.sem_balance must be in [0, 1] (0 = plain cross-entropy), got {self.sem_balance}")
         if not 0.0 <= self.anchor_ref <= 1.0:
             raise ValueError(f"loss.anchor_ref must be in [0, 1] (0 = off), got {self.anchor_ref}")
         if not 0.0 <= self.focal_alpha <= 1.0:
@@ -260,9 +264,16 @@ def sampling_loss(seed_scores: Tensor, seed_target: Tensor, seed_valid: Tensor, 
     return ((elem * v).sum(-1) / v.sum(-1).clamp_min(1.0)).mean()
 
 
-def semantic_loss(logits: Tensor, targets: Tensor) -> Tensor:
+def semantic_loss(logits: Tensor, targets: Tensor, balance: float = 0.0) -> Tensor:
     """Cross-entropy of ``logits`` (B,S,K) against ``targets`` (B,S) int64, -1 = ignored
-    (unlabelled superpoints and padding); mean over the labelled entries, 0 (in the graph) if none."""
+    (unlabelled superpoints and padding); mean over the labelled entries, 0 (in the graph) if none.
+
+    ``balance`` > 0 weighs each class by (its labelled superpoints in this batch) ** -balance, a
+    weighted mean: floor and wall superpoints outnumber a toilet's by hundreds, and with plain
+    cross-entropy a short training never learns to predict the rare classes at all (0.5 = inverse
+    square root of the frequency, 1 = every present class counts the same)."""
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"semantic_loss: balance must be in [0, 1] (0 = plain cross-entropy), got {balance!r}")
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"semantic_loss: logits (B,S,K) and targets (B,S) expected, got "
                          f"{tuple(logits.shape)} and {tuple(targets.shape)}")
@@ -275,7 +286,11 @@ def semantic_loss(logits: Tensor, targets: Tensor) -> Tensor:
     valid = tg >= 0
     if not bool(valid.any()):
         return 0.0 * lg.sum()
-    return F.cross_entropy(lg[valid], tg[valid])
+    if balance == 0.0:
+        return F.cross_entropy(lg[valid], tg[valid])
+    counts = torch.bincount(tg[valid], minlength=logits.shape[-1]).float()
+    weight = torch.where(counts > 0, counts.clamp(min=1.0) ** -balance, torch.zeros_like(counts))
+    return F.cross_entropy(lg[valid], tg[valid], weight=weight)
 
 
 def anchor_matching(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets, target_matching: Matching) -> Matching:
@@ -360,7 +375,7 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
         result["anchor_insts"] = torch.tensor(am.num_insts / max(T, 1))
     sem_logits = getattr(out, "sem_logits", None)
     if sem_logits is not None and targets.sem is not None:
-        sem = semantic_loss(sem_logits, targets.sem.to(sem_logits.device))
+        sem = semantic_loss(sem_logits, targets.sem.to(sem_logits.device), cfg.sem_balance)
         total = total + cfg.sem * sem
         result["sem"] = sem.detach()
     result["num_insts"] = torch.tensor(m.num_insts / max(T, 1))
