@@ -88,6 +88,26 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, trained, batch) -> N
     assert c3 == cfg and torch.equal(_outputs(m3, batch), _outputs(model, batch))
 
 
+def test_half_copy_for_the_device_loads_close_to_the_original(tmp_path: Path, trained, batch) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "half_checkpoint", Path(__file__).resolve().parents[1] / "tools" / "half_checkpoint.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    model, cfg = trained
+    src = save_checkpoint(tmp_path / "m.pth", model, cfg, meta={"step": 3})
+    assert tool.main([str(src), str(tmp_path / "half.pth")]) == 0
+    stored = torch.load(tmp_path / "half.pth", weights_only=True)
+    floats = [v for v in stored["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert stored["meta"]["step"] == 3 and stored["meta"]["half_copy_of"] == str(src)
+    half, cfg2, _ = load_checkpoint(tmp_path / "half.pth")
+    assert cfg2 == cfg and next(half.parameters()).dtype == torch.float32
+    assert torch.allclose(_outputs(half, batch), _outputs(model, batch), atol=2e-2)
+    assert tool.main([str(tmp_path / "missing.pth"), str(tmp_path / "x.pth")]) == 2
+
+
 def test_wrong_key_or_shape_is_refused_with_the_list(tmp_path: Path, trained) -> None:
     model, cfg = trained
     path = save_checkpoint(tmp_path / "m.pth", model, cfg)
