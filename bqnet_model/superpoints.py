@@ -244,6 +244,7 @@ def oversegment(
     merge_plane_cos: float = _D.merge_plane_cos,
     merge_color: float = _D.merge_color,
     merge_max_size: int = _D.merge_max_size,
+    merge: str = _D.merge,
     num_threads: int | None = None,
 ) -> np.ndarray:
     """Dense superpoint labels ``(N,) int64`` in ``0..S-1`` for a cleaned cloud.
@@ -257,7 +258,7 @@ def oversegment(
         offset_weight=offset_weight, knn=knn, normal_knn=normal_knn, max_edge=max_edge, normal_pick=normal_pick,
         refine_iters=refine_iters, refine_plane_weight=refine_plane_weight, refine_color_weight=refine_color_weight,
         merge_plane_rms=merge_plane_rms, merge_plane_cos=merge_plane_cos, merge_color=merge_color,
-        merge_max_size=merge_max_size,
+        merge_max_size=merge_max_size, merge=merge,
     )
     return oversegment_detailed(xyz, rgb, normals, params=params, num_threads=num_threads).labels
 
