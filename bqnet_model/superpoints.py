@@ -109,6 +109,7 @@ class SuperpointResult:
     num_superpoints: int
     num_edges: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    merge_rounds: int = 0  # merge="boruvka": rounds that merged in stage 5 (0 for "fh"), the GPU port's serial depth
 
     @property
     def num_voxels(self) -> int:
@@ -216,6 +217,7 @@ def oversegment_detailed(
         num_superpoints=int(st[1]),
         num_edges=int(st[0]),
         timings_ms={k: float(v) for k, v in zip(_STAGES, st[3:12])},
+        merge_rounds=int(st[13]),
     )
 
 

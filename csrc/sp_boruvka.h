@@ -210,12 +210,13 @@ inline int boruvka_bucketed(BoruvkaState& st, const std::vector<int32_t>& ea, co
 
 // fh_merge in parallel form, over the same sorted edges: FH rounds, then segments below min_size
 // join across their lightest edge. Writes the segments into uf (parent = the segment's root node,
-// sizes at the roots) so dense_components applies unchanged. Returns the FH round count.
+// sizes at the roots) so dense_components applies unchanged. Returns the rounds that merged (both
+// phases; a bucket's final round, which finds nothing, is not counted).
 inline int boruvka_fh_merge(UnionFind& uf, const std::vector<int32_t>& ea, const std::vector<int32_t>& eb,
                             const std::vector<float>& ew, float k, int64_t min_size, int64_t max_size, int nt) {
   BoruvkaState st(uf.size);
-  const int rounds = boruvka_bucketed(st, ea, eb, ew, BoruvkaRule::kFH, k, min_size, max_size, nt);
-  if (min_size > 1) boruvka_bucketed(st, ea, eb, ew, BoruvkaRule::kSmall, k, min_size, 0, nt);
+  int rounds = boruvka_bucketed(st, ea, eb, ew, BoruvkaRule::kFH, k, min_size, max_size, nt);
+  if (min_size > 1) rounds += boruvka_bucketed(st, ea, eb, ew, BoruvkaRule::kSmall, k, min_size, 0, nt);
   uf.parent = st.seg;
   uf.size = st.size;
   return rounds;

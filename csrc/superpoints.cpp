@@ -356,8 +356,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   const double t_sort = ms_since(t0);
   t0 = Clock::now();
   UnionFind uf{int32_t(n), float(k_thresh)};
+  int merge_rounds = 0;  // Borůvka rounds that merged (each a fixed sequence of parallel loops)
   if (boruvka)
-    boruvka_fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size, nt);
+    merge_rounds = boruvka_fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size, nt);
   else
     fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size);
   const double t_merge = ms_since(t0);
@@ -382,10 +383,10 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   auto normals_t = torch::from_blob(vn.data(), {n, 3}, torch::kFloat32).clone();
   const double t_lab = ms_since(t0);
 
-  auto stats = torch::empty({13}, torch::kFloat64);
-  const double vals[13] = {double(ne), double(ns), s, t_spacing, t_knn, t_normals, t_edges, t_sort, t_merge, t_refine,
-                           t_lab, ms_since(t_start), double(rings)};
-  std::copy(vals, vals + 13, stats.data_ptr<double>());
+  auto stats = torch::empty({14}, torch::kFloat64);
+  const double vals[14] = {double(ne), double(ns), s, t_spacing, t_knn, t_normals, t_edges, t_sort, t_merge, t_refine,
+                           t_lab, ms_since(t_start), double(rings), double(merge_rounds)};
+  std::copy(vals, vals + 14, stats.data_ptr<double>());
   return {labels_t, normals_t, stats};
 }
 
