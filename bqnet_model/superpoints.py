@@ -34,7 +34,12 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
 5. **merge**: edges sorted by weight (stable radix sort), FH merge: components A, B join when
    ``w <= Int(A) + k_thresh / |A|`` and the same for B (sizes in points; ``max_size`` > 0 caps them),
    then every component below ``min_size`` points joins its neighbour across its lightest edge
-   (ScanNet's segMinVerts step). Because ``min_size`` is counted in points the segment count scales
+   (ScanNet's segMinVerts step). ``merge="boruvka"`` runs both steps (and the min-size clean-up of step
+   6) in their parallel form instead, the one a GPU port needs: rounds in which every segment takes its
+   lightest edge that passes the same predicate (or, if below ``min_size``, its lightest edge), hooked
+   and contracted by pointer jumping, over growing weight-order prefixes of the sorted edges
+   (``csrc/sp_boruvka.h``; other labels, quality compared in docs/benchmarks/superpoints.md).
+   Because ``min_size`` is counted in points the segment count scales
    with the point count (one segment per some tens of points, as ScanNet's mesh superpoints);
    downsample very dense maps first if fewer superpoints are wanted.
 6. **coplanar merge** (2 rounds), then **boundary exchange** (``refine_iters`` rounds). The size step
@@ -56,7 +61,7 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
 Each stage but the merge is data-parallel (grid by hashing, per-point kNN, PCA and normal pick,
 per-edge weights, radix sort, per-edge coplanarity tests, per-point exchange), and the merge is FH
 over sorted edges, so a CUDA port keeps the structure
-(Borůvka-style rounds replace the sequential merge). Deterministic: identical input and
+(``merge="boruvka"``: Borůvka-style rounds replace the sequential merge). Deterministic: identical input and
 parameters give identical labels for any thread count. Why each default: docs/benchmarks/superpoints.md
 (measured on real ScanNet scans and the synthetic rooms).
 

@@ -21,7 +21,7 @@
 // only its lightest candidate. Over the whole graph at once this departs from FH: the FH phase merges
 // chains that FH, seeing A+B grown before it tests B-C, would refuse (fewer segments on the denser
 // scans), and the min-size phase grows every small segment in lockstep until all cross min_size
-// together (smaller segments, 10-45 % more of them), where FH's pass lets the first ones to cross
+// together (smaller segments, many more of them), where FH's pass lets the first ones to cross
 // keep absorbing their small neighbours. Running the rounds over growing prefixes of the
 // weight-sorted edges (kBuckets of them, the live edges carried from one prefix to the next)
 // restores FH's light-edges-first order coarsely; docs/benchmarks/superpoints.md has the sweep.
