@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_K", "SuperpointParams"]
+__all__ = ["MAX_K", "MERGES", "SuperpointParams"]
 
 MAX_K = 32  # the C++ neighbour lists hold at most this many
+MERGES = ("fh", "boruvka")  # SuperpointParams.merge: what the C++ kernel accepts
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class SuperpointParams:
     merge_plane_cos: float = 0.95  # ... and the two planes' |cos| is above
     merge_color: float = 25.0  # ... and the mean colours (0..255) are closer than this
     merge_max_size: int = 150  # points: no coplanar union above this; 0 = no cap
+    # The FH merge (stage 5) and the min-size clean-ups: "fh" = sequential FH over the sorted edges;
+    # "boruvka" = its parallel form (rounds of lightest-edge picks, csrc/sp_boruvka.h), the one a GPU
+    # port runs: different labels, quality compared in docs/benchmarks/superpoints.md.
+    merge: str = "fh"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,5 +90,9 @@ class SuperpointParams:
             raise ValueError(f"refine_iters must be in [0, 100], got {self.refine_iters}")
         if self.merge_plane_cos > 1:
             raise ValueError(f"merge_plane_cos must be in [0, 1], got {self.merge_plane_cos}")
+        if not isinstance(self.merge, str):
+            raise TypeError(f"SuperpointParams.merge must be a str, got {type(self.merge).__name__}")
+        if self.merge not in MERGES:
+            raise ValueError(f"SuperpointParams.merge must be one of {MERGES}, got {self.merge!r}")
         if self.max_edge <= 0:
             raise ValueError(f"max_edge must be > 0 spacings, got {self.max_edge}")

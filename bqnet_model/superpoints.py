@@ -34,7 +34,12 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
 5. **merge**: edges sorted by weight (stable radix sort), FH merge: components A, B join when
    ``w <= Int(A) + k_thresh / |A|`` and the same for B (sizes in points; ``max_size`` > 0 caps them),
    then every component below ``min_size`` points joins its neighbour across its lightest edge
-   (ScanNet's segMinVerts step). Because ``min_size`` is counted in points the segment count scales
+   (ScanNet's segMinVerts step). ``merge="boruvka"`` runs both steps (and the min-size clean-up of step
+   6) in their parallel form instead, the one a GPU port needs: rounds in which every segment takes its
+   lightest edge that passes the same predicate (or, if below ``min_size``, its lightest edge), hooked
+   and contracted by pointer jumping, over growing weight-order prefixes of the sorted edges
+   (``csrc/sp_boruvka.h``; other labels, quality compared in docs/benchmarks/superpoints.md).
+   Because ``min_size`` is counted in points the segment count scales
    with the point count (one segment per some tens of points, as ScanNet's mesh superpoints);
    downsample very dense maps first if fewer superpoints are wanted.
 6. **coplanar merge** (2 rounds), then **boundary exchange** (``refine_iters`` rounds). The size step
@@ -56,7 +61,7 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
 Each stage but the merge is data-parallel (grid by hashing, per-point kNN, PCA and normal pick,
 per-edge weights, radix sort, per-edge coplanarity tests, per-point exchange), and the merge is FH
 over sorted edges, so a CUDA port keeps the structure
-(Borůvka-style rounds replace the sequential merge). Deterministic: identical input and
+(``merge="boruvka"``: Borůvka-style rounds replace the sequential merge). Deterministic: identical input and
 parameters give identical labels for any thread count. Why each default: docs/benchmarks/superpoints.md
 (measured on real ScanNet scans and the synthetic rooms).
 
@@ -109,6 +114,7 @@ class SuperpointResult:
     num_superpoints: int
     num_edges: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    merge_rounds: int = 0  # merge="boruvka": rounds that merged in stage 5 (0 for "fh"), the GPU port's serial depth
 
     @property
     def num_voxels(self) -> int:
@@ -216,6 +222,7 @@ def oversegment_detailed(
         num_superpoints=int(st[1]),
         num_edges=int(st[0]),
         timings_ms={k: float(v) for k, v in zip(_STAGES, st[3:12])},
+        merge_rounds=int(st[13]),
     )
 
 
@@ -244,6 +251,7 @@ def oversegment(
     merge_plane_cos: float = _D.merge_plane_cos,
     merge_color: float = _D.merge_color,
     merge_max_size: int = _D.merge_max_size,
+    merge: str = _D.merge,
     num_threads: int | None = None,
 ) -> np.ndarray:
     """Dense superpoint labels ``(N,) int64`` in ``0..S-1`` for a cleaned cloud.
@@ -257,7 +265,7 @@ def oversegment(
         offset_weight=offset_weight, knn=knn, normal_knn=normal_knn, max_edge=max_edge, normal_pick=normal_pick,
         refine_iters=refine_iters, refine_plane_weight=refine_plane_weight, refine_color_weight=refine_color_weight,
         merge_plane_rms=merge_plane_rms, merge_plane_cos=merge_plane_cos, merge_color=merge_color,
-        merge_max_size=merge_max_size,
+        merge_max_size=merge_max_size, merge=merge,
     )
     return oversegment_detailed(xyz, rgb, normals, params=params, num_threads=num_threads).labels
 

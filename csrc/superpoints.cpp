@@ -1,8 +1,8 @@
 // Online superpoints: Felzenszwalb-Huttenlocher segmentation of a point cloud on its k-nearest-
 // neighbour graph, at the scale the cloud itself shows, then a local boundary exchange
 // (bqnet_model/superpoints.py explains why each term is there). Stages, each data-parallel except
-// the merge (a later CUDA port keeps the same structure: hashed grid, per-point kNN, per-edge
-// weights, sort, merge, per-point exchange):
+// the sequential merge (a later CUDA port keeps the same structure: hashed grid, per-point kNN,
+// per-edge weights, sort, Borůvka merge, per-point exchange):
 //   1. spacing s = median distance from a strided sample of points to their nearest distinct
 //      neighbour, found on a coarse hashed grid whose cell is an upper bound of the spacing;
 //   2. hashed grid of cell 3 s (points counting-sorted by cell); per point its K nearest
@@ -14,7 +14,8 @@
 //   4. graph = symmetric union of each point's knn nearest; weight = (1 - |n_i . n_j|)
 //      + color_weight * ||c_i - c_j|| + offset_weight * (|d . n_i| + |d . n_j|) / (2 s);
 //   5. stable radix sort by weight, FH merge (sizes in points), optional size cap, then segments
-//      below min_size join across their lightest edge;
+//      below min_size join across their lightest edge; sequential, or (merge = "boruvka") its
+//      parallel form in rounds of data-parallel loops (sp_boruvka.h), the one a CUDA port runs;
 //   6. coplanar merge (adjacent segments whose union is one plane of one colour join; 2 rounds),
 //      then refine_iters rounds of boundary exchange (each point moves to the neighbouring segment whose
 //      plane, centroid and mean colour fit it best; sp_refine.h), min_size enforced again;
@@ -26,8 +27,10 @@
 
 #include <array>
 #include <limits>
+#include <string>
 
 #include "kernels.h"
+#include "sp_boruvka.h"
 #include "sp_common.h"
 #include "sp_refine.h"
 
@@ -149,7 +152,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
     double spacing, double k_thresh, int64_t min_size, int64_t max_size, double color_weight, double offset_weight,
     int64_t knn, int64_t normal_knn, double max_edge, int64_t normal_pick, int64_t refine_iters,
     double refine_plane_weight, double refine_color_weight, double merge_plane_rms, double merge_plane_cos,
-    double merge_color, int64_t merge_max_size, int64_t num_threads) {
+    double merge_color, int64_t merge_max_size, const std::string& merge, int64_t num_threads) {
   const auto t_start = Clock::now();
   TORCH_CHECK(xyz.dim() == 2 && xyz.size(1) == 3 && xyz.scalar_type() == torch::kFloat32 && xyz.device().is_cpu(),
               "xyz must be a float32 CPU tensor of shape (N, 3)");
@@ -170,6 +173,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
               "merge_plane_rms and merge_color must be finite and >= 0");
   TORCH_CHECK(merge_plane_cos >= 0 && merge_plane_cos <= 1, "merge_plane_cos must be in [0, 1]");
   TORCH_CHECK(merge_max_size >= 0, "merge_max_size must be >= 0");
+  TORCH_CHECK(merge == "fh" || merge == "boruvka",
+              "merge must be 'fh' (sequential FH) or 'boruvka' (its parallel form), got '", merge, "'");
+  const bool boruvka = merge == "boruvka";
   const bool has_rgb = rgb.has_value() && rgb->defined();
   const bool has_normals = normals.has_value() && normals->defined();
   torch::Tensor xyz_c = xyz.contiguous(), rgb_c, nrm_c;
@@ -350,7 +356,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   const double t_sort = ms_since(t0);
   t0 = Clock::now();
   UnionFind uf{int32_t(n), float(k_thresh)};
-  fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size);
+  int merge_rounds = 0;  // Borůvka rounds that merged (each a fixed sequence of parallel loops)
+  if (boruvka)
+    merge_rounds = boruvka_fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size, nt);
+  else
+    fh_merge(uf, ea, eb, ew, float(k_thresh), min_size, max_size);
   const double t_merge = ms_since(t0);
 
   // ---- 6-7. coplanar merge, boundary exchange, dense labels ----------------------------------------------------
@@ -363,7 +373,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   if (refine_iters > 0 && ns > 1) {
     refine_segments(P, C, n, vn, nbr, ncnt, K, kg, s, int(refine_iters), refine_plane_weight, refine_color_weight, lab,
                     ns, nt);
-    ns = enforce_min_size(lab, ns, ea, eb, min_size);
+    ns = boruvka ? boruvka_enforce_min_size(lab, ns, ea, eb, ew, min_size, nt)
+                 : enforce_min_size(lab, ns, ea, eb, min_size);
   }
   const double t_refine = ms_since(t0);
   t0 = Clock::now();
@@ -372,10 +383,10 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   auto normals_t = torch::from_blob(vn.data(), {n, 3}, torch::kFloat32).clone();
   const double t_lab = ms_since(t0);
 
-  auto stats = torch::empty({13}, torch::kFloat64);
-  const double vals[13] = {double(ne), double(ns), s, t_spacing, t_knn, t_normals, t_edges, t_sort, t_merge, t_refine,
-                           t_lab, ms_since(t_start), double(rings)};
-  std::copy(vals, vals + 13, stats.data_ptr<double>());
+  auto stats = torch::empty({14}, torch::kFloat64);
+  const double vals[14] = {double(ne), double(ns), s, t_spacing, t_knn, t_normals, t_edges, t_sort, t_merge, t_refine,
+                           t_lab, ms_since(t_start), double(rings), double(merge_rounds)};
+  std::copy(vals, vals + 14, stats.data_ptr<double>());
   return {labels_t, normals_t, stats};
 }
 
