@@ -127,7 +127,7 @@ def test_device_in_use_after_the_cuda_fallback(ros_context_factory, no_shipped_m
 
 # --------------------------------------------------------------------------- shutdown
 def test_shutdown_during_a_prepare_is_quick_and_answers_the_queue(ros_context_factory):
-    """A prepare is running and sentences wait: destroy_node returns within 1 s, every waiting
+    """A prepare is running and sentences wait: destroy_node returns without waiting for it, every waiting
     sentence (topic and service) is answered 'node shutting down', and no ERROR is logged."""
     from std_msgs.msg import String
 
@@ -148,7 +148,9 @@ def test_shutdown_during_a_prepare_is_quick_and_answers_the_queue(ros_context_fa
         node.shutdown()
         took = time.monotonic() - t0
         client.wait_for(lambda: len(client.results) >= 2 and fut.done(), what="the shutdown answers")
-        assert took < 1.0, took
+        # the prepare is still held: a shutdown that waited for it would not have returned; the
+        # bound guards against a long join, it is not a timing test (shutdown timings: the logs)
+        assert not gated.hold.is_set() and took < 5.0, took
         assert sorted(r.reason for r in client.results) == ["node shutting down"] * 2
         assert fut.result().result.request_id == "last" and not fut.result().result.found
         gated.hold.set()  # the prepare finishes now: its result is dropped without a word
