@@ -48,7 +48,9 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
    either segment's normal below ``merge_plane_rms`` spacings), their planes are parallel
    (``|n_a . n_b| > merge_plane_cos``), their mean colours differ by less than ``merge_color``
    (0..255) and the union holds at most ``merge_max_size`` points: the segment budget goes where the
-   boundaries are. Then every point moves to the segment, among its own and those of its ``knn``
+   boundaries are (``merge="boruvka"``: the same test per edge, the accepted edges joined in parallel
+   sub-rounds, each segment proposing its earliest coplanar neighbour, ``csrc/sp_boruvka_coplanar.h``).
+   Then every point moves to the segment, among its own and those of its ``knn``
    nearest, with the least ``(1 - |n_p . n_S|) + refine_plane_weight * |(p - c_S) . n_S| / s +
    refine_color_weight * ||c_p - rgb_S|| / 255`` (``c_S``, ``n_S``: the segment's centroid and PCA
    plane normal; ``rgb_S`` its mean colour; all points decide at once from the previous round's
@@ -115,6 +117,7 @@ class SuperpointResult:
     num_edges: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     merge_rounds: int = 0  # merge="boruvka": rounds that merged in stage 5 (0 for "fh"), the GPU port's serial depth
+    coplanar_rounds: int = 0  # merge="boruvka": sub-rounds that merged in the coplanar merge (0 for "fh")
 
     @property
     def num_voxels(self) -> int:
@@ -223,6 +226,7 @@ def oversegment_detailed(
         num_edges=int(st[0]),
         timings_ms={k: float(v) for k, v in zip(_STAGES, st[3:12])},
         merge_rounds=int(st[13]),
+        coplanar_rounds=int(st[14]),
     )
 
 

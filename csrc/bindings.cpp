@@ -11,7 +11,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "bqnet_model C++ kernels (csrc/)";
   m.def("oversegment", &bqnet_sp::oversegment,
         "Superpoints of a point cloud: FH on its kNN graph; returns (labels int64 (N,), normals float32 (N, 3), "
-        "stats float64 (14,)).",
+        "stats float64 (15,)).",
         py::call_guard<py::gil_scoped_release>(), py::arg("xyz"), py::arg("rgb") = py::none(),
         py::arg("normals") = py::none(), py::arg("spacing"), py::arg("k_thresh"), py::arg("min_size"),
         py::arg("max_size"), py::arg("color_weight"), py::arg("offset_weight"), py::arg("knn"), py::arg("normal_knn"),

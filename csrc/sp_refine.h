@@ -202,6 +202,70 @@ inline int32_t renumber_dense(std::vector<int32_t>& lab, int32_t num_labels) {
   return ns;
 }
 
+// Moments (acc) of the S segments of lab and, per edge of cross (edge ids into ea / eb), whether
+// its two segments pass the coplanar test of merge_coplanar: both have a plane (>= 3 points), the
+// planes are parallel (|n_a . n_b| > cos_min), the mean colours are closer than color_max (with
+// colour) and the union's variance along either normal is below (rms_max * s)^2. Each edge is
+// tested on its own against the statistics before the round; the sequential and the parallel
+// coplanar merge share it, and differ only in how the accepted edges are joined.
+inline void coplanar_accept(const float* P, const uint8_t* C, int64_t n, const std::vector<int32_t>& lab, int32_t S,
+                            const std::vector<int32_t>& ea, const std::vector<int32_t>& eb,
+                            const std::vector<int32_t>& cross, double s, double rms_max, double cos_min,
+                            double color_max, int nt, std::vector<double>& acc, std::vector<uint8_t>& accept) {
+  std::vector<double> nrm;
+  const double var_max = (rms_max * s) * (rms_max * s), col2 = color_max * color_max;
+  segment_moments(P, C, n, lab, S, acc);
+  nrm.assign(3 * size_t(S), 0.0);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int32_t g = 0; g < S; ++g) {
+    const double* a = &acc[size_t(g) * kStat];
+    if (a[0] <= 0) continue;
+    double cov[6], mean[3];
+    moments_cov(a, cov, mean);
+    sym3_eigvec(cov, false, &nrm[3 * size_t(g)]);
+  }
+  const int64_t nc = int64_t(cross.size());
+  accept.assign(static_cast<size_t>(nc), 0);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t q = 0; q < nc; ++q) {
+    const int32_t e = cross[size_t(q)];
+    const int32_t ga = lab[size_t(ea[e])], gb = lab[size_t(eb[e])];
+    const double* a = &acc[size_t(ga) * kStat];
+    const double* b = &acc[size_t(gb) * kStat];
+    if (a[0] < 3 || b[0] < 3) continue;  // no plane of its own
+    const double* na = &nrm[3 * size_t(ga)];
+    const double* nb = &nrm[3 * size_t(gb)];
+    if (std::abs(na[0] * nb[0] + na[1] * nb[1] + na[2] * nb[2]) <= cos_min) continue;
+    if (C) {
+      double d2 = 0;
+      for (int k = 0; k < 3; ++k) {
+        const double d = a[10 + k] / a[0] - b[10 + k] / b[0];
+        d2 += d * d;
+      }
+      if (d2 >= col2) continue;
+    }
+    // Variance of the union along either segment's normal: an upper bound of the union's smallest
+    // eigenvalue, close to it for parallel planes, with no eigen-solve per edge.
+    double u[kStat], c[6], mean[3];
+    for (int k = 0; k < 10; ++k) u[k] = a[k] + b[k];
+    moments_cov(u, c, mean);
+    auto along = [&](const double* v) {
+      return c[0] * v[0] * v[0] + c[1] * v[1] * v[1] + c[2] * v[2] * v[2] +
+             2.0 * (c[3] * v[0] * v[1] + c[4] * v[0] * v[2] + c[5] * v[1] * v[2]);
+    };
+    accept[size_t(q)] = std::min(along(na), along(nb)) < var_max;
+  }
+}
+
+// The edges of ea / eb between two segments of lab, in edge order.
+inline std::vector<int32_t> cross_edges(const std::vector<int32_t>& lab, const std::vector<int32_t>& ea,
+                                        const std::vector<int32_t>& eb) {
+  std::vector<int32_t> cross;
+  for (size_t e = 0; e < ea.size(); ++e)
+    if (lab[size_t(ea[e])] != lab[size_t(eb[e])]) cross.push_back(int32_t(e));
+  return cross;
+}
+
 // Coplanar merge after FH: `rounds` rounds in which adjacent segments (joined by a graph edge)
 // join when their union is still one plane (RMS distance to the union's plane below rms_max * s,
 // measured along either segment's normal), their own planes are parallel (|n_a . n_b| >
@@ -209,62 +273,20 @@ inline int32_t renumber_dense(std::vector<int32_t>& lab, int32_t num_labels) {
 // max_size points (0 = any; joins in edge order stop at the cap). The size step of FH cuts every
 // surface into pieces of about min_size points, walls and floors as finely as clutter; joining
 // the pieces of one flat, uniformly coloured surface spends the segment budget where boundaries
-// are. Each edge is tested on its own (parallel); accepted edges are joined in edge order, so
-// chains along one plane merge within a round. Returns the new dense label count.
+// are. Each edge is tested on its own (parallel, coplanar_accept); accepted edges are joined in
+// edge order, so chains along one plane merge within a round. Returns the new dense label count.
 inline int32_t merge_coplanar(const float* P, const uint8_t* C, int64_t n, std::vector<int32_t>& lab, int32_t S,
                               const std::vector<int32_t>& ea, const std::vector<int32_t>& eb, double s,
                               double rms_max, double cos_min, double color_max, int64_t max_size, int rounds,
                               int nt) {
-  std::vector<double> acc, nrm;
+  std::vector<double> acc;
   // Only edges between two segments can join anything: keep those (in edge order), re-filtered
   // after every round, so that later rounds touch a shrinking list.
-  std::vector<int32_t> cross;
-  for (size_t e = 0; e < ea.size(); ++e)
-    if (lab[size_t(ea[e])] != lab[size_t(eb[e])]) cross.push_back(int32_t(e));
+  std::vector<int32_t> cross = cross_edges(lab, ea, eb);
   std::vector<uint8_t> accept;
-  const double var_max = (rms_max * s) * (rms_max * s), col2 = color_max * color_max;
   for (int r = 0; r < rounds && S > 1 && !cross.empty(); ++r) {
-    segment_moments(P, C, n, lab, S, acc);
-    nrm.assign(3 * size_t(S), 0.0);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int32_t g = 0; g < S; ++g) {
-      const double* a = &acc[size_t(g) * kStat];
-      if (a[0] <= 0) continue;
-      double cov[6], mean[3];
-      moments_cov(a, cov, mean);
-      sym3_eigvec(cov, false, &nrm[3 * size_t(g)]);
-    }
+    coplanar_accept(P, C, n, lab, S, ea, eb, cross, s, rms_max, cos_min, color_max, nt, acc, accept);
     const int64_t nc = int64_t(cross.size());
-    accept.assign(static_cast<size_t>(nc), 0);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t q = 0; q < nc; ++q) {
-      const int32_t e = cross[size_t(q)];
-      const int32_t ga = lab[size_t(ea[e])], gb = lab[size_t(eb[e])];
-      const double* a = &acc[size_t(ga) * kStat];
-      const double* b = &acc[size_t(gb) * kStat];
-      if (a[0] < 3 || b[0] < 3) continue;  // no plane of its own
-      const double* na = &nrm[3 * size_t(ga)];
-      const double* nb = &nrm[3 * size_t(gb)];
-      if (std::abs(na[0] * nb[0] + na[1] * nb[1] + na[2] * nb[2]) <= cos_min) continue;
-      if (C) {
-        double d2 = 0;
-        for (int k = 0; k < 3; ++k) {
-          const double d = a[10 + k] / a[0] - b[10 + k] / b[0];
-          d2 += d * d;
-        }
-        if (d2 >= col2) continue;
-      }
-      // Variance of the union along either segment's normal: an upper bound of the union's smallest
-      // eigenvalue, close to it for parallel planes, with no eigen-solve per edge.
-      double u[kStat], c[6], mean[3];
-      for (int k = 0; k < 10; ++k) u[k] = a[k] + b[k];
-      moments_cov(u, c, mean);
-      auto along = [&](const double* v) {
-        return c[0] * v[0] * v[0] + c[1] * v[1] * v[1] + c[2] * v[2] * v[2] +
-               2.0 * (c[3] * v[0] * v[1] + c[4] * v[0] * v[2] + c[5] * v[1] * v[2]);
-      };
-      accept[size_t(q)] = std::min(along(na), along(nb)) < var_max;
-    }
     std::vector<int32_t> cnt(static_cast<size_t>(S));
     for (int32_t g = 0; g < S; ++g) cnt[size_t(g)] = int32_t(acc[size_t(g) * kStat]);
     UnionFind uf(cnt, 0.0f);

@@ -16,7 +16,8 @@
 //   5. stable radix sort by weight, FH merge (sizes in points), optional size cap, then segments
 //      below min_size join across their lightest edge; sequential, or (merge = "boruvka") its
 //      parallel form in rounds of data-parallel loops (sp_boruvka.h), the one a CUDA port runs;
-//   6. coplanar merge (adjacent segments whose union is one plane of one colour join; 2 rounds),
+//   6. coplanar merge (adjacent segments whose union is one plane of one colour join; 2 rounds;
+//      merge = "boruvka": joined in sub-rounds of data-parallel loops, sp_boruvka_coplanar.h),
 //      then refine_iters rounds of boundary exchange (each point moves to the neighbouring segment whose
 //      plane, centroid and mean colour fit it best; sp_refine.h), min_size enforced again;
 //   7. dense labels 0..S-1 numbered in order of each segment's first point.
@@ -31,6 +32,7 @@
 
 #include "kernels.h"
 #include "sp_boruvka.h"
+#include "sp_boruvka_coplanar.h"
 #include "sp_common.h"
 #include "sp_refine.h"
 
@@ -367,9 +369,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   t0 = Clock::now();
   int32_t ns = 0;
   std::vector<int32_t> lab = dense_components(uf, ns);
+  int coplanar_rounds = 0;  // merge = "boruvka": sub-rounds of the coplanar merge that merged
   if (merge_plane_rms > 0 && ns > 1)
-    ns = merge_coplanar(P, C, n, lab, ns, ea, eb, s, merge_plane_rms, merge_plane_cos, merge_color,
-                        merge_max_size, 2, nt);
+    ns = boruvka ? boruvka_merge_coplanar(P, C, n, lab, ns, ea, eb, s, merge_plane_rms, merge_plane_cos, merge_color,
+                                          merge_max_size, 2, nt, &coplanar_rounds)
+                 : merge_coplanar(P, C, n, lab, ns, ea, eb, s, merge_plane_rms, merge_plane_cos, merge_color,
+                                  merge_max_size, 2, nt);
   if (refine_iters > 0 && ns > 1) {
     refine_segments(P, C, n, vn, nbr, ncnt, K, kg, s, int(refine_iters), refine_plane_weight, refine_color_weight, lab,
                     ns, nt);
@@ -383,10 +388,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   auto normals_t = torch::from_blob(vn.data(), {n, 3}, torch::kFloat32).clone();
   const double t_lab = ms_since(t0);
 
-  auto stats = torch::empty({14}, torch::kFloat64);
-  const double vals[14] = {double(ne), double(ns), s, t_spacing, t_knn, t_normals, t_edges, t_sort, t_merge, t_refine,
-                           t_lab, ms_since(t_start), double(rings), double(merge_rounds)};
-  std::copy(vals, vals + 14, stats.data_ptr<double>());
+  auto stats = torch::empty({15}, torch::kFloat64);
+  const double vals[15] = {double(ne),       double(ns),          s,     t_spacing, t_knn,
+                           t_normals,        t_edges,             t_sort, t_merge,  t_refine,
+                           t_lab,            ms_since(t_start),   double(rings), double(merge_rounds),
+                           double(coplanar_rounds)};
+  std::copy(vals, vals + 15, stats.data_ptr<double>());
   return {labels_t, normals_t, stats};
 }
 

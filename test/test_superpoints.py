@@ -201,10 +201,12 @@ def test_flattest_normal_pick_only_chooses_among_neighbour_planes():
     assert share[2] >= 0.95, share
 
 
-def test_coplanar_merge_joins_one_flat_colour_and_stops_at_colour_edges_and_the_cap():
+@pytest.mark.parametrize("merge", ["fh", "boruvka"])
+def test_coplanar_merge_joins_one_flat_colour_and_stops_at_colour_edges_and_the_cap(merge):
     """A 2 x 1 m floor, left half grey, right half red, and a box standing on it: the coplanar merge
     joins the floor's pieces within each half (far fewer segments), not across the colour edge (without
-    the colour gate it does) nor onto the box, and the unions it makes stop at merge_max_size."""
+    the colour gate it does) nor onto the box, and the unions it makes stop at merge_max_size; in the
+    sequential walk and in its parallel form alike."""
     rng = np.random.default_rng(4)
     floor = np.c_[rng.random((24_000, 2)) * [2.0, 1.0], np.zeros(24_000)]
     xyz = np.r_[floor, _plane_with_box(4)[0][-6000:] + [0.6, 0.0, 0.0]].astype(np.float32)
@@ -212,10 +214,10 @@ def test_coplanar_merge_joins_one_flat_colour_and_stops_at_colour_edges_and_the_
     inst = np.where(xyz[:, 2] > 1e-3, 2, half.astype(np.int64))
     xyz += rng.normal(0, 0.002, xyz.shape).astype(np.float32)
     rgb = np.where(half[:, None], [200, 40, 40], [120, 120, 120]).astype(np.uint8)
-    off = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge_plane_rms=0.0))
-    on = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge_max_size=0))
-    capped = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge_max_size=100))
-    no_gate = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge_max_size=0, merge_color=442.0))
+    off = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge=merge, merge_plane_rms=0.0))
+    on = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge=merge, merge_max_size=0))
+    capped = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge=merge, merge_max_size=100))
+    no_gate = oversegment_detailed(xyz, rgb, params=SuperpointParams(merge=merge, merge_max_size=0, merge_color=442.0))
     assert on.num_superpoints < capped.num_superpoints < off.num_superpoints
     assert on.num_superpoints < 0.5 * off.num_superpoints
     for r in (off, on, capped):
@@ -493,12 +495,31 @@ def _separated_boxes(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts).astype(np.float32), np.concatenate(inst)
 
 
-def test_boruvka_deterministic_across_runs_and_threads(room):
-    p = SuperpointParams(merge="boruvka")
-    two = oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=2).labels
-    assert np.array_equal(oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=2).labels, two)
-    assert np.array_equal(oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=1).labels, two)
-    assert np.array_equal(oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=3).labels, two)
+@pytest.mark.parametrize("cap", [150, 0])  # the coplanar merge's star hooking (cap) and pointer jumping (none)
+def test_boruvka_deterministic_across_runs_and_threads(room, cap):
+    p = SuperpointParams(merge="boruvka", merge_max_size=cap)
+    two = oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=2)
+    assert two.coplanar_rounds > 0 and two.merge_rounds > 0  # the parallel coplanar merge ran and joined
+    assert np.array_equal(oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=2).labels, two.labels)
+    assert np.array_equal(oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=1).labels, two.labels)
+    assert np.array_equal(oversegment_detailed(room.xyz, room.rgb, params=p, num_threads=3).labels, two.labels)
+
+
+def test_boruvka_coplanar_unions_never_exceed_the_cap(room, room_result):
+    """Without the exchange the final segments are unions of the merge's segments (the stages before are
+    the same): every union of two or more of them holds at most merge_max_size points, although picks
+    made in one sub-round form chains."""
+    assert room_result.coplanar_rounds == 0  # the sequential path does not count sub-rounds
+    for cap in (60, 150):
+        p = dict(merge="boruvka", refine_iters=0, merge_max_size=cap)
+        pre = oversegment_detailed(room.xyz, room.rgb, params=SuperpointParams(**p, merge_plane_rms=0.0)).labels
+        post = oversegment_detailed(room.xyz, room.rgb, params=SuperpointParams(**p)).labels
+        pairs = np.unique(np.c_[post, pre], axis=0)
+        assert len(np.unique(pairs[:, 1])) == len(pairs)  # each merge segment inside one final segment
+        parts = np.bincount(pairs[:, 0])
+        sizes = np.bincount(post)
+        assert (parts > 1).sum() > 0.1 * len(parts), cap  # the coplanar merge joined many
+        assert sizes[parts > 1].max() <= cap, cap
 
 
 def test_boruvka_dense_labels_min_size_and_quality_close_to_fh(room, room_result):
