@@ -54,6 +54,22 @@ inline void atomic_max_u32(uint32_t* p, uint32_t v) {
   }
 }
 
+// Pointer jumping (double-buffered) over a forest given as `hook2` (each entry its parent, roots
+// their own): each pass reads hook2 and writes hook, then the two swap, until no entry changes.
+// On return hook2[r] is the root of r's tree; hook holds the pass before (scratch).
+inline void pointer_jump(std::vector<int32_t>& hook, std::vector<int32_t>& hook2, int32_t n, int nt) {
+  for (bool changed = true; changed;) {
+    changed = false;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(|| : changed)
+    for (int32_t r = 0; r < n; ++r) {
+      const int32_t h = hook2[hook2[r]];
+      hook[r] = h;
+      changed = changed || h != hook2[r];
+    }
+    hook.swap(hook2);
+  }
+}
+
 inline uint32_t float_bits(float w) {  // non-negative floats order like their bit patterns
   uint32_t u;
   std::memcpy(&u, &w, sizeof(u));
@@ -144,17 +160,8 @@ inline int boruvka_rounds(BoruvkaState& st, LiveEdges& live, BoruvkaRule rule, f
       const int32_t h = hook[r];
       hook2[r] = (h != r && hook[h] == r && r < h) ? r : h;
     }
-    // 4. pointer jumping: each pass reads hook2, writes hook, then the two swap.
-    for (bool changed = true; changed;) {
-      changed = false;
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(|| : changed)
-      for (int32_t r = 0; r < n; ++r) {
-        const int32_t h = hook2[hook2[r]];
-        hook[r] = h;
-        changed = changed || h != hook2[r];
-      }
-      hook.swap(hook2);
-    }
+    // 4. pointer jumping: hook2[r] becomes the root of r's tree.
+    pointer_jump(hook, hook2, n, nt);
     // 5. per segment that hooked: size and Int into its root (the root's own Int stays in the max;
     // the edge of a mutual pair reaches the root through the partner that hooked).
 #pragma omp parallel for num_threads(nt) schedule(static)

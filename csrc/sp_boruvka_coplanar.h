@@ -97,17 +97,7 @@ inline int coplanar_hook_rounds(std::vector<int32_t>& seg, std::vector<int32_t>&
         hook2[r] = hook[r];
         merged += hook[r] != r;
       }
-      // pointer jumping: each pass reads hook2, writes hook, then the two swap.
-      for (bool changed = true; changed;) {
-        changed = false;
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(|| : changed)
-        for (int32_t r = 0; r < S; ++r) {
-          const int32_t h = hook2[hook2[r]];
-          hook[r] = h;
-          changed = changed || h != hook2[r];
-        }
-        hook.swap(hook2);
-      }
+      pointer_jump(hook, hook2, S, nt);  // hook2[r] becomes the root of r's tree
     }
     if (merged == 0) break;
     ++rounds;
