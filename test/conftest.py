@@ -11,14 +11,18 @@ machine do not hear each other; discovery is kept on this host.
 ``ros_context_factory``: fresh rclpy contexts on that domain (with optional ROS arguments such as
 ``--params-file``), shut down after the test.
 
-Helper (imported by test_train.py and test_loaders.py): ``save_grid_room`` writes a synthetic room
-as a per-scene npz, as the data sets store scenes.
+Helpers: ``save_grid_room`` (imported by test_train.py and test_loaders.py) writes a synthetic room
+as a per-scene npz, as the data sets store scenes; ``load_tool`` imports a script of ``tools/``
+(they are programs, not a package) so a test can call its functions or its ``main``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
+import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,3 +83,13 @@ def save_grid_room(root: Path, sid: str, room: Any) -> np.ndarray:
     save_scene_npz(root / f"{sid}.npz", ScanNetScene(sid, room.xyz, room.rgb, sp, room.semantic.astype(np.int64),
                                                      room.instance.astype(np.int64), names))
     return names
+
+
+def load_tool(name: str) -> types.ModuleType:
+    """``tools/<name>.py`` as a fresh module, registered under ``name`` in ``sys.modules`` while it
+    runs (dataclasses defined in a script look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -17,6 +17,7 @@ from bqnet_model.pipeline.selection import answer, group_queries
 from bqnet_model.text.named_objects import OTHER_CLASS, named_objects
 from bqnet_synth import minimal_room
 from tiny_model import tiny_config
+from conftest import load_tool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -171,21 +172,10 @@ def test_node_answer_takes_reason_score_and_warnings(seg, cache) -> None:
     assert b.found and any("helicopter" in w for w in b.warnings)
 
 
-def _calibrate_tool():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "calibrate_absent.py"
-    spec = importlib.util.spec_from_file_location("calibrate_absent", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_calibration_table_applies_the_library_rule() -> None:
     """The tool's per-setting shares from hand-made records: an unknown target, a low score and a
     class the head never predicts are each refused only under their own setting."""
-    tool = _calibrate_tool()
+    tool = load_tool("calibrate_absent")
     base = dict(where="synthetic", task="res", found=True, share=None)
     recs = [
         dict(base, kind="present", text="the chair", score=0.9, iou=0.8, target_class=CLASS_ID["chair"],

@@ -25,6 +25,7 @@ from bqnet_model.model.bqnet import BQNet
 from bqnet_model.model.config import load_config
 from bqnet_model.model.inputs import collate_scenes, scene_inputs
 from bqnet_model.pipeline import Segmenter
+from conftest import load_tool
 
 TINY = {
     "model": {
@@ -89,12 +90,7 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, trained, batch) -> N
 
 
 def test_half_copy_for_the_device_loads_close_to_the_original(tmp_path: Path, trained, batch) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "half_checkpoint", Path(__file__).resolve().parents[1] / "tools" / "half_checkpoint.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("half_checkpoint")
     model, cfg = trained
     src = save_checkpoint(tmp_path / "m.pth", model, cfg, meta={"step": 3})
     assert tool.main([str(src), str(tmp_path / "half.pth")]) == 0

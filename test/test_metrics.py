@@ -18,6 +18,7 @@ from bqnet_model.metrics import (
     summarize_res,
     union_mask,
 )
+from conftest import load_tool
 
 
 def _m(bits: str) -> np.ndarray:
@@ -109,19 +110,8 @@ def test_bad_inputs():
         summarize_gres([0.3])
 
 
-def _eval_breakdown():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "eval_breakdown.py"
-    spec = importlib.util.spec_from_file_location("eval_breakdown", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_eval_breakdown_sorts_answers_into_kinds_of_miss():
-    classify = _eval_breakdown().classify
+    classify = load_tool("eval_breakdown").classify
     # instances: 0 = floor (class 0), 1 and 2 = chairs (class 5), 3 = desk (class 7); 10 points each
     inst = np.repeat([0, 1, 2, 3], 10)
     sem = np.repeat([0, 5, 5, 7], 10)

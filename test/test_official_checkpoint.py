@@ -25,6 +25,7 @@ from bqnet_model.official_checkpoint import (
     read_official_checkpoint,
     read_official_file,
 )
+from conftest import load_tool
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "cfnet"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "fake_official_checkpoint.pth").is_file(),
@@ -125,14 +126,7 @@ def test_fake_official_file_loads_strictly_and_runs(tmp_path: Path, caplog) -> N
     from safetensors.torch import load_file as load_st
 
     case = load_st(FIXTURES / "dec_small_io.safetensors")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("check_official", Path(__file__).resolve().parents[1] / "tools" / "check_official.py")
-    tool = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules.setdefault("check_official", tool)  # dataclasses look their module up
-    spec.loader.exec_module(tool)
+    tool = load_tool("check_official")
     model.decoder.eval()
     with torch.no_grad():
         out = model.decoder(**tool.case_inputs(case), keep_all_layers=True)

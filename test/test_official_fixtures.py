@@ -5,12 +5,12 @@ tests skip, saying so, when it is absent."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = [Path("/work/shared/fixtures/cfnet"), ROOT.parent / "shared" / "fixtures" / "cfnet"]
@@ -24,11 +24,7 @@ def _fixture_dir() -> Path:
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("check_official", ROOT / "tools" / "check_official.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("check_official")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ misses, a training run with the contrastive term and spaCy made unavailable, the
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
 import sys
@@ -18,7 +17,7 @@ from bqnet_model.text import prepare as prep_module
 from bqnet_model.text.prep_cache import CachedPreparer, TextPrepCacheMiss, read_cache, write_cache
 from bqnet_model.text.prepare import prepare_text
 from bqnet_synth import minimal_room
-from conftest import save_grid_room
+from conftest import load_tool, save_grid_room
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,13 +121,6 @@ SENTENCES = [(6, "the red chair next to the desk."), (9, "the green chair"), (7,
              (8, "the blue cabinet , near the chair"), (5, "the desk")]
 
 
-def _pack_tool():
-    spec = importlib.util.spec_from_file_location("pack_text_prep", REPO / "tools" / "pack_text_prep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_training_with_align_from_the_cache_without_spacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture) -> None:
     from bqnet_model.train import main
@@ -143,7 +135,7 @@ def test_training_with_align_from_the_cache_without_spacy(tmp_path: Path, monkey
                  "description": text} for j, (oid, text) in enumerate(SENTENCES)]
         (data / f"{split}_scanrefer.json").write_text(json.dumps(anns))
     cache = tmp_path / "prep.json.gz"
-    assert _pack_tool().main([str(data), "--out", str(cache)]) == 0
+    assert load_tool("pack_text_prep").main([str(data), "--out", str(cache)]) == 0
     assert f"{len(SENTENCES)} sentences" in capsys.readouterr().out
 
     cfg = tmp_path / "tiny.yaml"

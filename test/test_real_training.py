@@ -8,7 +8,6 @@ folder is absent. Nothing of the real data is written into the repository.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from bqnet_synth.real_scenes import (
 )
 from bqnet_synth.real_training import build_real_training, format_summary, merge_real_into
 from bqnet_synth.relations import FALSE, TRUE, evaluate
+from conftest import load_tool
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,9 +254,7 @@ def test_merge_into_a_synthetic_folder(tmp_path):
 
 
 def test_cli_checks_and_writes(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_real_training", ROOT / "tools" / "make_real_training.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("make_real_training")
     real = _fake_real_dir(tmp_path / "real")
     with pytest.raises(SystemExit):
         tool.main(["--real-dir", str(real), "--out", str(ROOT / "build_real_tmp")])
