@@ -3,7 +3,6 @@ the plumbing of the refusal into the JSON, the CLI's summary and the node's answ
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
@@ -16,7 +15,7 @@ from bqnet_model.pipeline.absence import answer_share, apply_checks, class_point
 from bqnet_model.pipeline.selection import answer, group_queries
 from bqnet_model.text.named_objects import OTHER_CLASS, named_objects
 from bqnet_synth import minimal_room
-from tiny_model import tiny_config
+from tiny_model import tiny_config, with_inference
 from conftest import load_tool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,12 +66,6 @@ def cache(seg, room):
     return seg.prepare(room.xyz, room.rgb, superpoints=sp)
 
 
-def _with(seg: Segmenter, **kw) -> Segmenter:
-    cfg = copy.copy(seg.cfg)
-    cfg.inference = dataclasses.replace(seg.cfg.inference, **kw)
-    return Segmenter(seg.model, cfg, "cpu")
-
-
 def test_prepare_keeps_the_semantic_classes(seg, cache) -> None:
     assert cache.sp_class is not None and cache.sp_class.shape == (cache.n_superpoints,)
     counts = class_points(cache)
@@ -92,12 +85,12 @@ def test_no_check_answers_as_before(seg, cache) -> None:
 
 
 def test_unknown_object_refused_or_warned(seg, cache) -> None:
-    refused = _with(seg, unknown_object="refuse").query(cache, ["the giraffe next to the door", "the chair"])
+    refused = with_inference(seg, unknown_object="refuse").query(cache, ["the giraffe next to the door", "the chair"])
     assert not refused[0].found and not refused[0].objects and refused[0].point_indices.size == 0
     assert "unknown object word 'giraffe'" in refused[0].reason and refused[0].score > 0
     assert refused[0].to_dict()["reason"] == refused[0].reason
     assert refused[1].found and refused[1].reason == ""
-    warned = _with(seg, unknown_object="warn").query(cache, "the giraffe next to the door")[0]
+    warned = with_inference(seg, unknown_object="warn").query(cache, "the giraffe next to the door")[0]
     assert warned.found and any("giraffe" in w for w in warned.warnings)
 
 
@@ -105,23 +98,23 @@ def test_class_check_against_the_semantic_head(seg, cache) -> None:
     """With every superpoint predicted 'chair', a chair is in the map and a bathtub is not;
     a known object outside the vocabulary (a pillow) cannot be checked and is answered."""
     chairs = dataclasses.replace(cache, sp_class=np.full(cache.n_superpoints, CLASS_ID["chair"]))
-    s = _with(seg, absent_class_points=50)
+    s = with_inference(seg, absent_class_points=50)
     chair, tub, pillow = s.query(chairs, ["the chair next to the bathtub", "the bathtub", "the pillow"], task="res")
     assert chair.found
     assert not tub.found and "named class 'bathtub' not in the map" in tub.reason
     assert pillow.found
     gres = s.query(chairs, "the bathtub", task="gres")[0]
     assert not gres.found and (gres.reason == "" or "bathtub" in gres.reason)
-    needy = _with(seg, absent_class_points=cache.n_points + 1).query(chairs, "the chair", task="res")[0]
+    needy = with_inference(seg, absent_class_points=cache.n_points + 1).query(chairs, "the chair", task="res")[0]
     assert not needy.found and "needs" in needy.reason
 
 
 def test_score_threshold(seg, cache) -> None:
     free = seg.query(cache, "the chair", task="res")[0]
-    strict = _with(seg, absent_score=min(0.999, free.score + 1e-3)).query(cache, "the chair", task="res")[0]
+    strict = with_inference(seg, absent_score=min(0.999, free.score + 1e-3)).query(cache, "the chair", task="res")[0]
     assert not strict.found and "absent_score" in strict.reason
     assert strict.score == pytest.approx(free.score)
-    low = _with(seg, absent_score=max(1e-6, free.score - 1e-3)).query(cache, "the chair", task="res")[0]
+    low = with_inference(seg, absent_score=max(1e-6, free.score - 1e-3)).query(cache, "the chair", task="res")[0]
     assert low.found and np.array_equal(low.point_indices, free.point_indices)
 
 
@@ -147,7 +140,7 @@ def test_settings_are_checked(kw, match) -> None:
 def test_cli_summary_and_json_carry_the_reason(seg, cache) -> None:
     from bqnet_model.cli_outputs import SentenceOutput, result_to_dict, summary_line
 
-    r = _with(seg, unknown_object="refuse").query(cache, "the helicopter")[0]
+    r = with_inference(seg, unknown_object="refuse").query(cache, "the helicopter")[0]
     data = result_to_dict(r, "res", 3000)
     assert data["found"] is False and "helicopter" in data["reason"] and data["n_objects"] == 0
     out = SentenceOutput(text=r.text, task="res", found=False, n_objects=0, n_points=0, best_score=None,
@@ -164,10 +157,10 @@ def test_node_answer_takes_reason_score_and_warnings(seg, cache) -> None:
     s = Settings(task="res", score_threshold=0.0, max_batch=4, text_queue_size=8, map_wait_timeout=1.0, max_points=10)
     prepared = PreparedMap(version=1, header=None, num_points=3000, xyz=np.zeros((3000, 3), np.float32), rgb=None,
                            cache=cache)
-    refused = _with(seg, unknown_object="refuse").query(cache, "the helicopter")[0]
+    refused = with_inference(seg, unknown_object="refuse").query(cache, "the helicopter")[0]
     a = Worker._from_result(None, Request("the helicopter", "r1", None), refused, prepared, s, "res", 0.0)
     assert not a.found and a.reason == refused.reason and a.score == pytest.approx(refused.score)
-    warned = _with(seg, unknown_object="warn").query(cache, "the helicopter")[0]
+    warned = with_inference(seg, unknown_object="warn").query(cache, "the helicopter")[0]
     b = Worker._from_result(None, Request("the helicopter", "r2", None), warned, prepared, s, "res", 0.0)
     assert b.found and any("helicopter" in w for w in b.warnings)
 

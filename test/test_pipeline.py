@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from bqnet_model.pipeline import Result, SceneCache, Segmenter, TargetObject
 from bqnet_model.pipeline.selection import answer, group_queries
 from bqnet_model.pipeline.summary import summarise, unpack_summary
 from bqnet_model.superpoint_params import SuperpointParams
-from tiny_model import tiny_config
+from tiny_model import tiny_config, with_inference
 
 TINY = tiny_config()
 TEXTS = ["the red chair next to the desk", "the blue cabinet", "the table in the middle", "a chair", "the desk"]
@@ -48,12 +47,6 @@ def seg():
 @pytest.fixture(scope="module")
 def cache(seg, room, sp):
     return seg.prepare(room.xyz, room.rgb, superpoints=sp)
-
-
-def with_inference(seg: Segmenter, **kw) -> Segmenter:
-    cfg = copy.copy(seg.cfg)
-    cfg.inference = dataclasses.replace(seg.cfg.inference, **kw)
-    return Segmenter(seg.model, cfg, "cpu")
 
 
 def test_segmenter_leaves_the_models_config_alone(seg, cache) -> None:
