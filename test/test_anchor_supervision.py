@@ -25,6 +25,7 @@ from bqnet_model.model.config import load_config
 from bqnet_model.model.losses import LossConfig, LossTargets, anchor_matching, bqnet_loss
 from bqnet_model.model.matching import match_batch
 from conftest import save_grid_room
+from tiny_model import write_train_config
 
 SEEDS = (0, 1, 2)
 
@@ -231,18 +232,6 @@ def test_anchor_mask_loss_trains_the_anchor_queries_masks_only():
         bqnet_loss(out, LossTargets(**{**vars(tg), "sp_anchor": None}), LossConfig(anchor_mask=1.0))
 
 
-TINY = """
-model:
-  backbone: {media: 8, levels: 2, block_reps: 1}
-  text: {encoder: minilm}
-  decoder: {d_model: 32, nhead: 2, ffn: 64, num_layers: 2, fps_num: 32, num_proposal: 16, num_proposal_fine: 32,
-            num_proposal_query: [16, 4], num_proposal_query_inst: [16, 4], image_channels: 0}
-inference: {task: res}
-train: {lr_schedule: step, epochs: 1, batch_size: 1, lang_per_scene: 2, num_workers: 0, max_points_train: 1500,
-        amp: false, log_every: 1, eval_every: 0, data_root: DATA, work_dir: WORK}
-"""
-
-
 def test_training_step_with_anchor_supervision(tmp_path):
     """One step of tools/train.py's main with ``--set model.loss.anchor_ref=...`` and
     ``anchor_mask``: the training set carries the value, the anchor's superpoints get it in the
@@ -259,7 +248,7 @@ def test_training_step_with_anchor_supervision(tmp_path):
            {"scene_id": "room00", "object_id": "7", "object_name": "table", "ann_id": "1", "description": "the table"}]
     (data / "scanrefer_train.json").write_text(json.dumps(ann))
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY.replace("DATA", str(data)).replace("WORK", str(tmp_path / "run")))
+    write_train_config(cfg, data, tmp_path / "run")
 
     train_ds, _ = build_datasets(load_config(cfg, ["model.loss.anchor_ref=0.8"]), data, train=True)
     assert train_ds.anchor_ref == 0.8

@@ -18,6 +18,7 @@ from bqnet_model.text.prep_cache import CachedPreparer, TextPrepCacheMiss, read_
 from bqnet_model.text.prepare import prepare_text
 from bqnet_synth import minimal_room
 from conftest import load_tool, save_grid_room
+from tiny_model import write_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,17 +107,6 @@ def test_config_key_validates() -> None:
         load_config({**base, "train": {"text_prep_cache": 5}})
 
 
-TINY = """
-model:
-  backbone: {media: 8, levels: 2, block_reps: 1}
-  text: {encoder: minilm, official_prep: true}
-  decoder: {d_model: 32, nhead: 2, ffn: 64, num_layers: 2, fps_num: 32, num_proposal: 16, num_proposal_fine: 32,
-            num_proposal_query: [16, 4], num_proposal_query_inst: [16, 4], image_channels: 0, contrastive_align: true}
-  loss: {align: 0.5}
-inference: {task: res, unknown_object: answer}  # the absent-object check is another spaCy parse
-train: {lr_schedule: step, epochs: 1, batch_size: 2, lang_per_scene: 3, lang_per_scene_eval: 4, num_workers: 0,
-        max_points_train: 1500, amp: false, log_every: 1, eval_every: 0, data_root: DATA, work_dir: WORK}
-"""
 SENTENCES = [(6, "the red chair next to the desk."), (9, "the green chair"), (7, "it is the white table"),
              (8, "the blue cabinet , near the chair"), (5, "the desk")]
 
@@ -139,7 +129,11 @@ def test_training_with_align_from_the_cache_without_spacy(tmp_path: Path, monkey
     assert f"{len(SENTENCES)} sentences" in capsys.readouterr().out
 
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY.replace("DATA", str(data)).replace("WORK", str(tmp_path / "run")))
+    write_train_config(cfg, data, tmp_path / "run",
+                       model={"text": {"official_prep": True}, "decoder": {"contrastive_align": True},
+                              "loss": {"align": 0.5}},
+                       inference={"unknown_object": "answer"},  # the absent-object check is another spaCy parse
+                       train={"batch_size": 2, "lang_per_scene": 3, "lang_per_scene_eval": 4})
     _spacy_gone(monkeypatch)
     with pytest.raises(ImportError, match="needs spaCy"):  # what the cache replaces
         main([str(cfg), "--max-steps", "1", "--no-eval"])

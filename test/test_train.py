@@ -15,29 +15,7 @@ from bqnet_synth import minimal_room
 from bqnet_model.model.config import load_config
 from bqnet_model.train import EpochSampler, find_annotations, lr_factor, main, parse_args, poly_factor
 from conftest import save_grid_room
-
-TINY_MODEL = """
-model:
-  backbone: {media: 8, levels: 2, block_reps: 1}
-  text: {encoder: minilm}
-  decoder: {d_model: 32, nhead: 2, ffn: 64, num_layers: 2, fps_num: 32, num_proposal: 16, num_proposal_fine: 32,
-            num_proposal_query: [16, 4], num_proposal_query_inst: [16, 4], image_channels: 0}
-inference: {task: res}
-train:
-  lr_schedule: step
-  epochs: 2
-  batch_size: 2
-  lang_per_scene: 3
-  lang_per_scene_eval: 4
-  num_workers: 0
-  max_points_train: 1500
-  amp: false
-  log_every: 1
-  eval_every: 0
-  lr_mult_backbone: 1.0
-  data_root: DATA
-  work_dir: WORK
-"""
+from tiny_model import write_train_config
 
 SENTENCES = [(6, "the red chair next to the desk"), (9, "the green chair"), (7, "the white table"),
              (8, "the blue cabinet"), (5, "the desk")]
@@ -73,7 +51,8 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     _write_data(tmp / "data")
     cfg = tmp / "tiny.yaml"
-    cfg.write_text(TINY_MODEL.replace("DATA", str(tmp / "data")).replace("WORK", str(tmp / "run")))
+    write_train_config(cfg, tmp / "data", tmp / "run", train={"epochs": 2, "batch_size": 2, "lang_per_scene": 3,
+                                                              "lang_per_scene_eval": 4, "lr_mult_backbone": 1.0})
     return tmp, cfg
 
 
