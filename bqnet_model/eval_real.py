@@ -92,6 +92,15 @@ class RealLayout:
         labelled = {s for s in vote if (self.objects_info_dir / f"objects_info_{s}.npy").is_file()}
         return sorted(labelled | set(self.fullres))
 
+    def select(self, scans: Sequence[str] | None) -> list[str]:
+        """``scans`` (None: every scan of the folder), checked: ValueError naming any the folder lacks."""
+        known = self.scans
+        todo = list(known if scans is None else scans)
+        unknown = [s for s in todo if s not in known]
+        if unknown:
+            raise ValueError(f"scans {unknown} are not in {self.root} (it has {known})")
+        return todo
+
 
 @dataclass
 class RealScene:
@@ -279,11 +288,7 @@ def evaluate_real(segmenter: Any, layout: RealLayout, scans: Sequence[str] | Non
     """
     if superpoints not in ("online", "mesh"):
         raise ValueError(f"superpoints must be 'online' or 'mesh', got {superpoints!r}")
-    known = layout.scans
-    todo = list(known if scans is None else scans)
-    unknown = [s for s in todo if s not in known]
-    if unknown:
-        raise ValueError(f"scans {unknown} are not in {layout.root} (it has {known})")
+    todo = layout.select(scans)
     by_scan: dict[str, list[Annotation]] = collections.defaultdict(list)
     for a in load_real_sentences(layout):
         if a.scene_id in todo:
@@ -399,10 +404,10 @@ def _asa_only(layout: RealLayout, args: argparse.Namespace) -> int:
         from bqnet_model.checkpoint import load_checkpoint
 
         params = load_checkpoint(args.checkpoint, "cpu")[1].inference.superpoints
-    todo = list(layout.scans if args.scans is None else args.scans)
-    unknown = [s for s in todo if s not in layout.scans]
-    if unknown:
-        print(f"error: scans {unknown} are not in {layout.root} (it has {layout.scans})", file=sys.stderr)
+    try:
+        todo = layout.select(args.scans)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = [r for scan in todo for r in superpoint_asa(load_real_scene(layout, scan, args.points), params)]
     print("superpoints: achievable segmentation accuracy over labelled points (ms: wall time of ours)")
