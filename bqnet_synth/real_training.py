@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bqnet_model.data.classes import CLASSES
-from bqnet_model.data.referit import Annotation, same_class_ids
+from bqnet_model.data.referit import Annotation, read_annotation_list, same_class_ids
 from bqnet_model.data.scannet import ScanNetScene, save_scene_npz
 from bqnet_synth import expressions as ex
 from bqnet_synth.real_scenes import generate_real_expressions, real_scene_geometry
@@ -205,12 +205,8 @@ def build_real_training(real_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 def _read_entries(p: Path) -> list[dict[str, Any]]:
-    if not p.is_file():
-        return []
-    data = json.loads(p.read_text())
-    if not isinstance(data, list):
-        raise ValueError(f"{p}: expected a JSON list of annotations, got {type(data).__name__}")
-    return data
+    """A folder's annotation entries, none when it has no such file."""
+    return read_annotation_list(p) if p.is_file() else []
 
 
 def merge_real_into(real_out: str | os.PathLike, synth_dir: str | os.PathLike) -> dict[str, int]:

@@ -21,6 +21,7 @@ __all__ = [
     "load_scanrefer",
     "load_multi3drefer",
     "load_annotations",
+    "read_annotation_list",
     "res_eval_type",
     "same_class_ids",
     "assign_res_eval_types",
@@ -50,7 +51,9 @@ class Annotation:
         return asdict(self)
 
 
-def _read_list(json_path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_annotation_list(json_path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The raw entries of an annotation JSON (a list of objects), with a clear error for a missing
+    file, invalid JSON or anything else than a list of objects."""
     p = Path(json_path)
     if not p.is_file():
         raise FileNotFoundError(f"annotation file not found: {p}")
@@ -102,7 +105,7 @@ def load_scanrefer(json_path: str | os.PathLike, scene_dir: str | os.PathLike | 
     ``eval_type`` is taken from the entry when present ('unique'/'multiple'); otherwise it is computed
     from ``scene_dir/<scene_id>.npz`` when ``scene_dir`` is given, else left None.
     """
-    data = _read_list(json_path)
+    data = read_annotation_list(json_path)
     anns: list[Annotation] = []
     for i, d in enumerate(data):
         _need(json_path, i, d, _SCANREFER_KEYS)
@@ -121,7 +124,7 @@ def load_scanrefer(json_path: str | os.PathLike, scene_dir: str | os.PathLike | 
 def load_multi3drefer(json_path: str | os.PathLike) -> list[Annotation]:
     """Load a Multi3DRefer JSON list of ``{scene_id, object_ids, object_name, ann_id, description,
     eval_type}``; ``object_ids`` may be empty (a zero-target description)."""
-    data = _read_list(json_path)
+    data = read_annotation_list(json_path)
     anns: list[Annotation] = []
     for i, d in enumerate(data):
         _need(json_path, i, d, _MULTI3DREFER_KEYS)
@@ -145,7 +148,7 @@ def load_annotations(json_path: str | os.PathLike, scene_dir: str | os.PathLike 
         if scene_dir is not None:
             assign_res_eval_types(anns, scene_dir)
         return anns
-    data = _read_list(json_path)
+    data = read_annotation_list(json_path)
     if data and "object_ids" in data[0]:
         return load_multi3drefer(json_path)
     return load_scanrefer(json_path, scene_dir)
