@@ -37,6 +37,7 @@ __all__ = [
     "LoadReport",
     "checkpoint_state",
     "save_checkpoint",
+    "export_weights",
     "read_checkpoint",
     "load_checkpoint",
     "load_state_strict",
@@ -116,7 +117,11 @@ def save_checkpoint(path: str | os.PathLike, model: BQNet, cfg: Config, meta: Ma
     info.update(dict(meta or {}))
     obj = {"format": FORMAT, "config": cfg.to_dict(), "state_dict": checkpoint_state(model), "meta": info}
     obj.update(dict(extra or {}))
-    path = Path(path)
+    return _save_atomic(obj, Path(path))
+
+
+def _save_atomic(obj: Mapping[str, Any], path: Path) -> Path:
+    """``torch.save`` through a temporary file in the same folder: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -127,6 +132,18 @@ def save_checkpoint(path: str | os.PathLike, model: BQNet, cfg: Config, meta: Ma
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def export_weights(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """A training checkpoint (``latest.pth``) as a model file: format, config, weights and meta only.
+
+    Works on the file alone, without building the model, so it also runs where the model could
+    not be built (a GPU machine without spaCy exporting a ``text.official_prep`` model trained
+    from a parse cache). Load the result with ``load_checkpoint`` where it will be used.
+    """
+    obj = read_checkpoint(src)
+    _require_ours(obj, src)
+    return _save_atomic({k: obj[k] for k in ("format", "config", "state_dict", "meta") if k in obj}, Path(dst))
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:

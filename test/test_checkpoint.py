@@ -12,6 +12,7 @@ from bqnet_model.checkpoint import (
     FORMAT,
     LoadReport,
     checkpoint_state,
+    export_weights,
     load_backbone,
     load_checkpoint,
     load_model,
@@ -87,6 +88,25 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, trained, batch) -> N
     assert torch.equal(_outputs(fresh, batch), _outputs(model, batch))
     m3, c3 = load_model(path)
     assert c3 == cfg and torch.equal(_outputs(m3, batch), _outputs(model, batch))
+
+
+def test_export_of_a_training_checkpoint_drops_the_training_state(tmp_path: Path, trained, batch,
+                                                                  monkeypatch) -> None:
+    model, cfg = trained
+    opt = torch.optim.AdamW(model.decoder.parameters(), lr=1e-3)
+    src = save_checkpoint(tmp_path / "latest.pth", model, cfg, meta={"step": 5},
+                          extra={"optimizer": opt.state_dict(), "step": 5})
+    # the export must not build the model (on the GPU machine that may need spaCy)
+    monkeypatch.setattr(BQNet, "__init__", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model built")))
+    out = export_weights(src, tmp_path / "out" / "m.pth")
+    monkeypatch.undo()
+    stored = torch.load(out, weights_only=True)
+    assert set(stored) == {"format", "config", "state_dict", "meta"} and stored["meta"]["step"] == 5
+    loaded, cfg2, _ = load_checkpoint(out)
+    assert cfg2 == cfg and torch.equal(_outputs(loaded, batch), _outputs(model, batch))
+    torch.save({"weights": 1}, tmp_path / "foreign.pth")
+    with pytest.raises(ValueError):
+        export_weights(tmp_path / "foreign.pth", tmp_path / "x.pth")
 
 
 def test_half_copy_for_the_device_loads_close_to_the_original(tmp_path: Path, trained, batch) -> None:

@@ -44,12 +44,9 @@ launch=(torchrun --standalone --nproc_per_node "$ngpu"); [ "$ngpu" = 1 ] && laun
   --no-eval "${extra[@]}" > $RUNS/$NAME.train.log 2>&1
 echo "[device] $NAME trained: $(tail -c 300 $RUNS/$NAME.train.log | tr '\r' '\n' | tail -1)"
 echo "[device] training done after $(( $(date +%s) - t0 )) s"
-python3 - $RUNS/$NAME/latest.pth "$OUT/$NAME.pth" <<'PYEOF'
-import sys
-from bqnet_model.checkpoint import load_checkpoint, save_checkpoint
-model, cfg, meta = load_checkpoint(sys.argv[1], "cpu")
-save_checkpoint(sys.argv[2], model, cfg, meta=meta)  # weights + config only, no optimizer state
-PYEOF
+# weights + config only, no optimizer state; the model is not built (it may need spaCy, absent here)
+python3 -c "import sys; from bqnet_model.checkpoint import export_weights as e; e(sys.argv[1], sys.argv[2])" \
+  $RUNS/$NAME/latest.pth "$OUT/$NAME.pth"
 cp $RUNS/$NAME/metrics.jsonl "$OUT/$NAME.metrics.jsonl"
 tr '\r' '\n' < $RUNS/$NAME.train.log | grep -v "step/s\]$" | tail -40 > "$OUT/$NAME.train.log"
 evaluate() {  # task gpu
