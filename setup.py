@@ -120,7 +120,8 @@ if not sources:
 if os.environ.get("BQNET_NO_EXT") != "1":
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    ext_modules.append(
+    # BQNET_ONLY_CUDA=1 builds _C_cuda alone (tools/device_superpoints_cuda.sh builds the two in parallel).
+    ext_modules += [] if os.environ.get("BQNET_ONLY_CUDA") == "1" else [
         CppExtension(
             "bqnet_model._C",
             sources,
@@ -128,7 +129,7 @@ if os.environ.get("BQNET_NO_EXT") != "1":
             extra_compile_args=["-O3", "-fopenmp", "-std=c++17"],
             extra_link_args=["-fopenmp"],
         )
-    )
+    ]
     cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=False)
     cuda_ext = _cuda_extension()
     if cuda_ext is not None:

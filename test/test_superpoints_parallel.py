@@ -146,3 +146,41 @@ def test_cuda_routing_picks_the_device_and_logs_a_missing_extension_once(monkeyp
         assert superpoints_cuda.extension() is None
     lines = [r for r in caplog.records if "_C_cuda is not built" in r.getMessage()]
     assert len(lines) == 1 and "on the CPU" in lines[0].getMessage()
+
+
+def _cuda_or_skip():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here: the GPU path runs in tools/device_superpoints_cuda.sh on the GPU machine")
+    from bqnet_model.superpoints_cuda import extension
+
+    if extension() is None:
+        pytest.fail("a CUDA device is present but bqnet_model._C_cuda is not built (python setup.py build_ext --inplace)")
+
+
+def test_cuda_labels_match_boruvka_and_are_deterministic(room):
+    """On a GPU: CUDA labels equal the CPU Borůvka labels, or (acos / cos bits of the device's libm moved a
+    near-tied edge) ASA within 0.005 with about the same segment count; identical over runs."""
+    _cuda_or_skip()
+    clouds = [("room", room.xyz, room.rgb, room.instance)]
+    if REAL.is_dir():
+        v = np.load(REAL / "scene0000_02_vert.npy")
+        ins = np.load(REAL / "scene0000_02_ins_label.npy").astype(np.int64) - 1
+        clouds.append(("real", v[:, :3], v[:, 3:6].astype(np.uint8), ins))
+    from bqnet_model.superpoints import achievable_segmentation_accuracy as asa
+
+    for name, xyz, rgb, inst in clouds:
+        cpu = oversegment_detailed(xyz, rgb, params=BORUVKA).labels
+        x, c = torch.from_numpy(xyz).cuda(), torch.from_numpy(rgb).cuda()
+        runs = [oversegment_detailed(x, c, params=BORUVKA) for _ in range(3)]
+        assert runs[0].labels.is_cuda and runs[0].normals.is_cuda
+        gpu = [r.labels.cpu().numpy() for r in runs]
+        assert all(np.array_equal(gpu[0], g) for g in gpu[1:]), name
+        if not np.array_equal(gpu[0], cpu):
+            assert abs(asa(gpu[0], inst) - asa(cpu, inst)) <= 0.005, name
+            assert abs(int(gpu[0].max()) - int(cpu.max())) <= 0.05 * cpu.max(), name
+    # the CPU's errors, raised before any kernel runs
+    with pytest.raises(ValueError, match="1 of 10 points"):
+        oversegment_detailed(torch.tensor(np.r_[np.zeros((9, 3)), [[np.nan, 0, 0]]], dtype=torch.float32).cuda())
+    with pytest.raises(ValueError, match="1 point"):
+        oversegment_detailed(torch.zeros(1, 3, device="cuda"))
+    assert oversegment_detailed(torch.zeros(50, 3, device="cuda")).labels.tolist() == [0] * 50
