@@ -38,23 +38,24 @@ from bqnet_model.superpoints_cuda import extension, oversegment_host_port  # noq
 
 
 def tiled_room(n: int, seed: int = 0, tile: int = 250_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Synthetic rooms (bqnet_synth.minimal_room) side by side along x, 1 m apart, up to n points."""
+    """Synthetic rooms (bqnet_synth.minimal_room) side by side along x, 1 m apart, cut to n points."""
     from bqnet_synth import minimal_room
 
     xs, cs, ins = [], [], []
-    offset, inst_base, k = 0.0, 0, 0
-    while sum(len(x) for x in xs) < n:
-        room = minimal_room(min(tile, n - sum(len(x) for x in xs)), seed=seed + k)
+    offset, inst_base, total, k = 0.0, 0, 0, 0
+    while total < n:
+        room = minimal_room(min(tile, max(n, 20_000)), seed=seed + k)
         x = room.xyz.astype(np.float32).copy()
         x[:, 0] += offset - x[:, 0].min()
         offset = float(x[:, 0].max()) + 1.0
+        inst = room.instance.astype(np.int64)
         xs.append(x)
         cs.append(room.rgb)
-        inst = room.instance.astype(np.int64)
         ins.append(np.where(inst >= 0, inst + inst_base, -1))
         inst_base += int(inst.max()) + 1
+        total += len(x)
         k += 1
-    return np.concatenate(xs), np.concatenate(cs), np.concatenate(ins)
+    return np.concatenate(xs)[:n], np.concatenate(cs)[:n], np.concatenate(ins)[:n]
 
 
 def read_scans(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:

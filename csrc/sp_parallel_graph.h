@@ -24,16 +24,25 @@ void shift_to_corner(B& be, const float* P0, int64_t n, float* pts, double* lo, 
   uint32_t init[7] = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0u, 0u, 0u, 0u};
   be.from_host(mm.p(), init, sizeof(init));
   uint32_t* m = mm.p();
-  be.for_each(n, SP_FN(int64_t i) {
-    for (int k = 0; k < 3; ++k) {
-      const float v = P0[3 * i + k];
-      if (!finite_float(v)) {
-        atomic_max_u32(&m[6], 1u);
-        continue;
+  // T strided lanes reduce locally, then 7 atomics each: not n atomics on 7 addresses.
+  const int64_t T = n < 65536 ? n : 65536;
+  be.for_each(T, SP_FN(int64_t t) {
+    uint32_t lo_k[3] = {0xffffffffu, 0xffffffffu, 0xffffffffu}, hi_k[3] = {0u, 0u, 0u}, bad = 0u;
+    for (int64_t i = t; i < n; i += T)
+      for (int k = 0; k < 3; ++k) {
+        const float v = P0[3 * i + k];
+        if (!finite_float(v)) {
+          bad = 1u;
+          continue;
+        }
+        lo_k[k] = sp_min(lo_k[k], ordered_key(v));
+        hi_k[k] = sp_max(hi_k[k], ordered_key(v));
       }
-      atomic_min_u32(&m[k], ordered_key(v));
-      atomic_max_u32(&m[3 + k], ordered_key(v));
+    for (int k = 0; k < 3; ++k) {
+      atomic_min_u32(&m[k], lo_k[k]);
+      atomic_max_u32(&m[3 + k], hi_k[k]);
     }
+    if (bad) atomic_max_u32(&m[6], 1u);
   });
   uint32_t h[7];
   be.to_host(h, m, sizeof(h));
