@@ -2,7 +2,8 @@
 // the kernels the CUDA build runs on the GPU) on the host backend (sp_backend_host.h). Same
 // arguments and outputs as oversegment (superpoints.cpp); merge "fh" and "boruvka" both run the
 // Borůvka merges (the port has no sequential merge). Its labels equal oversegment's with
-// merge = "boruvka" (test/test_superpoints_parallel.py).
+// merge = "boruvka" (test/test_superpoints_parallel.py). strict_memory: buffers inaccessible to the
+// host outside backend calls, as device memory is (sp_backend_host.h; a fault, not an error).
 
 #include <torch/extension.h>
 
@@ -21,7 +22,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment_parallel(
     double spacing, double k_thresh, int64_t min_size, int64_t max_size, double color_weight, double offset_weight,
     int64_t knn, int64_t normal_knn, double max_edge, int64_t normal_pick, int64_t refine_iters,
     double refine_plane_weight, double refine_color_weight, double merge_plane_rms, double merge_plane_cos,
-    double merge_color, int64_t merge_max_size, const std::string& merge, int64_t num_threads) {
+    double merge_color, int64_t merge_max_size, const std::string& merge, int64_t num_threads,
+    bool strict_memory) {
   TORCH_CHECK(xyz.dim() == 2 && xyz.size(1) == 3 && xyz.scalar_type() == torch::kFloat32 && xyz.device().is_cpu(),
               "xyz must be a float32 CPU tensor of shape (N, 3)");
   const int64_t n = xyz.size(0);
@@ -50,6 +52,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment_parallel(
   auto stats = torch::empty({par::kNumStats}, torch::kFloat64);
   par::HostBackend be;
   be.nt = int(std::max<int64_t>(1, num_threads));
+  be.strict = strict_memory;
   try {
     par::oversegment(be, xyz_c.data_ptr<float>(), rgb_c.defined() ? rgb_c.data_ptr<uint8_t>() : nullptr,
                      nrm_c.defined() ? nrm_c.data_ptr<float>() : nullptr, n, p, labels.data_ptr<int64_t>(),

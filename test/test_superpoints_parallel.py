@@ -8,6 +8,7 @@ the CUDA routing of ``bqnet_model.superpoints`` that a CPU-only machine can chec
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,36 @@ def test_port_errors_are_the_cpu_errors(xyz, match):
     for run in (oversegment_detailed, oversegment_host_port):
         with pytest.raises(ValueError, match=match):
             run(xyz)
+
+
+_STRICT = """
+import sys
+from dataclasses import asdict
+import numpy as np, torch
+from bqnet_synth import minimal_room
+from bqnet_model import _C
+from bqnet_model.superpoints import SuperpointParams
+room = minimal_room(20_000, seed=2)
+clouds = [(room.xyz, torch.from_numpy(room.rgb), None), (room.xyz, None, torch.from_numpy(room.xyz * 0 + 1)),
+          (np.zeros((50, 3), np.float32), None, None), (np.r_[room.xyz[:3000], [[50, 50, 50]]], None, None)]
+for merge_max_size in (150, 0):
+    p = asdict(SuperpointParams(merge="boruvka", merge_max_size=merge_max_size))
+    for xyz, rgb, nrm in clouds:
+        x = torch.from_numpy(np.ascontiguousarray(xyz, np.float32))
+        a = _C.oversegment_parallel(x, rgb, nrm, **p, num_threads=2, strict_memory=True)
+        b = _C.oversegment_parallel(x, rgb, nrm, **p, num_threads=2)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), "strict run differs"
+print("strict ok")
+"""
+
+
+def test_port_touches_buffers_only_through_the_backend():
+    """On the GPU every buffer is device memory: driver code that reads one on the host crashes there. The
+    host backend's strict mode makes such a read fault here (buffers PROT_NONE outside backend calls); run
+    in a subprocess so that a fault is a failure, not a crashed test session."""
+    done = subprocess.run([sys.executable, "-c", _STRICT], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0 and "strict ok" in done.stdout, (done.returncode, done.stderr[-3000:])
 
 
 def test_nvcc_compiles_the_device_file(tmp_path):
