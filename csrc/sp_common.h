@@ -95,11 +95,6 @@ class KeyMap {
 // like the floats themselves). Keys travel with the ids (no random reads). Each pass is parallel
 // over contiguous chunks: chunk t's elements of digit d land after those of chunks < t, exactly
 // where a sequential stable pass puts them, so the result (ties in edge-id order) is independent
-
-// Stable LSD radix sort of edge ids by the bit pattern of non-negative float weights (which orders
-// like the floats themselves). Keys travel with the ids (no random reads). Each pass is parallel
-// over contiguous chunks: chunk t's elements of digit d land after those of chunks < t, exactly
-// where a sequential stable pass puts them, so the result (ties in edge-id order) is independent
 // of the thread count.
 inline std::vector<int32_t> sort_edges(const std::vector<float>& w, int nt) {
   const int64_t n = int64_t(w.size());

@@ -1,6 +1,6 @@
 // Stages 1-4 of the parallel port (sp_parallel.h says how the backends work): bounding box and
 // shift, spacing estimate, kNN on the hashed grid, normals, edges with weights, and the stable sort
-// of the edges by weight. Each mirrors the CPU stage of superpoints.cpp and gives the same values:
+// of the edges by weight (stage 5a). Each mirrors the CPU stage of superpoints.cpp and gives the same values:
 // the bounding box by order-free min / max, the spacing as the same median, the kNN as the same K
 // smallest (distance, index) pairs, the edges in the same order (a scan of per-point counts), the
 // sort stable like the CPU's radix sort (ties in edge order).
@@ -163,7 +163,7 @@ void point_normals(B& be, const float* P, const float* NI, int64_t n, const int3
   if (normal_pick > 0) be.for_each(n, SP_FN(int64_t i) { pick_point(nbr, ncnt, K, normal_pick, rw, vr, i, vn); });
 }
 
-// Weighted edges sorted by weight, ties in emission order (point order, then neighbour order).
+// Weighted edges in emission order (point order, then neighbour order); sort_edges sorts them.
 template <class B>
 struct Edges {
   Buf<B, int32_t> a, b;
@@ -187,14 +187,12 @@ Edges<B> build_edges(B& be, const float* P, const uint8_t* C, const float* vn, i
   E.n = be.scan(dg, of, n);
   if (E.n >= (int64_t(1) << 31) - 1) throw std::invalid_argument("too many graph edges (" + std::to_string(E.n) + ")");
   const int64_t ne = E.n;
-  Buf<B, int32_t> ea(be, ne), eb(be, ne), idx(be, ne);
-  Buf<B, float> ew(be, ne);
-  Buf<B, uint32_t> key(be, ne);
-  int32_t* pa = ea.p();
-  int32_t* pb = eb.p();
-  int32_t* px = idx.p();
-  float* pw = ew.p();
-  uint32_t* pk = key.p();
+  E.a = Buf<B, int32_t>(be, ne);
+  E.b = Buf<B, int32_t>(be, ne);
+  E.w = Buf<B, float>(be, ne);
+  int32_t* pa = E.a.p();
+  int32_t* pb = E.b.p();
+  float* pw = E.w.p();
   be.for_each(n, SP_FN(int64_t i) {
     const int m = sp_min<int>(kg, ncnt[i]);
     int64_t e = of[i];
@@ -204,25 +202,41 @@ Edges<B> build_edges(B& be, const float* P, const uint8_t* C, const float* vn, i
       pa[e] = int32_t(i);
       pb[e] = int32_t(j);
       pw[e] = edge_weight(P, C, vn, cw, ow, i, j);
-      pk[e] = float_bits(pw[e]);
-      px[e] = int32_t(e);
       ++e;
     }
   });
-  be.sort_pairs(pk, px, ne, 32);  // stable: ties keep the emission order, as the CPU's radix sort
-  E.a = Buf<B, int32_t>(be, ne);
-  E.b = Buf<B, int32_t>(be, ne);
-  E.w = Buf<B, float>(be, ne);
-  int32_t* sa = E.a.p();
-  int32_t* sb = E.b.p();
-  float* sw = E.w.p();
+  return E;
+}
+
+// Stage 5a: the edges sorted by weight, stably (ties keep the emission order, as the CPU's radix sort).
+template <class B>
+void sort_edges(B& be, Edges<B>& E) {
+  const int64_t ne = E.n;
+  Buf<B, uint32_t> key(be, ne);
+  Buf<B, int32_t> idx(be, ne), sa(be, ne), sb(be, ne);
+  Buf<B, float> sw(be, ne);
+  uint32_t* pk = key.p();
+  int32_t* px = idx.p();
+  const int32_t* pa = E.a.p();
+  const int32_t* pb = E.b.p();
+  const float* pw = E.w.p();
+  be.for_each(ne, SP_FN(int64_t e) {
+    pk[e] = float_bits(pw[e]);
+    px[e] = int32_t(e);
+  });
+  be.sort_pairs(pk, px, ne, 32);
+  int32_t* qa = sa.p();
+  int32_t* qb = sb.p();
+  float* qw = sw.p();
   be.for_each(ne, SP_FN(int64_t e) {
     const int32_t o = px[e];
-    sa[e] = pa[o];
-    sb[e] = pb[o];
-    sw[e] = pw[o];
+    qa[e] = pa[o];
+    qb[e] = pb[o];
+    qw[e] = pw[o];
   });
-  return E;
+  E.a.swap(sa);
+  E.b.swap(sb);
+  E.w.swap(sw);
 }
 
 }  // namespace par

@@ -1,8 +1,9 @@
 // Online superpoints: Felzenszwalb-Huttenlocher segmentation of a point cloud on its k-nearest-
 // neighbour graph, at the scale the cloud itself shows, then a local boundary exchange
 // (bqnet_model/superpoints.py explains why each term is there). Stages, each data-parallel except
-// the sequential merge (a later CUDA port keeps the same structure: hashed grid, per-point kNN,
-// per-edge weights, sort, Borůvka merge, per-point exchange):
+// the sequential merge (the CUDA port, csrc/sp_parallel*.h + csrc/cuda/, keeps the same structure:
+// hashed grid, per-point kNN, per-edge weights, sort, Borůvka merge, per-point exchange; the
+// per-element math is shared through sp_point_math.h):
 //   1. spacing s = median distance from a strided sample of points to their nearest distinct
 //      neighbour, found on a coarse hashed grid whose cell is an upper bound of the spacing;
 //   2. hashed grid of cell 3 s (points counting-sorted by cell); per point its K nearest

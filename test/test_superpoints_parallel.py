@@ -103,6 +103,9 @@ def test_port_on_degenerate_clouds_equals_boruvka():
     for name, xyz in clouds.items():
         cpu, port = _both(xyz, params=SuperpointParams(merge="boruvka", min_size=10))
         assert np.array_equal(cpu.labels, port.labels), name
+    two = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], np.float32)  # 170 spacings apart: no edge at all
+    cpu, port = _both(two, params=SuperpointParams(merge="boruvka", spacing=0.01))
+    assert cpu.labels.tolist() == port.labels.tolist() == [0, 1] and port.num_edges == 0
     port = oversegment_host_port(twice, params=SuperpointParams(min_size=10)).labels
     assert np.array_equal(port[: len(blob)], port[len(blob):])  # each copy gets its twin's label
     assert (oversegment_host_port(far).labels[:-1] != oversegment_host_port(far).labels[-1]).all()
