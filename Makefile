@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # The venv is rebuilt only when the pinned requirements change; the C++ extension when csrc changes.
 REQ_STAMP := $(VENV)/.req-stamp
 EXT_STAMP := $(VENV)/.ext-stamp
-CSRC := $(wildcard csrc/*.cpp csrc/*.h)
+CSRC := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp csrc/cuda/*.h)
 # Custom messages (bqnet_ros_interfaces) generated with rosidl from PyPI wheels into build/msgs.
 MSG_STAMP := build/msgs/.stamp
 MSG_SRC := requirements/msgs.txt tools/build_msgs.sh $(wildcard msg/*.msg) $(wildcard interfaces/bqnet_ros_interfaces/srv/*.srv interfaces/bqnet_ros_interfaces/*.xml interfaces/bqnet_ros_interfaces/*.txt interfaces/bqnet_ros_interfaces/cmake/*.cmake)

@@ -87,6 +87,31 @@ class DevelopWithInterfaces(develop):
             build_interfaces(install_cmd.install_data, os.path.join(os.getcwd(), "build", "bqnet_ros_interfaces"))
 
 
+def _cuda_extension():
+    """``bqnet_model._C_cuda`` (csrc/cuda/: the GPU oversegmentation) when torch was built with CUDA,
+    nvcc is found and ``BQNET_NO_CUDA`` is not "1"; None otherwise, so that a CPU-only build is the
+    same as before. The nvcc flags keep the device's float arithmetic IEEE (no fused multiply-add,
+    correctly rounded division and square root) so that it reproduces the host's bits."""
+    if os.environ.get("BQNET_NO_CUDA") == "1":
+        return None
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
+
+    if not torch.version.cuda or CUDA_HOME is None or not os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        return None
+    print(f"bqnet_ros: building bqnet_model._C_cuda with {os.path.join(CUDA_HOME, 'bin', 'nvcc')}", flush=True)
+    return CUDAExtension(
+        "bqnet_model._C_cuda",
+        [os.path.join(HERE, "csrc", "cuda", "superpoints_cuda.cu"), os.path.join(HERE, "csrc", "cuda", "bindings_cuda.cpp")],
+        include_dirs=[os.path.join(HERE, "csrc"), os.path.join(HERE, "csrc", "cuda")],
+        extra_compile_args={
+            "cxx": ["-O3", "-std=c++17"],
+            "nvcc": ["-O3", "-std=c++17", "--extended-lambda", "--expt-relaxed-constexpr", "-fmad=false",
+                     "--prec-div=true", "--prec-sqrt=true"],
+        },
+    )
+
+
 ext_modules = []
 cmdclass = {"install": InstallWithInterfaces, "develop": DevelopWithInterfaces}
 sources = sorted(glob(os.path.join(HERE, "csrc", "*.cpp")))
@@ -95,7 +120,8 @@ if not sources:
 if os.environ.get("BQNET_NO_EXT") != "1":
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    ext_modules.append(
+    # BQNET_ONLY_CUDA=1 builds _C_cuda alone (tools/device_superpoints_cuda.sh builds the two in parallel).
+    ext_modules += [] if os.environ.get("BQNET_ONLY_CUDA") == "1" else [
         CppExtension(
             "bqnet_model._C",
             sources,
@@ -103,8 +129,11 @@ if os.environ.get("BQNET_NO_EXT") != "1":
             extra_compile_args=["-O3", "-fopenmp", "-std=c++17"],
             extra_link_args=["-fopenmp"],
         )
-    )
+    ]
     cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=False)
+    cuda_ext = _cuda_extension()
+    if cuda_ext is not None:
+        ext_modules.append(cuda_ext)
 
 setup(
     name=package_name,

@@ -58,7 +58,8 @@ class SuperpointParams:
     merge_max_size: int = 150  # points: no coplanar union above this; 0 = no cap
     # The FH merge (stage 5) and the min-size clean-ups: "fh" = sequential FH over the sorted edges;
     # "boruvka" = its parallel form (rounds of lightest-edge picks, csrc/sp_boruvka.h), the one a GPU
-    # port runs: different labels, quality compared in docs/benchmarks/superpoints.md.
+    # port runs: different labels, quality compared in docs/benchmarks/superpoints.md. On a CUDA device
+    # (bqnet_model.superpoints_cuda) both values run the GPU Borůvka: "fh" there means FH's GPU form.
     merge: str = "fh"
 
     def __post_init__(self) -> None:

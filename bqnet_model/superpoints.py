@@ -60,6 +60,11 @@ Huttenlocher on a surface graph weighted by normal change), with the mesh replac
    their neighbour across the lightest edge again (as in step 5).
 7. **labels** ``0..S-1`` numbered in order of each segment's first point.
 
+**GPU**: a CUDA input (or ``device="cuda"``) runs the same algorithm on the GPU
+(``bqnet_model.superpoints_cuda``, ``csrc/cuda/``) with ``merge="boruvka"`` semantics whatever
+``merge`` says: the kernels are written once (``csrc/sp_parallel*.h``) and also run on the host as
+``_C.oversegment_parallel``, whose labels equal the CPU's ``merge="boruvka"`` ones (tested here).
+
 Each stage but the merge is data-parallel (grid by hashing, per-point kNN, PCA and normal pick,
 per-edge weights, radix sort, per-edge coplanarity tests, per-point exchange), and the merge is FH
 over sorted edges, so a CUDA port keeps the structure
@@ -110,8 +115,8 @@ MAX_POINTS = 5_000_000
 class SuperpointResult:
     """Labels plus what it took to get them (for benchmarks and tests)."""
 
-    labels: np.ndarray  # (N,) int64, dense 0..S-1
-    normals: np.ndarray  # (N, 3) float32, unit (unoriented) normals used for the weights
+    labels: Any  # (N,) int64, dense 0..S-1: np.ndarray, or a torch tensor on the CUDA device segmented on
+    normals: Any  # (N, 3) float32, unit (unoriented) normals used for the weights (same kind as labels)
     spacing: float  # metres: the scale used (estimated unless given)
     num_superpoints: int
     num_edges: int
@@ -145,28 +150,8 @@ def _as_points(name: str, a: Any, n: int | None) -> np.ndarray:
     return arr
 
 
-def oversegment_detailed(
-    xyz: np.ndarray,
-    rgb: np.ndarray | None = None,
-    normals: np.ndarray | None = None,
-    *,
-    params: SuperpointParams | None = None,
-    num_threads: int | None = None,
-) -> SuperpointResult:
-    """Superpoints of a cloud with normals, scale, edge count and per-stage timings (module docstring).
-
-    xyz (N, 3) float (metres, finite, 2 <= N <= ``MAX_POINTS``; non-float32 input is shifted to its
-    minimum corner in float64 before the float32 conversion, so large world coordinates keep their
-    precision); rgb (N, 3) uint8 (or integers in 0..255) or None (no colour term); normals (N, 3)
-    float (any sign, any length) or None to estimate them. ``num_threads`` defaults to
-    ``torch.get_num_threads()``.
-    """
-    p = SuperpointParams() if params is None else params
-    if not isinstance(p, SuperpointParams):
-        raise TypeError(f"params must be a SuperpointParams, got {type(p).__name__}")
-    p.validate()
-    pts = _as_points("xyz", xyz, None)
-    n = pts.shape[0]
+def check_point_count(n: int) -> None:
+    """The point-count rules of every path (CPU, host port, GPU)."""
     if n == 0:
         raise ValueError("xyz is empty: oversegment needs at least 2 points")
     if n == 1:
@@ -177,6 +162,80 @@ def oversegment_detailed(
             "thinned subset (idx = bqnet_model.thinning.voxel_thin(xyz, MAX_POINTS)) and give every other "
             "point the label of its nearest kept point (e.g. scipy.spatial.cKDTree(xyz[idx]).query(xyz))"
         )
+
+
+def nonfinite_message(bad: int, n: int) -> str:
+    what = "all points are" if bad == n else f"{bad} of {n} points are"
+    return f"xyz: {what} NaN/Inf; remove them first (bqnet_model.pointcloud.clean) and map the labels back"
+
+
+def _target_device(xyz: Any, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if isinstance(xyz, torch.Tensor):
+        return xyz.device
+    return torch.device("cpu")
+
+
+def _oversegment_on_cuda(xyz: Any, rgb: Any, normals: Any, p: SuperpointParams, dev: torch.device,
+                         num_threads: int | None) -> SuperpointResult:
+    """The GPU port, or (``_C_cuda`` not built) the CPU with the results moved to ``dev``."""
+    from bqnet_model import superpoints_cuda
+
+    ext = superpoints_cuda.extension()
+    if ext is not None:
+        labels, nrm, st = superpoints_cuda.run(ext, xyz, rgb, normals, p, dev)
+        return result_from_stats(labels, nrm, st)
+
+    def host(a: Any) -> Any:
+        return a.detach().cpu() if isinstance(a, torch.Tensor) else a
+
+    res = oversegment_detailed(host(xyz), host(rgb), host(normals), params=p, num_threads=num_threads, device="cpu")
+    res.labels = torch.from_numpy(res.labels).to(dev)
+    res.normals = torch.from_numpy(res.normals).to(dev)
+    return res
+
+
+def oversegment_detailed(
+    xyz: np.ndarray,
+    rgb: np.ndarray | None = None,
+    normals: np.ndarray | None = None,
+    *,
+    params: SuperpointParams | None = None,
+    num_threads: int | None = None,
+    device: str | torch.device | None = None,
+) -> SuperpointResult:
+    """Superpoints of a cloud with normals, scale, edge count and per-stage timings (module docstring).
+
+    xyz (N, 3) float (metres, finite, 2 <= N <= ``MAX_POINTS``; non-float32 input is shifted to its
+    minimum corner in float64 before the float32 conversion, so large world coordinates keep their
+    precision); rgb (N, 3) uint8 (or integers in 0..255) or None (no colour term); normals (N, 3)
+    float (any sign, any length) or None to estimate them. ``num_threads`` defaults to
+    ``torch.get_num_threads()``.
+
+    ``device``: where to segment; None = where ``xyz`` is (a CUDA tensor: the GPU, anything else: the
+    CPU). On a CUDA device the GPU port runs (``bqnet_model.superpoints_cuda``): the Borůvka merges
+    whatever ``params.merge`` says (``"fh"`` on CUDA means its GPU form), labels and normals come back
+    as tensors on that device; without ``bqnet_model._C_cuda`` the CPU segments (one log line says so)
+    and the tensors are moved there.
+    """
+    p = SuperpointParams() if params is None else params
+    if not isinstance(p, SuperpointParams):
+        raise TypeError(f"params must be a SuperpointParams, got {type(p).__name__}")
+    p.validate()
+    dev = _target_device(xyz, device)
+    if dev.type == "cuda":
+        return _oversegment_on_cuda(xyz, rgb, normals, p, dev, num_threads)
+    return oversegment_host(xyz, rgb, normals, p, num_threads, _C.oversegment)
+
+
+def oversegment_host(xyz: Any, rgb: Any, normals: Any, p: SuperpointParams, num_threads: int | None,
+                     kernel: Any) -> SuperpointResult:
+    """The CPU path of ``oversegment_detailed``: checks and converts the input, runs ``kernel``
+    (``_C.oversegment``, or ``_C.oversegment_parallel``: the GPU port's kernels on the host)."""
+    pts = _as_points("xyz", xyz, None)
+    n = pts.shape[0]
+    check_point_count(n)
     if pts.dtype != np.float32:
         # Shift to the minimum corner in float64 before narrowing to float32, so that maps in large
         # world coordinates (e.g. UTM) keep their precision; the C++ side shifts float32 input too.
@@ -186,11 +245,7 @@ def oversegment_detailed(
     pts = np.ascontiguousarray(pts, dtype=np.float32)
     finite = np.isfinite(pts).all(axis=1)
     if not finite.all():
-        bad = int(n - finite.sum())
-        what = "all points are" if bad == n else f"{bad} of {n} points are"
-        raise ValueError(
-            f"xyz: {what} NaN/Inf; remove them first (bqnet_model.pointcloud.clean) and map the labels back"
-        )
+        raise ValueError(nonfinite_message(int(n - finite.sum()), n))
     rgb_t = None
     if rgb is not None:
         col = _as_points("rgb", rgb, n)
@@ -212,15 +267,19 @@ def oversegment_detailed(
         raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
 
     try:
-        labels, nrm_out, stats = _C.oversegment(
+        labels, nrm_out, stats = kernel(
             torch.from_numpy(pts), rgb_t, nrm_t, **asdict(p), num_threads=int(num_threads)
         )
     except RuntimeError as exc:  # the C++ guards (grid size): a ValueError for the caller
         raise ValueError(str(exc).split("\n")[0]) from exc
-    st = stats.numpy()
+    return result_from_stats(labels.numpy(), nrm_out.numpy(), stats.numpy())
+
+
+def result_from_stats(labels: Any, normals: Any, st: np.ndarray) -> SuperpointResult:
+    """A SuperpointResult from a kernel's outputs (stats layout of csrc/superpoints.cpp)."""
     return SuperpointResult(
-        labels=labels.numpy(),
-        normals=nrm_out.numpy(),
+        labels=labels,
+        normals=normals,
         spacing=float(st[2]),
         num_superpoints=int(st[1]),
         num_edges=int(st[0]),
@@ -257,10 +316,12 @@ def oversegment(
     merge_max_size: int = _D.merge_max_size,
     merge: str = _D.merge,
     num_threads: int | None = None,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Dense superpoint labels ``(N,) int64`` in ``0..S-1`` for a cleaned cloud.
 
-    Parameters are those of ``SuperpointParams`` (``oversegment(xyz, rgb, **asdict(params))`` works).
+    Parameters are those of ``SuperpointParams`` (``oversegment(xyz, rgb, **asdict(params))`` works);
+    ``device`` as in ``oversegment_detailed`` (a CUDA tensor's labels come back as a CUDA tensor).
     Raises ``ValueError`` for empty, single-point, oversized, non-finite or mis-shaped input,
     ``TypeError`` for non-numeric arrays, ``ImportError`` when the C++ extension is not built.
     """
@@ -271,7 +332,7 @@ def oversegment(
         merge_plane_rms=merge_plane_rms, merge_plane_cos=merge_plane_cos, merge_color=merge_color,
         merge_max_size=merge_max_size, merge=merge,
     )
-    return oversegment_detailed(xyz, rgb, normals, params=params, num_threads=num_threads).labels
+    return oversegment_detailed(xyz, rgb, normals, params=params, num_threads=num_threads, device=device).labels
 
 
 def achievable_segmentation_accuracy(superpoints: np.ndarray, instance: np.ndarray) -> float:

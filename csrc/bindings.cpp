@@ -18,6 +18,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("max_edge"), py::arg("normal_pick"), py::arg("refine_iters"), py::arg("refine_plane_weight"),
         py::arg("refine_color_weight"), py::arg("merge_plane_rms"), py::arg("merge_plane_cos"), py::arg("merge_color"),
         py::arg("merge_max_size"), py::arg("merge") = "fh", py::arg("num_threads"));
+  m.def("oversegment_parallel", &bqnet_sp::oversegment_parallel,
+        "The parallel port of oversegment (the CUDA build's kernels on the host backend; always the Boruvka "
+        "merges); same arguments and outputs.",
+        py::call_guard<py::gil_scoped_release>(), py::arg("xyz"), py::arg("rgb") = py::none(),
+        py::arg("normals") = py::none(), py::arg("spacing"), py::arg("k_thresh"), py::arg("min_size"),
+        py::arg("max_size"), py::arg("color_weight"), py::arg("offset_weight"), py::arg("knn"), py::arg("normal_knn"),
+        py::arg("max_edge"), py::arg("normal_pick"), py::arg("refine_iters"), py::arg("refine_plane_weight"),
+        py::arg("refine_color_weight"), py::arg("merge_plane_rms"), py::arg("merge_plane_cos"), py::arg("merge_color"),
+        py::arg("merge_max_size"), py::arg("merge") = "boruvka", py::arg("num_threads"),
+        py::arg("strict_memory") = false);
   m.def("segment_graph", &bqnet_sp::segment_graph,
         "FH on a weighted edge list; returns (labels int64 (V,), number of segments).",
         py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("b"), py::arg("w"), py::arg("num_nodes"),

@@ -36,23 +36,12 @@
 #include <vector>
 
 #include "sp_common.h"
+#include "sp_hd.h"
 #include "sp_refine.h"
 
 namespace bqnet_sp {
 
 constexpr int kBuckets = 16;  // weight-order prefixes of the Borůvka merge (sweep in the benchmarks)
-
-inline void atomic_min_u64(uint64_t* p, uint64_t v) {
-  uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (v < cur && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-}
-
-inline void atomic_max_u32(uint32_t* p, uint32_t v) {
-  uint32_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (v > cur && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-}
 
 // Pointer jumping (double-buffered) over a forest given as `hook2` (each entry its parent, roots
 // their own): each pass reads hook2 and writes hook, then the two swap, until no entry changes.
@@ -68,18 +57,6 @@ inline void pointer_jump(std::vector<int32_t>& hook, std::vector<int32_t>& hook2
     }
     hook.swap(hook2);
   }
-}
-
-inline uint32_t float_bits(float w) {  // non-negative floats order like their bit patterns
-  uint32_t u;
-  std::memcpy(&u, &w, sizeof(u));
-  return u;
-}
-
-inline float bits_float(uint32_t u) {
-  float w;
-  std::memcpy(&w, &u, sizeof(w));
-  return w;
 }
 
 constexpr uint64_t kNoEdge = std::numeric_limits<uint64_t>::max();

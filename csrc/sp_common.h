@@ -1,5 +1,6 @@
 // Shared pieces of the csrc kernels (superpoints.cpp, mesh_segmentation.cpp): a hash map from
-// packed integer keys to dense ids, the closed-form 3x3 symmetric eigenvector, a stable parallel
+// packed integer keys to dense ids (the key packing and the closed-form 3x3 symmetric eigenvector are in
+// sp_point_math.h, shared with the CUDA port), a stable parallel
 // radix sort of edge weights, a union-find, a clock. Header-only (inline) so that every kernel
 // file compiles on its own; nothing here touches torch.
 #pragma once
@@ -14,14 +15,9 @@
 #include <utility>
 #include <vector>
 
+#include "sp_point_math.h"
+
 namespace bqnet_sp {
-
-constexpr int kCoordBits = 21;  // bits per axis in a packed key
-constexpr int64_t kMaxCoord = (int64_t(1) << kCoordBits) - 16;  // headroom for window offsets
-
-inline uint64_t pack(int64_t x, int64_t y, int64_t z) {
-  return (uint64_t(x) << (2 * kCoordBits)) | (uint64_t(y) << kCoordBits) | uint64_t(z);
-}
 
 inline uint64_t mix64(uint64_t k) {  // splitmix64 finalizer: spreads packed keys over the table
   k ^= k >> 30;
@@ -94,87 +90,6 @@ class KeyMap {
   size_t mask_ = 0;
   int32_t size_ = 0;
 };
-
-// Eigenvector of the symmetric 3x3 matrix a = (a00, a11, a22, a01, a02, a12) for its smallest
-// (want_largest = false) or largest eigenvalue. Closed form (trigonometric eigenvalues, then the
-// cross product of two rows of A - lambda I); degenerate cases fall back to a fixed direction so
-// the result is always a unit vector and deterministic.
-inline void sym3_eigvec(const double* a_in, bool want_largest, double* out) {
-  const double tr = a_in[0] + a_in[1] + a_in[2];
-  const double s = std::abs(tr) > 0 ? 1.0 / std::abs(tr) : 1.0;  // scale to trace 1 for conditioning
-  const double a00 = a_in[0] * s, a11 = a_in[1] * s, a22 = a_in[2] * s;
-  const double a01 = a_in[3] * s, a02 = a_in[4] * s, a12 = a_in[5] * s;
-  const double p1 = a01 * a01 + a02 * a02 + a12 * a12;
-  const double q = (a00 + a11 + a22) / 3.0;
-  double lam;
-  if (p1 < 1e-30) {
-    lam = want_largest ? std::max({a00, a11, a22}) : std::min({a00, a11, a22});
-  } else {
-    const double p2 = (a00 - q) * (a00 - q) + (a11 - q) * (a11 - q) + (a22 - q) * (a22 - q) + 2.0 * p1;
-    const double p = std::sqrt(p2 / 6.0);
-    const double b00 = (a00 - q) / p, b11 = (a11 - q) / p, b22 = (a22 - q) / p;
-    const double b01 = a01 / p, b02 = a02 / p, b12 = a12 / p;
-    double r = 0.5 * (b00 * (b11 * b22 - b12 * b12) - b01 * (b01 * b22 - b12 * b02) + b02 * (b01 * b12 - b11 * b02));
-    r = std::min(1.0, std::max(-1.0, r));
-    const double phi = std::acos(r) / 3.0;
-    lam = want_largest ? q + 2.0 * p * std::cos(phi) : q + 2.0 * p * std::cos(phi + 2.0943951023931957);
-  }
-  const double r0[3] = {a00 - lam, a01, a02};
-  const double r1[3] = {a01, a11 - lam, a12};
-  const double r2[3] = {a02, a12, a22 - lam};
-  auto cross = [](const double* u, const double* v, double* w) {
-    w[0] = u[1] * v[2] - u[2] * v[1];
-    w[1] = u[2] * v[0] - u[0] * v[2];
-    w[2] = u[0] * v[1] - u[1] * v[0];
-  };
-  // Index of the longest of three 3-vectors (the first on ties) and its squared length.
-  auto longest = [](const double* const* vs, double& sq) {
-    int best = 0;
-    sq = -1.0;
-    for (int i = 0; i < 3; ++i) {
-      const double n = vs[i][0] * vs[i][0] + vs[i][1] * vs[i][1] + vs[i][2] * vs[i][2];
-      if (n > sq) {
-        sq = n;
-        best = i;
-      }
-    }
-    return best;
-  };
-  double c[3][3];
-  cross(r0, r1, c[0]);
-  cross(r0, r2, c[1]);
-  cross(r1, r2, c[2]);
-  const double* cs[3] = {c[0], c[1], c[2]};
-  double best_n;
-  const int best = longest(cs, best_n);
-  if (best_n > 1e-24) {
-    const double inv = 1.0 / std::sqrt(best_n);
-    for (int k = 0; k < 3; ++k) out[k] = c[best][k] * inv;
-    return;
-  }
-  // Rank <= 1: any unit vector orthogonal to the largest row of A - lambda I.
-  const double* rows[3] = {r0, r1, r2};
-  double bn;
-  const int br = longest(rows, bn);
-  if (bn < 1e-24) {  // isotropic or empty: no preferred direction
-    out[0] = 0.0;
-    out[1] = 0.0;
-    out[2] = 1.0;
-    return;
-  }
-  const double* v = rows[br];
-  const double ax = std::abs(v[0]), ay = std::abs(v[1]), az = std::abs(v[2]);
-  const double e[3] = {double(ax <= ay && ax <= az), double(ay < ax && ay <= az), double(az < ax && az < ay)};
-  double w[3];
-  cross(v, e, w);
-  const double inv = 1.0 / std::sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2]);
-  for (int k = 0; k < 3; ++k) out[k] = w[k] * inv;
-}
-
-// Stable LSD radix sort of edge ids by the bit pattern of non-negative float weights (which orders
-// like the floats themselves). Keys travel with the ids (no random reads). Each pass is parallel
-// over contiguous chunks: chunk t's elements of digit d land after those of chunks < t, exactly
-// where a sequential stable pass puts them, so the result (ties in edge-id order) is independent
 
 // Stable LSD radix sort of edge ids by the bit pattern of non-negative float weights (which orders
 // like the floats themselves). Keys travel with the ids (no random reads). Each pass is parallel

@@ -20,32 +20,7 @@ namespace bqnet_sp {
 inline void pca_normals(const float* P, int64_t n, const std::vector<int32_t>& nbr, const std::vector<uint8_t>& ncnt,
                         int K, int normal_knn, std::vector<float>& vn, std::vector<float>& var, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const int m = std::min<int>(normal_knn, ncnt[i]);
-    double mean[3] = {P[3 * i], P[3 * i + 1], P[3 * i + 2]};
-    for (int q = 0; q < m; ++q)
-      for (int k = 0; k < 3; ++k) mean[k] += P[3 * size_t(nbr[size_t(i) * K + q]) + k];
-    for (int k = 0; k < 3; ++k) mean[k] /= double(m + 1);
-    double cov[6] = {0, 0, 0, 0, 0, 0};
-    for (int q = -1; q < m; ++q) {
-      const int64_t j = q < 0 ? i : nbr[size_t(i) * K + q];
-      const double x = P[3 * j] - mean[0], y = P[3 * j + 1] - mean[1], z = P[3 * j + 2] - mean[2];
-      cov[0] += x * x;
-      cov[1] += y * y;
-      cov[2] += z * z;
-      cov[3] += x * y;
-      cov[4] += x * z;
-      cov[5] += y * z;
-    }
-    double e[3];
-    sym3_eigvec(cov, false, e);
-    for (int k = 0; k < 3; ++k) vn[3 * i + k] = float(e[k]);
-    // Rayleigh quotient of the unit eigenvector = the smallest eigenvalue.
-    const double lam = cov[0] * e[0] * e[0] + cov[1] * e[1] * e[1] + cov[2] * e[2] * e[2] +
-                       2.0 * (cov[3] * e[0] * e[1] + cov[4] * e[0] * e[2] + cov[5] * e[1] * e[2]);
-    const double tr = cov[0] + cov[1] + cov[2];
-    var[i] = tr > 0 ? float(std::max(0.0, lam) / tr) : 0.0f;
-  }
+  for (int64_t i = 0; i < n; ++i) pca_point(P, nbr.data(), ncnt.data(), K, normal_knn, i, vn.data(), var.data());
 }
 
 // Each point takes the normal of the flattest neighbourhood among its own and those of its
@@ -57,59 +32,16 @@ inline std::vector<float> pick_flattest_normals(int64_t n, const std::vector<int
                                                 const std::vector<float>& vn, const std::vector<float>& var, int nt) {
   std::vector<float> out(3 * size_t(n));
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t best = i;
-    float bv = var[i];
-    const int m = std::min<int>(pick, ncnt[i]);
-    for (int q = 0; q < m; ++q) {
-      const int64_t j = nbr[size_t(i) * K + q];
-      if (var[j] < bv) {
-        bv = var[j];
-        best = j;
-      }
-    }
-    for (int k = 0; k < 3; ++k) out[3 * i + k] = vn[3 * best + k];
-  }
+  for (int64_t i = 0; i < n; ++i) pick_point(nbr.data(), ncnt.data(), K, pick, vn.data(), var.data(), i, out.data());
   return out;
 }
 
-// Per-segment moments (count, sum xyz, sum of products, sum rgb), summed sequentially in point
-// order so that they do not depend on the thread count.
-constexpr int kStat = 13;
+// Per-segment moments (moments_add: count, sum xyz, sum of products, sum rgb), summed sequentially in
+// point order so that they do not depend on the thread count.
 inline void segment_moments(const float* P, const uint8_t* C, int64_t n, const std::vector<int32_t>& lab,
                             int32_t S, std::vector<double>& acc) {
   acc.assign(size_t(S) * kStat, 0.0);
-  for (int64_t i = 0; i < n; ++i) {
-    double* a = &acc[size_t(lab[i]) * kStat];
-    const double x = P[3 * i], y = P[3 * i + 1], z = P[3 * i + 2];
-    a[0] += 1.0;
-    a[1] += x;
-    a[2] += y;
-    a[3] += z;
-    a[4] += x * x;
-    a[5] += y * y;
-    a[6] += z * z;
-    a[7] += x * y;
-    a[8] += x * z;
-    a[9] += y * z;
-    if (C) {
-      a[10] += C[3 * i];
-      a[11] += C[3 * i + 1];
-      a[12] += C[3 * i + 2];
-    }
-  }
-}
-
-// Covariance (a00, a11, a22, a01, a02, a12) and mean of a moment record with a[0] > 0 points.
-inline void moments_cov(const double* a, double* cov, double* mean) {
-  const double inv = 1.0 / a[0];
-  for (int k = 0; k < 3; ++k) mean[k] = a[1 + k] * inv;
-  cov[0] = a[4] * inv - mean[0] * mean[0];
-  cov[1] = a[5] * inv - mean[1] * mean[1];
-  cov[2] = a[6] * inv - mean[2] * mean[2];
-  cov[3] = a[7] * inv - mean[0] * mean[1];
-  cov[4] = a[8] * inv - mean[0] * mean[2];
-  cov[5] = a[9] * inv - mean[1] * mean[2];
+  for (int64_t i = 0; i < n; ++i) moments_add(&acc[size_t(lab[i]) * kStat], P, C, i);
 }
 
 // Boundary exchange after the merge: `iters` Jacobi rounds in which every point moves to the
@@ -135,57 +67,12 @@ inline void refine_segments(const float* P, const uint8_t* C, int64_t n, const s
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int32_t g = 0; g < S; ++g) {
       const double* a = &acc[size_t(g) * kStat];
-      if (a[0] <= 0) continue;
-      const double inv = 1.0 / a[0];
-      double cov[6], mean[3];
-      moments_cov(a, cov, mean);
-      const double mx = mean[0], my = mean[1], mz = mean[2];
-      double e[3];
-      sym3_eigvec(cov, false, e);
-      cen[3 * size_t(g)] = mx;
-      cen[3 * size_t(g) + 1] = my;
-      cen[3 * size_t(g) + 2] = mz;
-      for (int k = 0; k < 3; ++k) {
-        nrm[3 * size_t(g) + k] = e[k];
-        col[3 * size_t(g) + k] = a[10 + k] * inv;
-      }
+      if (a[0] > 0) segment_plane(a, &cen[3 * size_t(g)], &nrm[3 * size_t(g)], &col[3 * size_t(g)]);
     }
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const float* ni = &vn[3 * i];
-      auto cost = [&](int32_t g) {
-        const double* c = &cen[3 * size_t(g)];
-        const double* m = &nrm[3 * size_t(g)];
-        double w = 1.0 - std::abs(ni[0] * m[0] + ni[1] * m[1] + ni[2] * m[2]);
-        w += plane_w * inv_s *
-             std::abs((P[3 * i] - c[0]) * m[0] + (P[3 * i + 1] - c[1]) * m[1] + (P[3 * i + 2] - c[2]) * m[2]);
-        if (C && cw > 0) {
-          const double* r = &col[3 * size_t(g)];
-          const double dr = C[3 * i] - r[0], dg = C[3 * i + 1] - r[1], db = C[3 * i + 2] - r[2];
-          w += cw * std::sqrt(dr * dr + dg * dg + db * db);
-        }
-        return w;
-      };
-      int32_t best = lab[i];
-      const int m = std::min<int>(kg, ncnt[i]);
-      bool inside = true;  // every neighbour in the point's own segment: nothing to choose from
-      for (int q = 0; q < m && inside; ++q) inside = lab[nbr[size_t(i) * K + q]] == best;
-      if (inside) {
-        next[i] = best;
-        continue;
-      }
-      double bc = cost(best);
-      for (int q = 0; q < m; ++q) {
-        const int32_t g = lab[nbr[size_t(i) * K + q]];
-        if (g == best) continue;
-        const double c = cost(g);
-        if (c < bc) {
-          bc = c;
-          best = g;
-        }
-      }
-      next[i] = best;
-    }
+    for (int64_t i = 0; i < n; ++i)
+      next[i] = exchange_pick(P, C, vn.data(), nbr.data(), ncnt.data(), K, kg, lab.data(), cen.data(), nrm.data(),
+                              col.data(), plane_w, inv_s, cw, i);
     lab.swap(next);
   }
 }
@@ -219,10 +106,7 @@ inline void coplanar_accept(const float* P, const uint8_t* C, int64_t n, const s
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int32_t g = 0; g < S; ++g) {
     const double* a = &acc[size_t(g) * kStat];
-    if (a[0] <= 0) continue;
-    double cov[6], mean[3];
-    moments_cov(a, cov, mean);
-    sym3_eigvec(cov, false, &nrm[3 * size_t(g)]);
+    if (a[0] > 0) segment_normal(a, &nrm[3 * size_t(g)]);
   }
   const int64_t nc = int64_t(cross.size());
   accept.assign(static_cast<size_t>(nc), 0);
@@ -230,30 +114,8 @@ inline void coplanar_accept(const float* P, const uint8_t* C, int64_t n, const s
   for (int64_t q = 0; q < nc; ++q) {
     const int32_t e = cross[size_t(q)];
     const int32_t ga = lab[size_t(ea[e])], gb = lab[size_t(eb[e])];
-    const double* a = &acc[size_t(ga) * kStat];
-    const double* b = &acc[size_t(gb) * kStat];
-    if (a[0] < 3 || b[0] < 3) continue;  // no plane of its own
-    const double* na = &nrm[3 * size_t(ga)];
-    const double* nb = &nrm[3 * size_t(gb)];
-    if (std::abs(na[0] * nb[0] + na[1] * nb[1] + na[2] * nb[2]) <= cos_min) continue;
-    if (C) {
-      double d2 = 0;
-      for (int k = 0; k < 3; ++k) {
-        const double d = a[10 + k] / a[0] - b[10 + k] / b[0];
-        d2 += d * d;
-      }
-      if (d2 >= col2) continue;
-    }
-    // Variance of the union along either segment's normal: an upper bound of the union's smallest
-    // eigenvalue, close to it for parallel planes, with no eigen-solve per edge.
-    double u[kStat], c[6], mean[3];
-    for (int k = 0; k < 10; ++k) u[k] = a[k] + b[k];
-    moments_cov(u, c, mean);
-    auto along = [&](const double* v) {
-      return c[0] * v[0] * v[0] + c[1] * v[1] * v[1] + c[2] * v[2] * v[2] +
-             2.0 * (c[3] * v[0] * v[1] + c[4] * v[0] * v[2] + c[5] * v[1] * v[2]);
-    };
-    accept[size_t(q)] = std::min(along(na), along(nb)) < var_max;
+    accept[size_t(q)] = coplanar_pair(&acc[size_t(ga) * kStat], &acc[size_t(gb) * kStat], &nrm[3 * size_t(ga)],
+                                      &nrm[3 * size_t(gb)], C != nullptr, cos_min, col2, var_max);
   }
 }
 

@@ -1,8 +1,9 @@
 // Online superpoints: Felzenszwalb-Huttenlocher segmentation of a point cloud on its k-nearest-
 // neighbour graph, at the scale the cloud itself shows, then a local boundary exchange
 // (bqnet_model/superpoints.py explains why each term is there). Stages, each data-parallel except
-// the sequential merge (a later CUDA port keeps the same structure: hashed grid, per-point kNN,
-// per-edge weights, sort, Borůvka merge, per-point exchange):
+// the sequential merge (the CUDA port, csrc/sp_parallel*.h + csrc/cuda/, keeps the same structure:
+// hashed grid, per-point kNN, per-edge weights, sort, Borůvka merge, per-point exchange; the
+// per-element math is shared through sp_point_math.h):
 //   1. spacing s = median distance from a strided sample of points to their nearest distinct
 //      neighbour, found on a coarse hashed grid whose cell is an upper bound of the spacing;
 //   2. hashed grid of cell 3 s (points counting-sorted by cell); per point its K nearest
@@ -26,11 +27,11 @@
 
 #include <torch/extension.h>
 
-#include <array>
 #include <limits>
 #include <string>
 
 #include "kernels.h"
+#include "sp_args.h"
 #include "sp_boruvka.h"
 #include "sp_boruvka_coplanar.h"
 #include "sp_common.h"
@@ -38,8 +39,6 @@
 
 namespace bqnet_sp {
 namespace {
-
-constexpr int kMaxK = 32;  // largest neighbour count a point keeps
 
 // Points counting-sorted by hashed grid cell: cell c holds order[start[c] .. start[c + 1]).
 struct PointGrid {
@@ -85,40 +84,14 @@ struct PointGrid {
   }
 };
 
-// The K nearest (distance, then index) among candidates offered one by one.
-struct TopK {
-  int k, count = 0;
-  std::array<float, kMaxK> d2;
-  std::array<int32_t, kMaxK> id;
-  explicit TopK(int k_) : k(k_) {}
-  void offer(float d, int32_t j) {
-    if (count == k && (d > d2[k - 1] || (d == d2[k - 1] && j > id[k - 1]))) return;
-    int p = count < k ? count++ : k - 1;
-    while (p > 0 && (d2[p - 1] > d || (d2[p - 1] == d && id[p - 1] > j))) {
-      d2[p] = d2[p - 1];
-      id[p] = id[p - 1];
-      --p;
-    }
-    d2[p] = d;
-    id[p] = j;
-  }
-};
-
-inline float dist2(const float* P, int64_t i, int64_t j) {
-  const float dx = P[3 * i] - P[3 * j], dy = P[3 * i + 1] - P[3 * j + 1], dz = P[3 * i + 2] - P[3 * j + 2];
-  return dx * dx + dy * dy + dz * dz;
-}
-
 // Median distance of a strided sample to its nearest neighbour farther than eps (exact duplicates
 // say nothing about the spacing). The first grid's cell bounds the spacing from above for clouds
 // on lines, planes or volumes; it doubles while most samples find no neighbour in one ring.
 double estimate_spacing(const float* P, int64_t n, const double* ext, int nt) {
-  const double e0 = std::max(ext[0], 1e-9), e1 = std::max(ext[1], 1e-9), e2 = std::max(ext[2], 1e-9);
-  const double emax = std::max({e0, e1, e2});
-  double cell = std::max({std::cbrt(e0 * e1 * e2 / double(n)), std::sqrt(std::max({e0 * e1, e0 * e2, e1 * e2}) / double(n)),
-                          emax / double(n)});
-  const double eps2 = std::pow(1e-7 * emax, 2);
-  const int64_t m = std::min<int64_t>(n, 4096);
+  const SpacingStart st = spacing_start(ext, n);
+  const double emax = st.emax, eps2 = st.eps2;
+  const int64_t m = st.m;
+  double cell = st.cell;
   for (int attempt = 0; attempt < 24; ++attempt) {
     PointGrid g;
     g.build(P, n, cell);
@@ -160,23 +133,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
               "xyz must be a float32 CPU tensor of shape (N, 3)");
   const int64_t n = xyz.size(0);
   TORCH_CHECK(n > 0 && n < (int64_t(1) << 31) - 1, "point count out of range: ", n);
-  TORCH_CHECK(spacing >= 0 && std::isfinite(spacing), "spacing must be >= 0 (0 = estimate)");
-  TORCH_CHECK(k_thresh >= 0 && std::isfinite(k_thresh), "k_thresh must be finite and >= 0");
-  TORCH_CHECK(min_size >= 0 && max_size >= 0, "min_size and max_size must be >= 0");
-  TORCH_CHECK(color_weight >= 0 && offset_weight >= 0, "color_weight and offset_weight must be >= 0");
-  TORCH_CHECK(knn >= 1 && knn <= kMaxK && normal_knn >= 2 && normal_knn <= kMaxK, "knn / normal_knn out of range");
-  TORCH_CHECK(max_edge > 0 && std::isfinite(max_edge), "max_edge must be > 0");
-  TORCH_CHECK(normal_pick >= 0 && normal_pick <= kMaxK, "normal_pick must be in [0, ", kMaxK, "]");
-  TORCH_CHECK(refine_iters >= 0 && refine_iters <= 100, "refine_iters must be in [0, 100]");
-  TORCH_CHECK(refine_plane_weight >= 0 && std::isfinite(refine_plane_weight) && refine_color_weight >= 0 &&
-                  std::isfinite(refine_color_weight),
-              "refine_plane_weight and refine_color_weight must be finite and >= 0");
-  TORCH_CHECK(merge_plane_rms >= 0 && std::isfinite(merge_plane_rms) && merge_color >= 0 && std::isfinite(merge_color),
-              "merge_plane_rms and merge_color must be finite and >= 0");
-  TORCH_CHECK(merge_plane_cos >= 0 && merge_plane_cos <= 1, "merge_plane_cos must be in [0, 1]");
-  TORCH_CHECK(merge_max_size >= 0, "merge_max_size must be >= 0");
-  TORCH_CHECK(merge == "fh" || merge == "boruvka",
-              "merge must be 'fh' (sequential FH) or 'boruvka' (its parallel form), got '", merge, "'");
+  check_oversegment_args(spacing, k_thresh, min_size, max_size, color_weight, offset_weight, knn, normal_knn, max_edge,
+                         normal_pick, refine_iters, refine_plane_weight, refine_color_weight, merge_plane_rms,
+                         merge_plane_cos, merge_color, merge_max_size, merge);
   const bool boruvka = merge == "boruvka";
   const bool has_rgb = rgb.has_value() && rgb->defined();
   const bool has_normals = normals.has_value() && normals->defined();
@@ -281,14 +240,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   if (has_normals) {
     const float* NI = nrm_c.data_ptr<float>();
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const double a = NI[3 * i], b = NI[3 * i + 1], c = NI[3 * i + 2];
-      const double l = std::sqrt(a * a + b * b + c * c);
-      const double inv = l > 0 ? 1.0 / l : 0.0;
-      vn[3 * i] = float(a * inv);
-      vn[3 * i + 1] = float(b * inv);
-      vn[3 * i + 2] = float(c * inv);
-    }
+    for (int64_t i = 0; i < n; ++i) unit_normal(NI, i, vn.data());
   } else {
     std::vector<float> var(n);
     pca_normals(P, n, nbr, ncnt, K, int(normal_knn), vn, var, nt);
@@ -301,12 +253,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   // or i is not in j's list, so each edge appears once, in order of i.
   t0 = Clock::now();
   const int kg = int(knn);
-  auto in_list = [&](int64_t j, int64_t i) {
-    const int m = std::min<int>(kg, ncnt[j]);
-    for (int q = 0; q < m; ++q)
-      if (nbr[size_t(j) * K + q] == i) return true;
-    return false;
-  };
   std::vector<int64_t> deg(size_t(n) + 1, 0);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -314,7 +260,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
     int64_t c = 0;
     for (int q = 0; q < m; ++q) {
       const int64_t j = nbr[size_t(i) * K + q];
-      c += (j > i || !in_list(j, i));
+      c += emits_edge(nbr.data(), ncnt.data(), K, kg, i, j);
     }
     deg[i + 1] = c;
   }
@@ -329,24 +275,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment(
   for (int64_t i = 0; i < n; ++i) {
     const int m = std::min<int>(kg, ncnt[i]);
     int64_t e = deg[i];
-    const float* ni = &vn[3 * i];
     for (int q = 0; q < m; ++q) {
       const int64_t j = nbr[size_t(i) * K + q];
-      if (!(j > i || !in_list(j, i))) continue;
-      const float* nj = &vn[3 * j];
-      float w = 1.0f - std::abs(ni[0] * nj[0] + ni[1] * nj[1] + ni[2] * nj[2]);
-      if (C && cw > 0) {
-        const float dr = float(C[3 * i]) - C[3 * j], dg = float(C[3 * i + 1]) - C[3 * j + 1],
-                    db = float(C[3 * i + 2]) - C[3 * j + 2];
-        w += cw * std::sqrt(dr * dr + dg * dg + db * db);
-      }
-      if (ow > 0) {
-        const float dx = P[3 * j] - P[3 * i], dy = P[3 * j + 1] - P[3 * i + 1], dz = P[3 * j + 2] - P[3 * i + 2];
-        w += ow * (std::abs(dx * ni[0] + dy * ni[1] + dz * ni[2]) + std::abs(dx * nj[0] + dy * nj[1] + dz * nj[2]));
-      }
+      if (!emits_edge(nbr.data(), ncnt.data(), K, kg, i, j)) continue;
       ea[e] = int32_t(i);
       eb[e] = int32_t(j);
-      ew[e] = w > 0.0f ? w : 0.0f;
+      ew[e] = edge_weight(P, C, vn.data(), cw, ow, i, j);
       ++e;
     }
   }

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+import torch
 
 from bqnet_model.model.inputs import dense_labels
 from bqnet_model.superpoint_params import SuperpointParams
@@ -31,16 +34,21 @@ class SuperpointTable:
 
 
 def superpoint_table(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None, index: np.ndarray,
-                     params: SuperpointParams, num_threads: int = 0) -> SuperpointTable:
+                     params: SuperpointParams, num_threads: int = 0, device: Any = None) -> SuperpointTable:
     """Superpoints of the cleaned cloud (``given``: the caller's labels for the uncleaned rows,
     ``index`` the cleaned -> caller row map) and their point table. ``params`` and ``num_threads``
-    (0 = torch's thread count) are ``inference.superpoints`` / ``inference.superpoint_threads``."""
+    (0 = torch's thread count) are ``inference.superpoints`` / ``inference.superpoint_threads``.
+    ``device``: the segmenter's; on CUDA the oversegmentation runs on the GPU (its Borůvka form,
+    ``bqnet_model.superpoints_cuda``; the CPU when ``_C_cuda`` is not built) and the labels come back
+    to the host for the table."""
     t0 = time.perf_counter()
     if given is None:
         from bqnet_model.superpoints import oversegment_detailed
 
-        res = oversegment_detailed(xyz, rgb8, params=params, num_threads=num_threads or None)
+        res = oversegment_detailed(xyz, rgb8, params=params, num_threads=num_threads or None, device=device)
         sp, spacing = res.labels, res.spacing
+        if isinstance(sp, torch.Tensor):
+            sp = sp.cpu().numpy()
     else:
         sp, spacing = np.asarray(given)[index], 0.0
     labels, n_sp = dense_labels(sp)
