@@ -26,7 +26,7 @@ run() {  # name config limit_s extra-args...
   echo "[device_bench] $name done (exit ${PIPESTATUS[0]}) after $(( $(date +%s) - t0 )) s"
 }
 run res config/res.yaml 240 --text-encoder minilm --raw-text  # no spaCy there: the parse is left out
-run tiny config/tiny.yaml 120
+run tiny config/tiny.yaml 120 --raw-text
 jsons=()
 for f in "$OUT"/bench_res.json "$OUT"/bench_tiny.json; do [ -f "$f" ] && jsons+=("$f"); done
 if [ ${#jsons[@]} -gt 0 ]; then
