@@ -243,14 +243,18 @@ def bench_recompute(seg: Segmenter, cache: Any, room: Any, args: argparse.Namesp
 
 
 def superpoint_stages(seg: Segmenter, cache: Any, room: Any) -> dict[str, Any]:
-    """Where the C++ oversegmentation spends its time (it is prepare's critical path on a GPU)."""
+    """Where the oversegmentation spends its time, on the device prepare runs it on (the CPU kernels,
+    or the GPU port on CUDA when ``bqnet_model._C_cuda`` is built): prepare's critical path."""
     from bqnet_model.superpoints import oversegment_detailed
+    from bqnet_model.superpoints_cuda import extension
 
     threads = seg.inference.superpoint_threads or torch.get_num_threads()
     rgb = room.rgb[cache.point_index]
-    runs = [oversegment_detailed(cache.point_xyz, rgb, params=seg.inference.superpoints, num_threads=threads)
-            for _ in range(3)]
-    return {"threads": threads, "timings_ms": median_dicts([r.timings_ms for r in runs]),
+    on_gpu = seg.device.type == "cuda" and extension() is not None
+    runs = [oversegment_detailed(cache.point_xyz, rgb, params=seg.inference.superpoints, num_threads=threads,
+                                 device=seg.device) for _ in range(3)]
+    return {"threads": threads, "where": "GPU (csrc/cuda)" if on_gpu else f"C++, {threads} threads",
+            "timings_ms": median_dicts([r.timings_ms for r in runs]),
             "voxels": runs[0].num_voxels, "edges": runs[0].num_edges}
 
 
@@ -361,7 +365,7 @@ def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tupl
         result["superpoint_stages"] = guarded("superpoint stages", lambda: superpoint_stages(base, cache, room))
         st = result["superpoint_stages"]
         if "timings_ms" in st:
-            print(f"  superpoints (C++, {st['threads']} threads, median of 3): "
+            print(f"  superpoints ({st['where']}, median of 3): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in st["timings_ms"].items()), flush=True)
 
     for j, (name, kw, cuda_only) in enumerate(DECODER_VARIANTS):
