@@ -188,7 +188,7 @@ class Segmenter:
         timings["clean"] = (t1 - t0) * 1e3
 
         table = superpoint_table(cloud.xyz, rgb8, superpoints, cloud.index, inf.superpoints,
-                                 inf.superpoint_threads, device=dev)
+                                 inf.superpoint_threads, device=dev, xyz_device=dcloud.xyz, rgb_device=dcloud.rgb)
         t2 = time.perf_counter()
         timings["superpoints"] = table.ms
         vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)

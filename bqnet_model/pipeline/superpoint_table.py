@@ -17,7 +17,7 @@ import torch
 from bqnet_model.model.inputs import dense_labels
 from bqnet_model.superpoint_params import SuperpointParams
 
-__all__ = ["SuperpointTable", "superpoint_table", "superpoint_geometry", "pool_rows"]
+__all__ = ["SuperpointTable", "superpoint_table", "superpoint_geometry", "table_on_device", "pool_rows"]
 
 
 @dataclass
@@ -34,20 +34,31 @@ class SuperpointTable:
 
 
 def superpoint_table(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None, index: np.ndarray,
-                     params: SuperpointParams, num_threads: int = 0, device: Any = None) -> SuperpointTable:
+                     params: SuperpointParams, num_threads: int = 0, device: Any = None,
+                     xyz_device: torch.Tensor | None = None, rgb_device: torch.Tensor | None = None) -> SuperpointTable:
     """Superpoints of the cleaned cloud (``given``: the caller's labels for the uncleaned rows,
     ``index`` the cleaned -> caller row map) and their point table. ``params`` and ``num_threads``
     (0 = torch's thread count) are ``inference.superpoints`` / ``inference.superpoint_threads``.
     ``device``: the segmenter's; on CUDA the oversegmentation runs on the GPU (its Borůvka form,
     ``bqnet_model.superpoints_cuda``; the CPU when ``_C_cuda`` is not built) and the labels come back
-    to the host for the table."""
+    to the host as the finished table (built on the GPU, ``table_on_device``). ``xyz_device`` / ``rgb_device``:
+    the same cleaned points and colours already on ``device`` (saves their copies)."""
     t0 = time.perf_counter()
     if given is None:
         from bqnet_model.superpoints import oversegment_detailed
 
-        res = oversegment_detailed(xyz, rgb8, params=params, num_threads=num_threads or None, device=device)
+        on_gpu = device is not None and torch.device(device).type == "cuda"
+        src_xyz = xyz_device if on_gpu and xyz_device is not None else xyz
+        src_rgb = rgb_device if on_gpu and rgb_device is not None else rgb8
+        res = oversegment_detailed(src_xyz, src_rgb, params=params, num_threads=num_threads or None, device=device)
         sp, spacing = res.labels, res.spacing
-        if isinstance(sp, torch.Tensor):
+        if isinstance(sp, torch.Tensor):  # the GPU port's labels: the table is built where they are
+            xt = src_xyz if isinstance(src_xyz, torch.Tensor) else torch.from_numpy(np.asarray(xyz))
+            built = table_on_device(sp, xt.to(sp.device))
+            if built is not None:
+                labels, n_sp, order, start, geometry = built
+                return SuperpointTable(labels, n_sp, order, start, (time.perf_counter() - t0) * 1e3, geometry,
+                                       spacing)
             sp = sp.cpu().numpy()
     else:
         sp, spacing = np.asarray(given)[index], 0.0
@@ -59,6 +70,40 @@ def superpoint_table(xyz: np.ndarray, rgb8: np.ndarray, given: np.ndarray | None
     start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     geometry = superpoint_geometry(xyz, order, start)
     return SuperpointTable(labels, n_sp, order, start, (time.perf_counter() - t0) * 1e3, geometry, spacing)
+
+
+def table_on_device(labels: torch.Tensor, xyz: torch.Tensor) -> tuple[
+        np.ndarray, int, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """``superpoint_table``'s table computed where dense labels already are (the GPU port's), then
+    copied to the host once: (labels, S, order, start, geometry), equal to the numpy path's (order,
+    start, minima and maxima exactly; sums to float64 rounding). None when the labels are not dense
+    0..S-1 (the caller then takes the numpy path, which renumbers them).
+
+    Why on the device: on a million points the numpy table (sort, bincount, three gathers and
+    reductions) costs several times the GPU oversegmentation itself. Deterministic: a stable sort,
+    order-free minima and maxima, and sums as differences of one float64 prefix sum in point order.
+    """
+    n = int(labels.shape[0])
+    if n == 0:
+        return None
+    lo, hi = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
+    if lo < 0:
+        return None
+    n_sp = hi + 1
+    counts = torch.bincount(labels, minlength=n_sp)
+    if not bool((counts > 0).all()):
+        return None
+    order = torch.sort(labels, stable=True).indices
+    start = torch.zeros(n_sp + 1, dtype=torch.int64, device=labels.device)
+    start[1:] = torch.cumsum(counts, 0)
+    xs = xyz.float()[order]
+    mins = torch.segment_reduce(xs, "min", lengths=counts, axis=0)
+    maxs = torch.segment_reduce(xs, "max", lengths=counts, axis=0)
+    prefix = torch.zeros(n + 1, 3, dtype=torch.float64, device=labels.device)
+    prefix[1:] = torch.cumsum(xs.double(), 0)
+    sums = prefix[start[1:]] - prefix[start[:-1]]
+    host = [t.cpu().numpy() for t in (labels, order, start, sums, mins.double(), maxs.double())]
+    return host[0].astype(np.int64, copy=False), n_sp, host[1], host[2], (host[3], host[4], host[5])
 
 
 def superpoint_geometry(xyz: np.ndarray, order: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
