@@ -219,6 +219,18 @@ def train_predict(train: list[Cloud], test: list[Cloud], seed: int) -> dict[str,
     return out
 
 
+def hand_quantiles(p: np.ndarray, hand: np.ndarray) -> np.ndarray:
+    """The learned ordering with the hand weights' values: edge of rank r gets the r-th smallest hand weight.
+
+    FH compares an edge with Int(C) + k / |C|, so the scale of the weights matters, not only their
+    order: the hand weights are near 0 on flat surfaces (segments grow there at any k), a classifier's
+    P(different) is not (every edge pays its prior), which leaves the segments to the min-size pass.
+    Mapping onto the hand weights' distribution keeps FH's working range and tests the ordering alone."""
+    out = np.empty_like(hand)
+    out[np.argsort(p, kind="stable")] = np.sort(hand)
+    return out
+
+
 def edge_auc(p: np.ndarray, same: np.ndarray) -> float:
     """ROC AUC of P(different) on the labelled edges (rank form, no sklearn.metrics import needed)."""
     keep = same >= 0
@@ -238,6 +250,8 @@ def main() -> int:
           f"({clouds[0].feats.shape[1]} edge features)", flush=True)
     weights: dict[str, dict[str, np.ndarray]] = {c.name: {"hand FH": c.hand_w} for c in clouds}
     auc: dict[str, dict[str, float]] = {c.name: {"hand FH": edge_auc(c.hand_w, c.same)} for c in clouds}
+    for c in clouds:  # a bound, not a method: the held-out labels themselves, hand weights breaking ties
+        weights[c.name]["oracle FH"] = (c.same == 0) + 0.1 * c.hand_w / max(float(c.hand_w.max()), 1e-9)
     for fold, room in enumerate(sorted({c.room for c in clouds})):
         test = [c for c in clouds if c.room == room]
         train = [c for c in clouds if c.room != room]
@@ -245,10 +259,13 @@ def main() -> int:
         for name, ps in pred.items():
             for c, pc in zip(test, ps):
                 weights[c.name][f"{name} FH"] = pc
+                weights[c.name][f"{name} FH, hand quantiles"] = hand_quantiles(pc, c.hand_w)
+                weights[c.name][f"hand + {name} FH"] = c.hand_w + pc
                 auc[c.name][f"{name} FH"] = edge_auc(pc, c.same)
         print(f"fold {room}: trained on {len(train)} clouds, {time.perf_counter() - t0:.0f} s", flush=True)
 
-    methods = ["hand FH", "logreg FH", "hgb FH"]
+    methods = ["hand FH", "logreg FH", "hgb FH", "logreg FH, hand quantiles", "hgb FH, hand quantiles",
+               "hand + hgb FH", "oracle FH"]
     # res[method][min_size][cloud] = (asa, count) or None
     res: dict[str, dict[int, dict[str, tuple[float, int] | None]]] = {m: {} for m in methods}
     for m in methods:
@@ -265,11 +282,11 @@ def main() -> int:
     fixed = {m: max(MIN_SIZES, key=lambda ms: mean_of(m, ms)) for m in methods}
     print("held-out ASA at the shipped segment count (FH k_thresh bisected per cloud; "
           f"min_size fixed per method, chosen by mean ASA over these clouds: {fixed})")
-    head = ["cloud", "pts/seg", "shipped"] + [f"{m} (ms {fixed[m]})" for m in methods] + \
-           [f"{m} best ms" for m in methods] + ["edge AUC hand/lr/hgb"]
+    head = ["cloud", "pts/seg", "shipped"] + [f"{m} (ms {fixed[m]})" for m in methods] + ["edge AUC hand/lr/hgb"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     cols: dict[str, list[float]] = {h: [] for h in head[2:-1]}
+    best: dict[str, list[float]] = {m: [] for m in methods}
     for c in clouds:
         n_seg = int(c.shipped.max()) + 1
         row = [c.name, f"{c.instance.size / n_seg:.0f}", f"{shipped[c.name]:.4f}"]
@@ -280,13 +297,14 @@ def main() -> int:
             cols[f"{m} (ms {fixed[m]})"].append(np.nan if v is None else v[0])
         for m in methods:
             vals = [(res[m][ms][c.name][0], ms) for ms in MIN_SIZES if res[m][ms][c.name] is not None]
-            bv = max(vals) if vals else (np.nan, 0)
-            row.append(f"{bv[0]:.4f} ({bv[1]})")
-            cols[f"{m} best ms"].append(bv[0])
-        row.append(" / ".join(f"{auc[c.name][m]:.3f}" for m in methods))
+            best[m].append(max(vals)[0] if vals else np.nan)
+        row.append(" / ".join(f"{auc[c.name][m]:.3f}" for m in methods[:3]))
         print("| " + " | ".join(row) + " |")
     print("| **min** | | " + " | ".join(f"{np.nanmin(v):.4f}" for v in cols.values()) + " | |")
     print("| **mean** | | " + " | ".join(f"{np.nanmean(v):.4f}" for v in cols.values()) + " | |")
+    print("\nper-cloud best min_size of the grid (optimistic: picked on the held-out labels), min / mean:")
+    for m in methods:
+        print(f"  {m}: {np.nanmin(best[m]):.4f} / {np.nanmean(best[m]):.4f}")
     print("\nper min_size, mean ASA over the clouds (-1: some cloud could not reach the count):")
     for m in methods:
         print(f"  {m}: " + ", ".join(f"ms {ms} {mean_of(m, ms):.4f}" for ms in MIN_SIZES))
