@@ -22,7 +22,11 @@ for each ``min_size`` of a small grid until the count is within 1 % of the targe
 * ``hand FH``: the shipped edge weight formula on the shipped normals, through the same plain FH
   (``_C.segment_graph``) as the learned weights: the control that isolates the weights from the rest
   of the pipeline;
-* ``logreg FH`` / ``hgb FH``: logistic regression / a small gradient-boosted tree classifier.
+* ``logreg FH`` / ``hgb FH``: logistic regression / a small gradient-boosted tree classifier;
+* ``..., hand quantiles``: the learned order with the hand weights' values (``hand_quantiles``);
+* ``hand + hgb FH``: the hand weight plus the learned probability;
+* ``oracle FH``: the held-out labels as weights (1 across instances), a bound for any edge weighting
+  of this graph under FH, not a method.
 The min_size grid is the same for every method; the table shows a fixed min_size (the one best in
 mean over all clouds for that method: one scalar picked on the test clouds, said so in the output)
 and, separately, the per-cloud best over the grid (an optimistic bound).
