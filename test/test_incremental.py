@@ -197,6 +197,29 @@ def test_superpoint_asa_bound(seg, room, change) -> None:
     assert up.update_info["kept_superpoints"] > 0.5 * c0.n_superpoints  # most superpoints were reused
 
 
+def test_changed_region_is_segmented_on_the_segmenters_device(seg, room, monkeypatch) -> None:
+    """The changed region's oversegmentation is asked for on the segmenter's device (on CUDA: the
+    GPU port, whose labels come back as a tensor); tensor labels give the same update."""
+    import dataclasses
+
+    import bqnet_model.superpoints as sp_mod
+
+    old = _without(room, "box")
+    c0 = seg.update(None, room.xyz[old], room.rgb[old])
+    ref = seg.update(c0, room.xyz, room.rgb)
+    real, devices = sp_mod.oversegment_detailed, []
+
+    def as_tensor(*args, **kwargs):
+        devices.append(kwargs.get("device"))
+        res = real(*args, **kwargs)
+        return dataclasses.replace(res, labels=torch.from_numpy(np.asarray(res.labels)))
+
+    monkeypatch.setattr(sp_mod, "oversegment_detailed", as_tensor)
+    up = seg.update(c0, room.xyz, room.rgb)
+    assert up.update_info["mode"] == "incremental" and devices == [seg.device]
+    np.testing.assert_array_equal(up.point_superpoint, ref.point_superpoint)
+
+
 def test_given_superpoints_keep_the_callers_labels(seg, room) -> None:
     """With the caller's superpoints the labels are a full prepare's; the features are spliced on
     the pinned centre (this tiny model's reach is smaller than the room), so the answers agree in

@@ -215,9 +215,10 @@ def _merge_superpoints(seg: Any, cache: IncrementalCache, st: VoxelState, xyz: n
         params = seg.inference.superpoints
         if params.spacing == 0 and st.spacing > 0:
             params = dataclasses.replace(params, spacing=st.spacing)  # the whole map's scale, not the region's
+        # on the segmenter's device, as its full prepares are (on CUDA: the GPU port)
         sub = oversegment_detailed(xyz[rest], rgb8[rest], params=params,
-                                   num_threads=seg.inference.superpoint_threads or None).labels
-        labels[rest] = n_old + sub
+                                   num_threads=seg.inference.superpoint_threads or None, device=seg.device).labels
+        labels[rest] = n_old + (sub.cpu().numpy() if isinstance(sub, torch.Tensor) else sub)
     elif rest.size == 1:
         labels[rest] = n_old
     merged, n_sp = number_by_first_point(labels)
