@@ -24,25 +24,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment_parallel(
     double refine_plane_weight, double refine_color_weight, double merge_plane_rms, double merge_plane_cos,
     double merge_color, int64_t merge_max_size, const std::string& merge, int64_t num_threads,
     bool strict_memory) {
-  TORCH_CHECK(xyz.dim() == 2 && xyz.size(1) == 3 && xyz.scalar_type() == torch::kFloat32 && xyz.device().is_cpu(),
-              "xyz must be a float32 CPU tensor of shape (N, 3)");
-  const int64_t n = xyz.size(0);
-  TORCH_CHECK(n > 0 && n < (int64_t(1) << 31) - 1, "point count out of range: ", n);
+  const CloudInputs in = check_cloud_inputs(xyz, rgb, normals, /*on_cuda=*/false);
+  const int64_t n = in.n;
   check_oversegment_args(spacing, k_thresh, min_size, max_size, color_weight, offset_weight, knn, normal_knn, max_edge,
                          normal_pick, refine_iters, refine_plane_weight, refine_color_weight, merge_plane_rms,
                          merge_plane_cos, merge_color, merge_max_size, merge);
-  torch::Tensor xyz_c = xyz.contiguous(), rgb_c, nrm_c;
-  if (rgb.has_value() && rgb->defined()) {
-    TORCH_CHECK(rgb->dim() == 2 && rgb->size(0) == n && rgb->size(1) == 3 && rgb->scalar_type() == torch::kUInt8,
-                "rgb must be uint8 of shape (N, 3)");
-    rgb_c = rgb->contiguous();
-  }
-  if (normals.has_value() && normals->defined()) {
-    TORCH_CHECK(normals->dim() == 2 && normals->size(0) == n && normals->size(1) == 3 &&
-                    normals->scalar_type() == torch::kFloat32,
-                "normals must be float32 of shape (N, 3)");
-    nrm_c = normals->contiguous();
-  }
+  const torch::Tensor &xyz_c = in.xyz, &rgb_c = in.rgb, &nrm_c = in.normals;
   const par::Params p{spacing,      k_thresh,     min_size,           max_size,          color_weight,
                       offset_weight, knn,         normal_knn,         max_edge,          normal_pick,
                       refine_iters, refine_plane_weight, refine_color_weight, merge_plane_rms, merge_plane_cos,
