@@ -112,21 +112,10 @@ struct GridView {
   }
 
   // Calls f(j) for every point j in the cells at Chebyshev ring exactly r around point i's cell
-  // (the cells in the CPU's order, superpoints.cpp PointGrid::ring).
+  // (for_each_ring_point, shared with the CPU's PointGrid::ring: the same cell order).
   template <class F>
   SP_HD void ring(const float* P, int64_t i, int r, F&& f) const {
-    const double inv = 1.0 / cell;
-    const int64_t x = int64_t(P[3 * i] * inv) + 4, y = int64_t(P[3 * i + 1] * inv) + 4,
-                  z = int64_t(P[3 * i + 2] * inv) + 4;
-    for (int dx = -r; dx <= r; ++dx)
-      for (int dy = -r; dy <= r; ++dy)
-        for (int dz = -r; dz <= r; ++dz) {
-          if (sp_max3(dx < 0 ? -dx : dx, dy < 0 ? -dy : dy, dz < 0 ? -dz : dz) != r) continue;
-          if (x + dx < 0 || y + dy < 0 || z + dz < 0) continue;
-          const int32_t c = find(pack(x + dx, y + dy, z + dz));
-          if (c < 0) continue;
-          for (int64_t q = start[c]; q < start[c + 1]; ++q) f(order[q]);
-        }
+    for_each_ring_point(P, i, r, cell, *this, start, order, f);
   }
 };
 

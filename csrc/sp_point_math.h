@@ -39,6 +39,28 @@ SP_HD inline uint64_t pack(int64_t x, int64_t y, int64_t z) {
   return (uint64_t(x) << (2 * kCoordBits)) | (uint64_t(y) << kCoordBits) | uint64_t(z);
 }
 
+// Calls f(j) for every point j in the cells at Chebyshev ring exactly r around point i's cell, on a
+// grid of side `cell` keyed by pack(cell coordinates + 4) (+4: rings below 0 stay valid), whose cell
+// c holds order[start[c] .. start[c + 1]); `cells.find(key)` is a cell's index or -1. The CPU's hashed
+// grid and the port's sorted one both enumerate through here, so their candidates come in one order.
+template <class Cells, class F>
+SP_HD inline void for_each_ring_point(const float* P, int64_t i, int r, double cell, const Cells& cells,
+                                      const int64_t* start, const int32_t* order, F&& f) {
+  const double inv = 1.0 / cell;
+  const int64_t x = int64_t(P[3 * i] * inv) + 4, y = int64_t(P[3 * i + 1] * inv) + 4,
+                z = int64_t(P[3 * i + 2] * inv) + 4;
+  for (int dx = -r; dx <= r; ++dx)
+    for (int dy = -r; dy <= r; ++dy)
+      for (int dz = -r; dz <= r; ++dz) {
+        if ((dx < 0 ? -dx : dx) != r && (dy < 0 ? -dy : dy) != r && (dz < 0 ? -dz : dz) != r)
+          continue;  // inside the ring: no offset reaches r
+        if (x + dx < 0 || y + dy < 0 || z + dz < 0) continue;
+        const int32_t c = cells.find(pack(x + dx, y + dy, z + dz));
+        if (c < 0) continue;
+        for (int64_t q = start[c]; q < start[c + 1]; ++q) f(order[q]);
+      }
+}
+
 // std::min / std::max and their initializer-list forms, usable on the device (same results: the
 // first of equal values wins, as in std::min_element / std::max_element).
 template <class T>

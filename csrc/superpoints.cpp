@@ -69,18 +69,7 @@ struct PointGrid {
   // Calls f(j) for every point j in the cells at Chebyshev ring exactly r around point i's cell.
   template <class F>
   void ring(const float* P, int64_t i, int r, F&& f) const {
-    const double inv = 1.0 / cell;
-    const int64_t x = int64_t(P[3 * i] * inv) + 4, y = int64_t(P[3 * i + 1] * inv) + 4,
-                  z = int64_t(P[3 * i + 2] * inv) + 4;
-    for (int dx = -r; dx <= r; ++dx)
-      for (int dy = -r; dy <= r; ++dy)
-        for (int dz = -r; dz <= r; ++dz) {
-          if (std::max({std::abs(dx), std::abs(dy), std::abs(dz)}) != r) continue;
-          if (x + dx < 0 || y + dy < 0 || z + dz < 0) continue;
-          const int32_t c = map.find(pack(x + dx, y + dy, z + dz));
-          if (c < 0) continue;
-          for (int64_t q = start[c]; q < start[c + 1]; ++q) f(order[q]);
-        }
+    for_each_ring_point(P, i, r, cell, map, start.data(), order.data(), f);
   }
 };
 
