@@ -12,16 +12,8 @@ fi
 export BQNET_MINILM_DIR=/tmp/te/text_encoder HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH=$PWD:$PYTHONPATH
 if ! python3 -c "import torch, bqnet_model._C" 2>/dev/null || \
-   { [ ! -f /tmp/build_ext_cuda.failed ] && ! python3 -c "import torch, bqnet_model._C_cuda" 2>/dev/null; }; then
-  t0=$(date +%s)  # the CPU kernels and the CUDA superpoints (csrc/cuda) build side by side
-  BQNET_NO_CUDA=1 python3 setup.py -q build_ext --inplace > /tmp/build_ext.log 2>&1 & pid_cpu=$!
-  BQNET_ONLY_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} python3 setup.py -q build_ext --inplace \
-    > /tmp/build_ext_cuda.log 2>&1 & pid_cuda=$!
-  if ! wait $pid_cuda; then  # the node and training still run: superpoints fall back to the CPU
-    touch /tmp/build_ext_cuda.failed; tail -15 /tmp/build_ext_cuda.log; echo "[device] CUDA superpoints not built"
-  fi
-  wait $pid_cpu || { tail -30 /tmp/build_ext.log; return 1; }
-  echo "[device] csrc built in $(( $(date +%s) - t0 )) s"
+   { [ ! -f /tmp/build_cuda.failed ] && ! python3 -c "import torch, bqnet_model._C_cuda" 2>/dev/null; }; then
+  bash tools/device_build.sh /tmp || return 1  # a failed _C_cuda leaves the CPU superpoints
 fi
 python3 -c "import torch, spconv; print('[device]', torch.__version__, 'spconv', spconv.__version__, torch.cuda.get_device_name(0))"
 set +e

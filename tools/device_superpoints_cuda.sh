@@ -17,10 +17,8 @@ if [ -f .gpu/activate ]; then source .gpu/activate; fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 { nvidia-smi -L 2>&1 || echo "no nvidia-smi"; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/gpu.txt"
 echo "[sp_cuda] building _C and _C_cuda" | tee "$OUT/build.log"
-( BQNET_NO_CUDA=1 timeout 240 python3 setup.py -q build_ext --inplace > "$OUT/build_cpu.log" 2>&1; echo "_C exit $?" >> "$OUT/build_cpu.log" ) &
-( BQNET_ONLY_CUDA=1 timeout 240 python3 setup.py -q build_ext --inplace > "$OUT/build_cuda.log" 2>&1; echo "_C_cuda exit $?" >> "$OUT/build_cuda.log" ) &
-wait
-for f in "$OUT/build_cpu.log" "$OUT/build_cuda.log"; do grep -E "error|exit" "$f" | tail -20 | tee -a "$OUT/build.log"; done
+BUILD_TIMEOUT=240 bash tools/device_build.sh "$OUT" 2>&1 | tee -a "$OUT/build.log"
+for f in "$OUT/build_cpu.log" "$OUT/build_cuda.log"; do grep -E "exit" "$f" | tee -a "$OUT/build.log"; done
 echo "[sp_cuda] build done after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/build.log"
 python3 -c "import torch, bqnet_model._C, bqnet_model._C_cuda; print('[sp_cuda] both extensions import')" 2>&1 | tee -a "$OUT/build.log"
 ARGS=("$OUT")
