@@ -306,14 +306,24 @@ def check_sync_free(seg: Segmenter, cache: Any) -> dict[str, Any]:
 
 def check_graph_matches_eager(eager: Segmenter, graph: Segmenter, cache: Any, n: int,
                               require_cuda: bool = True) -> dict[str, Any]:
-    """Summaries of the same sentences by eager run and by graph replay (RES and GRES)."""
+    """Summaries of the same sentences by eager run and by graph replay (RES and GRES), and their
+    word features by the eager encoder and by the text-encoder graph (on the real tokens)."""
     if require_cuda and eager.device.type != "cuda":
         return {"skipped": "cpu"}
     out: dict[str, Any] = {}
     texts = sentences(n, 95_000)
     S = cache.n_superpoints
+    enc = eager.model.text_encoder
     with torch.inference_mode():
+        enc.clear_cache()
         text = eager.model.encode_text(texts)
+        enc.clear_cache()  # the model is shared: the graph variant must encode the sentences itself
+        with graph._autocast():
+            gtext = graph._encode_text(texts)
+        enc.clear_cache()
+        real = text.word_mask
+        out["text"] = {"feats_max_abs_diff": float((gtext.word_feats[real] - text.word_feats[real]).abs().max()),
+                       "same_mask": bool(torch.equal(gtext.word_mask, real)), "graph": graph.text_graph_stats}
         sa, _ = eager._decode_summary(cache.scene, cache.n_superpoints, text)
         a = sa.cpu().numpy()
         with graph._autocast():
