@@ -14,6 +14,7 @@
 # maps for a CPU dry run (with BQNET_MINILM_DIR set, the set-up is skipped).
 set -uo pipefail
 OUT=${1:?output folder}; KILL_AFTER=${KILL_AFTER:-3}
+REPEATS=${REPEATS:-5}; WARMUP=${WARMUP:-1}  # medians of 5 after 1 warm-up (which also holds the captures)
 source tools/device_bench_lib.sh
 bench_setup "$OUT" || exit 1
 if [ "$DEVICE" = cuda ] && [ -f /tmp/build_cuda.failed ]; then
