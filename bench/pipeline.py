@@ -26,7 +26,8 @@ weights: timings do not depend on them), as medians of ``--repeats`` runs after 
 Each variant runs inside its own try/except: a failing lever is printed as FAILED with its error
 and the benchmark goes on. The CUDA-graph variants run in a second pass, after every eager
 measurement of every size, so that even a capture that breaks the CUDA context costs nothing else. ``--out`` writes everything as JSON (date, machine, versions, git
-commit); ``bench/plot_pipeline.py`` draws it.
+commit); ``bench/plot_pipeline.py`` draws it. The checks live in ``bench/pipeline_checks.py``, the
+printing and the run metadata in ``bench/pipeline_report.py``.
 
 Examples::
 
@@ -67,7 +68,7 @@ import torch  # noqa: E402
 from bqnet_synth import minimal_room  # noqa: E402
 from bqnet_model.model.config import load_config  # noqa: E402
 from bqnet_model.pipeline import Segmenter  # noqa: E402
-from bqnet_model.pipeline.summary import unpack_summary  # noqa: E402
+from pipeline_checks import check_graph_matches_eager, check_sync_free, median_dicts, superpoint_stages  # noqa: E402
 from pipeline_report import git_commit, header_lines, machine, report_prepare, report_query, versions  # noqa: E402
 
 COLORS = ["red", "green", "blue", "white", "brown", "black", "grey", "yellow"]
@@ -98,11 +99,6 @@ def sentences(n: int, offset: int = 0) -> list[str]:
 
 def grid_superpoints(xyz: np.ndarray, cell: float = 0.25) -> np.ndarray:
     return np.unique(np.floor(xyz / cell).astype(np.int64), axis=0, return_inverse=True)[1].ravel()
-
-
-def median_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = [k for k in rows[0] if all(k in r for r in rows)]
-    return {k: statistics.median(r[k] for r in rows) for k in keys}
 
 
 def sync(device: torch.device) -> None:
@@ -272,74 +268,6 @@ def bench_recompute(seg: Segmenter, cache: Any, room: Any, args: argparse.Namesp
     return {"wall_ms": ms, "sentences_per_s": 1e3 / ms, **peak_mib(dev)}
 
 
-def superpoint_stages(seg: Segmenter, cache: Any, room: Any) -> dict[str, Any]:
-    """Where the oversegmentation spends its time, on the device prepare runs it on (the CPU kernels,
-    or the GPU port on CUDA when ``bqnet_model._C_cuda`` is built): prepare's critical path."""
-    from bqnet_model.superpoints import oversegment_detailed
-    from bqnet_model.superpoints_cuda import extension
-
-    threads = seg.inference.superpoint_threads or torch.get_num_threads()
-    rgb = room.rgb[cache.point_index]
-    on_gpu = seg.device.type == "cuda" and extension() is not None
-    runs = [oversegment_detailed(cache.point_xyz, rgb, params=seg.inference.superpoints, num_threads=threads,
-                                 device=seg.device) for _ in range(3)]
-    return {"threads": threads, "where": "GPU (csrc/cuda)" if on_gpu else f"C++, {threads} threads",
-            "timings_ms": median_dicts([r.timings_ms for r in runs]),
-            "voxels": runs[0].num_voxels, "edges": runs[0].num_edges}
-
-
-def check_sync_free(seg: Segmenter, cache: Any) -> dict[str, Any]:
-    """The eager decoder + heads under ``set_sync_debug_mode('error')``: raises on a host sync."""
-    if seg.device.type != "cuda":
-        return {"skipped": "cpu"}
-    with torch.inference_mode():
-        text = seg.model.encode_text(sentences(2, 90_000))
-        fn = seg.summary_fn()
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            fn(cache.scene, text.word_feats, text.word_mask)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return {"sync_free": True}
-
-
-def check_graph_matches_eager(eager: Segmenter, graph: Segmenter, cache: Any, n: int,
-                              require_cuda: bool = True) -> dict[str, Any]:
-    """Summaries of the same sentences by eager run and by graph replay (RES and GRES), and their
-    word features by the eager encoder and by the text-encoder graph (on the real tokens)."""
-    if require_cuda and eager.device.type != "cuda":
-        return {"skipped": "cpu"}
-    out: dict[str, Any] = {}
-    texts = sentences(n, 95_000)
-    S = cache.n_superpoints
-    enc = eager.model.text_encoder
-    with torch.inference_mode():
-        enc.clear_cache()
-        text = eager.model.encode_text(texts)
-        enc.clear_cache()  # the model is shared: the graph variant must encode the sentences itself
-        with graph._autocast():
-            gtext = graph._encode_text(texts)
-        enc.clear_cache()
-        real = text.word_mask
-        out["text"] = {"feats_max_abs_diff": float((gtext.word_feats[real] - text.word_feats[real]).abs().max()),
-                       "same_mask": bool(torch.equal(gtext.word_mask, real)), "graph": graph.text_graph_stats}
-        sa, _ = eager._decode_summary(cache.scene, cache.n_superpoints, text)
-        a = sa.cpu().numpy()
-        with graph._autocast():
-            sb, Sb = graph._decode_summary(cache.scene, cache.n_superpoints, text)
-            b = sb.cpu().numpy()
-        pa, ona = unpack_summary(a, n, S)
-        pb, onb = unpack_summary(b, n, Sb)
-        out["summary"] = {"prob_max_abs_diff": float(np.abs(pa - pb).max()),
-                          "mask_agreement": float((ona == onb[..., :S]).mean()),
-                          "padding_never_on": bool(not onb[..., S:].any()), "padded_superpoints": Sb,
-                          "same_best_query": float((pa.argmax(-1) == pb.argmax(-1)).mean()),
-                          "same_targets": float(((pa > 0.5) == (pb > 0.5)).mean())}
-    out["graph"] = graph.graph_stats
-    return out
-
-
 def _is_graph(kw: dict[str, Any]) -> bool:
     return bool(kw.get("cuda_graph"))
 
@@ -433,7 +361,7 @@ def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tupl
               + (f", peak {rec['peak_alloc_mib']:.0f} MiB" if "peak_alloc_mib" in rec else ""), flush=True)
     _ratios(result, args)
     eager = variant(base, amp=False, cuda_graph=False)
-    result["checks"]["sync_free_decoder"] = guarded("check / sync-free decoder", lambda: check_sync_free(eager, cache))
+    result["checks"]["sync_free_decoder"] = guarded("check / sync-free decoder", lambda: check_sync_free(eager, cache, sentences(2, 90_000)))
     print(f"  check sync_free_decoder: {json.dumps(result['checks']['sync_free_decoder'])}", flush=True)
     _peak(result)
     return result, cache
@@ -455,7 +383,7 @@ def bench_size_graphs(base: Segmenter, result: dict[str, Any], cache: Any, args:
     result["checks"]["graph_vs_eager"] = guarded(
         "check / graph vs eager",
         lambda: with_variant(base, {"amp": False, "cuda_graph": True},
-                             lambda g: check_graph_matches_eager(eager, g, cache, min(args.batch, 8))))
+                             lambda g: check_graph_matches_eager(eager, g, cache, sentences(min(args.batch, 8), 95_000))))
     print(f"  check graph_vs_eager: {json.dumps(result['checks']['graph_vs_eager'])}", flush=True)
     _peak(result)
 
