@@ -10,24 +10,33 @@ map has them: "the map grew by 5 %". Per model and map: a full ``prepare`` of th
 for the demo room the answers to its demo sentences against the full prepare's (found flags and
 point IoU). Times are the minimum of ``--repeats`` runs (the dev machine is shared).
 
-Models: ``tiny`` (random weights: 3 levels, 8 channels, 2 cm voxels, as the unit tests) and
-``shipped`` (``models/bqnet_tiny.pth``: 4 levels, 16 channels, 4 cm voxels).
+Models: ``tiny`` (random weights: 3 levels, 8 channels, 2 cm voxels, as the unit tests),
+``shipped`` (``models/bqnet_tiny.pth``: 4 levels, 16 channels, 4 cm voxels), or a config file
+(random weights from it, e.g. ``config/tiny.yaml``: the shipped sizes without the checkpoint, for a
+machine without spaCy together with ``--raw-text``).
 
-Example::
+``--device cuda`` runs the segmenter there (clean, superpoints of the changed region, backbone and
+pooling on the GPU, as its full prepares); every clock read waits for the device first. ``--out``
+is rewritten after every map, so a run cut by a timeout keeps what it measured.
+
+Examples::
 
     OMP_NUM_THREADS=2 python bench/incremental.py --out /tmp/incremental.json
+    # GPU machine (tools/device_bench_ingest.sh): the shipped sizes, the 1M map grown by 5 %
+    python bench/incremental.py --device cuda --models config/tiny.yaml --raw-text --maps "1M map" --out x.json
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -36,6 +45,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bqnet_model.model.config import load_config  # noqa: E402
 from bqnet_model.pipeline import IncrementalParams, Segmenter  # noqa: E402
 from bqnet_model.pipeline.change_region import receptive_field  # noqa: E402
 from bqnet_synth import demo_expressions, demo_room  # noqa: E402
@@ -74,11 +84,15 @@ def grown_map(tiles: int, n_per_tile: int | None, grow: float) -> tuple[Any, np.
     return (xyz_a, rgb_a, room), old, last, added
 
 
-def best(fn: Any, repeats: int) -> tuple[Any, float]:
+def best(fn: Any, repeats: int, device: torch.device) -> tuple[Any, float]:
     out, times = None, []
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return out, min(times)
 
@@ -94,19 +108,24 @@ def answers(seg: Segmenter, a: Any, b: Any, texts: list[str]) -> dict[str, Any]:
             "iou_mean": float(np.mean(ious)) if ious else None}
 
 
-def bench(seg: Segmenter, name: str, maps: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+def bench(seg: Segmenter, name: str, maps: dict[str, Any], repeats: int,
+          done: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:
+    """One row per map; ``done`` is called with each finished row (the JSON is rewritten)."""
     rows = []
+    dev = seg.device
     for map_name, ((xyz, rgb, room), old, _, added) in maps.items():
-        full, t_full = best(lambda: seg.prepare(xyz, rgb), repeats)
+        if dev.type == "cuda":
+            seg.prepare(xyz, rgb)  # warm-up: library handles, kernel choices, the allocator's pool
+        full, t_full = best(lambda: seg.prepare(xyz, rgb), repeats, dev)
         base = seg.update(None, xyz[old], rgb[old])
         row: dict[str, Any] = {"model": name, "map": map_name, "points": int(len(xyz)),
                                "added_points": int((~old).sum()), "added_fraction": float(1 - old.mean()),
                                "added_objects": added, "voxels": full.n_voxels,
                                "receptive_field_voxels": receptive_field(seg.model.cfg.backbone),
-                               "voxel_size": seg.inference.voxel_size, "prepare_ms": t_full,
+                               "voxel_size": seg.inference.voxel_size, "device": str(dev), "prepare_ms": t_full,
                                "prepare_stages_ms": full.timings_ms, "updates": {}}
         for mode, params in (("exact", IncrementalParams()), ("reach 0", IncrementalParams(feature_reach=0))):
-            up, t_up = best(lambda: seg.update(base, xyz, rgb, params=params), repeats)
+            up, t_up = best(lambda: seg.update(base, xyz, rgb, params=params), repeats, dev)
             r = {"update_ms": t_up, "ratio_to_prepare": t_up / t_full, "stages_ms": up.timings_ms,
                  "info": up.update_info}
             if map_name == "demo room":
@@ -118,7 +137,31 @@ def bench(seg: Segmenter, name: str, maps: dict[str, Any], repeats: int) -> list
                   + ", ".join(f"{k} {v:.0f}" for k, v in up.timings_ms.items())
                   + (f"  answers {r['answers_vs_prepare']}" if "answers_vs_prepare" in r else ""), flush=True)
         rows.append(row)
+        done(row)
     return rows
+
+
+def build(model: str, device: str, raw_text: bool) -> Segmenter:
+    """The segmenter of one ``--models`` entry (module docstring)."""
+    if model == "shipped":
+        over = {"unknown_object": "answer", "absent_class_points": 0} if raw_text else {}
+        seg = Segmenter.from_checkpoint(ROOT / "models" / "bqnet_tiny.pth", device=device, **over)
+        if raw_text and seg.model.text_encoder.cfg.official_prep:
+            raise SystemExit("--raw-text with the shipped model: its text encoder reads the official parse "
+                             "(spaCy); give a config file instead (e.g. config/tiny.yaml)")
+        return seg
+    if model == "tiny":
+        cfg: Any = copy.deepcopy(TINY)
+    else:
+        if not Path(model).is_file():
+            raise SystemExit(f"--models {model!r}: neither tiny, shipped nor a config file")
+        cfg = load_config(model)
+    if raw_text:  # no spaCy: neither the official parse nor the absent-object checks that parse
+        cfg = load_config(cfg)
+        cfg.model.text.official_prep = False
+        cfg.inference.unknown_object = "answer"
+        cfg.inference.absent_class_points = 0
+    return Segmenter.from_config(cfg, device=device, seed=0, text_pretrained=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grow", type=float, default=0.05, help="fraction of the new map's points the old lacks")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--models", nargs="+", default=["tiny", "shipped"], choices=["tiny", "shipped"])
+    ap.add_argument("--device", default="cpu", help="the segmenter's device (cpu, cuda)")
+    ap.add_argument("--models", nargs="+", default=["tiny", "shipped"],
+                    help="tiny, shipped, or config files (random weights)")
+    ap.add_argument("--raw-text", action="store_true",
+                    help="no official parse and no absent-object checks (a machine without spaCy)")
     ap.add_argument("--maps", nargs="+", default=["demo room", "1M map"], choices=["demo room", "1M map"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -136,18 +183,22 @@ def main(argv: list[str] | None = None) -> int:
         maps["demo room"] = grown_map(1, None, args.grow)
     if "1M map" in args.maps:
         maps["1M map"] = grown_map(4, 250_000, args.grow)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    meta = {"date": datetime.date.today().isoformat(), "machine": platform.node(), "threads": args.threads,
+            "torch": torch.__version__, "device": args.device,
+            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None}
+
+    def write(_row: dict[str, Any] | None = None) -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+
     for m in args.models:
-        if m == "tiny":
-            seg = Segmenter.from_config(TINY, device="cpu", seed=0, text_pretrained=False)
-        else:
-            seg = Segmenter.from_checkpoint(ROOT / "models" / "bqnet_tiny.pth", device="cpu")
+        seg = build(m, args.device, args.raw_text)
         seg.cfg.inference.max_points = 2_000_000  # the 1M map is not thinned
-        rows.extend(bench(seg, m, maps, args.repeats))
-    if args.out:
-        meta = {"date": datetime.date.today().isoformat(), "machine": platform.node(), "threads": args.threads,
-                "torch": torch.__version__}
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+        name = m if m in ("tiny", "shipped") else Path(m).name
+        bench(seg, name, maps, args.repeats, lambda row: (rows.append(row), write()))
+    write()
     return 0
 
 

@@ -8,10 +8,13 @@ weights: timings do not depend on them), as medians of ``--repeats`` runs after 
 * prepare (clean and voxelize with torch ops on the device, then the superpoints): clean,
   superpoints, voxelize, backbone, pooling, fps, total, peak GPU memory. The numpy ingest and the
   superpoint worker thread were removed after this bench measured them slower
-  (``docs/benchmarks.md``);
-* query, one row per decoder variant: ``eager fp32`` (baseline), ``eager fp16`` / ``eager bf16``
-  (autocast; CUDA only), ``cuda graph fp32`` / ``cuda graph bf16`` (``inference.cuda_graph``;
-  CUDA only): text (sentence cache cleared first), decoder, post, total for one new sentence per
+  (``docs/benchmarks.md``). Which superpoint table each prepare built (``sp_table``: ``device`` when
+  the GPU port's labels were tabled on the GPU, else ``numpy``); ``--numpy-table`` adds a prepare
+  with the numpy table forced, for the side by side;
+* query, one row per decoder variant (``--variants`` picks some): ``eager fp32`` (baseline),
+  ``eager fp16`` / ``eager bf16`` (autocast; CUDA only), ``cuda graph fp32`` / ``cuda graph bf16``
+  (``inference.cuda_graph``, the text encoder replayed too), ``cuda graph fp32, eager text``
+  (``inference.cuda_graph_text`` off; CUDA only): text (sentence cache cleared first), decoder, post, total for one new sentence per
   call; sentences/s with 1 and with ``--batch`` new sentences per call; a repeated sentence
   (text cache hit); peak GPU memory; the ratio to recomputing;
 * recompute: the whole model per sentence (backbone + pooling + FPS + text + decoder + post, the
@@ -23,7 +26,8 @@ weights: timings do not depend on them), as medians of ``--repeats`` runs after 
 Each variant runs inside its own try/except: a failing lever is printed as FAILED with its error
 and the benchmark goes on. The CUDA-graph variants run in a second pass, after every eager
 measurement of every size, so that even a capture that breaks the CUDA context costs nothing else. ``--out`` writes everything as JSON (date, machine, versions, git
-commit); ``bench/plot_pipeline.py`` draws it.
+commit); ``bench/plot_pipeline.py`` draws it. The checks live in ``bench/pipeline_checks.py``, the
+printing and the run metadata in ``bench/pipeline_report.py``.
 
 Examples::
 
@@ -40,25 +44,23 @@ oversegmentation (the C++ extension) by 0.25 m grid cells where the extension is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import datetime
 import gc
-import hashlib
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -66,21 +68,22 @@ import torch  # noqa: E402
 from bqnet_synth import minimal_room  # noqa: E402
 from bqnet_model.model.config import load_config  # noqa: E402
 from bqnet_model.pipeline import Segmenter  # noqa: E402
-from bqnet_model.pipeline.summary import unpack_summary  # noqa: E402
+from pipeline_checks import check_graph_matches_eager, check_sync_free, median_dicts, superpoint_stages  # noqa: E402
+from pipeline_report import git_commit, header_lines, machine, report_prepare, report_query, versions  # noqa: E402
 
 COLORS = ["red", "green", "blue", "white", "brown", "black", "grey", "yellow"]
 OBJECTS = ["chair", "desk", "table", "cabinet", "lamp", "sofa", "bookshelf", "monitor"]
 RELATIONS = ["next to", "left of", "right of", "in front of", "behind", "near", "far from", "across from"]
 
-PREP_STAGES = ("clean", "superpoints", "voxelize", "backbone", "pooling", "fps", "total")
-QUERY_STAGES = ("text", "decoder", "post", "total")
 
 INGEST_VARIANTS: list[tuple[str, dict[str, Any]]] = [("torch ingest", {})]
+NUMPY_TABLE = "torch ingest, numpy sp table"  # --numpy-table: the superpoint table on the host (measured first)
 DECODER_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [  # name, inference overrides, CUDA only
     ("eager fp32", {"amp": False, "cuda_graph": False}, False),
     ("eager fp16", {"amp": True, "amp_dtype": "float16", "cuda_graph": False}, True),
     ("eager bf16", {"amp": True, "amp_dtype": "bfloat16", "cuda_graph": False}, True),
     ("cuda graph fp32", {"amp": False, "cuda_graph": True}, True),
+    ("cuda graph fp32, eager text", {"amp": False, "cuda_graph": True, "cuda_graph_text": False}, True),
     ("cuda graph bf16", {"amp": True, "amp_dtype": "bfloat16", "cuda_graph": True}, True),
 ]
 
@@ -96,11 +99,6 @@ def sentences(n: int, offset: int = 0) -> list[str]:
 
 def grid_superpoints(xyz: np.ndarray, cell: float = 0.25) -> np.ndarray:
     return np.unique(np.floor(xyz / cell).astype(np.int64), axis=0, return_inverse=True)[1].ravel()
-
-
-def median_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = [k for k in rows[0] if all(k in r for r in rows)]
-    return {k: statistics.median(r[k] for r in rows) for k in keys}
 
 
 def sync(device: torch.device) -> None:
@@ -161,18 +159,43 @@ def with_variant(base: Segmenter, overrides: dict[str, Any], fn: Callable[[Segme
 
 
 # ---------------------------------------------------------------------- one map size
-def bench_prepare(seg: Segmenter, room: Any, sp: np.ndarray | None, args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.contextmanager
+def superpoint_table_probe(numpy_table: bool) -> Iterator[list[bool]]:
+    """Records, per prepare, whether its superpoint table was built on the device
+    (``superpoint_table.table_on_device``, used when the GPU port made the labels); ``numpy_table``
+    refuses the device table so that the numpy one is built from the labels copied to the host."""
+    import bqnet_model.pipeline.superpoint_table as st
+
+    real, built = st.table_on_device, []
+
+    def probe(labels: torch.Tensor, xyz: torch.Tensor) -> Any:
+        out = None if numpy_table else real(labels, xyz)
+        built.append(out is not None)
+        return out
+
+    st.table_on_device = probe
+    try:
+        yield built
+    finally:
+        st.table_on_device = real
+
+
+def bench_prepare(seg: Segmenter, room: Any, sp: np.ndarray | None, args: argparse.Namespace,
+                  numpy_table: bool = False) -> dict[str, Any]:
     dev = seg.device
-    for _ in range(args.prepare_warmup):
-        seg.prepare(room.xyz, room.rgb, superpoints=sp)
-    reset_peak(dev)
-    rows, walls = [], []
-    cache = None
-    for _ in range(args.prepare_repeats):
-        cache, ms = timed(lambda: seg.prepare(room.xyz, room.rgb, superpoints=sp), dev)
-        rows.append(dict(cache.timings_ms))
-        walls.append(ms)
-    out: dict[str, Any] = {"stages_ms": median_dicts(rows), "wall_ms": statistics.median(walls), **peak_mib(dev)}
+    with superpoint_table_probe(numpy_table) as built:
+        for _ in range(args.prepare_warmup):
+            seg.prepare(room.xyz, room.rgb, superpoints=sp)
+        reset_peak(dev)
+        rows, walls = [], []
+        cache = None
+        built.clear()
+        for _ in range(args.prepare_repeats):
+            cache, ms = timed(lambda: seg.prepare(room.xyz, room.rgb, superpoints=sp), dev)
+            rows.append(dict(cache.timings_ms))
+            walls.append(ms)
+    out: dict[str, Any] = {"stages_ms": median_dicts(rows), "wall_ms": statistics.median(walls), **peak_mib(dev),
+                           "sp_table": "device" if built and all(built) else "numpy"}
     out["_cache"] = cache
     return out
 
@@ -210,10 +233,13 @@ def bench_queries(seg: Segmenter, cache: Any, args: argparse.Namespace, offset: 
         "sentences_per_s_batch": args.batch * 1e3 / batch_ms,
         "repeated_sentence_ms": statistics.median(rep),
         "graph": seg.graph_stats,
+        "text_graph": seg.text_graph_stats,
         **peak_mib(dev),
     }
     if seg._graphs is not None and seg._graphs.failures:
         out["graph_failures"] = {str(k): v for k, v in seg._graphs.failures.items()}
+    if seg._text_graphs is not None and seg._text_graphs.failures:
+        out["text_graph_failures"] = {str(k): v for k, v in seg._text_graphs.failures.items()}
     return out
 
 
@@ -240,64 +266,6 @@ def bench_recompute(seg: Segmenter, cache: Any, room: Any, args: argparse.Namesp
             walls.append(ms)
     ms = statistics.median(walls)
     return {"wall_ms": ms, "sentences_per_s": 1e3 / ms, **peak_mib(dev)}
-
-
-def superpoint_stages(seg: Segmenter, cache: Any, room: Any) -> dict[str, Any]:
-    """Where the oversegmentation spends its time, on the device prepare runs it on (the CPU kernels,
-    or the GPU port on CUDA when ``bqnet_model._C_cuda`` is built): prepare's critical path."""
-    from bqnet_model.superpoints import oversegment_detailed
-    from bqnet_model.superpoints_cuda import extension
-
-    threads = seg.inference.superpoint_threads or torch.get_num_threads()
-    rgb = room.rgb[cache.point_index]
-    on_gpu = seg.device.type == "cuda" and extension() is not None
-    runs = [oversegment_detailed(cache.point_xyz, rgb, params=seg.inference.superpoints, num_threads=threads,
-                                 device=seg.device) for _ in range(3)]
-    return {"threads": threads, "where": "GPU (csrc/cuda)" if on_gpu else f"C++, {threads} threads",
-            "timings_ms": median_dicts([r.timings_ms for r in runs]),
-            "voxels": runs[0].num_voxels, "edges": runs[0].num_edges}
-
-
-def check_sync_free(seg: Segmenter, cache: Any) -> dict[str, Any]:
-    """The eager decoder + heads under ``set_sync_debug_mode('error')``: raises on a host sync."""
-    if seg.device.type != "cuda":
-        return {"skipped": "cpu"}
-    with torch.inference_mode():
-        text = seg.model.encode_text(sentences(2, 90_000))
-        fn = seg.summary_fn()
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            fn(cache.scene, text.word_feats, text.word_mask)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return {"sync_free": True}
-
-
-def check_graph_matches_eager(eager: Segmenter, graph: Segmenter, cache: Any, n: int,
-                              require_cuda: bool = True) -> dict[str, Any]:
-    """Summaries of the same sentences by eager run and by graph replay (RES and GRES)."""
-    if require_cuda and eager.device.type != "cuda":
-        return {"skipped": "cpu"}
-    out: dict[str, Any] = {}
-    texts = sentences(n, 95_000)
-    S = cache.n_superpoints
-    with torch.inference_mode():
-        text = eager.model.encode_text(texts)
-        sa, _ = eager._decode_summary(cache.scene, cache.n_superpoints, text)
-        a = sa.cpu().numpy()
-        with graph._autocast():
-            sb, Sb = graph._decode_summary(cache.scene, cache.n_superpoints, text)
-            b = sb.cpu().numpy()
-        pa, ona = unpack_summary(a, n, S)
-        pb, onb = unpack_summary(b, n, Sb)
-        out["summary"] = {"prob_max_abs_diff": float(np.abs(pa - pb).max()),
-                          "mask_agreement": float((ona == onb[..., :S]).mean()),
-                          "padding_never_on": bool(not onb[..., S:].any()), "padded_superpoints": Sb,
-                          "same_best_query": float((pa.argmax(-1) == pb.argmax(-1)).mean()),
-                          "same_targets": float(((pa > 0.5) == (pb > 0.5)).mean())}
-    out["graph"] = graph.graph_stats
-    return out
 
 
 def _is_graph(kw: dict[str, Any]) -> bool:
@@ -344,8 +312,10 @@ def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tupl
 
     cache = None
     caches = {}
-    for name, kw in INGEST_VARIANTS:
-        r = guarded(f"prepare / {name}", lambda: with_variant(base, kw, lambda s: bench_prepare(s, room, sp, args)))
+    ingest = ([(NUMPY_TABLE, {})] if args.numpy_table and sp is None else []) + INGEST_VARIANTS
+    for name, kw in ingest:
+        r = guarded(f"prepare / {name}", lambda: with_variant(
+            base, kw, lambda s: bench_prepare(s, room, sp, args, numpy_table=name == NUMPY_TABLE)))
         c = r.pop("_cache", None)
         if c is not None:
             cache = c  # the last working variant (the fastest path) serves the queries
@@ -369,6 +339,8 @@ def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tupl
                   + ", ".join(f"{k} {v:.1f}" for k, v in st["timings_ms"].items()), flush=True)
 
     for j, (name, kw, cuda_only) in enumerate(DECODER_VARIANTS):
+        if args.variants and name not in args.variants:
+            continue
         if cuda_only and dev.type != "cuda":
             result["query"][name] = {"skipped": "CUDA only"}
             continue
@@ -389,7 +361,7 @@ def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tupl
               + (f", peak {rec['peak_alloc_mib']:.0f} MiB" if "peak_alloc_mib" in rec else ""), flush=True)
     _ratios(result, args)
     eager = variant(base, amp=False, cuda_graph=False)
-    result["checks"]["sync_free_decoder"] = guarded("check / sync-free decoder", lambda: check_sync_free(eager, cache))
+    result["checks"]["sync_free_decoder"] = guarded("check / sync-free decoder", lambda: check_sync_free(eager, cache, sentences(2, 90_000)))
     print(f"  check sync_free_decoder: {json.dumps(result['checks']['sync_free_decoder'])}", flush=True)
     _peak(result)
     return result, cache
@@ -400,7 +372,7 @@ def bench_size_graphs(base: Segmenter, result: dict[str, Any], cache: Any, args:
     eager measurement of every size, so a capture that goes wrong cannot cost the other numbers."""
     dev = base.device
     for j, (name, kw, cuda_only) in enumerate(DECODER_VARIANTS):
-        if not _is_graph(kw) or (cuda_only and dev.type != "cuda"):
+        if not _is_graph(kw) or (cuda_only and dev.type != "cuda") or (args.variants and name not in args.variants):
             continue
         r = guarded(f"query / {name}",
                     lambda: with_variant(base, kw, lambda s: bench_queries(s, cache, args, 100_000 * (j + 1))))
@@ -411,48 +383,12 @@ def bench_size_graphs(base: Segmenter, result: dict[str, Any], cache: Any, args:
     result["checks"]["graph_vs_eager"] = guarded(
         "check / graph vs eager",
         lambda: with_variant(base, {"amp": False, "cuda_graph": True},
-                             lambda g: check_graph_matches_eager(eager, g, cache, min(args.batch, 8))))
+                             lambda g: check_graph_matches_eager(eager, g, cache, sentences(min(args.batch, 8), 95_000))))
     print(f"  check graph_vs_eager: {json.dumps(result['checks']['graph_vs_eager'])}", flush=True)
     _peak(result)
 
 
 # ---------------------------------------------------------------------- printing
-def _fmt(v: Any) -> str:
-    return f"{v:8.1f}" if isinstance(v, (int, float)) else f"{'-':>8}"
-
-
-def report_prepare(name: str, r: dict[str, Any]) -> str:
-    if "error" in r:
-        return f"  prepare  {name:<26} FAILED: {r['error'].splitlines()[0]}"
-    st = r["stages_ms"]
-    cells = " ".join(_fmt(st.get(k)) for k in PREP_STAGES)
-    mem = f" {r['peak_alloc_mib']:7.0f}" if "peak_alloc_mib" in r else ""
-    return f"  prepare  {name:<26} {cells}{mem}"
-
-
-def report_query(name: str, r: dict[str, Any], batch: int) -> str:
-    if "error" in r:
-        return f"  query    {name:<26} FAILED: {r['error'].splitlines()[0]}"
-    if "skipped" in r:
-        return f"  query    {name:<26} skipped ({r['skipped']})"
-    st = r["stages_ms"]
-    cells = " ".join(_fmt(st.get(k)) for k in QUERY_STAGES)
-    mem = f" {r['peak_alloc_mib']:7.0f}" if "peak_alloc_mib" in r else ""
-    g = r.get("graph", {})
-    gtxt = f"  graph cap/replay/fail {g['captures']}/{g['replays']}/{g['failures']}" if g.get("captures") or g.get("failures") else ""
-    return (f"  query    {name:<26} {cells} {r['sentences_per_s_1']:8.1f} {r['sentences_per_s_batch']:8.1f} "
-            f"{r['repeated_sentence_ms']:8.1f}{mem}{gtxt}")
-
-
-def header_lines(batch: int, cuda: bool) -> list[str]:
-    mem = "  peakMiB" if cuda else ""
-    return [
-        "  prepare  variant (ms, median)       " + " ".join(f"{k[:8]:>8}" for k in PREP_STAGES) + mem,
-        "  query    variant (ms, 1 sentence)   " + " ".join(f"{k:>8}" for k in QUERY_STAGES)
-        + f" {'sent/s':>8} {f'x{batch}/s':>8} {'repeat':>8}" + mem,
-    ]
-
-
 def summary_table(results: list[dict[str, Any]]) -> str:
     """One line per size: the baseline vs the best of the levers, against the speed targets."""
     lines = ["", "summary (targets: prepare <= 150 ms, one new sentence <= 15 ms, cached >= 10x recompute, "
@@ -479,57 +415,6 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------- metadata
-def git_commit() -> dict[str, Any]:
-    info: dict[str, Any] = {"commit": os.environ.get("BQNET_GIT_COMMIT", "unknown"), "dirty": None}
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                        timeout=10, check=True).stdout.strip()
-        info["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                            capture_output=True, text=True, timeout=10).stdout.strip())
-    except Exception:  # noqa: BLE001 - no git on the GPU machine's copy: keep what we have
-        pass
-    digest = hashlib.sha1()
-    for p in sorted((ROOT / "bqnet_model").rglob("*.py")) + sorted((ROOT / "csrc").glob("*.cpp")):
-        digest.update(p.read_bytes())
-    info["source_sha1"] = digest.hexdigest()[:12]
-    return info
-
-
-def machine(dev: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out = {"host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
-    if dev.type == "cuda":
-        out["gpu_mem_mib"] = torch.cuda.get_device_properties(dev).total_memory / 2**20
-    return out
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
-           "numpy": np.__version__}
-    try:
-        import spconv
-
-        out["spconv"] = getattr(spconv, "__version__", "?")
-    except Exception as exc:  # noqa: BLE001
-        out["spconv"] = f"unavailable ({exc})"
-    try:
-        import transformers
-
-        out["transformers"] = transformers.__version__
-    except Exception:  # noqa: BLE001
-        pass
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
@@ -548,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="sentences per call for the batched throughput")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", default=None, choices=[v[0] for v in DECODER_VARIANTS],
+                    help="query variants to measure (default: all)")
+    ap.add_argument("--numpy-table", action="store_true",
+                    help="also prepare with the superpoint table built by numpy on the host (the labels copied "
+                         "back) before the default path, which builds it on the GPU when the GPU port made the labels")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if min(args.repeats, args.prepare_repeats, args.batch) < 1 or min(args.warmup, args.prepare_warmup) < 0:

@@ -1,4 +1,5 @@
-"""CUDA graphs of the per-sentence path: text features -> decoder -> answer summary, replayed.
+"""CUDA graphs of the per-sentence path, replayed: the frozen text encoder (token ids -> word
+features) and the decoder (word features -> decoder -> answer summary).
 
 Why: the decoder is hundreds of small kernels per sentence (6 layers of eleven attention and
 feed-forward blocks, the fine-stage selection, heads), so an eager call is bound by kernel launches;
@@ -6,7 +7,7 @@ a captured graph launches them all at once (measurements: ``docs/benchmarks.md``
 when called with ``check_values=False`` (test_pipeline checks that with a torch-function guard), so
 it can be captured as is.
 
-One graph per key ``(superpoint bucket S, sentences T, token bucket L, threshold, dtype)``; its static
+``DecoderGraphs``: one graph per key ``(superpoint bucket S, sentences T, token bucket L, threshold, dtype)``; its static
 inputs are the scene tensors, padded with padding superpoints to S = a multiple of 128 (a robot's
 map changes its superpoint count with every update; a bucket lets the next map reuse the graph) and
 copied in when another map is queried, and the word features padded with masked words to L = a
@@ -15,24 +16,45 @@ calls pass ``fine_mask_padding=True``, so padding never enters the fine stage ei
 the eager one up to float rounding (the benchmark compares them on the GPU). Its output is the packed
 uint8 summary of ``Segmenter`` (over the S padded superpoints) that is then copied to the host in
 one transfer. A capture that fails is reported once (warning) and that key runs eagerly from then on.
+
+``EncoderGraphs``: the frozen Hugging Face encoder's forward (a MiniLM is six layers of a dozen
+small kernels each: launch-bound as the decoder), one graph per ``(sentence bucket T = a power of
+two, token bucket L = a multiple of 16, token types or not, dtype)``. Its static inputs are the
+token ids and the 0/1 attention mask, right-padded with the tokenizer's pad id and 0 (padded rows:
+one pad token each, their output dropped); the mask goes to the model as an already prepared
+(T, 1, 1, L) mask (``encoder_attention_mask``), so the library never inspects its values on the host
+(its "no padding, no mask" shortcut would be a host sync, refused inside a capture). Padding changes
+no real token's features: keys beyond a sentence get no attention, BERT's absolute positions count
+from the left, RoBERTa's count the non-pad ids from the left, and the features are the
+``last_hidden_state`` (no pooling over the tokens); ``test_text_graphs`` checks padded == unpadded on
+the real MiniLM.
+
+Why two graphs and not one encoder + decoder graph: the text cache (``text.cache_size``) serves a
+repeated sentence without the encoder, so the encoder runs only for the sentences of a call that
+missed it, a count that differs from the decoder's T; the encoder's keys do not depend on the map,
+so a new map or a new superpoint bucket re-captures only the decoder; and a failed capture of one
+leaves the other replayed. The price is one extra graph launch and a copy of the word features into
+the decoder's static buffer (microseconds).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import weakref
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from bqnet_model.model.bqnet import SceneFeatures
 
-__all__ = ["DecoderGraphs", "token_bucket", "TOKEN_BUCKET", "SUPERPOINT_BUCKET"]
+__all__ = ["DecoderGraphs", "EncoderGraphs", "encoder_attention_mask", "masked_encoder_forward", "padded_encoder_inputs",
+           "sentence_bucket", "token_bucket", "TOKEN_BUCKET", "SUPERPOINT_BUCKET"]
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +216,164 @@ def _fill_scene(static: SceneFeatures, scene: SceneFeatures) -> None:
     if static.image_feats is not None:
         static.image_feats[:, :S].copy_(scene.image_feats)
         static.image_feats[:, S:].zero_()
+
+
+# ---------------------------------------------------------------------- text encoder
+def sentence_bucket(n_sentences: int) -> int:
+    """Padded sentence count of an encoder graph: the next power of two (the cache leaves any
+    count of sentences to encode, from 1 to ``inference.text_chunk``; a few keys cover them all)."""
+    return 1 << max(0, int(n_sentences) - 1).bit_length()
+
+
+def padded_encoder_inputs(ids: Tensor, att: Tensor, token_types: Tensor | None, Tb: int, Lb: int,
+                          pad_id: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The tokenizer's (T, L) ids, 0/1 mask and token types right-padded to (Tb, Lb): padding ids
+    are ``pad_id`` with mask 0 and token type 0; rows beyond T hold one unmasked pad token (a row
+    with no key to attend to would be a softmax over nothing)."""
+    T, L = ids.shape
+    if Tb < T or Lb < L:
+        raise ValueError(f"cannot pad ({T}, {L}) tokens to ({Tb}, {Lb})")
+    out_ids = ids.new_full((Tb, Lb), pad_id)
+    out_att = att.new_zeros((Tb, Lb))
+    out_ids[:T, :L] = ids
+    out_att[:T, :L] = att
+    out_att[T:, 0] = 1
+    out_types = None
+    if token_types is not None:
+        out_types = token_types.new_zeros((Tb, Lb))
+        out_types[:T, :L] = token_types
+    return out_ids, out_att, out_types
+
+
+def encoder_attention_mask(att: Tensor, attn_implementation: str, dtype: torch.dtype) -> Tensor:
+    """The (T, L) 0/1 mask as the (T, 1, 1, L) mask a Hugging Face encoder takes as prepared (used
+    as it is, no look at its values): boolean "may attend" for SDPA, else additive (0 or the
+    dtype's minimum) as the eager attention adds it to the scores."""
+    keep = att[:, None, None, :].bool()
+    if attn_implementation == "sdpa":
+        return keep
+    return torch.zeros(keep.shape, dtype=dtype, device=att.device).masked_fill_(~keep, torch.finfo(dtype).min)
+
+
+def masked_encoder_forward(model: Any, ids: Tensor, att: Tensor, token_types: Tensor | None) -> Tensor:
+    """``last_hidden_state`` of a Hugging Face encoder with the mask prepared by
+    ``encoder_attention_mask`` (what ``EncoderGraphs`` captures; no host synchronisation)."""
+    impl = str(getattr(model.config, "_attn_implementation", None) or "eager")
+    mask = encoder_attention_mask(att, impl, next(model.parameters()).dtype)
+    extra = {} if token_types is None else {"token_type_ids": token_types}
+    return model(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
+
+
+@dataclass
+class _EncoderGraph:
+    graph: Any  # torch.cuda.CUDAGraph (or a stand-in with ``replay``)
+    ids: Tensor  # (Tb, Lb) static
+    att: Tensor  # (Tb, Lb) static
+    token_types: Tensor | None  # (Tb, Lb) static
+    out: Tensor  # (Tb, Lb, C) static output
+
+
+class EncoderGraphs:
+    """Captures and replays a frozen encoder's forward per key; see the module docstring.
+
+    ``model``: the Hugging Face model (frozen, eval mode); ``pad_id``: its tokenizer's pad id;
+    ``max_tokens``: the encoder's position limit (a bucket never exceeds it; 0 = none);
+    ``autocast`` as ``DecoderGraphs``'s. Thread-safe: the node encodes sentences from several
+    threads, and every graph has one set of static buffers.
+    """
+
+    def __init__(self, model: Any, pad_id: int, autocast: Callable[[], AbstractContextManager], max_tokens: int = 0,
+                 max_graphs: int = 8, warmup: int = 2) -> None:
+        self.model = model
+        self.pad_id = int(pad_id)
+        self.autocast = autocast
+        self.max_tokens = int(max_tokens)
+        self.max_graphs = max_graphs
+        self.warmup = warmup
+        self._graphs: OrderedDict[tuple, _EncoderGraph] = OrderedDict()
+        self._failed: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+        self.stats = {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._graphs.clear()
+            self._failed.clear()
+
+    @property
+    def failures(self) -> dict[tuple, str]:
+        """Keys whose capture failed, with the error (they run eagerly)."""
+        return dict(self._failed)
+
+    def buckets(self, T: int, L: int) -> tuple[int, int]:
+        """(sentence bucket, token bucket) of a call of T sentences of at most L tokens."""
+        Lb = token_bucket(L)
+        if self.max_tokens > 0:
+            Lb = max(L, min(Lb, self.max_tokens))  # past the position limit there are no positions to pad with
+        return sentence_bucket(T), Lb
+
+    def run(self, key: tuple, ids: Tensor, att: Tensor, token_types: Tensor | None) -> Tensor | None:
+        """The encoder's (T, L, C) ``last_hidden_state`` of the tokenizer's (T, L) ids and mask by
+        graph replay (a fresh tensor), or None when this key cannot be captured (then run eagerly).
+        ``key`` holds what the graph bakes in besides the shapes (the autocast settings)."""
+        T, L = ids.shape
+        Tb, Lb = self.buckets(T, L)
+        full_key = (Tb, Lb, token_types is not None) + tuple(key)
+        with self._lock, torch.inference_mode():
+            if full_key in self._failed:
+                self.stats["eager"] += 1
+                return None
+            g = self._graphs.get(full_key)
+            if g is None:
+                try:
+                    g = self._capture(ids.device, Tb, Lb, token_types is not None, ids.dtype)
+                except Exception as exc:  # any capture problem: this key runs eagerly from now on
+                    self._failed[full_key] = f"{type(exc).__name__}: {exc}"
+                    self.stats["failures"] += 1
+                    self.stats["eager"] += 1
+                    log.warning("CUDA graph capture of the text encoder failed for %s (%s: %s); encoding eagerly",
+                                full_key, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                    try:
+                        torch.cuda.synchronize()
+                    except Exception:  # pragma: no cover - a broken context is reported by the eager run
+                        pass
+                    return None
+                self._graphs[full_key] = g
+                self.stats["captures"] += 1
+                while len(self._graphs) > self.max_graphs:
+                    self._graphs.popitem(last=False)
+            self._graphs.move_to_end(full_key)
+            self._load(g, ids, att, token_types, self.pad_id)
+            g.graph.replay()
+            self.stats["replays"] += 1
+            return g.out[:T, :L].clone()
+
+    @staticmethod
+    def _load(g: _EncoderGraph, ids: Tensor, att: Tensor, token_types: Tensor | None, pad_id: int) -> None:
+        """Copy this call's tokens into the static buffers, the rest padding (``padded_encoder_inputs``)."""
+        T, L = ids.shape
+        g.ids.fill_(pad_id)
+        g.att.zero_()
+        g.ids[:T, :L].copy_(ids)
+        g.att[:T, :L].copy_(att)
+        g.att[T:, 0] = 1
+        if g.token_types is not None and token_types is not None:
+            g.token_types.zero_()
+            g.token_types[:T, :L].copy_(token_types)
+
+    def _capture(self, dev: torch.device, Tb: int, Lb: int, with_types: bool, id_dtype: torch.dtype) -> _EncoderGraph:
+        if dev.type != "cuda":
+            raise RuntimeError(f"CUDA graphs need CUDA tensors, the tokens are on {dev}")
+        one = torch.ones((1, 1), dtype=id_dtype, device=dev)
+        ids, att, types = padded_encoder_inputs(one * self.pad_id, one, one - 1 if with_types else None,
+                                                Tb, Lb, self.pad_id)  # warm-up input: one pad token per row
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side), self.autocast():
+            for _ in range(self.warmup):  # library handles, workspaces and kernel choices first
+                masked_encoder_forward(self.model, ids, att, types)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), self.autocast():
+            out = masked_encoder_forward(self.model, ids, att, types)
+        return _EncoderGraph(graph=graph, ids=ids, att=att, token_types=types, out=out)

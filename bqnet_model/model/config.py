@@ -144,6 +144,10 @@ class InferenceConfig:
     (superpoint bucket of 128, sentences per call, token-length bucket of 16) and replay it: the
     decoder is hundreds of small kernels, so launches dominate an eager call. Captures that fail
     fall back to eager with a logged warning. Ignored on the CPU.
+    ``cuda_graph_text``: with ``cuda_graph``, also replay the frozen text encoder's forward from a
+    graph per (sentences to encode, rounded up to a power of two; token-length bucket of 16), for the
+    sentences the text cache does not hold (``bqnet_model/cuda_graphs.py``); a trainable encoder
+    always runs eagerly. False: the encoder runs eagerly, the decoder is still replayed.
     ``tta_rotations``: test-time augmentation. K > 1 runs the backbone and the decoder on K copies
     of the map turned about the vertical axis by 360/K degrees (the superpoints are computed once
     and shared) and selects over all copies' queries; ``prepare`` and ``query`` cost about K times
@@ -164,6 +168,7 @@ class InferenceConfig:
     amp: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     cuda_graph: bool = True
+    cuda_graph_text: bool = True
     superpoints: SuperpointParams = field(default_factory=SuperpointParams)
     superpoint_threads: int = 0
     tta_rotations: int = 1

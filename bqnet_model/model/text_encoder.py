@@ -20,6 +20,10 @@ costs neither the spaCy parse nor the encoder. Sentences are never truncated.
 An official checkpoint holds a whole RoBERTa-base: with ``pretrained=False`` the model is built
 from roberta-base's published config (stored below, no files needed) with random weights that the
 checkpoint then overwrites, and the tokenizer comes from ``text.tokenizer`` (a folder).
+
+``forward(texts, runner=...)``: a frozen encoder hands the tokens of the sentences it has to
+encode to ``runner`` instead of calling the model (``Segmenter`` passes a CUDA graph replay,
+``bqnet_model.cuda_graphs.EncoderGraphs``); a trainable encoder always runs the model.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from bqnet_model.text import PreparedText, load_spacy, prepare_text
 
 from .config import MINILM_ALIASES, TextConfig
 
-__all__ = ["TextEncoder", "TextFeatures", "resolve_text_model", "validate_texts", "STORED_TEXT_CONFIGS"]
+__all__ = ["EncoderRunner", "TextEncoder", "TextFeatures", "resolve_text_model", "validate_texts", "STORED_TEXT_CONFIGS"]
 
 # roberta-base's published config.json (a bare RobertaConfig() has 512 positions and 2 token
 # types: the wrong shapes for the official checkpoints).
@@ -57,6 +61,9 @@ STORED_TEXT_CONFIGS: dict[str, dict[str, Any]] = {
 _OFFSET_POSITION_TYPES = ("roberta", "xlm-roberta", "camembert")
 
 log = logging.getLogger(__name__)
+
+# (input_ids, attention_mask, token_type_ids or None) -> last_hidden_state, or None: run the model
+EncoderRunner = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], "torch.Tensor | None"]
 
 
 @dataclass
@@ -262,7 +269,7 @@ class TextEncoder(nn.Module):
             return None
         return prepare_text(text) if self.preparer is None else self.preparer(text)
 
-    def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, texts: list[str], runner: EncoderRunner | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.tokenizer(texts, padding=True, return_tensors="pt")
         lengths = tok["attention_mask"].sum(1)
         if self.max_tokens > 0 and int(lengths.max()) > self.max_tokens:
@@ -280,7 +287,9 @@ class TextEncoder(nn.Module):
             extra["token_type_ids"] = tok["token_type_ids"].to(dev)
         if self.cfg.freeze:
             with torch.no_grad():
-                out = self.model(input_ids=ids, attention_mask=att, **extra).last_hidden_state
+                out = None if runner is None else runner(ids, att, extra.get("token_type_ids"))
+                if out is None:
+                    out = self.model(input_ids=ids, attention_mask=att, **extra).last_hidden_state
             out = out.float()
         else:
             out = self.model(input_ids=ids, attention_mask=att, **extra).last_hidden_state
@@ -302,8 +311,10 @@ class TextEncoder(nn.Module):
         strings = [p.model_input if p is not None else t for t, p in zip(items, prepared)]
         return strings, prepared
 
-    def forward(self, texts: str | PreparedText | Sequence[str | PreparedText]) -> TextFeatures:
-        """Encode sentences; frozen encoders serve repeats from the LRU cache.
+    def forward(self, texts: str | PreparedText | Sequence[str | PreparedText],
+                runner: EncoderRunner | None = None) -> TextFeatures:
+        """Encode sentences; frozen encoders serve repeats from the LRU cache (and run the sentences
+        that miss it through ``runner`` when one is given: module docstring).
 
         A ``PreparedText`` is encoded as it is (its ``model_input``); a str goes through
         ``prepare_text`` first when ``text.official_prep`` is on. ``TextFeatures.prepared`` lists
@@ -313,7 +324,7 @@ class TextEncoder(nn.Module):
         use_cache = self.cfg.freeze and self.cfg.cache_size > 0
         if not use_cache:
             strings, prepared = self._prepare_missing([t for _, t in items])
-            feats, mask = self._encode(strings)
+            feats, mask = self._encode(strings, runner)
             return TextFeatures(feats, mask, prepared if all(p is not None for p in prepared) else None)
         dev = self._device()
         pending: dict[tuple[bool, str], str | PreparedText] = {}
@@ -325,7 +336,7 @@ class TextEncoder(nn.Module):
         self.cache_misses += len(missing)
         if missing:
             strings, prepared = self._prepare_missing([t for _, t in missing])
-            feats, mask = self._encode(strings)
+            feats, mask = self._encode(strings, runner)
             lengths = mask.sum(1).tolist()
             # Stored as normal tensors even when encoded under inference_mode (Segmenter.query): a
             # cached sentence may later enter a training forward that records autograd.

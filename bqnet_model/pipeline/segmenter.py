@@ -3,7 +3,7 @@
 ``prepare``: clean (torch ops on the segmenter's device after one host -> device copy,
 ``bqnet_model.ingest``) -> superpoints (C++ oversegmentation, or the caller's labels) -> voxelize
 -> backbone -> superpoint pooling -> FPS seeds, and the optional per-point image features pooled
-onto the superpoints. ``query``: text encoder -> decoder (replayed from a CUDA graph on a GPU) ->
+onto the superpoints. ``query``: text encoder -> decoder (each replayed from a CUDA graph on a GPU) ->
 one packed summary copied to the host -> ``selection`` -> point indices, centroid, box.
 
 Point indices always index the ``xyz`` given to ``prepare`` (sorted ascending). Points dropped by
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from bqnet_model.cuda_graphs import DecoderGraphs
+from bqnet_model.cuda_graphs import DecoderGraphs, EncoderGraphs
 from bqnet_model.ingest import clean_torch, voxel_inputs_torch
 from bqnet_model.model.bqnet import BQNet, SceneFeatures, sync_time
 from bqnet_model.model.config import Config, InferenceConfig, dataclass_from_dict, load_config
@@ -87,6 +87,7 @@ class Segmenter:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self._graphs: DecoderGraphs | None = None  # inference.cuda_graph captures (made on first use)
+        self._text_graphs: EncoderGraphs | None = None  # inference.cuda_graph_text captures (made on first use)
         self._decode_lock = threading.Lock()  # graph buffers are shared by every caller of query()
         if self.cfg.inference.unknown_object != "answer" or self.cfg.inference.absent_class_points > 0:
             from bqnet_model.text import load_spacy
@@ -147,11 +148,21 @@ class Segmenter:
             return {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
         return dict(self._graphs.stats)
 
+    @property
+    def text_graph_stats(self) -> dict[str, int]:
+        """The text encoder's CUDA graph counters (as ``graph_stats``); zeros when unused."""
+        if self._text_graphs is None:
+            return {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
+        return dict(self._text_graphs.stats)
+
     def close(self) -> None:
         """Drop the captured CUDA graphs (their memory pools); they are made again on demand."""
         if self._graphs is not None:
             self._graphs.clear()
             self._graphs = None
+        if self._text_graphs is not None:
+            self._text_graphs.clear()
+            self._text_graphs = None
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, xyz: np.ndarray, rgb: np.ndarray | None = None, superpoints: np.ndarray | None = None,
@@ -303,7 +314,7 @@ class Segmenter:
         self._check_cache(cache)
         texts = validate_texts(texts)
         with torch.inference_mode(), self._autocast():
-            text = self.model.encode_text(texts)
+            text = self._encode_text(texts)
             return self.model.decode(cache.scene, text, None, keep_all_layers=keep_all_layers,
                                      fine_mask_padding=FINE_MASK_PADDING)
 
@@ -332,6 +343,21 @@ class Segmenter:
 
         return fn
 
+    def _encode_text(self, texts: list[str]) -> TextFeatures:
+        """The sentences' word features; on CUDA with ``inference.cuda_graph`` and ``cuda_graph_text``
+        the frozen encoder's forward is replayed from a graph (``EncoderGraphs``) for the sentences
+        the text cache misses. Call under the query's inference mode and autocast."""
+        enc = self.model.text_encoder
+        inf = self.inference
+        if not (inf.cuda_graph and inf.cuda_graph_text and self.device.type == "cuda" and enc.frozen):
+            return enc(texts)
+        if self._text_graphs is None:
+            pad = getattr(enc.tokenizer, "pad_token_id", None)
+            self._text_graphs = EncoderGraphs(enc.model, 0 if pad is None else int(pad),
+                                              lambda: self._autocast(cache_enabled=False), max_tokens=enc.max_tokens)
+        graphs, key = self._text_graphs, (inf.amp, inf.amp_dtype)
+        return enc(texts, runner=lambda ids, att, types: graphs.run(key, ids, att, types))
+
     def _decode_summary(self, scene: SceneFeatures, n_superpoints: int, text: TextFeatures) -> tuple[torch.Tensor, int]:
         """The packed summary of one decoder call and the superpoint count it covers (a CUDA graph
         pads the superpoints to its bucket): by graph replay when enabled, else eagerly."""
@@ -355,7 +381,7 @@ class Segmenter:
         probs: list[np.ndarray] = []
         masks: list[np.ndarray] = []
         with torch.inference_mode(), self._autocast():
-            text = self.model.encode_text(texts)
+            text = self._encode_text(texts)
             t1 = sync_time(dev)
             for scene in (cache.scene, *cache.views):
                 with self._decode_lock:  # a graph's static output must be copied before the next replay
