@@ -81,7 +81,8 @@ def table_on_device(labels: torch.Tensor, xyz: torch.Tensor) -> tuple[
 
     Why on the device: on a million points the numpy table (sort, bincount, three gathers and
     reductions) costs several times the GPU oversegmentation itself. Deterministic: a stable sort,
-    order-free minima and maxima, and sums as differences of one float64 prefix sum in point order.
+    order-free minima and maxima (scatter min / max), and sums as differences of one float64 prefix
+    sum per coordinate in point order.
     """
     n = int(labels.shape[0])
     if n == 0:
@@ -96,12 +97,16 @@ def table_on_device(labels: torch.Tensor, xyz: torch.Tensor) -> tuple[
     order = torch.sort(labels, stable=True).indices
     start = torch.zeros(n_sp + 1, dtype=torch.int64, device=labels.device)
     start[1:] = torch.cumsum(counts, 0)
-    xs = xyz.float()[order]
-    mins = torch.segment_reduce(xs, "min", lengths=counts, axis=0)
-    maxs = torch.segment_reduce(xs, "max", lengths=counts, axis=0)
-    prefix = torch.zeros(n + 1, 3, dtype=torch.float64, device=labels.device)
-    prefix[1:] = torch.cumsum(xs.double(), 0)
-    sums = prefix[start[1:]] - prefix[start[:-1]]
+    # Coordinates as three contiguous rows (3, M): CUDA scans the innermost dimension in parallel, while a
+    # cumsum down the M rows of an (M, 3) tensor runs one thread per column over all M points.
+    cols = xyz.float().t().contiguous()
+    bounds = labels.unsqueeze(0).expand(3, n)
+    mins = torch.full((3, n_sp), float("inf"), device=labels.device).scatter_reduce_(1, bounds, cols, "amin")
+    maxs = torch.full((3, n_sp), float("-inf"), device=labels.device).scatter_reduce_(1, bounds, cols, "amax")
+    prefix = torch.zeros(3, n + 1, dtype=torch.float64, device=labels.device)
+    prefix[:, 1:] = torch.cumsum(cols[:, order].double(), 1)
+    sums = (prefix[:, start[1:]] - prefix[:, start[:-1]]).t()
+    mins, maxs = mins.t(), maxs.t()
     host = [t.cpu().numpy() for t in (labels, order, start, sums, mins.double(), maxs.double())]
     return host[0].astype(np.int64, copy=False), n_sp, host[1], host[2], (host[3], host[4], host[5])
 
