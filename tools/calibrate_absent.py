@@ -63,6 +63,8 @@ TOP_SHARES = (0.005, 0.02)  # ... and top shares of the map's points
 KEEP = 0.98  # share of a class's present calibration sentences its threshold keeps
 MIN_SENTENCES = 10  # fewer present calibration sentences of a class: no threshold for it
 MIN_DOMAIN = 5  # fewer in one domain (synthetic / real): that domain's quantile is not used
+MARGIN = 0.5  # the threshold is this share of the quantile (chosen by --cross-check on calibration data)
+MARGINS = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4)  # what --cross-check compares
 MIN_REFUSED = 0.25  # a threshold refusing fewer of the class's absent sentences is not worth its cost
 _INF = InferenceConfig()
 _DEFAULT = (_INF.absent_score, _INF.absent_class_points, _INF.unknown_object, False)  # the library's defaults
@@ -91,7 +93,7 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def _records(seg: Any, cache: Any, items: Iterable[tuple[str, str, str, np.ndarray | None]], n: int,
-             where: str) -> list[dict[str, Any]]:
+             where: str, map_id: str) -> list[dict[str, Any]]:
     """Answer (task, kind, text, gt mask or None) items over one prepared map."""
     items = list(items)
     counts = class_points(cache)
@@ -111,7 +113,7 @@ def _records(seg: Any, cache: Any, items: Iterable[tuple[str, str, str, np.ndarr
             target = parse_named(text).target
             cid = -2 if target is None else target.class_id
             out.append(dict(
-                where=where, task=task, kind=kind, text=text, found=bool(r.found),
+                where=where, map=map_id, task=task, kind=kind, text=text, found=bool(r.found),
                 score=max((float(o.score) for o in r.objects), default=0.0),
                 iou=None if gt is None else _iou(pred, gt), target_class=cid,
                 class_points=(None if counts is None or not 0 <= cid < OTHER_CLASS else float(counts[cid])),
@@ -151,7 +153,7 @@ def synthetic_records(seg: Any, synth_dir: Path, rooms: int) -> list[dict[str, A
                       for kind, t in _swap(a["description"], f"{room}/g{a['ann_id']}", absent)]
         items += [(task, "absent-oov", t, None) for t in FIXED_OOV for task in ("res", "gres")]
         cache = seg.prepare(z["xyz"], z["rgb"])
-        out += _records(seg, cache, items, len(inst), "synthetic")
+        out += _records(seg, cache, items, len(inst), "synthetic", room)
         print(f"  synthetic {k + 1}/{len(files)} {room}: {len(items)} sentences", file=sys.stderr, flush=True)
     return out
 
@@ -181,7 +183,7 @@ def real_records(seg: Any, real_dir: Path, scans: Sequence[str] | None) -> list[
                 items += [(task, kind, t, None) for kind, t in _swap(a.description, key, absent)]
         items += [(task, "absent-oov", t, None) for t in FIXED_OOV for task in ("res", "gres")]
         cache = seg.prepare(sc.xyz, sc.rgb)
-        out += _records(seg, cache, items, len(sc.xyz), "real")
+        out += _records(seg, cache, items, len(sc.xyz), "real", scan)
         print(f"  real {k + 1}/{len(todo)} {scan}: {len(items)} sentences", file=sys.stderr, flush=True)
     return out
 
@@ -209,14 +211,15 @@ def refused(r: dict[str, Any], score: float, points: int, unknown: str,
 
 
 def fit_class_thresholds(records: Sequence[dict[str, Any]], *, keep: float = KEEP, min_sentences: int = MIN_SENTENCES,
-                         min_domain: int = MIN_DOMAIN, min_refused: float = MIN_REFUSED
+                         min_domain: int = MIN_DOMAIN, min_refused: float = MIN_REFUSED, margin: float = MARGIN
                          ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Per class, the presence threshold that keeps ``keep`` of the present sentences naming it,
-    and the per-class report.
+    """Per class, the presence threshold for its present sentences, and the per-class report.
 
-    The threshold is the lower ``1 - keep`` quantile of the present sentences' presence scores,
-    taken per domain (``where``: synthetic rooms, real scans) that has at least ``min_domain`` of
-    them, and the lowest of those: a head is far less sure on real scans than on the rooms it was
+    The threshold is ``margin`` times the lower ``1 - keep`` quantile of the present sentences'
+    presence scores, taken per domain (``where``: synthetic rooms, real scans) that has at least
+    ``min_domain`` of them, and the lowest of those. The quantile alone keeps ``keep`` of the
+    calibration sentences but fewer on new maps: a class's lowest presence scores come from a few
+    objects, and new maps bring others (``--cross-check`` measures it). A head is far less sure on real scans than on the rooms it was
     mostly trained on, and a threshold from the rooms alone would refuse most real present
     objects. A class gets a threshold (it is *trusted*) only with at least ``min_sentences``
     present sentences and when the threshold refuses at least ``min_refused`` of the absent-class
@@ -240,7 +243,7 @@ def fit_class_thresholds(records: Sequence[dict[str, Any]], *, keep: float = KEE
         p = np.concatenate(list(by_domain.values())) if by_domain else np.zeros(0)
         quantiles = [float(np.quantile(v, 1.0 - keep, method="lower")) for v in by_domain.values()
                      if v.size >= min_domain]
-        tau = min(quantiles, default=0.0)
+        tau = margin * min(quantiles, default=0.0)
         a = np.asarray(absent[cid])
         gain = float((a < tau).mean()) if a.size else 0.0
         trusted = p.size >= min_sentences and gain >= min_refused and tau > 0
@@ -250,6 +253,52 @@ def fit_class_thresholds(records: Sequence[dict[str, Any]], *, keep: float = KEE
                            kept=float((p >= tau).mean()) if p.size else float("nan"), refused=gain, trusted=trusted,
                            domains=", ".join(f"{d} {v.size}" for d, v in sorted(by_domain.items()))))
     return out, report
+
+
+def _maps(records: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The records grouped by map, in order (each map's records end with its fixed OOV sentences)."""
+    maps: list[list[dict[str, Any]]] = []
+    cur: list[dict[str, Any]] = []
+    for r in records:
+        if cur and "map" in r and cur[-1].get("map") != r["map"]:
+            maps.append(cur)
+            cur = []
+        cur.append(r)
+        if "map" not in r and r["text"] == FIXED_OOV[-1] and r["task"] == "gres":
+            maps.append(cur)
+            cur = []
+    return maps + ([cur] if cur else [])
+
+
+def cross_check(records: Sequence[dict[str, Any]], base: Setting, margins: Sequence[float] = MARGINS,
+                keep: float = KEEP) -> list[dict[str, Any]]:
+    """Per margin: fit on every other map of the calibration records, measure on the rest, and
+    the other way round; the mean change (points) of absent-class refused and present found per
+    (where, task) against ``base`` (the checkpoint's other checks) alone. This chooses ``MARGIN`` without
+    looking at the held-out maps."""
+    maps = _maps(records)
+    halves = []
+    for where in sorted({m[0]["where"] for m in maps}):
+        mine = [m for m in maps if m[0]["where"] == where]
+        halves.append(([r for m in mine[0::2] for r in m], [r for m in mine[1::2] for r in m]))
+    a = [r for h in halves for r in h[0]]
+    b = [r for h in halves for r in h[1]]
+    rows = []
+    for margin in margins:
+        deltas: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
+        for fit_on, test_on in ((a, b), (b, a)):
+            class_prob, _ = fit_class_thresholds(fit_on, keep=keep, margin=margin)
+            off, on = (*base[:3], False), (*base[:3], True)
+            got = {(r["where"], r["task"], r["prob"]): r for r in table(test_on, [off, on], class_prob)}
+            for where, task, prob in got:
+                if prob:
+                    new, old = got[(where, task, True)], got[(where, task, False)]
+                    deltas[(where, task)].append((new["refused absent-class"] - old["refused absent-class"],
+                                                  new["found"] - old["found"]))
+        for (where, task), d in sorted(deltas.items()):
+            rows.append(dict(margin=margin, where=where, task=task, refused=100 * float(np.mean([x for x, _ in d])),
+                             found=100 * float(np.mean([y for _, y in d]))))
+    return rows
 
 
 def format_fit(report: Sequence[dict[str, Any]]) -> str:
@@ -350,7 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration-records", type=Path, nargs="+", default=None,
                     help="fit the per-class thresholds (inference.absent_class_prob) on these records (calibration "
                          "rooms and scans, not the measured ones) instead of using the checkpoint's")
-    ap.add_argument("--keep", type=float, default=KEEP, help="share of present calibration sentences a threshold keeps")
+    ap.add_argument("--keep", type=float, default=KEEP, help="quantile of the present calibration sentences kept")
+    ap.add_argument("--margin", type=float, default=MARGIN, help="threshold = margin x that quantile")
+    ap.add_argument("--cross-check", action="store_true",
+                    help="with --calibration-records: fit on half of their maps, measure on the other half, per margin")
     ap.add_argument("--write", type=Path, default=None,
                     help="write a copy of --checkpoint with the fitted thresholds (needs --calibration-records; "
                          "the same path as --checkpoint updates it in place)")
@@ -360,8 +412,16 @@ def main(argv: list[str] | None = None) -> int:
     default, class_prob = checkpoint_setting(args.checkpoint)
     if args.calibration_records is not None:
         calib = [r for p in args.calibration_records for r in json.loads(p.read_text())]
-        class_prob, report = fit_class_thresholds(calib, keep=args.keep)
-        print(f"# per-class presence thresholds (keep {args.keep:g}, top {PRESENCE_TOP_POINTS} points) from "
+        if args.cross_check:
+            print(f"# cross-check on the calibration records (keep {args.keep:g}): change in points against "
+                  f"absent_score {default[0]:g} alone\n\n| margin | set | absent-class refused | present found |\n"
+                  "|---|---|---|---|")
+            for row in cross_check(calib, default, keep=args.keep):
+                print(f"| {row['margin']:g} | {row['where']} {row['task'].upper()} | {row['refused']:+.1f} "
+                      f"| {row['found']:+.1f} |")
+        class_prob, report = fit_class_thresholds(calib, keep=args.keep, margin=args.margin)
+        print(f"# per-class presence thresholds (keep {args.keep:g}, margin {args.margin:g}, "
+              f"top {PRESENCE_TOP_POINTS} points) from "
               + ", ".join(str(p) for p in args.calibration_records))
         print(format_fit(report))
         print("inference.absent_class_prob: " + json.dumps(class_prob))
@@ -369,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             from bqnet_model.checkpoint import with_inference_values
 
             note = (f"inference.absent_score {default[0]:g} and inference.absent_class_prob (keep {args.keep:g}, "
+                    f"margin {args.margin:g}, "
                     f"{len(class_prob)} trusted classes) from tools/calibrate_absent.py "
                     f"({datetime.date.today().isoformat()}, docs/experiments/2026-12-01_absent_objects.md)")
             with_inference_values(args.checkpoint, args.write, {"absent_class_prob": class_prob}, note)
