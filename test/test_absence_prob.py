@@ -16,7 +16,7 @@ from bqnet_model.model.config import InferenceConfig, load_config
 from bqnet_model.pipeline import Segmenter
 from bqnet_model.pipeline.absence import PRESENCE_TOP_POINTS, class_presence, presence_refusal
 from bqnet_model.text.named_objects import OTHER_CLASS
-from bqnet_synth import minimal_room
+from bqnet_synth import demo_room, minimal_room
 from conftest import load_tool
 from tiny_model import tiny_config, with_inference
 
@@ -143,8 +143,10 @@ def test_fit_trusts_only_classes_that_separate() -> None:
     recs += [_rec("synthetic", "present", "box", 0.1 + 0.01 * i) for i in range(30)]
     recs += [_rec("synthetic", "absent-class", "box", 0.2 + 0.01 * i) for i in range(30)]
     recs += [_rec("synthetic", "present", "bed", 0.9) for _ in range(3)] + [_rec("synthetic", "absent-class", "bed", 0.0)]
-    out, report = tool.fit_class_thresholds(recs, keep=0.98)
+    out, report = tool.fit_class_thresholds(recs, keep=0.98, margin=1.0)
     assert set(out) == {"chair"} and out["chair"] == pytest.approx(0.3, abs=1e-4) and out["chair"] <= 0.3
+    half, _ = tool.fit_class_thresholds(recs, keep=0.98, margin=0.5)
+    assert half == {"chair": pytest.approx(0.15, abs=1e-4)}
     rows = {r["cls"]: r for r in report}
     assert rows["chair"]["kept"] == 1.0 and rows["chair"]["refused"] == 1.0 and rows["chair"]["trusted"]
     assert not rows["box"]["trusted"] and not rows["bed"]["trusted"]
@@ -157,3 +159,16 @@ def test_fit_trusts_only_classes_that_separate() -> None:
     assert rows_t[True]["refused absent-class"] == pytest.approx(want)
     assert tool.refused(_rec("synthetic", "absent-class", "lamp", 0.0), 0.0, 0, "answer", out) is False
     assert CLASSES[CLASS_ID["chair"]] == "chair"
+
+
+def test_incremental_update_keeps_the_probabilities(seg) -> None:
+    """A map updated in place (``Segmenter.update``) carries the head's probabilities like a full
+    prepare, so the check works on incremental maps too."""
+    room = demo_room(seed=0, n_points=20_000)
+    old = room.instance != [o.name for o in room.objects].index("box")
+    first = seg.update(None, room.xyz[old], room.rgb[old])
+    second = seg.update(first, room.xyz, room.rgb)
+    assert second.update_info["mode"] == "incremental"
+    for c in (first, second):
+        assert c.sp_prob is not None and c.sp_prob.shape[0] == c.n_superpoints
+        assert np.array_equal(c.sp_prob.argmax(axis=1), c.sp_class)
