@@ -37,13 +37,14 @@ from bqnet_model.text.named_objects import OTHER_CLASS, NamedObjects, named_obje
 
 from .results import Result, SceneCache
 
-__all__ = ["superpoint_classes", "superpoint_probabilities", "semantic_maps", "class_points", "class_presence",
+__all__ = ["superpoint_classes", "semantic_maps", "class_points", "class_presence",
            "answer_share", "answer_probability", "parse_named", "presence_refusal", "refusal", "apply_checks",
            "PRESENCE_TOP_POINTS"]
 
 # Points of the map the presence score averages over: about one small object (a lamp or a box) at
-# the map densities the model is run on; fixed, so that thresholds calibrated for a model hold
-# wherever it runs (the measurement behind it: docs/experiments/2026-12-01_absent_objects.md).
+# the densities the model is run on. One library constant rather than a key: a model's thresholds
+# are calibrated for this statistic, and 50 or 1000 points did no better
+# (docs/experiments/2026-12-01_absent_objects.md).
 PRESENCE_TOP_POINTS = 200
 
 _parse_lock = threading.Lock()  # spaCy pipelines are not safe to call from several threads at once
@@ -52,11 +53,6 @@ _parse_lock = threading.Lock()  # spaCy pipelines are not safe to call from seve
 def superpoint_classes(model: Any, scene: Any) -> np.ndarray | None:
     """The semantic head's class per superpoint (S,) int64, or None for a model without the head."""
     return semantic_maps(model, scene)[0]
-
-
-def superpoint_probabilities(model: Any, scene: Any) -> np.ndarray | None:
-    """The semantic head's softmax per superpoint (S, classes) float32, or None without the head."""
-    return semantic_maps(model, scene)[1]
 
 
 def semantic_maps(model: Any, scene: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
