@@ -58,9 +58,10 @@ FIXED_OOV = ("the helicopter", "the giraffe next to the door")
 NEVER_SWAPPED = {CLASS_ID["floor"], CLASS_ID["wall"]}
 SCORES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 CLASS_POINTS = (0, 1, 50, 200, 1000)
-TOP_POINTS = (50, 200, 1000, 3000)  # presence statistics recorded per sentence (top-k points of p(c))
+# presence statistics recorded per sentence (top-k points of p(c)); the library's k always among them
+TOP_POINTS = tuple(sorted({50, 1000, 3000, PRESENCE_TOP_POINTS}))
 TOP_SHARES = (0.005, 0.02)  # ... and top shares of the map's points
-KEEP = 0.98  # share of a class's present calibration sentences its threshold keeps
+KEEP = 0.98  # the threshold starts from the lower 1 - KEEP quantile of a class's present sentences
 MIN_SENTENCES = 10  # fewer present calibration sentences of a class: no threshold for it
 MIN_DOMAIN = 5  # fewer in one domain (synthetic / real): that domain's quantile is not used
 MARGIN = 0.5  # the threshold is this share of the quantile (chosen by --cross-check on calibration data)
