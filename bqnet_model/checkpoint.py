@@ -38,6 +38,7 @@ __all__ = [
     "checkpoint_state",
     "save_checkpoint",
     "export_weights",
+    "with_inference_values",
     "read_checkpoint",
     "load_checkpoint",
     "load_state_strict",
@@ -144,6 +145,25 @@ def export_weights(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     obj = read_checkpoint(src)
     _require_ours(obj, src)
     return _save_atomic({k: obj[k] for k in ("format", "config", "state_dict", "meta") if k in obj}, Path(dst))
+
+
+def with_inference_values(src: str | os.PathLike, dst: str | os.PathLike, values: Mapping[str, Any],
+                          calibrated: str) -> Path:
+    """A copy of checkpoint ``src`` at ``dst`` whose stored ``inference`` config has ``values`` set,
+    weights and everything else as they were; ``meta['calibrated']`` becomes ``calibrated``.
+
+    Calibrated inference values (``tools/calibrate_absent.py``) belong to one model, so they travel
+    in its file; the new config is validated before anything is written, so a wrong key or value
+    fails here and not when the model is next loaded. ``src`` and ``dst`` may be the same file."""
+    obj = read_checkpoint(src)
+    _require_ours(obj, src)
+    obj = dict(obj)
+    obj["config"] = copy.deepcopy(dict(obj["config"]))
+    obj["config"].setdefault("inference", {}).update(copy.deepcopy(dict(values)))
+    stored_config(obj)
+    obj["meta"] = {**dict(obj.get("meta") or {}), "calibrated": str(calibrated)}
+    _check_weights_only_safe(obj["config"], "config")
+    return _save_atomic(obj, Path(dst))
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:

@@ -179,13 +179,14 @@ def test_calibration_table_applies_the_library_rule() -> None:
         dict(base, kind="absent-class", text="the bathtub", score=0.25, iou=None, target_class=CLASS_ID["bathtub"],
              class_points=10.0),
     ]
-    settings = [(0.0, 0, "answer"), (0.0, 0, "refuse"), (0.3, 0, "answer"), (0.0, 50, "answer")]
+    settings = [(0.0, 0, "answer", False), (0.0, 0, "refuse", False), (0.3, 0, "answer", False),
+                (0.0, 50, "answer", False)]
     rows = {(r["score"], r["points"], r["unknown"]): r for r in tool.table(recs, settings)}
     assert rows[(0.0, 0, "answer")]["found"] == 1.0 and rows[(0.0, 0, "answer")]["Acc@0.5"] == 1.0
     assert rows[(0.0, 0, "refuse")]["refused absent-oov"] == 1.0 and rows[(0.0, 0, "refuse")]["found"] == 1.0
     assert rows[(0.3, 0, "answer")]["refused absent-class"] == 1.0 and rows[(0.3, 0, "answer")]["found"] == 0.5
     assert rows[(0.0, 50, "answer")]["refused absent-class"] == 1.0 and rows[(0.0, 50, "answer")]["Acc@0.5"] == 0.5
-    text = tool.format_table(tool.table(recs, tool.default_settings()))
+    text = tool.format_table(tool.table(recs, tool.default_settings()), tool._DEFAULT)
     assert "(default)" in text and "refused absent-oov" in text
     variants = dict(tool._swap("the chair next to the desk", "k", [CLASS_ID["bathtub"]]))
     assert variants["absent-class"] == "the bathtub next to the desk"

@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""Measure how often a checkpoint refuses sentences naming absent objects, and what it costs.
+"""Calibrate and measure how a checkpoint refuses sentences naming absent objects.
 
-    PYTHONPATH=. python tools/calibrate_absent.py --checkpoint models/bqnet_tiny.pth \
-        [--synth-dir DIR] [--rooms 30] [--real-dir ../shared/real] [--scans ...] [--json out.json]
+    # 1. records of calibration rooms and scans (not the measured ones), then fit and store the
+    #    per-class thresholds of the probability class check into the checkpoint:
+    PYTHONPATH=. python tools/calibrate_absent.py --checkpoint CKPT --synth-dir CALIB_DIR --rooms 30 \
+        --real-dir ../shared/real --scans ... --records calib.json
+    PYTHONPATH=. python tools/calibrate_absent.py --checkpoint CKPT --calibration-records calib.json --write CKPT
+    # 2. measure on held-out rooms and scans (the checkpoint's thresholds, or --calibration-records):
+    PYTHONPATH=. python tools/calibrate_absent.py --checkpoint CKPT --synth-dir DIR --rooms 30 \
+        --real-dir ../shared/real --scans ... [--records out.json | --from-records out.json]
 
 Answers every sentence once with the refusal checks off (``inference.absent_class_points`` 0,
-``unknown_object`` answer, ``absent_score`` 0) and records what each check looks at: the best
-score, the named target (``bqnet_model.text.named_objects``), the points the semantic head gives
-that class in the map, the answer's IoU with the ground truth. Every setting of the table is then
-the library's rule (``bqnet_model.pipeline.absence``) applied to those records.
+``absent_class_prob`` empty, ``unknown_object`` answer, ``absent_score`` 0) and records what each
+check looks at: the best score, the named target (``bqnet_model.text.named_objects``), the points
+the semantic head gives that class in the map, its presence scores (``absence.class_presence``),
+the answer's IoU with the ground truth. Every setting of the table is then the library's rule
+(``bqnet_model.pipeline.absence``) applied to those records. ``fit_class_thresholds`` turns
+calibration records into ``inference.absent_class_prob`` (its docstring says how).
 
-Sentences, all built deterministically from the held-out ones:
+Sentences, all built deterministically from the given ones:
 
-* ``present``: the held-out sentence as written (synthetic ScanRefer-style RES sentences and
+* ``present``: the sentence as written (synthetic ScanRefer-style RES sentences and
   Multi3DRefer-style GRES sentences with at least one target; real Sr3D / Nr3D / ScanRefer);
 * ``absent-class``: the target noun swapped for a vocabulary class absent from the room (the
   ground truth's classes; floor and wall never), e.g. "the chair next to the desk" -> "the bathtub
@@ -41,7 +49,8 @@ import numpy as np
 
 from bqnet_model.data.classes import CLASS_ID, CLASSES
 from bqnet_model.model.config import InferenceConfig
-from bqnet_model.pipeline.absence import answer_share, class_points, parse_named
+from bqnet_model.pipeline.absence import (PRESENCE_TOP_POINTS, answer_probability, answer_share, class_points,
+                                          class_presence, parse_named)
 from bqnet_model.text.named_objects import CLASS_NAMES, OTHER_CLASS
 
 OOV_NOUNS = ("giraffe", "helicopter", "elephant", "submarine", "tractor", "canoe", "dinosaur", "rocket")
@@ -49,8 +58,17 @@ FIXED_OOV = ("the helicopter", "the giraffe next to the door")
 NEVER_SWAPPED = {CLASS_ID["floor"], CLASS_ID["wall"]}
 SCORES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 CLASS_POINTS = (0, 1, 50, 200, 1000)
+# presence statistics recorded per sentence (top-k points of p(c)); the library's k always among them
+TOP_POINTS = tuple(sorted({50, 1000, 3000, PRESENCE_TOP_POINTS}))
+TOP_SHARES = (0.005, 0.02)  # ... and top shares of the map's points
+KEEP = 0.98  # the threshold starts from the lower 1 - KEEP quantile of a class's present sentences
+MIN_SENTENCES = 10  # fewer present calibration sentences of a class: no threshold for it
+MIN_DOMAIN = 5  # fewer in one domain (synthetic / real): that domain's quantile is not used
+MARGIN = 0.5  # the threshold is this share of the quantile (chosen by --cross-check on calibration data)
+MARGINS = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4)  # what --cross-check compares
+MIN_REFUSED = 0.25  # a threshold refusing fewer of the class's absent sentences is not worth its cost
 _INF = InferenceConfig()
-_DEFAULT = (_INF.absent_score, _INF.absent_class_points, _INF.unknown_object)  # the library's defaults
+_DEFAULT = (_INF.absent_score, _INF.absent_class_points, _INF.unknown_object, False)  # the library's defaults
 
 
 def _pick(key: str, options: Sequence[Any]) -> Any:
@@ -76,10 +94,15 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def _records(seg: Any, cache: Any, items: Iterable[tuple[str, str, str, np.ndarray | None]], n: int,
-             where: str) -> list[dict[str, Any]]:
+             where: str, map_id: str) -> list[dict[str, Any]]:
     """Answer (task, kind, text, gt mask or None) items over one prepared map."""
     items = list(items)
     counts = class_points(cache)
+    presence: dict[str, np.ndarray] = {}
+    if cache.sp_prob is not None:
+        w = cache.sp_weights
+        presence = {f"k{k}": class_presence(cache.sp_prob, w, k) for k in TOP_POINTS}
+        presence.update({f"f{q:g}": class_presence(cache.sp_prob, w, q * float(w.sum())) for q in TOP_SHARES})
     out = []
     for task in ("res", "gres"):
         mine = [it for it in items if it[0] == task]
@@ -91,11 +114,15 @@ def _records(seg: Any, cache: Any, items: Iterable[tuple[str, str, str, np.ndarr
             target = parse_named(text).target
             cid = -2 if target is None else target.class_id
             out.append(dict(
-                where=where, task=task, kind=kind, text=text, found=bool(r.found),
+                where=where, map=map_id, task=task, kind=kind, text=text, found=bool(r.found),
                 score=max((float(o.score) for o in r.objects), default=0.0),
                 iou=None if gt is None else _iou(pred, gt), target_class=cid,
                 class_points=(None if counts is None or not 0 <= cid < OTHER_CLASS else float(counts[cid])),
                 share=(answer_share(cache, r.point_indices, cid) if 0 <= cid < OTHER_CLASS else None),
+                presence=({k: float(v[cid]) for k, v in presence.items()}
+                          if presence and 0 <= cid < OTHER_CLASS else None),
+                mask_prob=(answer_probability(cache, r.point_indices, cid)
+                           if cache.sp_prob is not None and 0 <= cid < OTHER_CLASS else None),
             ))
     return out
 
@@ -127,7 +154,7 @@ def synthetic_records(seg: Any, synth_dir: Path, rooms: int) -> list[dict[str, A
                       for kind, t in _swap(a["description"], f"{room}/g{a['ann_id']}", absent)]
         items += [(task, "absent-oov", t, None) for t in FIXED_OOV for task in ("res", "gres")]
         cache = seg.prepare(z["xyz"], z["rgb"])
-        out += _records(seg, cache, items, len(inst), "synthetic")
+        out += _records(seg, cache, items, len(inst), "synthetic", room)
         print(f"  synthetic {k + 1}/{len(files)} {room}: {len(items)} sentences", file=sys.stderr, flush=True)
     return out
 
@@ -157,12 +184,18 @@ def real_records(seg: Any, real_dir: Path, scans: Sequence[str] | None) -> list[
                 items += [(task, kind, t, None) for kind, t in _swap(a.description, key, absent)]
         items += [(task, "absent-oov", t, None) for t in FIXED_OOV for task in ("res", "gres")]
         cache = seg.prepare(sc.xyz, sc.rgb)
-        out += _records(seg, cache, items, len(sc.xyz), "real")
+        out += _records(seg, cache, items, len(sc.xyz), "real", scan)
         print(f"  real {k + 1}/{len(todo)} {scan}: {len(items)} sentences", file=sys.stderr, flush=True)
     return out
 
 
-def refused(r: dict[str, Any], score: float, points: int, unknown: str) -> bool:
+def presence_of(r: dict[str, Any], top_points: int = PRESENCE_TOP_POINTS) -> float | None:
+    """The record's presence score of its target class as the library computes it, or None."""
+    return None if r.get("presence") is None else r["presence"].get(f"k{top_points}")
+
+
+def refused(r: dict[str, Any], score: float, points: int, unknown: str,
+            class_prob: dict[str, float] | None = None) -> bool:
     """Would the library refuse this record under the setting? (``absence.apply_checks``'s order.)"""
     if not r["found"]:
         return True
@@ -171,11 +204,121 @@ def refused(r: dict[str, Any], score: float, points: int, unknown: str) -> bool:
         return True
     if points > 0 and r["class_points"] is not None and r["class_points"] < points:
         return True
+    if class_prob and 0 <= cid < OTHER_CLASS:
+        tau, presence = float(class_prob.get(CLASSES[cid], 0.0)), presence_of(r)
+        if tau > 0 and presence is not None and presence < tau:
+            return True
     return score > 0 and r["score"] < score
 
 
-def table(records: Sequence[dict[str, Any]], settings: Iterable[tuple[float, int, str]]) -> list[dict[str, Any]]:
-    """One row per (where, task, setting): refused share per absent kind, found and Acc@0.5 of present."""
+def fit_class_thresholds(records: Sequence[dict[str, Any]], *, keep: float = KEEP, min_sentences: int = MIN_SENTENCES,
+                         min_domain: int = MIN_DOMAIN, min_refused: float = MIN_REFUSED, margin: float = MARGIN
+                         ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Per class, the presence threshold for its present sentences, and the per-class report.
+
+    The threshold is ``margin`` times the lower ``1 - keep`` quantile of the present sentences'
+    presence scores, taken per domain (``where``: synthetic rooms, real scans) that has at least
+    ``min_domain`` of them, and the lowest of those. The quantile alone keeps ``keep`` of the
+    calibration sentences but fewer on new maps: a class's lowest presence scores come from a few
+    objects, and new maps bring others (``--cross-check`` measures it). A head is far less sure on real scans than on the rooms it was
+    mostly trained on, and a threshold from the rooms alone would refuse most real present
+    objects. A class gets a threshold (it is *trusted*) only with at least ``min_sentences``
+    present sentences and when the threshold refuses at least ``min_refused`` of the absent-class
+    sentences naming it: where the head's probabilities do not separate present from absent, the
+    check would cost present answers for nothing. Every record given counts (calibrate on data
+    that the measurement does not use)."""
+    present: dict[int, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    absent: dict[int, list[float]] = collections.defaultdict(list)
+    for r in records:
+        cid, v = r["target_class"], presence_of(r)
+        if v is None or not 0 <= cid < OTHER_CLASS:
+            continue
+        if r["kind"] == "present":
+            present[cid][r["where"]].append(v)
+        elif r["kind"] == "absent-class":
+            absent[cid].append(v)
+    out: dict[str, float] = {}
+    report = []
+    for cid in sorted(set(present) | set(absent)):
+        by_domain = {d: np.asarray(v) for d, v in present[cid].items()}
+        p = np.concatenate(list(by_domain.values())) if by_domain else np.zeros(0)
+        quantiles = [float(np.quantile(v, 1.0 - keep, method="lower")) for v in by_domain.values()
+                     if v.size >= min_domain]
+        tau = margin * min(quantiles, default=0.0)
+        a = np.asarray(absent[cid])
+        gain = float((a < tau).mean()) if a.size else 0.0
+        trusted = p.size >= min_sentences and gain >= min_refused and tau > 0
+        if trusted:
+            out[CLASSES[cid]] = float(np.floor(tau * 1e4) / 1e4)  # rounded down: keeps at least ``keep``
+        report.append(dict(cls=CLASSES[cid], n_present=int(p.size), n_absent=int(a.size), tau=tau,
+                           kept=float((p >= tau).mean()) if p.size else float("nan"), refused=gain, trusted=trusted,
+                           domains=", ".join(f"{d} {v.size}" for d, v in sorted(by_domain.items()))))
+    return out, report
+
+
+def _maps(records: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The records grouped by map, in order (each map's records end with its fixed OOV sentences)."""
+    maps: list[list[dict[str, Any]]] = []
+    cur: list[dict[str, Any]] = []
+    for r in records:
+        if cur and "map" in r and cur[-1].get("map") != r["map"]:
+            maps.append(cur)
+            cur = []
+        cur.append(r)
+        if "map" not in r and r["text"] == FIXED_OOV[-1] and r["task"] == "gres":
+            maps.append(cur)
+            cur = []
+    return maps + ([cur] if cur else [])
+
+
+def cross_check(records: Sequence[dict[str, Any]], base: Setting, margins: Sequence[float] = MARGINS,
+                keep: float = KEEP) -> list[dict[str, Any]]:
+    """Per margin: fit on every other map of the calibration records, measure on the rest, and
+    the other way round; the mean change (points) of absent-class refused and present found per
+    (where, task) against ``base`` (the checkpoint's other checks) alone. This chooses ``MARGIN`` without
+    looking at the held-out maps."""
+    maps = _maps(records)
+    halves = []
+    for where in sorted({m[0]["where"] for m in maps}):
+        mine = [m for m in maps if m[0]["where"] == where]
+        halves.append(([r for m in mine[0::2] for r in m], [r for m in mine[1::2] for r in m]))
+    a = [r for h in halves for r in h[0]]
+    b = [r for h in halves for r in h[1]]
+    rows = []
+    for margin in margins:
+        deltas: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
+        for fit_on, test_on in ((a, b), (b, a)):
+            class_prob, _ = fit_class_thresholds(fit_on, keep=keep, margin=margin)
+            off, on = (*base[:3], False), (*base[:3], True)
+            got = {(r["where"], r["task"], r["prob"]): r for r in table(test_on, [off, on], class_prob)}
+            for where, task, prob in got:
+                if prob:
+                    new, old = got[(where, task, True)], got[(where, task, False)]
+                    deltas[(where, task)].append((new["refused absent-class"] - old["refused absent-class"],
+                                                  new["found"] - old["found"]))
+        for (where, task), d in sorted(deltas.items()):
+            rows.append(dict(margin=margin, where=where, task=task, refused=100 * float(np.mean([x for x, _ in d])),
+                             found=100 * float(np.mean([y for _, y in d]))))
+    return rows
+
+
+def format_fit(report: Sequence[dict[str, Any]]) -> str:
+    """The per-class calibration as a markdown table."""
+    lines = ["| class | present (per domain) | absent | threshold | present kept | absent refused | trusted |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report:
+        lines.append(f"| {r['cls']} | {r['n_present']} ({r['domains']}) | {r['n_absent']} | {r['tau']:.3f} "
+                     f"| {100 * r['kept']:.1f} % | {100 * r['refused']:.1f} % | {'yes' if r['trusted'] else 'no'} |")
+    return "\n".join(lines)
+
+
+Setting = tuple[float, int, str, bool]  # absent_score, absent_class_points, unknown_object, absent_class_prob on
+
+
+def table(records: Sequence[dict[str, Any]], settings: Iterable[Setting],
+          class_prob: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """One row per (where, task, setting): refused share per absent kind, found and Acc@0.5 of
+    present. A setting's last entry turns on the probability class check with ``class_prob``."""
     rows = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
     for r in records:
@@ -183,13 +326,14 @@ def table(records: Sequence[dict[str, Any]], settings: Iterable[tuple[float, int
     for (where, task), recs in sorted(groups.items()):
         present = [r for r in recs if r["kind"] == "present"]
         kinds = sorted({r["kind"] for r in recs} - {"present"})
-        for score, points, unknown in settings:
-            row: dict[str, Any] = dict(where=where, task=task, score=score, points=points, unknown=unknown)
+        for score, points, unknown, prob in settings:
+            rule = dict(score=score, points=points, unknown=unknown, class_prob=class_prob if prob else None)
+            row: dict[str, Any] = dict(where=where, task=task, score=score, points=points, unknown=unknown, prob=prob)
             for kind in kinds:
                 mine = [r for r in recs if r["kind"] == kind]
-                row[f"refused {kind}"] = float(np.mean([refused(r, score, points, unknown) for r in mine]))
+                row[f"refused {kind}"] = float(np.mean([refused(r, **rule) for r in mine]))
                 row[f"n {kind}"] = len(mine)
-            kept = [not refused(r, score, points, unknown) for r in present]
+            kept = [not refused(r, **rule) for r in present]
             row["found"] = float(np.mean(kept)) if present else float("nan")
             row["Acc@0.5"] = float(np.mean([k and r["iou"] > 0.5 for k, r in zip(kept, present)])) if present \
                 else float("nan")
@@ -198,8 +342,8 @@ def table(records: Sequence[dict[str, Any]], settings: Iterable[tuple[float, int
     return rows
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown, one block per (where, task)."""
+def format_table(rows: Sequence[dict[str, Any]], default: Setting | None = None) -> str:
+    """Markdown, one block per (where, task); ``default`` (the checkpoint's setting) is marked."""
     lines: list[str] = []
     last = None
     for row in rows:
@@ -208,31 +352,44 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         if key != last:
             counts = ", ".join(f"{row[f'n {k}']} {k}" for k in kinds)
             lines += ["", f"{row['where']} {row['task'].upper()} ({row['n present']} present, {counts})", "",
-                      "| absent_score | absent_class_points | unknown_object | "
+                      "| absent_score | absent_class_points | unknown_object | absent_class_prob | "
                       + " | ".join(f"refused {k}" for k in kinds) + " | found (present) | Acc@0.5 (present) |",
-                      "|---|---|---|" + "---|" * (len(kinds) + 2)]
+                      "|---|---|---|---|" + "---|" * (len(kinds) + 2)]
             last = key
-        mark = " (default)" if (row["score"], row["points"], row["unknown"]) == _DEFAULT else ""
-        cells = [f"{row['score']:g}{mark}", str(row["points"]), row["unknown"]]
+        setting = (row["score"], row["points"], row["unknown"], row["prob"])
+        mark = " (default)" if setting == default else ""
+        cells = [f"{row['score']:g}{mark}", str(row["points"]), row["unknown"], "on" if row["prob"] else "off"]
         cells += [f"{100 * row[f'refused {k}']:.1f} %" for k in kinds]
         cells += [f"{100 * row['found']:.1f} %", f"{100 * row['Acc@0.5']:.1f} %"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def default_settings() -> list[tuple[float, int, str]]:
-    """Each check alone over its range, then the class check with each score threshold."""
-    out = [_DEFAULT, *((s, 0, "answer") for s in SCORES)]
-    out += [(0.0, p, "answer") for p in CLASS_POINTS[1:]]
-    out += [(s, 0, "refuse") for s in SCORES]
-    out += [(s, p, "refuse") for p in (50, 200) for s in SCORES]
+def default_settings(default: Setting = _DEFAULT, with_prob: bool = False) -> list[Setting]:
+    """The checkpoint's setting, each check alone over its range, then the class checks with each
+    score threshold (the probability check only ``with_prob``: when there are thresholds)."""
+    out = [default, *((s, 0, "answer", False) for s in SCORES)]
+    out += [(0.0, p, "answer", False) for p in CLASS_POINTS[1:]]
+    out += [(s, 0, "refuse", False) for s in SCORES]
+    out += [(s, p, "refuse", False) for p in (50, 200) for s in SCORES]
+    if with_prob:
+        out += [(0.0, 0, "answer", True), *((s, 0, "refuse", True) for s in SCORES)]
     return list(dict.fromkeys(out))
+
+
+def checkpoint_setting(path: str | Path) -> tuple[Setting, dict[str, float]]:
+    """The absence setting and class thresholds a checkpoint stores (library defaults for what it lacks)."""
+    from bqnet_model.checkpoint import read_checkpoint, stored_config
+
+    inf = stored_config(read_checkpoint(path)).inference
+    return (inf.absent_score, inf.absent_class_points, inf.unknown_object, bool(inf.absent_class_prob)), \
+        dict(inf.absent_class_prob)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--synth-dir", type=Path, default=None, help="held-out synthetic rooms (npz + val_*.json)")
+    ap.add_argument("--synth-dir", type=Path, default=None, help="synthetic rooms (npz + val_*.json)")
     ap.add_argument("--rooms", type=int, default=30, help="first N rooms of --synth-dir")
     ap.add_argument("--real-dir", type=Path, default=None, help="real-data folder (bqnet_model.eval_real)")
     ap.add_argument("--scans", nargs="*", default=None)
@@ -240,18 +397,58 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=Path, default=None, help="write the per-sentence records (JSON) here")
     ap.add_argument("--from-records", type=Path, nargs="+", default=None,
                     help="tabulate saved records (one or more files) instead of running")
+    ap.add_argument("--calibration-records", type=Path, nargs="+", default=None,
+                    help="fit the per-class thresholds (inference.absent_class_prob) on these records (calibration "
+                         "rooms and scans, not the measured ones) instead of using the checkpoint's")
+    ap.add_argument("--keep", type=float, default=KEEP, help="quantile of the present calibration sentences kept")
+    ap.add_argument("--margin", type=float, default=MARGIN, help="threshold = margin x that quantile")
+    ap.add_argument("--cross-check", action="store_true",
+                    help="with --calibration-records: fit on half of their maps, measure on the other half, per margin")
+    ap.add_argument("--write", type=Path, default=None,
+                    help="write a copy of --checkpoint with the fitted thresholds (needs --calibration-records; "
+                         "the same path as --checkpoint updates it in place)")
     args = ap.parse_args(argv)
+    if args.write is not None and args.calibration_records is None:
+        ap.error("--write stores thresholds fitted on --calibration-records: give them")
+    default, class_prob = checkpoint_setting(args.checkpoint)
+    if args.calibration_records is not None:
+        calib = [r for p in args.calibration_records for r in json.loads(p.read_text())]
+        if args.cross_check:
+            print(f"# cross-check on the calibration records (keep {args.keep:g}): change in points against "
+                  f"absent_score {default[0]:g} alone\n\n| margin | set | absent-class refused | present found |\n"
+                  "|---|---|---|---|")
+            for row in cross_check(calib, default, keep=args.keep):
+                print(f"| {row['margin']:g} | {row['where']} {row['task'].upper()} | {row['refused']:+.1f} "
+                      f"| {row['found']:+.1f} |")
+        class_prob, report = fit_class_thresholds(calib, keep=args.keep, margin=args.margin)
+        print(f"# per-class presence thresholds (keep {args.keep:g}, margin {args.margin:g}, "
+              f"top {PRESENCE_TOP_POINTS} points) from "
+              + ", ".join(str(p) for p in args.calibration_records))
+        print(format_fit(report))
+        print("inference.absent_class_prob: " + json.dumps(class_prob))
+        if args.write is not None:
+            from bqnet_model.checkpoint import with_inference_values
+
+            note = (f"inference.absent_score {default[0]:g} and inference.absent_class_prob (keep {args.keep:g}, "
+                    f"margin {args.margin:g}, "
+                    f"{len(class_prob)} trusted classes) from tools/calibrate_absent.py "
+                    f"({datetime.date.today().isoformat()}, docs/experiments/2026-12-01_absent_objects.md)")
+            with_inference_values(args.checkpoint, args.write, {"absent_class_prob": class_prob}, note)
+            print(f"wrote {args.write}")
+            default = (*default[:3], bool(class_prob))
     if args.from_records is not None:
         records = [r for p in args.from_records for r in json.loads(p.read_text())]
+    elif args.synth_dir is None and args.real_dir is None:
+        if args.calibration_records is not None:
+            return 0  # fitted (and written) only
+        ap.error("give --synth-dir and/or --real-dir (or --from-records)")
     else:
-        if args.synth_dir is None and args.real_dir is None:
-            ap.error("give --synth-dir and/or --real-dir (or --from-records)")
         from bqnet_model.pipeline import Segmenter
 
         seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device, absent_class_points=0,
-                                        unknown_object="answer", absent_score=0.0)
+                                        unknown_object="answer", absent_score=0.0, absent_class_prob={})
         if seg.model.sem_cls_head is None:
-            print("note: this model has no semantic head; the class check never refuses", file=sys.stderr)
+            print("note: this model has no semantic head; the class checks never refuse", file=sys.stderr)
         records = []
         if args.synth_dir is not None:
             records += synthetic_records(seg, args.synth_dir, args.rooms)
@@ -264,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     if present:
         known = np.mean([0 <= r["target_class"] < OTHER_CLASS for r in present])
         print(f"synthetic present sentences whose parsed target is a vocabulary class: {100 * known:.1f} %")
-    print(format_table(table(records, default_settings())))
+    print(format_table(table(records, default_settings(default, bool(class_prob)), class_prob), default))
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from bqnet_model.data.augment import AugmentConfig
+from bqnet_model.data.classes import CLASSES
 from bqnet_model.superpoint_params import SuperpointParams
 
 from .decoder import DecoderConfig
@@ -152,9 +153,14 @@ class InferenceConfig:
     of the map turned about the vertical axis by 360/K degrees (the superpoints are computed once
     and shared) and selects over all copies' queries; ``prepare`` and ``query`` cost about K times
     as much. 1 = off.
-    ``absent_class_points``, ``unknown_object``, ``absent_score``: when an answer is refused
-    because the named object is not in the map (``pipeline/absence.py``; defaults measured in
-    ``docs/experiments/2026-12-01_absent_objects.md``, re-measured by ``tools/calibrate_absent.py``).
+    ``absent_class_points``, ``unknown_object``, ``absent_score``, ``absent_class_prob``: when an
+    answer is refused because the named object is not in the map (``pipeline/absence.py``; defaults
+    measured in ``docs/experiments/2026-12-01_absent_objects.md``, re-measured by
+    ``tools/calibrate_absent.py``). ``absent_class_prob`` maps a class name (``data.classes``) to
+    the least presence score of that class (the semantic head's probability, ``absence``) a map
+    must have; it is calibrated per model and stored in its checkpoint, because a head's
+    probabilities mean something different in every model. Classes it does not name are never
+    refused by it; empty = off.
     """
 
     task: Literal["res", "gres"] = "res"
@@ -175,6 +181,7 @@ class InferenceConfig:
     absent_class_points: int = 0
     unknown_object: Literal["refuse", "warn", "answer"] = "refuse"
     absent_score: float = 0.3
+    absent_class_prob: dict[str, float] = field(default_factory=dict)
     # ``seed`` seeded the random downsampling that the voxel-grid thinning replaced (no seed needed)
     RETIRED: typing.ClassVar[tuple[str, ...]] = ("seed",)
 
@@ -209,8 +216,22 @@ class InferenceConfig:
                              f"got {self.unknown_object!r}")
         if not 0.0 <= self.absent_score < 1.0:
             raise ValueError(f"inference.absent_score must be in [0, 1) (0 = off), got {self.absent_score}")
+        self._check_class_prob()
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"inference.amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")
+
+    def _check_class_prob(self) -> None:
+        """Class names and thresholds of ``absent_class_prob``: a misspelt class would silently
+        never be checked, so it fails here."""
+        if not isinstance(self.absent_class_prob, dict):
+            raise TypeError("inference.absent_class_prob must be a mapping class name -> threshold, "
+                            f"got {type(self.absent_class_prob).__name__}")
+        for name, tau in self.absent_class_prob.items():
+            if name not in CLASSES:
+                raise ValueError(f"inference.absent_class_prob: unknown class {name!r}; classes: {list(CLASSES)}")
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= float(tau) < 1.0:
+                raise ValueError(f"inference.absent_class_prob[{name!r}] must be a number in [0, 1) (0 = no check), "
+                                 f"got {tau!r}; tools/calibrate_absent.py --write computes them")
 
 
 @dataclass

@@ -54,7 +54,7 @@ from bqnet_model.model.inputs import MIN_SPATIAL_SHAPE, set_batch_superpoints, s
 
 from .change_region import (boundary_reach, diff_voxels, match_points, pack_keys, point_hashes,
                             receptive_field, within_reach)
-from .absence import superpoint_classes
+from .absence import semantic_maps
 from .results import SceneCache
 from .superpoint_table import pool_rows, superpoint_table
 
@@ -169,13 +169,13 @@ def _pool(seg: Any, vox: torch.Tensor, batch: dict[str, Any], table: Any, point_
 
 
 def _scene_cache(scene: Any, cloud: Any, table: Any, n_voxels: int, timings: dict[str, float],
-                 dev: torch.device, sp_class: np.ndarray | None) -> SceneCache:
+                 dev: torch.device, sem: tuple[np.ndarray | None, np.ndarray | None]) -> SceneCache:
     return SceneCache(
         scene=scene, point_index=cloud.index, point_xyz=cloud.xyz, point_superpoint=table.labels,
         sp_order=table.order, sp_start=table.start, n_input=cloud.n_input, n_voxels=n_voxels,
         timings_ms=timings, device=str(dev), sp_sum=table.geometry[0], sp_min=table.geometry[1],
         sp_max=table.geometry[2], n_nonfinite=cloud.n_nonfinite, n_duplicates=cloud.n_duplicates,
-        n_downsampled=cloud.n_downsampled, sp_class=sp_class)
+        n_downsampled=cloud.n_downsampled, sp_class=sem[0], sp_prob=sem[1])
 
 
 def _full(seg: Any, reason: str, xyz: Any, rgb: Any, superpoints: Any, image_features: Any) -> IncrementalCache:
@@ -345,7 +345,7 @@ def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, 
         info.update(bb_info, feature_reach=reach)
         scene = _pool(seg, vox, batch, table, point_image, cloud.index, timings)
     timings["total"] = (time.perf_counter() - t0) * 1e3
-    base = _scene_cache(scene, cloud, table, vi.n_voxels, timings, dev, superpoint_classes(seg.model, scene))
+    base = _scene_cache(scene, cloud, table, vi.n_voxels, timings, dev, semantic_maps(seg.model, scene))
     hashes = point_hashes(cloud.xyz)
     order = np.argsort(hashes, kind="stable")
     new_state = VoxelState(

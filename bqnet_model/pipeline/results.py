@@ -136,6 +136,9 @@ class SceneCache:
     # The semantic head's class per superpoint (int64 (S,), ``absence.superpoint_classes``); None
     # for a model without the head.
     sp_class: np.ndarray | None = None
+    # Its softmax per superpoint (float32 (S, classes), ``absence.semantic_maps``): the
+    # probability class check (``inference.absent_class_prob``) reads it; None without the head.
+    sp_prob: np.ndarray | None = None
 
     @property
     def n_points(self) -> int:

@@ -31,7 +31,7 @@ from bqnet_model.model.decoder import DecoderOutput
 from bqnet_model.model.inputs import set_batch_superpoints, single_scene_batch
 from bqnet_model.model.text_encoder import TextFeatures, validate_texts
 
-from .absence import apply_checks, superpoint_classes
+from .absence import apply_checks, semantic_maps
 from .device import resolve_device
 from .results import Result, SceneCache
 from .selection import answer, group_queries
@@ -89,7 +89,8 @@ class Segmenter:
         self._graphs: DecoderGraphs | None = None  # inference.cuda_graph captures (made on first use)
         self._text_graphs: EncoderGraphs | None = None  # inference.cuda_graph_text captures (made on first use)
         self._decode_lock = threading.Lock()  # graph buffers are shared by every caller of query()
-        if self.cfg.inference.unknown_object != "answer" or self.cfg.inference.absent_class_points > 0:
+        inf = self.cfg.inference
+        if inf.unknown_object != "answer" or inf.absent_class_points > 0 or inf.absent_class_prob:
             from bqnet_model.text import load_spacy
 
             load_spacy()  # the absent-object checks parse the text: a missing spaCy fails here, not mid-query
@@ -216,7 +217,7 @@ class Segmenter:
             set_batch_superpoints(batch, table.labels, table.n_superpoints)
             batch["sp_image_feats"] = sp_image
             scene = self.model.pool_scene(vox, batch, timings)
-            sp_class = superpoint_classes(self.model, scene)
+            sp_class, sp_prob = semantic_maps(self.model, scene)
         views: tuple[SceneFeatures, ...] = ()
         if inf.tta_rotations > 1:
             t5 = time.perf_counter()
@@ -230,6 +231,7 @@ class Segmenter:
             timings_ms=timings, device=str(dev), sp_sum=table.geometry[0], sp_min=table.geometry[1],
             sp_max=table.geometry[2], views=views, n_nonfinite=cloud.n_nonfinite,
             n_duplicates=cloud.n_duplicates, n_downsampled=cloud.n_downsampled, sp_class=sp_class,
+            sp_prob=sp_prob,
         )
         return cache, PreparedParts(dcloud, table, vi, batch, vox)
 
