@@ -88,9 +88,9 @@ class DevelopWithInterfaces(develop):
 
 
 def _cuda_extension():
-    """``bqnet_model._C_cuda`` (csrc/cuda/: the GPU oversegmentation and farthest point sampling) when torch was built with CUDA,
-    nvcc is found and ``BQNET_NO_CUDA`` is not "1"; None otherwise, so that a CPU-only build is the
-    same as before. The nvcc flags keep the device's float arithmetic IEEE (no fused multiply-add,
+    """``bqnet_model._C_cuda`` (csrc/cuda/: the GPU oversegmentation and farthest point sampling) when
+    torch was built with CUDA, nvcc is found and ``BQNET_NO_CUDA`` is not "1"; None otherwise, so that
+    a CPU-only build is the same as before. The nvcc flags keep the device's float arithmetic IEEE (no fused multiply-add,
     correctly rounded division and square root) so that it reproduces the host's bits."""
     if os.environ.get("BQNET_NO_CUDA") == "1":
         return None
