@@ -1,5 +1,5 @@
 """The CUDA farthest point sampling (csrc/cuda/fps_cuda.cu, ``bqnet_model._C_cuda.farthest_point_sample``):
-the nvcc compile check of its device file, the dispatch of ``farthest_point_sample`` (which a CPU-only
+the nvcc compile check of its device file, its steps emulated on the host, the dispatch of ``farthest_point_sample`` (which a CPU-only
 machine checks with a stand-in kernel), and, on a machine with CUDA, the kernel's indices against the
 torch implementation's (the reference, itself checked against a literal emulation of the pointnet2
 kernel in test_decoder.py) on random clouds, exact ties, near-origin points, padding, short rows,
@@ -116,10 +116,76 @@ def test_the_inference_switch_reaches_fps_in_prepare(monkeypatch):
         seen.clear()
 
 
+# ---------------------------------------------------------------------- the kernel's steps on the host
+def _layout(m: int) -> int:
+    t = 1
+    while t < 512 and 2 * t <= m:
+        t *= 2
+    return t
+
+
+def _emulated_kernel(xyz: np.ndarray, m: int, n: int) -> list[int]:
+    """fps_cuda.cu's steps for one row of m real points, written out with float32 numpy scalars:
+    the per-thread scans with the near-origin sentinel, the shared-memory pairs down to 32 slots,
+    then warp 0's shuffles (a lane past the warp reads its own value), the block size of the launch."""
+    f = np.float32
+    p = xyz.astype(f)
+    block = max(32, _layout(min(len(p), 512)))
+    T = _layout(m)
+    sq = lambda a, b, c: f(f(f(a * a) + f(b * b)) + f(c * c))  # noqa: E731
+    dist = [f(-1.0) if float(sq(*p[k])) <= 1e-3 else f(1e10) for k in range(m)]
+    seeds, old = [0], 0
+    for _ in range(1, n):
+        best, best_k = [f(-1.0)] * block, [0] * block
+        for t in range(T):
+            for k in range(t, m, T):
+                if dist[k] == f(-1.0):
+                    continue
+                d2 = min(sq(*(p[k] - p[old])), dist[k])
+                dist[k] = d2
+                if d2 > best[t]:
+                    best[t], best_k[t] = d2, k
+        half = T // 2
+        while T > 32 and half >= 32:
+            for t in range(half):
+                if best[t + half] > best[t]:
+                    best[t], best_k[t] = best[t + half], best_k[t + half]
+            half //= 2
+        half = min(T, 32) // 2
+        while half >= 1:
+            src = [lane + half if lane + half < 32 else lane for lane in range(32)]
+            other, other_k = [best[s] for s in src], [best_k[s] for s in src]
+            for lane in range(32):
+                if other[lane] > best[lane]:
+                    best[lane], best_k[lane] = other[lane], other_k[lane]
+            half //= 2
+        old = best_k[0]
+        seeds.append(old)
+    return seeds
+
+
+def test_the_kernels_steps_give_the_torch_indices_on_the_host():
+    """The kernel's control flow (not its CUDA code) against the torch implementation, on the CPU:
+    every reduction shape (T = 1 ... 512), ties, near-origin points, short rows and padding."""
+    g = torch.Generator().manual_seed(5)
+    axis = torch.arange(4.0)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3) - 1.0
+    clouds = [torch.rand(S, 3, generator=g) * 2 - 1 for S in (1, 2, 5, 33, 64, 100, 130, 600)] + [grid]
+    clouds[3][4] = 0.01  # inside the 1e-3 ball
+    for xyz in clouds:
+        S = len(xyz)
+        for n in (12, S + 4) if S < 64 else (12,):
+            want = farthest_point_sample(xyz[None], n)[0].tolist()
+            assert _emulated_kernel(xyz.numpy(), S, n) == want, S
+    xyz = torch.rand(1, 140, 3, generator=g)  # a padded row: the launch's block is larger than its layout
+    pad = torch.arange(140)[None] >= 70
+    assert _emulated_kernel(xyz[0].numpy(), 70, 10) == farthest_point_sample(xyz, 10, pad)[0].tolist()
+
+
 # ---------------------------------------------------------------------- the kernel (CUDA)
 def _kernel_or_skip():
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device: the FPS kernel runs on the GPU machine (bench/fps.py, tools/device_bench_ingest.sh)")
+        pytest.skip("no CUDA device: the FPS kernel is checked on the GPU machine (tools/device_bench_ingest.sh)")
     query_sampling._KERNEL.clear()
     run = query_sampling.fps_cuda_kernel()
     if run is None:
