@@ -1,9 +1,9 @@
 """The CUDA farthest point sampling (csrc/cuda/fps_cuda.cu, ``bqnet_model._C_cuda.farthest_point_sample``):
-the nvcc compile check of its device file, its steps emulated on the host, the dispatch of ``farthest_point_sample`` (which a CPU-only
-machine checks with a stand-in kernel), and, on a machine with CUDA, the kernel's indices against the
-torch implementation's (the reference, itself checked against a literal emulation of the pointnet2
-kernel in test_decoder.py) on random clouds, exact ties, near-origin points, padding, short rows,
-several rows and large rows, plus its argument errors."""
+the nvcc compile check of its device file, its steps emulated on the host, the dispatch of
+``farthest_point_sample`` (which a CPU-only machine checks with a stand-in kernel), and, on a machine
+with CUDA, the kernel's indices against the torch implementation's (the reference, itself checked
+against a literal emulation of the pointnet2 kernel in test_decoder.py) on random clouds, exact ties,
+near-origin points, padding, short rows, several rows and large rows, plus its argument errors."""
 
 from __future__ import annotations
 
