@@ -88,10 +88,10 @@ class DevelopWithInterfaces(develop):
 
 
 def _cuda_extension():
-    """``bqnet_model._C_cuda`` (csrc/cuda/: the GPU oversegmentation) when torch was built with CUDA,
-    nvcc is found and ``BQNET_NO_CUDA`` is not "1"; None otherwise, so that a CPU-only build is the
-    same as before. The nvcc flags keep the device's float arithmetic IEEE (no fused multiply-add,
-    correctly rounded division and square root) so that it reproduces the host's bits."""
+    """``bqnet_model._C_cuda`` (csrc/cuda/: the GPU oversegmentation and farthest point sampling) when
+    torch was built with CUDA, nvcc is found and ``BQNET_NO_CUDA`` is not "1"; None otherwise, so that
+    a CPU-only build is the same as before. The nvcc flags keep the device's float arithmetic IEEE (no
+    fused multiply-add, correctly rounded division and square root) so that it reproduces the host's bits."""
     if os.environ.get("BQNET_NO_CUDA") == "1":
         return None
     import torch
@@ -102,7 +102,8 @@ def _cuda_extension():
     print(f"bqnet_ros: building bqnet_model._C_cuda with {os.path.join(CUDA_HOME, 'bin', 'nvcc')}", flush=True)
     return CUDAExtension(
         "bqnet_model._C_cuda",
-        [os.path.join(HERE, "csrc", "cuda", "superpoints_cuda.cu"), os.path.join(HERE, "csrc", "cuda", "bindings_cuda.cpp")],
+        [os.path.join(HERE, "csrc", "cuda", name)
+         for name in ("superpoints_cuda.cu", "fps_cuda.cu", "bindings_cuda.cpp")],
         include_dirs=[os.path.join(HERE, "csrc"), os.path.join(HERE, "csrc", "cuda")],
         extra_compile_args={
             "cxx": ["-O3", "-std=c++17"],

@@ -114,10 +114,11 @@ class BQNet(nn.Module):
         return self.backbone(feats, coords, batch["spatial_shape"], int(batch["batch_size"]))
 
     def pool_scene(self, vox: torch.Tensor, batch: dict[str, Any],
-                   timings: dict[str, float] | None = None) -> SceneFeatures:
+                   timings: dict[str, float] | None = None, fps_kernel: bool = False) -> SceneFeatures:
         """Voxel features -> point features (by ``p2v``) -> superpoint mean -> FPS seeds.
 
-        ``timings`` (optional) receives ``pooling`` and ``fps`` in ms.
+        ``timings`` (optional) receives ``pooling`` and ``fps`` in ms. ``fps_kernel``: the CUDA FPS
+        kernel (``farthest_point_sample(kernel=...)``, ``inference.fps_cuda_kernel``).
         """
         if batch.get("superpoints") is None or batch.get("sp_offsets") is None:
             raise KeyError("batch has no superpoints yet (inputs.set_batch_superpoints)")
@@ -145,7 +146,8 @@ class BQNet(nn.Module):
                 raise ValueError(f"sp_image_feats must have shape ({n_sp}, C), one row per superpoint, got {tuple(img.shape)}")
             image_b, _ = pad_by_offsets(img, sp_offsets)
         t2 = sync_time(dev)
-        seed_idx = farthest_point_sample(self.centred(sp_xyz_b, sizes_b), self.cfg.decoder.fps_num, sp_pad)
+        seed_idx = farthest_point_sample(self.centred(sp_xyz_b, sizes_b), self.cfg.decoder.fps_num, sp_pad,
+                                         kernel=fps_kernel)
         t3 = sync_time(dev)
         if timings is not None:
             timings["pooling"] = (t2 - t1) * 1e3

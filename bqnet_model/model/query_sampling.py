@@ -8,12 +8,18 @@ How the decoder gets its queries (the authors' CFNet code):
 3. ``TextGuidedSampling`` (the checkpoint's ``sampling_module``) scores every seed against the
    sentence and keeps the ``num_proposal`` best seeds as queries.
 
-Everything here is plain torch, vectorised over the batch and device-agnostic (CPU/CUDA).
+Everything here is plain torch, vectorised over the batch and device-agnostic (CPU/CUDA). On CUDA,
+``farthest_point_sample(..., kernel=True)`` runs the same rules in one launch instead
+(``bqnet_model._C_cuda``, csrc/cuda/fps_cuda.cu; ``inference.fps_cuda_kernel``), with the torch loop
+as the fallback when the extension lacks it.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +33,10 @@ __all__ = [
     "SamplingResult",
     "FPS_MATRIX_MAX",
     "FPS_ORIGIN_RADIUS2",
+    "fps_cuda_kernel",
 ]
+
+log = logging.getLogger(__name__)
 
 # Largest B * S * S for which FPS precomputes all pairwise distances (64 MiB of float32): then each
 # of the n steps is 3 small kernels (row gather, minimum, argmax) instead of ~9 (launch-bound on GPUs).
@@ -37,6 +46,38 @@ FPS_MATRIX_MAX = 1 << 24
 FPS_ORIGIN_RADIUS2 = 1e-3
 # The kernel's per-block thread cap (TOTAL_THREADS in pointnet2's cuda_utils.h).
 _FPS_MAX_THREADS = 512
+# "run": _C_cuda.farthest_point_sample once found; "missing": why not (looked up, and logged, once).
+_KERNEL: dict[str, object] = {}
+
+
+def fps_cuda_kernel() -> Callable[[Tensor, Tensor, int], Tensor] | None:
+    """``bqnet_model._C_cuda.farthest_point_sample`` ``(xyz (B,S,3) float32, lengths (B,) int64, n)
+    -> (B, n) int64``, or None, with one warning, when the extension is not built (CPU-only torch,
+    no nvcc) or was built before csrc/cuda/fps_cuda.cu existed."""
+    if "run" in _KERNEL:
+        return _KERNEL["run"]  # type: ignore[return-value]
+    if "missing" in _KERNEL:
+        return None
+    try:
+        run = getattr(importlib.import_module("bqnet_model._C_cuda"), "farthest_point_sample", None)
+        why = "" if run is not None else "it was built before csrc/cuda/fps_cuda.cu: rebuild it"
+    except ImportError as exc:
+        run, why = None, f"it is not built ({exc})"
+    if run is None:
+        _KERNEL["missing"] = why
+        log.warning("the CUDA FPS kernel was asked for but bqnet_model._C_cuda has no farthest_point_sample "
+                    "(%s): FPS runs the torch loop (same indices)", why)
+        return None
+    _KERNEL["run"] = run
+    return run
+
+
+def _kernel_for(kernel: bool, device: torch.device) -> Callable[[Tensor, Tensor, int], Tensor] | None:
+    """The CUDA kernel when it is asked for, the input is on CUDA and the extension has it; None
+    means the torch loop. Separate from ``farthest_point_sample`` so that a CPU test can check it."""
+    if not kernel or device.type != "cuda":
+        return None
+    return fps_cuda_kernel()
 
 
 def _check_tensor(name: str, x: object, ndim: int) -> Tensor:
@@ -90,7 +131,8 @@ def fps_order_keys(n_real: Tensor, S: int) -> Tensor:
 
 
 @torch.no_grad()
-def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix: bool | None = None) -> Tensor:
+def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix: bool | None = None,
+                          kernel: bool = False) -> Tensor:
     """Farthest point sampling of ``n`` indices per row, by the rules of the pointnet2 CUDA kernel
     the authors use; ``(B, S, 3) -> (B, n)`` long.
 
@@ -110,6 +152,10 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix
     are visited in key order so that ``argmax`` (first maximum) applies the tie rule for free.
     ``matrix``: precompute the (B, S, S) distances (default: on CUDA when ``B*S*S <=
     FPS_MATRIX_MAX``); both variants return the same indices.
+    ``kernel``: for CUDA input, run the CUDA kernel (``fps_cuda_kernel``: the same rules and
+    indices in one launch instead of ~3n) when the extension has it, else the torch loop. Off by
+    default (``inference.fps_cuda_kernel``) until the kernel is measured on a GPU. Coordinates must
+    be finite for the two to agree.
     """
     _check_tensor("xyz", xyz, 3)
     if xyz.shape[-1] != 3:
@@ -136,6 +182,9 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix
         raise ValueError(f"rows {rows} of pad are all padding: no point to sample from")
     if bool(pad[:, 0].any()) or bool((pad[:, 1:] < pad[:, :-1]).any()):
         raise ValueError("pad must mark a suffix of each row (real points first, as pad_by_offsets builds)")
+    run = _kernel_for(kernel, dev)
+    if run is not None:
+        return run(xyz.float().contiguous(), n_real, n)
 
     pts = xyz.float()
     perm = fps_order_keys(n_real, S).argsort(dim=1)  # (B, S): position p holds point perm[b, p]

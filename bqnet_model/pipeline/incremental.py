@@ -165,7 +165,7 @@ def _pool(seg: Any, vox: torch.Tensor, batch: dict[str, Any], table: Any, point_
     set_batch_superpoints(batch, table.labels, table.n_superpoints)
     batch["sp_image_feats"] = None if point_image is None else \
         torch.from_numpy(pool_rows(point_image[index], table)).to(seg.device)
-    return seg.model.pool_scene(vox, batch, timings)
+    return seg.model.pool_scene(vox, batch, timings, fps_kernel=seg.inference.fps_cuda_kernel)
 
 
 def _scene_cache(scene: Any, cloud: Any, table: Any, n_voxels: int, timings: dict[str, float],

@@ -216,7 +216,7 @@ class Segmenter:
             timings["backbone"] = (t4 - t3) * 1e3
             set_batch_superpoints(batch, table.labels, table.n_superpoints)
             batch["sp_image_feats"] = sp_image
-            scene = self.model.pool_scene(vox, batch, timings)
+            scene = self.model.pool_scene(vox, batch, timings, fps_kernel=inf.fps_cuda_kernel)
             sp_class, sp_prob = semantic_maps(self.model, scene)
         views: tuple[SceneFeatures, ...] = ()
         if inf.tta_rotations > 1:
@@ -300,7 +300,7 @@ class Segmenter:
             vox = self.model.encode_voxels(batch)
             set_batch_superpoints(batch, table.labels, table.n_superpoints)
             batch["sp_image_feats"] = sp_image
-            return self.model.pool_scene(vox, batch)
+            return self.model.pool_scene(vox, batch, fps_kernel=self.inference.fps_cuda_kernel)
 
     # ------------------------------------------------------------------ query
     def _check_cache(self, cache: SceneCache) -> None:

@@ -1,4 +1,5 @@
-// bqnet_model._C_cuda: the torch binding of the CUDA oversegmentation (superpoints_cuda.cu). Takes
+// bqnet_model._C_cuda: the torch bindings of the CUDA oversegmentation (superpoints_cuda.cu) and of the
+// farthest point sampling (fps_cuda.cu). The oversegmentation takes
 // CUDA tensors, runs on torch's current stream of their device, allocates scratch through torch's
 // caching allocator (so the memory goes back to torch's pool), returns CUDA label and normal
 // tensors and the stats on the host. Same arguments as bqnet_model._C.oversegment less num_threads;
@@ -15,6 +16,7 @@
 #include <tuple>
 
 #include "../sp_args.h"
+#include "fps_cuda.h"
 #include "superpoints_cuda.h"
 
 namespace bqnet_sp {
@@ -63,9 +65,55 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment_cuda(
 }  // namespace
 }  // namespace bqnet_sp
 
+namespace bqnet_fps {
+namespace {
+
+// xyz float32 (B, S, 3) CUDA, lengths int64 (B,) on its device with every value in [1, S] (the real
+// points of each row; the rest is padding), n >= 1 seeds -> (B, n) int64 on that device. The value
+// check of lengths reads two numbers back (one sync); the kernel then runs on the current stream.
+torch::Tensor farthest_point_sample_cuda(const torch::Tensor& xyz, const torch::Tensor& lengths, int64_t n) {
+  TORCH_CHECK(xyz.is_cuda() && xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat32,
+              "xyz must be a float32 CUDA tensor of shape (B, S, 3), got ", xyz.scalar_type(), " ", xyz.sizes(),
+              " on ", xyz.device());
+  const int64_t B = xyz.size(0), S = xyz.size(1);
+  TORCH_CHECK(S >= 1 && S <= int64_t(0x7fffffff) / 3, "xyz must have between 1 and ", int64_t(0x7fffffff) / 3,
+              " points per row, got ", S);
+  TORCH_CHECK(B <= int64_t(0x7fffffff), "too many rows: ", B);
+  TORCH_CHECK(n >= 1 && n <= int64_t(0x7fffffff), "n (seeds per row) must be in [1, 2^31 - 1], got ", n);
+  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == B && lengths.scalar_type() == torch::kInt64 &&
+                  lengths.device() == xyz.device(),
+              "lengths must be an int64 tensor of shape (", B, ",) on xyz's device (", xyz.device(), "), got ",
+              lengths.scalar_type(), " ", lengths.sizes(), " on ", lengths.device());
+  const c10::cuda::CUDAGuard guard(xyz.device());
+  auto out = torch::empty({B, n}, xyz.options().dtype(torch::kInt64));
+  if (B == 0) return out;
+  const auto range = torch::aminmax(lengths);
+  const int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
+  TORCH_CHECK(lo >= 1 && hi <= S, "lengths must lie in [1, ", S, "] (real points per row, padding after them), got [",
+              lo, ", ", hi, "]");
+  const torch::Tensor xyz_c = xyz.contiguous(), len_c = lengths.contiguous();
+  const int device = xyz.device().index();
+  torch::Tensor scratch;
+  try {
+    if (!cuda::fps_fits_shared(S, device)) scratch = torch::empty({B, S}, xyz.options());
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+    pybind11::gil_scoped_release no_gil;
+    cuda::fps_device(xyz_c.data_ptr<float>(), len_c.data_ptr<int64_t>(), B, S, n, out.data_ptr<int64_t>(),
+                     scratch.defined() ? scratch.data_ptr<float>() : nullptr, device, static_cast<void*>(stream));
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK(false, e.what());
+  } catch (const std::runtime_error& e) {
+    TORCH_CHECK(false, "bqnet_model._C_cuda: ", e.what());
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace bqnet_fps
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   namespace py = pybind11;
-  m.doc() = "bqnet_model CUDA kernels (csrc/cuda/): the GPU oversegmentation";
+  m.doc() = "bqnet_model CUDA kernels (csrc/cuda/): the GPU oversegmentation and farthest point sampling";
   m.def("oversegment", &bqnet_sp::oversegment_cuda,
         "Superpoints of a CUDA point cloud (the parallel port, Boruvka merges); returns (labels int64 (N,) CUDA, "
         "normals float32 (N, 3) CUDA, stats float64 (15,) CPU).",
@@ -75,4 +123,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("refine_iters"), py::arg("refine_plane_weight"), py::arg("refine_color_weight"),
         py::arg("merge_plane_rms"), py::arg("merge_plane_cos"), py::arg("merge_color"), py::arg("merge_max_size"),
         py::arg("merge") = "boruvka");
+  m.def("farthest_point_sample", &bqnet_fps::farthest_point_sample_cuda,
+        "Farthest point sampling by the pointnet2 kernel's rules (bqnet_model.model.query_sampling."
+        "farthest_point_sample's indices) in one launch; xyz float32 (B, S, 3) CUDA, lengths int64 (B,) real "
+        "points per row (padding after them), n seeds; returns int64 (B, n) on xyz's device.",
+        py::arg("xyz"), py::arg("lengths"), py::arg("n"));
 }
