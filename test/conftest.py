@@ -13,7 +13,8 @@ machine do not hear each other; discovery is kept on this host.
 
 Helpers: ``save_grid_room`` (imported by test_train.py and test_loaders.py) writes a synthetic room
 as a per-scene npz, as the data sets store scenes; ``load_tool`` imports a script of ``tools/``
-(they are programs, not a package) so a test can call its functions or its ``main``.
+(they are programs, not a package) so a test can call its functions or its ``main``;
+``nvcc_compile`` compile-checks one ``csrc/cuda`` file with setup.py's device flags (skips without nvcc).
 """
 
 from __future__ import annotations
@@ -29,6 +30,26 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+
+# setup.py's nvcc flags for the _C_cuda sources (IEEE float arithmetic on the device), sm_90 = H200.
+NVCC_FLAGS = ["-std=c++17", "-arch=sm_90", "--extended-lambda", "--expt-relaxed-constexpr", "-fmad=false",
+              "--prec-div=true", "--prec-sqrt=true"]
+
+
+def nvcc_compile(source: Path, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
+    """Compile ``source`` (a .cu of csrc/cuda) to ``out`` with ``NVCC_FLAGS`` plus ``extra``; skips the
+    test when no CUDA toolkit is found, since then the device file cannot be checked at all."""
+    import shutil
+    import subprocess
+
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    if nvcc is None:
+        pytest.skip(f"nvcc not found (no CUDA toolkit on this machine): {source.name} cannot be compile-checked")
+    root = Path(__file__).resolve().parents[1]
+    cmd = [nvcc, *NVCC_FLAGS, *extra, "-I", str(root / "csrc"), "-I", str(root / "csrc" / "cuda"), "-c", str(source),
+           "-o", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture

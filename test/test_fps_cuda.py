@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import subprocess
 import sys
 import types
@@ -19,24 +18,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import nvcc_compile
+
 from bqnet_model.model import query_sampling
 from bqnet_model.model.query_sampling import farthest_point_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-# setup.py's nvcc flags for the _C_cuda sources (test_superpoints_parallel.py checks the other device file).
-NVCC_FLAGS = ["-std=c++17", "-arch=sm_90", "--extended-lambda", "--expt-relaxed-constexpr", "-fmad=false",
-              "--prec-div=true", "--prec-sqrt=true"]
-
-
 def test_nvcc_compiles_the_fps_device_file(tmp_path):
     """fps_cuda.cu compiles for sm_90 (H200) with setup.py's flags, without spilling registers."""
-    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-    if nvcc is None:
-        pytest.skip("nvcc not found (no CUDA toolkit on this machine): fps_cuda.cu cannot be compile-checked")
     obj = tmp_path / "fps_cuda.o"
-    cmd = [nvcc, *NVCC_FLAGS, "-O3", "-Xptxas", "-v", "-I", str(ROOT / "csrc"), "-I", str(ROOT / "csrc" / "cuda"),
-           "-c", str(ROOT / "csrc" / "cuda" / "fps_cuda.cu"), "-o", str(obj)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = nvcc_compile(ROOT / "csrc" / "cuda" / "fps_cuda.cu", obj, "-O3", "-Xptxas", "-v")
     assert done.returncode == 0, done.stderr[-4000:]
     assert obj.stat().st_size > 0
     assert "fps_kernel" in done.stderr and " 0 bytes spill stores" in done.stderr, done.stderr[-2000:]

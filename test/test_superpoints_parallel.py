@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from conftest import nvcc_compile
 
 from bqnet_synth import minimal_room
 from bqnet_model.superpoints import SuperpointParams, oversegment_detailed
@@ -156,15 +157,10 @@ def test_port_touches_buffers_only_through_the_backend():
 
 def test_nvcc_compiles_the_device_file(tmp_path):
     """The CUDA translation unit compiles with the flags setup.py uses (device code for sm_90, H200)."""
-    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-    if nvcc is None:
-        pytest.skip("nvcc not found (no CUDA toolkit on this machine): the device file cannot be compile-checked")
-    cmd = [nvcc, "-std=c++17", "-O1", "-arch=sm_90", "--extended-lambda", "--expt-relaxed-constexpr", "-fmad=false",
-           "--prec-div=true", "--prec-sqrt=true", "-I", str(ROOT / "csrc"), "-c",
-           str(ROOT / "csrc" / "cuda" / "superpoints_cuda.cu"), "-o", str(tmp_path / "superpoints_cuda.o")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    obj = tmp_path / "superpoints_cuda.o"
+    done = nvcc_compile(ROOT / "csrc" / "cuda" / "superpoints_cuda.cu", obj, "-O1")
     assert done.returncode == 0, done.stderr[-4000:]
-    assert (tmp_path / "superpoints_cuda.o").stat().st_size > 0
+    assert obj.stat().st_size > 0
 
 
 def test_cuda_routing_picks_the_device_and_logs_a_missing_extension_once(monkeypatch, caplog):
