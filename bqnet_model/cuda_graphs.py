@@ -350,16 +350,13 @@ class EncoderGraphs:
 
     @staticmethod
     def _load(g: _EncoderGraph, ids: Tensor, att: Tensor, token_types: Tensor | None, pad_id: int) -> None:
-        """Copy this call's tokens into the static buffers, the rest padding (``padded_encoder_inputs``)."""
-        T, L = ids.shape
-        g.ids.fill_(pad_id)
-        g.att.zero_()
-        g.ids[:T, :L].copy_(ids)
-        g.att[:T, :L].copy_(att)
-        g.att[T:, 0] = 1
-        if g.token_types is not None and token_types is not None:
-            g.token_types.zero_()
-            g.token_types[:T, :L].copy_(token_types)
+        """Copy this call's tokens, padded by ``padded_encoder_inputs``, into the static buffers."""
+        Tb, Lb = g.ids.shape
+        p_ids, p_att, p_types = padded_encoder_inputs(ids, att, token_types, Tb, Lb, pad_id)
+        g.ids.copy_(p_ids)
+        g.att.copy_(p_att)
+        if g.token_types is not None:
+            g.token_types.copy_(p_types if p_types is not None else torch.zeros_like(g.token_types))
 
     def _capture(self, dev: torch.device, Tb: int, Lb: int, with_types: bool, id_dtype: torch.dtype) -> _EncoderGraph:
         if dev.type != "cuda":
