@@ -15,40 +15,35 @@ or on the top of its support for objects that stood on another (a box on a cabin
   of its own, whichever is smaller). Objects on a replaced support move with it, or are dropped
   when they no longer fit on it. The synthetic points are thinned to the bank's density, so real
   and generated parts of a room are sampled alike.
-* Labels: one instance id per object, its class; sentences come from ``real_scenes`` on the
-  composed cloud (checked on its boxes; objects kept from the generator keep their fronts).
-* Files: ``<scene>.npz`` and ``train_scanrefer.json`` / ``train_multi3drefer.json`` as
-  ``real_training`` writes them (``source`` 'composed'), so ``merge_real_into`` takes the folder.
+* Labels: one instance id per object, its class, its raw label as ``object_names`` (as a scan's),
+  so ``real_scenes`` builds the grammar's geometry and sentences on the composed cloud
+  (``composed_training`` writes the rooms as a training folder).
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from bqnet_model.data.classes import CLASS_ID, CLASSES
-from bqnet_model.data.scannet import ScanNetScene, save_scene_npz
-from bqnet_synth import expressions as ex
-from bqnet_synth.real_scenes import MIN_TARGET_POINTS, generate_real_expressions, named_as, real_scene_geometry
-from bqnet_synth.real_training import _FILES, DEFAULT_LEAVE_OUT, _number
+from bqnet_model.data.scannet import ScanNetScene
+from bqnet_synth.real_scenes import MIN_TARGET_POINTS, named_as
+from bqnet_synth.real_training import DEFAULT_LEAVE_OUT
 from bqnet_synth.relations import _STRUCTURE
-from bqnet_synth.rooms import generate_room
 from bqnet_synth.scene import SceneObject, SyntheticScene
 
 __all__ = ["ObjectBank", "build_object_bank", "bank_from_real_dir", "ComposeConfig", "Placement",
-           "ComposedRoom", "compose_room", "ComposedSummary", "write_composed_rooms", "format_summary"]
+           "ComposedRoom", "compose_room", "FLOOR_LEVEL"]
 
 _N_CLASSES = len(CLASSES)
 _DENSITY_CELL = 0.2  # metres: floor area = occupied cells of this size (sparse scans have holes)
-_FLOOR_LEVEL = ("floor", "under")  # mounts placed on the floor
+FLOOR_LEVEL = ("floor", "under")  # mounts placed on the floor
 _OCCUPYING = ("floor", "under", "in_wall")  # mounts whose footprint blocks the floor
-_SOURCE = "composed"
 
 
 def _floor_density(xyz: np.ndarray) -> float:
@@ -173,12 +168,15 @@ class ComposeConfig:
     """``max_overlap``: largest share of the smaller footprint two objects may share. ``yaw``:
     'aligned' (quarter turns, long side as the synthetic object's: scans are axis-aligned, so boxes
     stay tight) or 'random' (any angle). ``match_density``: thin the generated points to the bank's
-    floor density. ``p_replace``: chance each replaceable object is tried."""
+    floor density. ``p_replace``: chance each replaceable object is tried. ``fill_floor``: the
+    generator samples no floor under furniture, and a hole larger than the object in it would mark
+    every swap."""
 
     max_overlap: float = 0.2
     yaw: str = "aligned"
     match_density: bool = True
     p_replace: float = 1.0
+    fill_floor: bool = True  # sample floor where a replaced object hid it and its successor does not
     wall_margin: float = 0.03  # metres a footprint may pass the floor's edge (scan noise)
 
     def __post_init__(self) -> None:
@@ -300,6 +298,23 @@ def _fit_on(o: SceneObject, support: SceneObject, support_pts: np.ndarray | None
     return fit
 
 
+def _fill_floor(synth: SyntheticScene, holes: list[tuple[np.ndarray, np.ndarray]], factor: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Floor points (xyz, rgb) in each (old footprint, new footprint) pair's old one outside the new,
+    at the synthetic floor's density times ``factor``; heights and colours drawn from its points."""
+    floor = synth.semantic == CLASS_ID["floor"]
+    fxyz, frgb = np.asarray(synth.xyz, np.float64)[floor], np.asarray(synth.rgb, np.uint8)[floor]
+    density = _floor_density(fxyz) * factor
+    xyz, rgb = [np.zeros((0, 3))], [np.zeros((0, 3), np.uint8)]
+    for old, new in holes if len(fxyz) else ():
+        p = old[:2] + rng.random((int(rng.poisson(density * np.prod(old[2:] - old[:2]))), 2)) * (old[2:] - old[:2])
+        p = p[~((p >= new[:2]) & (p <= new[2:])).all(axis=1)]
+        pick = rng.integers(len(fxyz), size=len(p))
+        xyz.append(np.c_[p, fxyz[pick, 2]])
+        rgb.append(frgb[pick])
+    return np.concatenate(xyz), np.concatenate(rgb)
+
+
 def compose_room(synth: SyntheticScene, bank: ObjectBank, rng: np.random.Generator,
                  config: ComposeConfig | None = None, scene_id: str | None = None) -> ComposedRoom:
     """Furnish ``synth`` with bank instances (see the module docstring); deterministic in ``rng``."""
@@ -311,7 +326,7 @@ def compose_room(synth: SyntheticScene, bank: ObjectBank, rng: np.random.Generat
     placed: dict[int, tuple[Placement, np.ndarray]] = {}  # synthetic id -> (placement, room points)
     shift: dict[int, np.ndarray] = {}  # kept synthetic objects moved with their support
     dropped: list[int] = []
-    floor_objs = sorted((o for o in objs if o.mount in _FLOOR_LEVEL and o.name not in _STRUCTURE),
+    floor_objs = sorted((o for o in objs if o.mount in FLOOR_LEVEL and o.name not in _STRUCTURE),
                         key=lambda o: -float(np.prod(np.asarray(o.box_max[:2]) - np.asarray(o.box_min[:2]))))
 
     def candidate(o: SceneObject) -> tuple[int, float, np.ndarray] | None:
@@ -391,6 +406,14 @@ def compose_room(synth: SyntheticScene, bank: ObjectBank, rng: np.random.Generat
     parts_xyz, parts_rgb = [xyz], [np.asarray(synth.rgb, np.uint8)[keep]]
     parts_ins, parts_sem = [new_id[inst[keep]]], [np.asarray(synth.semantic, np.int64)[keep]]
     names = [o.name for o in keep_obj]
+    floor_ids = [o.instance_id for o in keep_obj if o.name == "floor"]
+    if cfg.fill_floor and floor_ids:
+        holes = [(_rect(by_id[i]), _footprint(pts)) for i, (_, pts) in placed.items() if by_id[i].mount in FLOOR_LEVEL]
+        fx, fc = _fill_floor(synth, holes, factor, rng)
+        parts_xyz.append(fx)
+        parts_rgb.append(fc)
+        parts_ins.append(np.full(len(fx), new_id[floor_ids[0]], np.int64))
+        parts_sem.append(np.full(len(fx), CLASS_ID["floor"], np.int64))
     placements = []
     for sid in sorted(placed):
         pl, pts = placed[sid]
@@ -407,91 +430,3 @@ def compose_room(synth: SyntheticScene, bank: ObjectBank, rng: np.random.Generat
                          np.concatenate(parts_sem), np.concatenate(parts_ins), np.asarray(names, str))
     kept = {int(new_id[o.instance_id]): o for o in keep_obj}
     return ComposedRoom(scene, placements, kept, sorted(dropped), factor)
-
-
-def composed_expressions(room: ComposedRoom, rng: np.random.Generator,
-                         config: ex.ExpressionConfig | None = None) -> list[ex.Expression]:
-    """The grammar's sentences checked on the composed cloud's boxes (kept objects keep their front)."""
-    sc = room.scene
-    geom = real_scene_geometry(sc.scene_id, sc.xyz, sc.rgb, sc.semantic, sc.instance, sc.object_names)
-    if geom is None:
-        return []
-    for obj, sid in zip(geom.scene.objects, geom.scan_ids.tolist()):
-        src = room.kept.get(int(sid))
-        if src is not None and src.front is not None:
-            obj.front = np.asarray(src.front, float).copy()
-    return generate_real_expressions(geom, rng, config)
-
-
-@dataclass
-class ComposedSummary:
-    """What ``write_composed_rooms`` wrote."""
-
-    out_dir: str
-    scene_ids: list[str]
-    n_points: list[int]
-    replaced: dict[str, int]  # class -> objects replaced by bank instances
-    kept: dict[str, int]  # class -> replaceable objects (class in the bank) that stayed synthetic
-    dropped: int
-    sentences: int  # GRES entries
-    res_sentences: int
-    files: list[str] = field(default_factory=list)
-
-
-def write_composed_rooms(bank: ObjectBank, out_dir: str | os.PathLike, n_rooms: int, seed: int = 0, *,
-                         first_index: int = 0, config: ComposeConfig | None = None,
-                         expr_config: ex.ExpressionConfig | None = None, progress: bool = False) -> ComposedSummary:
-    """Write rooms ``composed_<i>`` for i in [first_index, first_index + n_rooms): ``.npz`` per room
-    and ``train_*.json``. Room i depends only on (bank, seed, i), so folders can be built in parts
-    (then their entries joined: ann ids restart at 0 in each file, ids are per scene)."""
-    if isinstance(n_rooms, bool) or not isinstance(n_rooms, (int, np.integer)) or n_rooms < 1:
-        raise ValueError(f"n_rooms must be a positive integer, got {n_rooms!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    s = ComposedSummary(str(out), [], [], {}, {}, 0, 0, 0)
-    items: list[tuple[dict | None, dict]] = []
-    it: Any = range(int(first_index), int(first_index) + int(n_rooms))
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="composed rooms", unit="room")
-    bank_classes = set(bank.class_counts())
-    for i in it:
-        ss = np.random.SeedSequence([int(seed), 0xC0B0, int(i)])
-        room_seed = int(ss.generate_state(1)[0])
-        compose_rng, expr_rng = (np.random.default_rng(q) for q in ss.spawn(2))
-        sid = f"composed_{int(i):05d}"
-        room = compose_room(generate_room(room_seed, scene_id=sid), bank, compose_rng, config, sid)
-        save_scene_npz(out / f"{sid}.npz", room.scene)
-        s.scene_ids.append(sid)
-        s.n_points.append(len(room.scene.xyz))
-        for pl in room.placements:
-            s.replaced[pl.cls] = s.replaced.get(pl.cls, 0) + 1
-        for o in room.kept.values():
-            if o.name in bank_classes and o.mount in _FLOOR_LEVEL + ("on",):
-                s.kept[o.name] = s.kept.get(o.name, 0) + 1
-        s.dropped += len(room.dropped)
-        for e in composed_expressions(room, expr_rng, expr_config):
-            gres = dict(e.to_multi3drefer(sid, 0), source=_SOURCE)
-            res = dict(e.to_scanrefer(sid, 0), source=_SOURCE) if e.scanrefer_eval_type else None
-            items.append((res, gres))
-    res, gres = _number(items, 1)
-    s.sentences, s.res_sentences = len(gres), len(res)
-    for fmt, entries in (("res", res), ("gres", gres)):
-        p = out / _FILES[fmt].format(split="train")
-        p.write_text(json.dumps(entries, indent=1))
-        s.files.append(str(p))
-    return s
-
-
-def format_summary(s: ComposedSummary) -> str:
-    """The summary as text: rooms, points, objects replaced / kept per class, sentences."""
-    n = np.asarray(s.n_points)
-    rep = ", ".join(f"{c} {k}" for c, k in sorted(s.replaced.items(), key=lambda kv: -kv[1])) or "-"
-    kept = ", ".join(f"{c} {k}" for c, k in sorted(s.kept.items(), key=lambda kv: -kv[1])) or "-"
-    return (f"wrote {len(s.scene_ids)} composed rooms to {s.out_dir}: {int(n.mean())} points/room "
-            f"(min {int(n.min())}, max {int(n.max())})\n"
-            f"  replaced by real objects ({sum(s.replaced.values())}): {rep}\n"
-            f"  left synthetic though the bank has the class ({sum(s.kept.values())}): {kept}\n"
-            f"  dropped (no longer fit on a replaced support): {s.dropped}\n"
-            f"  sentences: {s.sentences} GRES / {s.res_sentences} RES entries")

@@ -1,4 +1,5 @@
-"""Synthetic rooms furnished with real objects (``bqnet_synth.composed_rooms``, ``tools/make_composed_rooms.py``).
+"""Synthetic rooms furnished with real objects (``bqnet_synth.composed_rooms``, ``composed_training``,
+``tools/make_composed_rooms.py``).
 
 Every test but the last runs on a fake bank (boxes of points labelled as a scan's objects) and on
 rooms made here (a hand-built room, or the generator's); the last builds a bank from one scan of
@@ -23,10 +24,8 @@ from bqnet_synth.composed_rooms import (
     bank_from_real_dir,
     build_object_bank,
     compose_room,
-    composed_expressions,
-    format_summary,
-    write_composed_rooms,
 )
+from bqnet_synth.composed_training import composed_expressions, format_summary, write_composed_rooms
 from bqnet_synth.real_training import DEFAULT_LEAVE_OUT, merge_real_into
 from bqnet_synth.scene import Room, SceneObject, SyntheticScene, Wall
 from conftest import load_tool
@@ -67,9 +66,9 @@ def _fake_bank(big_table: bool = False) -> ObjectBank:
     return build_object_bank(scans)
 
 
-def _room(box_on_table: bool = True) -> SyntheticScene:
+def _room(box_on_table: bool = True, holes: bool = False) -> SyntheticScene:
     """A 5 x 4 m room: floor, four walls, a table with a chair beside it, a box on the table, a
-    sofa against the wall y = 0 (front +y)."""
+    sofa against the wall y = 0 (front +y). ``holes``: no floor under the furniture (as generated)."""
     rng = np.random.default_rng(7)
     walls = [Wall(np.array(a, float), np.array(b, float), np.array(n, float)) for a, b, n in (
         ((0, 0), (5, 0), (0, 1)), ((5, 0), (5, 4), (-1, 0)), ((5, 4), (0, 4), (0, -1)), ((0, 4), (0, 0), (1, 0)))]
@@ -78,7 +77,7 @@ def _room(box_on_table: bool = True) -> SyntheticScene:
              ("wall", (5, 0, 0), (5.1, 4, 2.5), "structure", -1, -1, (-1, 0)),
              ("wall", (0, 4, 0), (5, 4.1, 2.5), "structure", -1, -1, (0, -1)),
              ("wall", (-0.1, 0, 0), (0, 4, 2.5), "structure", -1, -1, (1, 0)),
-             ("table", (2.0, 2.0, 0), (3.0, 2.6, 0.72), "floor", -1, -1, None),
+             ("table", (1.6, 1.8, 0), (3.0, 2.8, 0.72), "floor", -1, -1, None),
              ("chair", (3.2, 2.0, 0), (3.7, 2.5, 0.9), "floor", -1, -1, (-1, 0)),
              ("sofa", (1.0, 0.0, 0), (3.0, 0.9, 0.8), "floor", -1, 1, (0, 1))]
     if box_on_table:
@@ -90,6 +89,12 @@ def _room(box_on_table: bool = True) -> SyntheticScene:
         ins.append(np.full(n, i))
         objs.append(SceneObject(i, name, "", np.asarray(lo, float), np.asarray(hi, float),
                                 None if front is None else np.asarray(front, float), support, "", mount, wall))
+    if holes:
+        f = xyz[0][:, :2]
+        under = np.zeros(len(f), bool)
+        for o in objs[5:]:
+            under |= ((f >= o.box_min[:2]) & (f <= o.box_max[:2])).all(axis=1)
+        xyz[0], ins[0] = xyz[0][~under], ins[0][~under]
     inst = np.concatenate(ins).astype(np.int64)
     sem = np.asarray([CLASS_ID[o.name] for o in objs])[inst]
     rgb = rng.integers(0, 255, (len(inst), 3)).astype(np.uint8)
@@ -97,7 +102,7 @@ def _room(box_on_table: bool = True) -> SyntheticScene:
                           Room(5.0, 4.0, 2.5, "rect", None, walls), "office")
 
 
-_EXACT = ComposeConfig(match_density=False)
+_EXACT = ComposeConfig(match_density=False, fill_floor=False)
 
 
 def test_bank_never_holds_held_out_scans_and_is_relative():
@@ -165,7 +170,8 @@ def test_overlap_rule_keeps_the_synthetic_object():
         room = compose_room(synth, big, np.random.default_rng(seed), _EXACT)
         assert "table" not in {p.cls for p in room.placements}
         assert "table" in {o.name for o in room.kept.values()}
-    loose = compose_room(synth, big, np.random.default_rng(0), ComposeConfig(max_overlap=1.0, match_density=False))
+    loose = compose_room(synth, big, np.random.default_rng(0),
+                         ComposeConfig(max_overlap=1.0, match_density=False, fill_floor=False))
     assert "table" in {p.cls for p in loose.placements}
 
 
@@ -181,9 +187,28 @@ def test_an_object_on_a_replaced_support_moves_onto_it():
     assert (box[:, :2].min(0) >= lo - 1e-5).all() and (box[:, :2].max(0) <= hi + 1e-5).all()
 
 
+def test_floor_filled_where_a_smaller_object_stands():
+    bank, synth = _fake_bank(), _room(box_on_table=False, holes=True)
+    room = compose_room(synth, bank, np.random.default_rng(0), ComposeConfig(match_density=False))
+    sc = room.scene
+    table = next(p for p in room.placements if p.cls == "table")  # 1.4 x 1 m synthetic, 1 x 0.6 m real
+    new = sc.xyz[sc.instance == table.instance_id][:, :2]
+    lo, hi = new.min(0), new.max(0)
+    floor = sc.xyz[sc.semantic == CLASS_ID["floor"]][:, :2]
+    old = synth.objects[table.synthetic_id]
+    in_old = ((floor >= old.box_min[:2]) & (floor <= old.box_max[:2])).all(axis=1)
+    in_new = ((floor >= lo) & (floor <= hi)).all(axis=1)
+    uncovered = float(np.prod(old.box_max[:2] - old.box_min[:2]) - np.prod(np.minimum(hi, old.box_max[:2])
+                                                                           - np.maximum(lo, old.box_min[:2])))
+    density = (synth.semantic == CLASS_ID["floor"]).sum() / (20.0 - 1.4 - 0.25 - 1.8)
+    assert uncovered > 0.3 and not in_new.any()
+    assert abs((in_old & ~in_new).sum() - density * uncovered) < 0.35 * density * uncovered
+    assert (sc.instance[sc.semantic == CLASS_ID["floor"]] == 0).all()
+
+
 def test_density_matching_and_sentences():
     bank, synth = _fake_bank(), _room()
-    room = compose_room(synth, bank, np.random.default_rng(0))
+    room = compose_room(synth, bank, np.random.default_rng(0), ComposeConfig(fill_floor=False))
     assert 0 < room.thinning < 1  # the synthetic floor is denser than the fake scan's
     floor = room.scene.semantic == CLASS_ID["floor"]
     assert abs(floor.sum() - 4000 * room.thinning) < 200
@@ -209,6 +234,8 @@ def test_written_rooms_are_deterministic_and_load(tmp_path):
     assert part.scene_ids == ["composed_00001"]
     assert (tmp_path / "d" / "composed_00001.npz").read_bytes() == (tmp_path / "a" / "composed_00001.npz").read_bytes()
     assert s.scene_ids == ["composed_00000", "composed_00001"] and sum(s.replaced.values()) > 0
+    n_targets = sum(len(e["object_ids"]) for e in json.loads((tmp_path / "a" / "train_multi3drefer.json").read_text()))
+    assert s.real_targets > 0 and s.real_targets + s.synthetic_targets == n_targets
     text = format_summary(s)
     assert "2 composed rooms" in text and "sentences:" in text
     out = tmp_path / "a"

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Synthetic rooms furnished with real objects cut out of the training scans (``bqnet_synth.composed_rooms``).
+"""Synthetic rooms furnished with real objects cut out of the training scans (``bqnet_synth.composed_rooms``,
+``bqnet_synth.composed_training``).
 
     python tools/make_composed_rooms.py --real-dir ../shared/real --out /path/outside/the/repo --rooms N \
         [--seed S] [--first-index K] [--yaw aligned|random] [--save-bank FILE] [--merge-into SYNTH_DIR]
@@ -22,13 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bqnet_synth.composed_rooms import (  # noqa: E402
-    ComposeConfig,
-    ObjectBank,
-    bank_from_real_dir,
-    format_summary,
-    write_composed_rooms,
-)
+from bqnet_synth.composed_rooms import ComposeConfig, ObjectBank, bank_from_real_dir  # noqa: E402
+from bqnet_synth.composed_training import format_summary, write_composed_rooms  # noqa: E402
 from bqnet_synth.real_training import DEFAULT_LEAVE_OUT, merge_real_into  # noqa: E402
 
 
