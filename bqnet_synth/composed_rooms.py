@@ -354,8 +354,11 @@ def compose_room(synth: SyntheticScene, bank: ObjectBank, rng: np.random.Generat
 
     on_objs = [o for o in objs if o.mount == "on" and o.support in by_id]
     on_ids = {o.instance_id for o in on_objs}
-    tops: dict[int, list[np.ndarray]] = collections.defaultdict(list)  # support -> footprints on it
+    tops: dict[int, dict[int, np.ndarray]] = collections.defaultdict(dict)  # support -> {object: footprint}
+    for o in on_objs:  # as generated: valid while their support stays
+        tops[o.support][o.instance_id] = _rect(o)
     decided: set[int] = set()
+    settled: set[int] = set()  # footprints already in their final place
     for _ in range(3):  # supports first: an object on an object on a table is decided after both
         for o in on_objs:
             s = o.support
@@ -369,13 +372,15 @@ def compose_room(synth: SyntheticScene, bank: ObjectBank, rng: np.random.Generat
             cand = candidate(o)
             if cand is None and not moved:
                 continue  # stays where the generator put it
-            fit = _fit_on(o, by_id[s], placed.get(s, (None, None))[1], shift.get(s), tops[s], cfg.max_overlap)
+            taken = [r for i, r in tops[s].items() if i != o.instance_id and (not moved or i in settled)]
+            fit = _fit_on(o, by_id[s], placed.get(s, (None, None))[1], shift.get(s), taken, cfg.max_overlap)
             if cand is not None:
                 k, yaw, pts = cand
                 got = fit(_footprint(pts))
                 if got is not None:
                     (rect, top), fp = got, _footprint(pts)
-                    tops[s].append(rect)
+                    tops[s][o.instance_id] = rect
+                    settled.add(o.instance_id)
                     t = np.r_[rect[:2] - fp[:2], top]
                     placed[o.instance_id] = (Placement(o.instance_id, k, o.name, yaw, t), pts + t)
                     continue
@@ -386,7 +391,8 @@ def compose_room(synth: SyntheticScene, bank: ObjectBank, rng: np.random.Generat
                 dropped.append(o.instance_id)
                 continue
             rect, top = got
-            tops[s].append(rect)
+            tops[s][o.instance_id] = rect
+            settled.add(o.instance_id)
             shift[o.instance_id] = np.r_[rect[:2] - _rect(o)[:2], top - float(o.box_min[2])]
     # objects still undecided (supports deeper than three levels) keep their generated place
 

@@ -66,7 +66,7 @@ def _fake_bank(big_table: bool = False) -> ObjectBank:
     return build_object_bank(scans)
 
 
-def _room(box_on_table: bool = True, holes: bool = False) -> SyntheticScene:
+def _room(box_on_table: bool = True, holes: bool = False, monitor: bool = False) -> SyntheticScene:
     """A 5 x 4 m room: floor, four walls, a table with a chair beside it, a box on the table, a
     sofa against the wall y = 0 (front +y). ``holes``: no floor under the furniture (as generated)."""
     rng = np.random.default_rng(7)
@@ -82,6 +82,8 @@ def _room(box_on_table: bool = True, holes: bool = False) -> SyntheticScene:
              ("sofa", (1.0, 0.0, 0), (3.0, 0.9, 0.8), "floor", -1, 1, (0, 1))]
     if box_on_table:
         boxes.append(("box", (2.1, 2.1, 0.72), (2.4, 2.4, 0.95), "on", 5, -1, None))
+    if monitor:
+        boxes.append(("monitor", (2.5, 2.2, 0.72), (2.95, 2.6, 1.1), "on", 5, -1, None))
     xyz, ins, objs = [], [], []
     for i, (name, lo, hi, mount, support, wall, front) in enumerate(boxes):
         n = 4000 if name in ("floor", "wall") else 600
@@ -185,6 +187,18 @@ def test_an_object_on_a_replaced_support_moves_onto_it():
     assert abs(box[:, 2].min() - np.percentile(tab[:, 2], 95)) < 0.05  # stands on the real table's top
     lo, hi = tab[:, :2].min(0), tab[:, :2].max(0)
     assert (box[:, :2].min(0) >= lo - 1e-5).all() and (box[:, :2].max(0) <= hi + 1e-5).all()
+
+
+def test_objects_on_a_kept_support_do_not_overlap():
+    synth = _room(box_on_table=True, monitor=True)
+    for side, placed in ((0.9, False), (0.2, True)):  # a 0.9 m box would cover half of the monitor beside it
+        bank = build_object_bank([_fake_scan("scene0093_00", [("box", "box", (1, 1, 0), (1 + side, 1 + side, 0.3))])])
+        room = compose_room(synth, bank, np.random.default_rng(0), _EXACT)
+        assert ("box" in {p.cls for p in room.placements}) == placed
+        if placed:
+            p = room.placements[0]
+            pts = room.scene.xyz[room.scene.instance == p.instance_id]
+            assert abs(pts[:, 2].min() - 0.72) < 1e-5  # on the table top the scene gives
 
 
 def test_floor_filled_where_a_smaller_object_stands():
