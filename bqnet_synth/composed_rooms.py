@@ -26,7 +26,7 @@ import collections
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -267,7 +267,7 @@ def _inside(rect: np.ndarray, synth: SyntheticScene, margin: float) -> bool:
 
 
 def _fit_on(o: SceneObject, support: SceneObject, support_pts: np.ndarray | None, support_shift: np.ndarray | None,
-            taken: list[np.ndarray], max_overlap: float):
+            taken: list[np.ndarray], max_overlap: float) -> Callable[[np.ndarray], tuple[np.ndarray, float] | None]:
     """A function: footprint (x0, y0, x1, y1) of something to put where ``o`` stood -> (its new
     footprint, the height it stands at) on ``support`` as placed (real points ``support_pts``, or
     the synthetic support moved by ``support_shift``), None when it does not fit there."""
@@ -290,7 +290,8 @@ def _fit_on(o: SceneObject, support: SceneObject, support_pts: np.ndarray | None
             return None
         if support_pts is None:
             return rect, float(o.box_min[2] + d[2])
-        under = support_pts[(np.abs(support_pts[:, 0] - c[0]) <= half[0]) & (np.abs(support_pts[:, 1] - c[1]) <= half[1])]
+        near = np.abs(support_pts[:, :2] - c) <= half
+        under = support_pts[near.all(axis=1)]
         if len(under) < 5:
             return None
         return rect, float(np.percentile(under[:, 2], 95))
