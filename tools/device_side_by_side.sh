@@ -10,6 +10,9 @@
 #   REAL_<name>         a packed real-scan training folder (tools/make_real_training.py --repeat K, then tar -cJf)
 #                       merged into that run's rooms (bqnet_synth.real_training.merge_real_into, on links to the
 #                       synthetic scenes); runs without one train on the synthetic rooms alone
+#   COMPOSED_<name>=bank.npz  also merge COMPOSED_ROOMS (default 300) composed rooms into that run's rooms: synthetic
+#                       layouts furnished with the bank's real objects (tools/make_composed_rooms.py --save-bank),
+#                       composed here in parallel parts, after the real scans
 # Writes OUT/<name>.pth and OUT/logs.tar.gz (each run's metrics.jsonl, train.log, device.log; tools/device_train.sh
 # with NOEVAL=1: evaluate on a CPU machine).
 set -uo pipefail
@@ -32,11 +35,32 @@ with_real() {  # packed-folder -> a data folder holding the synthetic rooms and 
   fi
   echo "$dst"
 }
+with_composed() {  # data-folder bank -> a data folder holding that folder's rooms and the composed ones
+  local dst="$1_comp_$(basename "$2" .npz)" rooms=${COMPOSED_ROOMS:-300} parts k
+  if [ ! -f "$dst/.composed" ]; then
+    rm -rf "$dst" "/tmp/comp_$(basename "$2" .npz)" && mkdir -p "$dst" "/tmp/comp_$(basename "$2" .npz)" || return 1
+    ln -s "$1"/*.npz "$dst"/ && cp "$1"/*.json "$dst"/ || return 1
+    parts=$(nproc); parts=$(( parts > rooms ? rooms : parts ))
+    for k in $(seq 0 $(( parts - 1 ))); do  # room i depends on (bank, seed, i) only: parts equal one run
+      OMP_NUM_THREADS=1 python3 tools/make_composed_rooms.py --bank "$2" --out "/tmp/comp_$(basename "$2" .npz)/p$k" \
+        --rooms $(( (rooms * (k + 1)) / parts - (rooms * k) / parts )) --first-index $(( (rooms * k) / parts )) \
+        > "/tmp/comp_$(basename "$2" .npz)/p$k.log" 2>&1 &
+    done
+    wait
+    for k in $(seq 0 $(( parts - 1 ))); do  # one after another: the merges write the same JSON files
+      python3 -c "import sys; from bqnet_synth.real_training import merge_real_into as m; print(m(sys.argv[1], sys.argv[2]))" \
+        "/tmp/comp_$(basename "$2" .npz)/p$k" "$dst" >&2 || return 1
+    done
+    touch "$dst/.composed"
+  fi
+  echo "$dst"
+}
 runs=(${RUNS:-A B})
 declare -A data
 for name in "${runs[@]}"; do  # every data folder first, so that the runs start together
-  real_var="REAL_$name"; data[$name]=/tmp/synth
+  real_var="REAL_$name"; comp_var="COMPOSED_$name"; data[$name]=/tmp/synth
   if [ -n "${!real_var:-}" ]; then data[$name]=$(with_real "${!real_var}") || exit 1; fi
+  if [ -n "${!comp_var:-}" ]; then data[$name]=$(with_composed "${data[$name]}" "${!comp_var}") || exit 1; fi
 done
 workers=$(( $(nproc) / ${#runs[@]} - 2 )); workers=$(( workers < 2 ? 2 : workers ))
 left="until:$(( ${SECS#until:} - ($(date +%s) - t_script) ))"
