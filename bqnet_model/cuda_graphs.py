@@ -81,19 +81,15 @@ class _Graph:
     loaded: "weakref.ReferenceType[SceneFeatures] | None" = None
 
 
-class DecoderGraphs:
-    """Captures and replays ``fn`` per key; see the module docstring.
+class _GraphCache:
+    """What both graph caches share: graphs per key (least recently used beyond ``max_graphs``
+    dropped, each holds its own memory pool), the keys whose capture failed (eager from then on),
+    and the counters."""
 
-    ``autocast`` returns the autocast context to capture under (its cache must be off: cached
-    casts would be freed behind the graph's back). ``max_graphs``: least recently used graphs
-    beyond this are dropped (each holds its own memory pool).
-    """
-
-    def __init__(self, autocast: Callable[[], AbstractContextManager], max_graphs: int = 8, warmup: int = 2) -> None:
-        self.autocast = autocast
+    def __init__(self, max_graphs: int, warmup: int) -> None:
         self.max_graphs = max_graphs
         self.warmup = warmup
-        self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self._graphs: OrderedDict[tuple, Any] = OrderedDict()
         self._failed: dict[tuple, str] = {}
         self.stats = {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
 
@@ -105,6 +101,48 @@ class DecoderGraphs:
     def failures(self) -> dict[tuple, str]:
         """Keys whose capture failed, with the error (they run eagerly)."""
         return dict(self._failed)
+
+    def _graph_for(self, full_key: tuple, capture: Callable[[], Any], what: str, fallback: str) -> Any | None:
+        """The graph of ``full_key``, captured by ``capture`` on first use and made the most recent;
+        None when this key cannot be captured (counted as an eager run; the failure is warned about
+        once, as "CUDA graph capture{what} failed ...; {fallback}")."""
+        if full_key in self._failed:
+            self.stats["eager"] += 1
+            return None
+        g = self._graphs.get(full_key)
+        if g is None:
+            try:
+                g = capture()
+            except Exception as exc:  # any capture problem: this key runs eagerly from now on
+                self._failed[full_key] = f"{type(exc).__name__}: {exc}"
+                self.stats["failures"] += 1
+                self.stats["eager"] += 1
+                log.warning("CUDA graph capture%s failed for %s (%s: %s); %s", what, full_key, type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "", fallback)
+                try:
+                    torch.cuda.synchronize()
+                except Exception:  # pragma: no cover - a broken context is reported by the eager run
+                    pass
+                return None
+            self._graphs[full_key] = g
+            self.stats["captures"] += 1
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(full_key)
+        return g
+
+
+class DecoderGraphs(_GraphCache):
+    """Captures and replays ``fn`` per key; see the module docstring.
+
+    ``autocast`` returns the autocast context to capture under (its cache must be off: cached
+    casts would be freed behind the graph's back). ``max_graphs``: least recently used graphs
+    beyond this are dropped (each holds its own memory pool).
+    """
+
+    def __init__(self, autocast: Callable[[], AbstractContextManager], max_graphs: int = 8, warmup: int = 2) -> None:
+        super().__init__(max_graphs, warmup)
+        self.autocast = autocast
 
     def run(self, key: tuple, fn: SummaryFn, scene: SceneFeatures, word_feats: Tensor,
             word_mask: Tensor) -> tuple[Tensor, int] | None:
@@ -121,29 +159,10 @@ class DecoderGraphs:
         Sb = token_bucket(S, SUPERPOINT_BUCKET)
         C_img = None if scene.image_feats is None else int(scene.image_feats.shape[-1])
         full_key = (B, Sb, C_in, C_img, tuple(scene.seed_idx.shape), T, Lb, C) + tuple(key)
-        if full_key in self._failed:
-            self.stats["eager"] += 1
-            return None
-        g = self._graphs.get(full_key)
+        g = self._graph_for(full_key, lambda: self._capture(fn, scene, Sb, T, Lb, word_feats), "",
+                            "running the decoder eagerly")
         if g is None:
-            try:
-                g = self._capture(fn, scene, Sb, T, Lb, word_feats)
-            except Exception as exc:  # any capture problem: this key runs eagerly from now on
-                self._failed[full_key] = f"{type(exc).__name__}: {exc}"
-                self.stats["failures"] += 1
-                self.stats["eager"] += 1
-                log.warning("CUDA graph capture failed for %s (%s: %s); running the decoder eagerly",
-                            full_key, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                try:
-                    torch.cuda.synchronize()
-                except Exception:  # pragma: no cover - a broken context is reported by the eager run
-                    pass
-                return None
-            self._graphs[full_key] = g
-            self.stats["captures"] += 1
-            while len(self._graphs) > self.max_graphs:
-                self._graphs.popitem(last=False)
-        self._graphs.move_to_end(full_key)
+            return None
         self._load(g, scene, word_feats, word_mask)
         g.graph.replay()
         self.stats["replays"] += 1
@@ -273,7 +292,7 @@ class _EncoderGraph:
     out: Tensor  # (Tb, Lb, C) static output
 
 
-class EncoderGraphs:
+class EncoderGraphs(_GraphCache):
     """Captures and replays a frozen encoder's forward per key; see the module docstring.
 
     ``model``: the Hugging Face model (frozen, eval mode); ``pad_id``: its tokenizer's pad id;
@@ -284,26 +303,16 @@ class EncoderGraphs:
 
     def __init__(self, model: Any, pad_id: int, autocast: Callable[[], AbstractContextManager], max_tokens: int = 0,
                  max_graphs: int = 8, warmup: int = 2) -> None:
+        super().__init__(max_graphs, warmup)
         self.model = model
         self.pad_id = int(pad_id)
         self.autocast = autocast
         self.max_tokens = int(max_tokens)
-        self.max_graphs = max_graphs
-        self.warmup = warmup
-        self._graphs: OrderedDict[tuple, _EncoderGraph] = OrderedDict()
-        self._failed: dict[tuple, str] = {}
         self._lock = threading.Lock()
-        self.stats = {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
 
     def clear(self) -> None:
         with self._lock:
-            self._graphs.clear()
-            self._failed.clear()
-
-    @property
-    def failures(self) -> dict[tuple, str]:
-        """Keys whose capture failed, with the error (they run eagerly)."""
-        return dict(self._failed)
+            super().clear()
 
     def buckets(self, T: int, L: int) -> tuple[int, int]:
         """(sentence bucket, token bucket) of a call of T sentences of at most L tokens."""
@@ -320,29 +329,10 @@ class EncoderGraphs:
         Tb, Lb = self.buckets(T, L)
         full_key = (Tb, Lb, token_types is not None) + tuple(key)
         with self._lock, torch.inference_mode():
-            if full_key in self._failed:
-                self.stats["eager"] += 1
-                return None
-            g = self._graphs.get(full_key)
+            g = self._graph_for(full_key, lambda: self._capture(ids.device, Tb, Lb, token_types is not None, ids.dtype),
+                                " of the text encoder", "encoding eagerly")
             if g is None:
-                try:
-                    g = self._capture(ids.device, Tb, Lb, token_types is not None, ids.dtype)
-                except Exception as exc:  # any capture problem: this key runs eagerly from now on
-                    self._failed[full_key] = f"{type(exc).__name__}: {exc}"
-                    self.stats["failures"] += 1
-                    self.stats["eager"] += 1
-                    log.warning("CUDA graph capture of the text encoder failed for %s (%s: %s); encoding eagerly",
-                                full_key, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                    try:
-                        torch.cuda.synchronize()
-                    except Exception:  # pragma: no cover - a broken context is reported by the eager run
-                        pass
-                    return None
-                self._graphs[full_key] = g
-                self.stats["captures"] += 1
-                while len(self._graphs) > self.max_graphs:
-                    self._graphs.popitem(last=False)
-            self._graphs.move_to_end(full_key)
+                return None
             self._load(g, ids, att, token_types, self.pad_id)
             g.graph.replay()
             self.stats["replays"] += 1
