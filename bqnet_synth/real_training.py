@@ -49,6 +49,8 @@ __all__ = [
     "build_real_training",
     "merge_real_into",
     "format_summary",
+    "inside_repository",
+    "merge_for_cli",
 ]
 
 DEFAULT_LEAVE_OUT: tuple[str, ...] = ("scene0002_00", "scene0002_01", "scene0005_00")
@@ -273,3 +275,28 @@ def format_summary(s: RealTrainingSummary) -> str:
     if s.skipped:
         lines.append(f"skipped {s.skipped} real sentences whose target has no points in the 50k subset")
     return "\n".join(lines)
+
+
+def inside_repository(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies inside this checkout: the real-data tools refuse to write there, since
+    ScanNet's terms forbid redistributing what they write."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        Path(path).resolve().relative_to(repo)
+    except ValueError:
+        return False
+    return True
+
+
+def merge_for_cli(src: str | os.PathLike, dst: str | os.PathLike) -> int:
+    """``merge_real_into(src, dst)`` for the tools' ``--merge-into``: prints the merged counts, or the
+    error on stderr; returns the exit status (0, or 2 on a missing folder or a bad file)."""
+    import sys
+
+    try:
+        counts = merge_real_into(src, dst)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"merged into {dst}: " + json.dumps(counts))
+    return 0

@@ -17,7 +17,6 @@ the rooms and the bank outside the repository.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,16 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bqnet_synth.composed_rooms import ComposeConfig, ObjectBank, bank_from_real_dir  # noqa: E402
 from bqnet_synth.composed_training import format_summary, write_composed_rooms  # noqa: E402
-from bqnet_synth.real_training import DEFAULT_LEAVE_OUT, merge_real_into  # noqa: E402
-
-
-def _inside_repo(path: Path) -> bool:
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        path.resolve().relative_to(repo)
-    except ValueError:
-        return False
-    return True
+from bqnet_synth.real_training import DEFAULT_LEAVE_OUT, inside_repository, merge_for_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rooms < 1 or args.first_index < 0:
         ap.error("--rooms must be >= 1 and --first-index >= 0")
-    if any(_inside_repo(p) for p in (args.out, args.save_bank, args.merge_into) if p is not None):
+    if any(inside_repository(p) for p in (args.out, args.save_bank, args.merge_into) if p is not None):
         ap.error("ScanNet data must not enter the repository: write --out / --save-bank / --merge-into outside it")
     try:
         cfg = ComposeConfig(max_overlap=args.max_overlap, yaw=args.yaw)
@@ -76,14 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(s))
-    if args.merge_into is not None:
-        try:
-            counts = merge_real_into(args.out, args.merge_into)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"merged into {args.merge_into}: " + json.dumps(counts))
-    return 0
+    return 0 if args.merge_into is None else merge_for_cli(args.out, args.merge_into)
 
 
 if __name__ == "__main__":

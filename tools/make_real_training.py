@@ -15,7 +15,6 @@ held-out sentences). ScanNet's terms forbid redistribution: write outside the re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,17 +24,9 @@ from bqnet_synth.real_training import (  # noqa: E402
     DEFAULT_LEAVE_OUT,
     build_real_training,
     format_summary,
-    merge_real_into,
+    inside_repository,
+    merge_for_cli,
 )
-
-
-def _inside_repo(path: Path) -> bool:
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        path.resolve().relative_to(repo)
-    except ValueError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
     targets = [p for p in (args.out, args.merge_into) if p is not None]
-    if any(_inside_repo(p) for p in targets):
+    if any(inside_repository(p) for p in targets):
         ap.error("ScanNet data must not enter the repository: write --out / --merge-into outside it")
     try:
         s = build_real_training(args.real_dir, args.out, leave_out=args.leave_out, repeat=args.repeat,
@@ -64,14 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(s))
-    if args.merge_into is not None:
-        try:
-            counts = merge_real_into(args.out, args.merge_into)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"merged into {args.merge_into}: " + json.dumps(counts))
-    return 0
+    return 0 if args.merge_into is None else merge_for_cli(args.out, args.merge_into)
 
 
 if __name__ == "__main__":
