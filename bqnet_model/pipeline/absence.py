@@ -37,7 +37,7 @@ from bqnet_model.text.named_objects import OTHER_CLASS, NamedObjects, named_obje
 
 from .results import Result, SceneCache
 
-__all__ = ["superpoint_classes", "semantic_maps", "class_points", "class_presence",
+__all__ = ["semantic_maps", "class_points", "class_presence",
            "answer_share", "answer_probability", "parse_named", "presence_refusal", "refusal", "apply_checks",
            "PRESENCE_TOP_POINTS"]
 
@@ -48,11 +48,6 @@ __all__ = ["superpoint_classes", "semantic_maps", "class_points", "class_presenc
 PRESENCE_TOP_POINTS = 200
 
 _parse_lock = threading.Lock()  # spaCy pipelines are not safe to call from several threads at once
-
-
-def superpoint_classes(model: Any, scene: Any) -> np.ndarray | None:
-    """The semantic head's class per superpoint (S,) int64, or None for a model without the head."""
-    return semantic_maps(model, scene)[0]
 
 
 def semantic_maps(model: Any, scene: Any) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -133,7 +133,7 @@ class SceneCache:
     n_nonfinite: int = 0
     n_duplicates: int = 0
     n_downsampled: int = 0
-    # The semantic head's class per superpoint (int64 (S,), ``absence.superpoint_classes``); None
+    # The semantic head's class per superpoint (int64 (S,), ``absence.semantic_maps``); None
     # for a model without the head.
     sp_class: np.ndarray | None = None
     # Its softmax per superpoint (float32 (S, classes), ``absence.semantic_maps``): the
