@@ -23,6 +23,10 @@ mkdir -p "$OUT"
 source tools/device_setup.sh || exit 1
 [ -f /tmp/synth/val_scanrefer.json ] || tools/make_synthetic.sh /tmp/synth 1200 30 "$(nproc)" || exit 1
 echo "[side-by-side] rooms ready after $(( $(date +%s) - t_script )) s"
+merge_into() {  # src dst: append a training folder's rooms and sentences to a data folder (counts on stderr)
+  python3 -c "import sys; from bqnet_synth.real_training import merge_real_into as m; print(m(sys.argv[1], sys.argv[2]))" \
+    "$1" "$2" >&2
+}
 with_real() {  # packed-folder -> a data folder holding the synthetic rooms and the real scans
   local dst=/tmp/synth_real_$(basename "$1" .tar.xz)
   if [ ! -f "$dst/train_multi3drefer.json" ]; then
@@ -30,26 +34,25 @@ with_real() {  # packed-folder -> a data folder holding the synthetic rooms and 
     tar -xJf "$1" -C "/tmp/unpacked_$(basename "$1")" || return 1
     local src; src=$(dirname "$(find "/tmp/unpacked_$(basename "$1")" -name train_multi3drefer.json | head -1)")
     mkdir -p "$dst" && ln -s /tmp/synth/*.npz "$dst"/ && cp /tmp/synth/*.json "$dst"/ || return 1
-    python3 -c "import sys; from bqnet_synth.real_training import merge_real_into as m; print(m(sys.argv[1], sys.argv[2]))" \
-      "$src" "$dst" >&2 || return 1
+    merge_into "$src" "$dst" || return 1
   fi
   echo "$dst"
 }
 with_composed() {  # data-folder bank -> a data folder holding that folder's rooms and the composed ones
-  local dst="$1_comp_$(basename "$2" .npz)" rooms=${COMPOSED_ROOMS:-300} parts k
+  local bank; bank=$(basename "$2" .npz)
+  local dst="$1_comp_$bank" parts_dir="/tmp/comp_$bank" rooms=${COMPOSED_ROOMS:-300} parts k
   if [ ! -f "$dst/.composed" ]; then
-    rm -rf "$dst" "/tmp/comp_$(basename "$2" .npz)" && mkdir -p "$dst" "/tmp/comp_$(basename "$2" .npz)" || return 1
+    rm -rf "$dst" "$parts_dir" && mkdir -p "$dst" "$parts_dir" || return 1
     ln -s "$1"/*.npz "$dst"/ && cp "$1"/*.json "$dst"/ || return 1
     parts=$(nproc); parts=$(( parts > rooms ? rooms : parts ))
     for k in $(seq 0 $(( parts - 1 ))); do  # room i depends on (bank, seed, i) only: parts equal one run
-      OMP_NUM_THREADS=1 python3 tools/make_composed_rooms.py --bank "$2" --out "/tmp/comp_$(basename "$2" .npz)/p$k" \
+      OMP_NUM_THREADS=1 python3 tools/make_composed_rooms.py --bank "$2" --out "$parts_dir/p$k" \
         --rooms $(( (rooms * (k + 1)) / parts - (rooms * k) / parts )) --first-index $(( (rooms * k) / parts )) \
-        > "/tmp/comp_$(basename "$2" .npz)/p$k.log" 2>&1 &
+        > "$parts_dir/p$k.log" 2>&1 &
     done
     wait
     for k in $(seq 0 $(( parts - 1 ))); do  # one after another: the merges write the same JSON files
-      python3 -c "import sys; from bqnet_synth.real_training import merge_real_into as m; print(m(sys.argv[1], sys.argv[2]))" \
-        "/tmp/comp_$(basename "$2" .npz)/p$k" "$dst" >&2 || return 1
+      merge_into "$parts_dir/p$k" "$dst" || return 1
     done
     touch "$dst/.composed"
   fi
