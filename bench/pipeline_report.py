@@ -39,6 +39,8 @@ def report_query(name: str, r: dict[str, Any], batch: int) -> str:
     st = r["stages_ms"]
     cells = " ".join(_fmt(st.get(k)) for k in QUERY_STAGES)
     mem = f" {r['peak_alloc_mib']:7.0f}" if "peak_alloc_mib" in r else ""
+    if "peak_alloc_mib_1" in r:  # the map plus one sentence, apart from the batched calls
+        mem += f" (1 sentence {r['peak_alloc_mib_1']:.0f}, x{batch} {r.get('peak_alloc_mib_batch', float('nan')):.0f})"
     g = r.get("graph", {})
     gtxt = f"  graph cap/replay/fail {g['captures']}/{g['replays']}/{g['failures']}" if g.get("captures") or g.get("failures") else ""
     tg = r.get("text_graph", {})

@@ -99,8 +99,10 @@ def test_the_inference_switch_reaches_fps_in_prepare(monkeypatch):
     monkeypatch.setattr(bqnet, "farthest_point_sample", recording)
     room = minimal_room(1500, seed=0)
     sp = np.unique(np.floor(room.xyz / 0.4).astype(np.int64), axis=0, return_inverse=True)[1].ravel()
-    for flag in (True, False):  # unknown_object "answer": no spaCy needed (the GPU machine has none)
-        seg = Segmenter.from_config(tiny_config(), device="cpu", seed=0, fps_cuda_kernel=flag, tta_rotations=2,
+    cfg = tiny_config()
+    cfg["model"].setdefault("text", {})["official_prep"] = False  # + unknown_object "answer": no spaCy (none on the GPU machine)
+    for flag in (True, False):
+        seg = Segmenter.from_config(cfg, device="cpu", seed=0, fps_cuda_kernel=flag, tta_rotations=2,
                                     unknown_object="answer")
         seg.prepare(room.xyz, room.rgb, superpoints=sp)
         assert seen == [flag, flag]
