@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Farthest point sampling: the CUDA kernel (``bqnet_model._C_cuda.farthest_point_sample``,
 csrc/cuda/fps_cuda.cu) against the torch loop (``farthest_point_sample``, what ``prepare`` runs while
-``inference.fps_cuda_kernel`` is off), on the GPU machine (tools/device_bench_ingest.sh runs it).
+``inference.fps_cuda_kernel`` is False), on the GPU machine (tools/device_bench_ingest.sh runs it).
 
     python bench/fps.py [--sizes 2000 17000 54000] [--n 256] [--rows 1] [--repeats 7] [--out FPS.json]
 

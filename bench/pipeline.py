@@ -72,7 +72,7 @@ from pipeline_report import git_commit, header_lines, machine, report_prepare, r
 
 INGEST_VARIANTS: list[tuple[str, dict[str, Any]]] = [("torch ingest", {})]
 NUMPY_TABLE = "torch ingest, numpy sp table"  # --numpy-table: the superpoint table on the host (measured first)
-FPS_KERNEL = "torch ingest, fps kernel"  # --fps-kernel: inference.fps_cuda_kernel on (CUDA only; measured last)
+FPS_LOOP = "torch ingest, torch FPS loop"  # --fps-loop: inference.fps_cuda_kernel off (CUDA only; measured first)
 DECODER_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [  # name, inference overrides, CUDA only
     ("eager fp32", {"amp": False, "cuda_graph": False}, False),
     ("eager fp16", {"amp": True, "amp_dtype": "float16", "cuda_graph": False}, True),
@@ -162,8 +162,8 @@ def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tupl
     cache = None
     caches = {}
     ingest = ([(NUMPY_TABLE, {})] if args.numpy_table and sp is None else []) + INGEST_VARIANTS
-    if args.fps_kernel and dev.type == "cuda":  # last: the fastest path then serves the queries
-        ingest = ingest + [(FPS_KERNEL, {"fps_cuda_kernel": True})]
+    if args.fps_loop and dev.type == "cuda":  # first: the default (the kernel) then serves the queries
+        ingest = [(FPS_LOOP, {"fps_cuda_kernel": False})] + ingest
     for name, kw in ingest:
         r = guarded(f"prepare / {name}", lambda: with_variant(
             base, kw, lambda s: bench_prepare(s, room, sp, args, numpy_table=name == NUMPY_TABLE)))
@@ -292,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--numpy-table", action="store_true",
                     help="also prepare with the superpoint table built by numpy on the host (the labels copied "
                          "back) before the default path, which builds it on the GPU when the GPU port made the labels")
-    ap.add_argument("--fps-kernel", action="store_true",
-                    help="also prepare with the CUDA FPS kernel (inference.fps_cuda_kernel), after the default path; "
-                         "CUDA only")
+    ap.add_argument("--fps-loop", action="store_true",
+                    help="also prepare with the torch FPS loop (inference.fps_cuda_kernel false) before the default "
+                         "path, which runs the CUDA FPS kernel; CUDA only")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if min(args.repeats, args.prepare_repeats, args.batch) < 1 or min(args.warmup, args.prepare_warmup) < 0:

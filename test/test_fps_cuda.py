@@ -81,15 +81,15 @@ def test_a_missing_or_old_extension_falls_back_to_the_torch_loop_with_one_warnin
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_the_inference_switch_reaches_fps_in_prepare(monkeypatch):
-    """``inference.fps_cuda_kernel`` (off by default) is what prepare's FPS calls get, TTA views included."""
+    """``inference.fps_cuda_kernel`` (on by default) is what prepare's FPS calls get, TTA views included."""
     from bqnet_synth import minimal_room
     from bqnet_model.model import bqnet
     from bqnet_model.model.config import InferenceConfig, load_config
     from bqnet_model.pipeline import Segmenter
     from tiny_model import tiny_config
 
-    assert InferenceConfig().fps_cuda_kernel is False
-    assert load_config({"inference": {"fps_cuda_kernel": True}}).inference.fps_cuda_kernel is True
+    assert InferenceConfig().fps_cuda_kernel is True
+    assert load_config({"inference": {"fps_cuda_kernel": False}}).inference.fps_cuda_kernel is False
     seen = []
 
     def recording(*args, kernel=False, **kw):

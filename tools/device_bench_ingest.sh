@@ -2,7 +2,7 @@
 # Prepare (ingest) and new-sentence benchmark on the GPU machine, one device call, with the GPU superpoints
 # (bqnet_model._C_cuda, built by tools/device_setup.sh): the shipped sizes (config/tiny.yaml) at 200k, 300k,
 # 1M and 3M points and paper-size (config/res.yaml with MiniLM) at 300k, 1M and 3M, each prepared with the
-# torch FPS loop and with the CUDA FPS kernel (--fps-kernel; add --numpy-table to bench_pipeline for the
+# torch FPS loop and with the CUDA FPS kernel (the default; --fps-loop; add --numpy-table to bench_pipeline for the
 # host-built superpoint table too, measured 2026-12-01 as slower), a new sentence eager fp32 / CUDA graph
 # fp32 with and without the text-encoder graph / CUDA graph bf16, 16 per call, peak GPU memory and the
 # ratio to a full prepare + query per sentence; then Segmenter.update on the GPU (the 1M map and the demo
@@ -26,9 +26,9 @@ if [ "$DEVICE" = cuda ] && [ -f /tmp/build_cuda.failed ]; then
   cp /tmp/build_cuda.log "$OUT/" 2>/dev/null
 fi
 VARIANTS=("eager fp32" "cuda graph fp32" "cuda graph fp32, eager text" "cuda graph bf16")
-bench_pipeline tiny config/tiny.yaml 100 "200000 300000 1000000 3000000" --raw-text --fps-kernel \
+bench_pipeline tiny config/tiny.yaml 100 "200000 300000 1000000 3000000" --raw-text --fps-loop \
   --variants "${VARIANTS[@]}"
-bench_pipeline res config/res.yaml 110 "300000 1000000 3000000" --text-encoder minilm --raw-text --fps-kernel \
+bench_pipeline res config/res.yaml 110 "300000 1000000 3000000" --text-encoder minilm --raw-text --fps-loop \
   --variants "${VARIANTS[@]}"  # no spaCy there: the parse and the absent-object checks are left out
 echo "[device_bench] incremental (limit 45 s)"
 maps=("1M map" "demo room"); [ -n "${BQNET_BENCH_MAPS:-}" ] && maps=("$BQNET_BENCH_MAPS")

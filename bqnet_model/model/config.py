@@ -155,7 +155,8 @@ class InferenceConfig:
     as much. 1 = off.
     ``fps_cuda_kernel``: on CUDA, the FPS seeds of ``prepare`` come from one CUDA kernel
     (csrc/cuda/fps_cuda.cu) instead of the torch loop's ~3 launches per seed; the same indices (the
-    torch loop remains the fallback when ``bqnet_model._C_cuda`` lacks it). Ignored on the CPU.
+    torch loop remains the fallback when ``bqnet_model._C_cuda`` lacks it). On by default; False
+    runs the torch loop (for a comparison). Ignored on the CPU.
     ``absent_class_points``, ``unknown_object``, ``absent_score``, ``absent_class_prob``: when an
     answer is refused because the named object is not in the map (``pipeline/absence.py``; defaults
     measured in ``docs/experiments/2026-12-01_absent_objects.md``, re-measured by
@@ -181,7 +182,7 @@ class InferenceConfig:
     superpoints: SuperpointParams = field(default_factory=SuperpointParams)
     superpoint_threads: int = 0
     tta_rotations: int = 1
-    fps_cuda_kernel: bool = False  # off until the kernel is checked and timed on a GPU (bench/fps.py)
+    fps_cuda_kernel: bool = True  # the kernel's indices equal the loop's (test_fps_cuda.py, run on the GPU machine)
     absent_class_points: int = 0
     unknown_object: Literal["refuse", "warn", "answer"] = "refuse"
     absent_score: float = 0.3

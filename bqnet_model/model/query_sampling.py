@@ -153,9 +153,9 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix
     ``matrix``: precompute the (B, S, S) distances (default: on CUDA when ``B*S*S <=
     FPS_MATRIX_MAX``); both variants return the same indices.
     ``kernel``: for CUDA input, run the CUDA kernel (``fps_cuda_kernel``: the same rules and
-    indices in one launch instead of ~3n) when the extension has it, else the torch loop. Off by
-    default (``inference.fps_cuda_kernel``) until the kernel is measured on a GPU. Coordinates must
-    be finite for the two to agree.
+    indices in one launch instead of ~3n) when the extension has it, else the torch loop. The
+    pipeline asks for it by default (``inference.fps_cuda_kernel``); this function's default stays
+    the loop, the reference. Coordinates must be finite for the two to agree.
     """
     _check_tensor("xyz", xyz, 3)
     if xyz.shape[-1] != 3:
