@@ -204,6 +204,50 @@ def test_group_queries_over_views() -> None:
         group_queries(probs, masks[:2], w, 16, 0.5)
 
 
+def _groups_by_whole_masks(probs, masks, w, candidates, match_iou):
+    """The grouping rule written plainly (every IoU over whole masks), the reference for
+    group_queries, which reads a small mask's own superpoints only."""
+    pool = []
+    for v, (p, m) in enumerate(zip(probs, masks)):
+        ranked = [int(q) for q in np.argsort(-p, kind="stable") if m[q].any()]
+        pool += [(float(p[q]), v, q) for k, q in enumerate(ranked) if k < candidates or p[q] > 0.5]
+    pool.sort(key=lambda c: -c[0])
+    groups = []  # [rep, union or None, best per view, members]
+    for p, v, q in pool:
+        m = masks[v][q]
+        ious = [((g[0] & m) @ w) / max((g[0] | m) @ w, 1e-9) for g in groups]
+        j = int(np.argmax(ious)) if ious and max(ious) > match_iou else -1
+        if j < 0:
+            groups.append([m, None, np.zeros(len(probs)), []])
+        g = groups[j]
+        g[2][v] = max(g[2][v], p)
+        g[3].append(v * masks[v].shape[0] + q)
+        if p > 0.5:
+            g[1] = m.copy() if g[1] is None else g[1] | m
+    return sorted(([g[0], g[0] if g[1] is None else g[1], float(g[2].mean()), g[3]] for g in groups),
+                  key=lambda c: -c[2])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_group_queries_equals_the_whole_mask_rule(seed) -> None:
+    """Random views, masks near a few shared objects (small and large, some empty), integer
+    point weights: the same groups, masks, scores and members as the plain rule."""
+    rng = np.random.default_rng(seed)
+    S, K, Q = int(rng.integers(5, 300)), int(rng.integers(1, 4)), int(rng.integers(1, 30))
+    w = rng.integers(1, 50, S).astype(np.float64)
+    objects = rng.random((5, S)) < [0.02, 0.05, 0.3, 0.7][seed % 4]
+    probs = [rng.random(Q) for _ in range(K)]
+    masks = [objects[rng.integers(0, 5, Q)] ^ (rng.random((Q, S)) < 0.03) for _ in range(K)]
+    masks[0][rng.random(Q) < 0.2] = False
+    for candidates, match_iou in ((4, 0.5), (1, 0.3), (64, 0.0), (8, 0.9)):
+        got = group_queries(probs, masks, w, candidates, match_iou)
+        want = _groups_by_whole_masks(probs, masks, w, candidates, match_iou)
+        assert len(got) == len(want)
+        for c, (rep, union, score, members) in zip(got, want):
+            assert np.array_equal(c.rep, rep) and np.array_equal(c.union, union)
+            assert c.score == score and c.members == members
+
+
 def test_errors_and_fallbacks(seg, cache, room, monkeypatch, caplog) -> None:
     with pytest.raises(ValueError, match="empty"):
         seg.query(cache, "")

@@ -69,16 +69,29 @@ def group_queries(probs: list[np.ndarray], masks: list[np.ndarray], weights: np.
     unions: list[np.ndarray | None] = []
     best: list[np.ndarray] = []  # (K,) best probability per view
     members: list[list[int]] = []
+    w = np.asarray(weights, np.float64)
+    # The representatives as rows of one preallocated array, their weighted sizes beside them: each
+    # query's IoU with every group then reads only the mask's own superpoints (point counts are
+    # integers, so the sums are exact and the IoUs equal the whole-mask ones bit for bit).
+    rows = np.zeros((len(pool), w.shape[0]), dtype=bool)
+    rep_size = np.zeros(len(pool), np.float64)
     for p, v, q in pool:
         m = masks[v][q]
         j = -1
         if reps:
-            g = np.stack(reps)
-            iou = ((g & m) @ weights) / np.maximum((g | m) @ weights, 1e-9)
+            n = len(reps)
+            on = np.flatnonzero(m)
+            if 4 * on.size < m.size:  # a small mask (a trained model's): its own columns only
+                inter = rows[:n, on] @ w[on]
+            else:
+                inter = (rows[:n] & m) @ w
+            iou = inter / np.maximum(rep_size[:n] + w[on].sum() - inter, 1e-9)
             j = int(np.argmax(iou))
             if iou[j] <= match_iou:
                 j = -1
         if j < 0:
+            rows[len(reps)] = m
+            rep_size[len(reps)] = w[m].sum()
             reps.append(m)
             unions.append(None)
             best.append(np.zeros(K))
