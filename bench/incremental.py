@@ -11,7 +11,8 @@ for the demo room the answers to its demo sentences against the full prepare's (
 point IoU). Times are the minimum of ``--repeats`` runs (the dev machine is shared); the stage
 timings printed are those of that fastest run. An update's stages (``timings_ms``) cover its whole
 wall time: clean, diff, superpoints (point matching, the merge, the region's oversegmentation and the
-table), backbone, pooling, fps, semantic (the semantic head's maps copied for the absence checks) and
+table), backbone (the U-Net run), splice (choosing its voxels, assembling the features around it),
+pooling, fps, semantic (the semantic head's maps copied for the absence checks) and
 state (the cache and the next update's voxel state, point hashes sorted); ``untimed`` is the wall
 time outside ``total`` (the call itself, the fallback checks).
 

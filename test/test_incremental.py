@@ -416,7 +416,7 @@ def test_state_lives_on_the_segmenters_device(seg, room, grown) -> None:
     np.testing.assert_array_equal(st.point_superpoint.numpy(), up.point_superpoint)
     np.testing.assert_array_equal(st.point_xyz.numpy(), up.point_xyz)
     t = up.timings_ms
-    stages = ["clean", "diff", "superpoints", "backbone", "pooling", "fps", "semantic", "state"]
+    stages = ["clean", "diff", "superpoints", "backbone", "splice", "pooling", "fps", "semantic", "state"]
     assert list(t) == stages + ["total"]
     assert sum(t[k] for k in stages) <= t["total"] * 1.001 + 1e-3
 

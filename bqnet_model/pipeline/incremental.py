@@ -57,7 +57,7 @@ import torch
 
 from bqnet_model.ingest import voxel_inputs_torch
 from bqnet_model.model.bqnet import sync_time
-from bqnet_model.model.inputs import MIN_SPATIAL_SHAPE, set_batch_superpoints, single_scene_batch
+from bqnet_model.model.inputs import MIN_SPATIAL_SHAPE, set_batch_superpoints
 
 from .change_region import (boundary_reach, diff_voxels, match_points_torch, pack_keys, receptive_field,
                             sorted_hashes, unpack_keys, within_reach)
@@ -208,9 +208,12 @@ def _splice_backbone(seg: Any, st: VoxelState, keys: torch.Tensor, vi_feats: tor
     """Backbone features of the new voxels and the centre their inputs used: recomputed within
     ``reach`` of a change (from a run on every voxel within ``R`` of those), cached elsewhere, on
     the pinned centre. When the run covers (nearly) the whole map it covers all of it, on the new
-    map's own mean: every feature is then exactly a full prepare's and the pin is released."""
+    map's own mean: every feature is then exactly a full prepare's and the pin is released.
+    ``timings``: ``backbone`` (the U-Net run) and ``splice`` (choosing its voxels, assembling the
+    features around it)."""
     R = receptive_field(seg.model.cfg.backbone)
     dev = keys.device
+    t_in = sync_time(dev)
     coords = unpack_keys(keys)
     v = int(keys.shape[0])
     replace = (diff.changed | within_reach(coords, diff.seeds, reach)) if reach > 0 else diff.changed.clone()
@@ -234,8 +237,10 @@ def _splice_backbone(seg: Any, st: VoxelState, keys: torch.Tensor, vi_feats: tor
         c4 = torch.zeros((n_run, 4), dtype=torch.int32, device=dev)
         c4[:, 1:] = coords[run_idx].int()
         out = seg.model.backbone(feats[run_idx], c4, shape, 1)
-    timings["backbone"] = (sync_time(dev) - t0) * 1e3
+    t1 = sync_time(dev)
+    timings["backbone"] = (t1 - t0) * 1e3
     if full:
+        timings["splice"] = (t0 - t_in) * 1e3
         return out, centre, {"run_voxels": v, "replaced_voxels": v}
     old_of_new = diff.old_of_new
     # One read-back for the guard and the count: a kept voxel must have an old row, as every new
@@ -248,6 +253,7 @@ def _splice_backbone(seg: Any, st: VoxelState, keys: torch.Tensor, vi_feats: tor
         slot = torch.zeros(v, dtype=torch.long, device=dev)
         slot[run_idx] = torch.arange(n_run, device=dev)
         vox = torch.where(replace[:, None], out[slot].to(vox.dtype), vox)
+    timings["splice"] = (t0 - t_in + sync_time(dev) - t1) * 1e3
     return vox, centre, {"run_voxels": n_run, "replaced_voxels": n_replaced}
 
 
