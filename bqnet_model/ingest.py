@@ -107,6 +107,26 @@ def _rgb_to_uint8_torch(rgb: Tensor, name: str = "rgb") -> Tensor:
     return torch.round(rgb.double() * 255.0).to(torch.uint8)  # round half to even, as np.rint
 
 
+def _source(a: Any, name: str, n: int | None, dev: torch.device) -> tuple[Tensor, np.ndarray | None]:
+    """A caller's (N, 3) array on ``dev`` after ``as_xyz`` / ``check_rgb_layout``'s checks (same
+    messages), and its host memory when it has some (None for a tensor on another device): a tensor
+    is checked by shape and dtype where it is, then moved without a host copy."""
+    if not isinstance(a, Tensor):
+        arr = as_xyz(a, name) if n is None else check_rgb_layout(a, n, name)
+        return torch.from_numpy(np.ascontiguousarray(arr)).to(dev), arr
+    a = a.detach()
+    if a.dtype == torch.bool or a.is_complex():
+        what = "a float or integer array" if n is None else "uint8 (0..255) or float (0..1)"
+        raise TypeError(f"{name} must be {what}, got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3), got {tuple(a.shape)}")
+    if n is None and a.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 points)")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"{name} has {a.shape[0]} rows but xyz has {n} points")
+    return a.to(dev), (a.numpy() if a.device.type == "cpu" else None)
+
+
 def clean_torch(
     xyz: Any,
     rgb: Any = None,
@@ -121,17 +141,19 @@ def clean_torch(
     rgb) dropped, exact duplicates dropped keeping the first, then the ``max_points``
     thinning (``thinning.voxel_thin`` on a host copy, so the subset is the numpy path's).
     The host copies in ``DeviceCloud.host`` cost one device->host copy each of xyz, rgb and index.
+    ``xyz`` / ``rgb`` may be tensors on any device (a map already on the GPU is not copied through
+    the host): the same checks run on their shape and dtype.
     """
-    xyz_np = as_xyz(xyz)
-    n = int(xyz_np.shape[0])
-    rgb_np = None if rgb is None else check_rgb_layout(rgb, n)
     dev = torch.device(device)
-    src = torch.from_numpy(np.ascontiguousarray(xyz_np)).to(dev, non_blocking=False)
+    src, xyz_np = _source(xyz, "xyz", None, dev)
+    n = int(src.shape[0])
+    rgb_t: Tensor | None = None
+    rgb_np = None
+    if rgb is not None:
+        rgb_t, rgb_np = _source(rgb, "rgb", n, dev)
     pts = src.float()  # float64 beyond the float32 range becomes inf here, as in numpy's cast
     finite = torch.isfinite(pts).all(dim=1)
-    rgb_t: Tensor | None = None
-    if rgb_np is not None:
-        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb_np)).to(dev)
+    if rgb_t is not None:
         if rgb_t.is_floating_point():
             finite &= torch.isfinite(rgb_t).all(dim=1)
     index = torch.nonzero(finite).flatten()
@@ -171,7 +193,7 @@ def clean_torch(
     index_h = index.cpu().numpy()
     rgb_h = rgb8.cpu().numpy() if rgb_t is not None else None
     if dev.type == "cpu":
-        xyz_h = xyz_h.copy() if np.shares_memory(xyz_h, xyz_np) else xyz_h
+        xyz_h = xyz_h.copy() if xyz_np is not None and np.shares_memory(xyz_h, xyz_np) else xyz_h
         if rgb_h is not None and rgb_np is not None and np.shares_memory(rgb_h, rgb_np):
             rgb_h = rgb_h.copy()
     host = CleanedCloud(

@@ -298,3 +298,158 @@ def test_growth_past_the_grid_end_stays_exact(seg, room) -> None:
     assert up.update_info["run_voxels"] < up.update_info["voxels"]
     ref = pinned_full_pass(seg, xyz, rgb, c0.state.centre)
     assert float((up.state.feats - ref).abs().max()) <= FEAT_TOL
+
+
+# ---------------------------------------------------------------- device helpers (torch) against numpy
+def _clouds(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(old, new) float32 clouds: shuffled overlap with new points, duplicates, signed zeros, huge
+    and tiny values, an empty old cloud, all points new, no point new."""
+    rng = np.random.default_rng(seed)
+    old = rng.normal(scale=3.0, size=(5000, 3)).astype(np.float32)
+    old[:4] = [[0.0, 0.0, 0.0], [1e30, -1e-30, 3.0], [1e-42, 7.0, -2.5], [-1.0, 2.0, 3.0]]
+    extra = rng.normal(size=(700, 3)).astype(np.float32)
+    keep = rng.permutation(old.shape[0])[:4300]
+    grown = np.concatenate([old[keep], extra])[rng.permutation(5000)]
+    signed = grown.copy()
+    signed[:50][signed[:50] == 0.0] = -0.0
+    signed[:3] = [[-0.0, -0.0, -0.0], [-1.0, 2.0, 3.0], [-1.0, 2.0, 3.0]]  # -0.0 == 0.0; a duplicate row
+    return {"grown": (old, grown), "signed zeros, duplicates": (old, signed), "empty old": (old[:0], grown),
+            "all new": (old, extra), "none new": (old, old[::-1].copy()), "one point": (old[:1], old[:1])}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_point_hashes_torch_equal_numpy_bits(seed) -> None:
+    from bqnet_model.pipeline.change_region import point_hashes, point_hashes_torch
+
+    for name, (old, new) in _clouds(seed).items():
+        for xyz in (old, new):
+            got = point_hashes_torch(torch.from_numpy(xyz)).numpy().view(np.uint64)
+            np.testing.assert_array_equal(got, point_hashes(xyz), err_msg=name)
+    z = np.array([[0.0, -0.0, 0.0]], np.float32)
+    assert point_hashes_torch(torch.from_numpy(z)).item() == point_hashes_torch(torch.from_numpy(np.abs(z))).item()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_match_points_torch_equals_numpy(seed) -> None:
+    from bqnet_model.pipeline.change_region import match_points, match_points_torch, point_hashes, sorted_hashes
+
+    for name, (old, new) in _clouds(seed).items():
+        h = point_hashes(old)
+        order = np.argsort(h, kind="stable")
+        ref = match_points(old, h[order], order, new)
+        o = torch.from_numpy(old)
+        hs, ho = sorted_hashes(o)
+        got = match_points_torch(o, hs, ho, torch.from_numpy(new))
+        assert got.dtype == torch.int64 and got.shape == (new.shape[0],)
+        np.testing.assert_array_equal(got.numpy(), ref, err_msg=name)
+        hit = got >= 0
+        assert torch.equal(o[got[hit]], torch.from_numpy(new)[hit]), name  # a match is the same point
+    old, new = _clouds(seed)["none new"]
+    assert bool((match_points_torch(torch.from_numpy(old), *sorted_hashes(torch.from_numpy(old)),
+                                    torch.from_numpy(new)) >= 0).all())
+
+
+def test_number_by_first_point_torch_equals_numpy() -> None:
+    from bqnet_model.pipeline.region_superpoints import number_by_first_point_torch
+
+    rng = np.random.default_rng(0)
+    cases = [np.array([7, 7, 2, 9, 2, 7]), np.array([0]), np.array([5, 5, 5]), np.arange(10)[::-1].copy(),
+             rng.integers(0, 50, 1000), rng.integers(0, 100_000, 3000), rng.permutation(2000) * 3]
+    for lab in cases:
+        ref, n_ref = number_by_first_point(lab)
+        for bound in (None, int(lab.max()) + 1, int(lab.max()) + 17):
+            got, n = number_by_first_point_torch(torch.from_numpy(lab), bound)
+            assert n == n_ref
+            np.testing.assert_array_equal(got.numpy(), ref)
+    got, n = number_by_first_point_torch(torch.zeros(0, dtype=torch.int64))
+    assert n == 0 and got.shape == (0,)
+
+
+def test_merge_superpoints_edge_cases(seg, room) -> None:
+    """No point matched (all new): the region is the whole map, so the labels are the map's own
+    oversegmentation; every point matched and none near a change: the old labels come back."""
+    from bqnet_model.pipeline.region_superpoints import merge_superpoints
+    from bqnet_model.superpoints import oversegment_detailed
+
+    c = seg.update(None, room.xyz, room.rgb)
+    st = c.state
+    xyz, rgb = st.point_xyz, torch.from_numpy(room.rgb[c.point_index])
+    m, n_old = xyz.shape[0], c.n_superpoints
+    params = seg.inference.superpoints
+    far = torch.zeros(m, dtype=torch.bool)
+    none = merge_superpoints(st.point_superpoint, n_old, torch.full((m,), -1), far, xyz, rgb, params, st.spacing,
+                             None, seg.device)
+    own = oversegment_detailed(xyz.numpy(), rgb.numpy(), params=params, device="cpu").labels
+    assert none.kept_superpoints == 0 and none.resegmented_points == m
+    np.testing.assert_array_equal(none.labels.numpy(), number_by_first_point(own)[0])
+    every = merge_superpoints(st.point_superpoint, n_old, torch.arange(m), far, xyz, rgb, params, st.spacing,
+                              None, seg.device)
+    assert every.kept_superpoints == n_old and every.resegmented_points == 0 and every.n_superpoints == n_old
+    np.testing.assert_array_equal(every.labels.numpy(), c.point_superpoint)
+    one = torch.arange(m)
+    one[5] = -1  # one point without a match: its superpoint is re-segmented
+    part = merge_superpoints(st.point_superpoint, n_old, one, far, xyz, rgb, params, st.spacing, None, seg.device)
+    assert part.kept_superpoints == n_old - 1
+    assert part.resegmented_points == int((c.point_superpoint == c.point_superpoint[5]).sum())
+
+
+def test_update_of_an_unchanged_map_reuses_everything(seg, room, grown) -> None:
+    """The same map again: nothing changed, no backbone run, the cache's labels and features."""
+    cache, old = grown
+    up = seg.update(cache, room.xyz[old], room.rgb[old])
+    info = up.update_info
+    assert info["mode"] == "incremental" and info["changed_voxels"] == 0, info
+    assert info["run_voxels"] == 0 and info["resegmented_points"] == 0
+    np.testing.assert_array_equal(up.point_superpoint, cache.point_superpoint)
+    assert torch.equal(up.state.feats, cache.state.feats)
+    assert torch.equal(up.scene.sp_feats, cache.scene.sp_feats)
+
+
+def test_state_lives_on_the_segmenters_device(seg, room, grown) -> None:
+    """What the next update reads stays as tensors on the segmenter's device; the timings cover
+    every stage of the update (their sum is the total, up to the clock reads between them)."""
+    cache, _ = grown
+    up = seg.update(cache, room.xyz, room.rgb)
+    st = up.state
+    for t in (st.point_voxel, st.hash_sorted, st.hash_order, st.point_xyz, st.point_superpoint, st.feats):
+        assert isinstance(t, torch.Tensor) and t.device == seg.device
+    np.testing.assert_array_equal(st.point_superpoint.numpy(), up.point_superpoint)
+    np.testing.assert_array_equal(st.point_xyz.numpy(), up.point_xyz)
+    t = up.timings_ms
+    stages = ["clean", "diff", "superpoints", "backbone", "splice", "pooling", "fps", "semantic", "state"]
+    assert list(t) == stages + ["total"]
+    assert sum(t[k] for k in stages) <= t["total"] * 1.001 + 1e-3
+
+
+def test_update_takes_torch_tensors_as_numpy(seg, room, grown) -> None:
+    """``xyz`` / ``rgb`` given as tensors: the same cache as from numpy arrays."""
+    cache, _ = grown
+    a = seg.update(cache, room.xyz, room.rgb)
+    b = seg.update(cache, torch.from_numpy(room.xyz), torch.from_numpy(room.rgb))
+    assert b.update_info["mode"] == "incremental"
+    np.testing.assert_array_equal(a.point_superpoint, b.point_superpoint)
+    np.testing.assert_array_equal(a.sp_order, b.sp_order)
+    assert torch.equal(a.scene.sp_feats, b.scene.sp_feats)
+
+
+def test_clean_torch_takes_tensors_with_the_same_checks() -> None:
+    """Tensors go through their own layout checks (a GPU map is not copied through the host): the
+    same cleaned cloud and the same errors as numpy input; the host copy never aliases the caller's."""
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(300, 3)).astype(np.float32)
+    xyz[7] = xyz[3]
+    xyz[9, 1] = np.nan
+    rgb = rng.integers(0, 256, (300, 3)).astype(np.uint8)
+    a = clean_torch(xyz, rgb)
+    t = torch.from_numpy(xyz)
+    b = clean_torch(t, torch.from_numpy(rgb))
+    assert (a.host.n_duplicates, a.host.n_nonfinite) == (b.host.n_duplicates, b.host.n_nonfinite) == (1, 1)
+    for x, y in ((a.host.xyz, b.host.xyz), (a.host.rgb, b.host.rgb), (a.host.index, b.host.index)):
+        np.testing.assert_array_equal(x, y)
+    src = xyz[:5].copy()  # nothing to drop: without the explicit copy the host cloud would be src itself
+    assert not np.shares_memory(clean_torch(torch.from_numpy(src)).host.xyz, src)
+    for bad, err in ((torch.zeros(4, 2), "shape"), (torch.zeros(0, 3), "empty"), (torch.zeros(4, 3, dtype=torch.bool), "dtype")):
+        with pytest.raises((ValueError, TypeError), match=err):
+            clean_torch(bad)
+    with pytest.raises(ValueError, match="rows but xyz has"):
+        clean_torch(t, torch.from_numpy(rgb[:10]))

@@ -12,6 +12,11 @@ holds the geometry of that decision, as vectorised torch ops on the voxel grid (
   grid block farther, never fewer);
 * ``match_points``: rows of the new cleaned cloud that are bit-identical points of the old one,
   by a hash of their float32 coordinates (verified, so a hash collision only loses a match).
+
+The point hashing and matching come twice: ``point_hashes_torch`` / ``match_points_torch`` run where
+the cloud already is (the update keeps the map on the segmenter's device, so no per-point array
+crosses to the host), and the numpy ``point_hashes`` / ``match_points`` are their reference (the tests
+check that both give the same bits and the same matches).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from bqnet_model.model.config import BackboneConfig
 from bqnet_model.pointcloud import _KEY_BITS, _KEY_MAX
 
 __all__ = ["receptive_field", "boundary_reach", "pack_keys", "unpack_keys", "VoxelDiff", "diff_voxels",
-           "within_reach", "match_points"]
+           "within_reach", "point_hashes", "match_points", "point_hashes_torch", "sorted_hashes", "match_points_torch"]
 
 # A dense grid larger than this is coarsened (blocks of 2, 4, ... voxels) before dilation.
 MAX_GRID_CELLS = 1 << 25
@@ -186,3 +191,41 @@ def match_points(old_xyz: np.ndarray, old_sorted: np.ndarray, old_order: np.ndar
     cand = old_order[pos]
     ok = (old_sorted[pos] == h) & (old_xyz[cand] == new_xyz).all(axis=1)
     return np.where(ok, cand, -1).astype(np.int64)
+
+
+def _signed(c: int) -> int:
+    """A uint64 constant as the int64 with the same bits (torch has no general uint64 arithmetic)."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_H_SIGNED = tuple(_signed(int(c)) for c in _H)
+_LOW_35 = (1 << 35) - 1  # h >> 29 on int64 is arithmetic: masking keeps the logical shift's 35 bits
+
+
+def point_hashes_torch(xyz: Tensor) -> Tensor:
+    """``point_hashes`` as int64 on ``xyz``'s device: the same 64 bits (``.view(uint64)`` of the
+    host copy equals the numpy hash). Products wrap modulo 2**64 in int64 as in uint64."""
+    bits = (xyz.float() + 0.0).contiguous().view(torch.int32).long() & 0xFFFFFFFF  # zero-extend as uint32
+    h = (bits[:, 0] * _H_SIGNED[0]) ^ (bits[:, 1] * _H_SIGNED[1]) ^ (bits[:, 2] * _H_SIGNED[2])
+    return h ^ ((h >> 29) & _LOW_35)
+
+
+def sorted_hashes(xyz: Tensor) -> tuple[Tensor, Tensor]:
+    """(sorted ``point_hashes_torch``, their stable argsort): what ``match_points_torch`` looks new
+    points up in. Sorted as signed integers: a different order of distinct keys than numpy's
+    unsigned one, the same order within equal keys (stable), so every match is the same."""
+    h = point_hashes_torch(xyz)
+    s = torch.sort(h, stable=True)
+    return s.values, s.indices
+
+
+def match_points_torch(old_xyz: Tensor, old_sorted: Tensor, old_order: Tensor, new_xyz: Tensor) -> Tensor:
+    """``match_points`` on the tensors' device: int64 (M_new,) old row of each new point, -1 when
+    none. ``old_sorted`` / ``old_order``: ``sorted_hashes(old_xyz)``. No host synchronisation."""
+    h = point_hashes_torch(new_xyz)
+    if old_sorted.numel() == 0:
+        return torch.full_like(h, -1)
+    pos = torch.searchsorted(old_sorted, h).clamp_max(old_sorted.shape[0] - 1)
+    cand = old_order[pos]
+    ok = (old_sorted[pos] == h) & (old_xyz[cand] == new_xyz.to(old_xyz.dtype)).all(dim=1)
+    return torch.where(ok, cand, torch.full_like(cand, -1))

@@ -20,6 +20,13 @@ and then:
 * pooling and FPS seeds: recomputed in full over the new superpoints (linear in points, cheap next
   to the backbone), so they are exactly a function of the spliced voxel features.
 
+Where it runs: on the segmenter's device, as torch ops (point matching ``change_region.match_points_torch``,
+the merge and renumbering ``region_superpoints``, the table as a full prepare builds it there). The
+state keeps what the next update reads (the cleaned points, their labels, voxel map and sorted
+hashes) as tensors on that device, so no per-point array crosses to the host and back; what does
+come back is what the cache holds for answers (the cleaned cloud, the superpoint table), one copy
+each as in a full prepare, plus a few counts (the region's size, the superpoint count).
+
 The backbone input holds each voxel's position minus the map's mean point (``voxel_inputs_torch``).
 A new point moves that mean, which would change every input and, through the U-Net, every output;
 the cache's centre is therefore kept (pinned) across updates that splice. A full prepare of the new
@@ -50,15 +57,17 @@ import torch
 
 from bqnet_model.ingest import voxel_inputs_torch
 from bqnet_model.model.bqnet import sync_time
-from bqnet_model.model.inputs import MIN_SPATIAL_SHAPE, set_batch_superpoints, single_scene_batch
+from bqnet_model.model.inputs import MIN_SPATIAL_SHAPE, set_batch_superpoints
 
-from .change_region import (boundary_reach, diff_voxels, match_points, pack_keys, point_hashes,
-                            receptive_field, within_reach)
+from .change_region import (boundary_reach, diff_voxels, match_points_torch, pack_keys, receptive_field,
+                            sorted_hashes, unpack_keys, within_reach)
 from .absence import semantic_maps
+from .region_superpoints import merge_superpoints, number_by_first_point, updated_table
 from .results import SceneCache
 from .superpoint_table import pool_rows, superpoint_table
 
-__all__ = ["IncrementalParams", "VoxelState", "IncrementalCache", "prepare_with_state", "update_scene"]
+__all__ = ["IncrementalParams", "VoxelState", "IncrementalCache", "prepare_with_state", "update_scene",
+           "number_by_first_point"]
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +112,17 @@ class VoxelState:
     origin: torch.Tensor  # float64 (3,) grid origin (the first map's minimum corner)
     centre: torch.Tensor  # float64 (3,) the pinned centre of the backbone's position inputs
     spatial_shape: list[int]
-    p2v: np.ndarray  # int64 (M,) cleaned point -> voxel row
+    point_voxel: torch.Tensor  # int64 (M,) cleaned point -> voxel row
     spacing: float  # the oversegmentation's scale (0 when the caller gives superpoints)
-    hash_sorted: np.ndarray  # uint64 (M,) sorted point hashes (change_region.point_hashes)
-    hash_order: np.ndarray  # int64 (M,) their argsort
+    hash_sorted: torch.Tensor  # int64 (M,) sorted point hashes (change_region.sorted_hashes)
+    hash_order: torch.Tensor  # int64 (M,) their stable argsort
+    point_xyz: torch.Tensor  # float32 (M, 3) the cleaned points (as SceneCache.point_xyz)
+    point_superpoint: torch.Tensor  # int64 (M,) their superpoints (as SceneCache.point_superpoint)
+
+    @property
+    def p2v(self) -> np.ndarray:
+        """Host copy of ``point_voxel`` (for inspection; the update reads the device tensor)."""
+        return self.point_voxel.cpu().numpy()
 
 
 @dataclass
@@ -146,23 +162,26 @@ def prepare_with_state(seg: Any, xyz: Any, rgb: Any = None, superpoints: Any = N
         info["reason"] = f"{reason}; no voxel state kept: inference.tta_rotations > 1 turns the whole map"
         return _wrap(seg.prepare(xyz, rgb, superpoints, image_features), None, info)
     base, parts = seg._prepare_parts(xyz, rgb, superpoints, image_features)  # the one prepare path
-    cloud, vi, vox = parts.dcloud.host, parts.voxels, parts.voxel_feats
+    cloud, vi, vox, dxyz = parts.dcloud.host, parts.voxels, parts.voxel_feats, parts.dcloud.xyz
     spacing = parts.table.spacing
-    centre = parts.dcloud.xyz.double().mean(dim=0)
-    hashes = point_hashes(cloud.xyz)
-    order = np.argsort(hashes, kind="stable")
+    centre = dxyz.double().mean(dim=0)
+    hashes, order = sorted_hashes(dxyz)
+    labels = torch.from_numpy(parts.table.labels).to(seg.device)  # the prepare's table is a host one
     state = VoxelState(
         fingerprint=_fingerprint(seg), model=weakref.ref(seg.model), keys=pack_keys(vi.coords), counts=vi.counts,
         means=_means(vi, centre), feats=vox, origin=vi.origin, centre=centre,
-        spatial_shape=list(parts.batch["spatial_shape"]),
-        p2v=vi.p2v.cpu().numpy(), spacing=spacing, hash_sorted=hashes[order], hash_order=order)
+        spatial_shape=list(parts.batch["spatial_shape"]), point_voxel=vi.p2v, spacing=spacing,
+        hash_sorted=hashes, hash_order=order, point_xyz=dxyz, point_superpoint=labels)
     info.update(n_voxels=vi.n_voxels, n_points=cloud.n_points)
     return _wrap(base, state, info)
 
 
-def _pool(seg: Any, vox: torch.Tensor, batch: dict[str, Any], table: Any, point_image: np.ndarray | None,
-          index: np.ndarray, timings: dict[str, float]) -> Any:
-    set_batch_superpoints(batch, table.labels, table.n_superpoints)
+def _pool(seg: Any, vox: torch.Tensor, p2v: torch.Tensor, xyz: torch.Tensor, labels: torch.Tensor, table: Any,
+          point_image: np.ndarray | None, index: np.ndarray, timings: dict[str, float]) -> Any:
+    """Superpoint pooling and FPS seeds (``BQNet.pool_scene``) over device tensors: the batch holds
+    only what pooling reads (no voxel coordinates: the backbone has run)."""
+    batch: dict[str, Any] = {"p2v": p2v, "point_xyz": xyz}
+    set_batch_superpoints(batch, labels, table.n_superpoints)
     batch["sp_image_feats"] = None if point_image is None else \
         torch.from_numpy(pool_rows(point_image[index], table)).to(seg.device)
     return seg.model.pool_scene(vox, batch, timings, fps_kernel=seg.inference.fps_cuda_kernel)
@@ -183,91 +202,59 @@ def _full(seg: Any, reason: str, xyz: Any, rgb: Any, superpoints: Any, image_fea
     return prepare_with_state(seg, xyz, rgb, superpoints, image_features, reason=reason)
 
 
-def number_by_first_point(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels renumbered 0..S-1 in order of each one's first point (the oversegmentation's rule)."""
-    order = np.argsort(labels, kind="stable")
-    sorted_l = labels[order]
-    head = np.flatnonzero(np.r_[True, sorted_l[1:] != sorted_l[:-1]])
-    first = order[head]  # stable sort: the first row of each label's run is its first point
-    rank = np.empty(int(labels.max()) + 1, np.int64)
-    rank[sorted_l[head[np.argsort(first, kind="stable")]]] = np.arange(head.size)
-    return rank[labels], int(head.size)
-
-
-def _merge_superpoints(seg: Any, cache: IncrementalCache, st: VoxelState, xyz: np.ndarray, rgb8: np.ndarray,
-                       old_row: np.ndarray, old_near: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
-    """Labels (M_new,) of the new cleaned points: kept old superpoints plus a re-segmentation of
-    the rest (module docstring). ``old_row``: the matching old point of each new one (-1 none);
-    ``old_near``: bool per old point, inside the changed voxels plus the margin."""
-    from bqnet_model.superpoints import oversegment_detailed
-
-    old_sp = cache.point_superpoint
-    present = np.zeros(old_sp.shape[0], bool)
-    present[old_row[old_row >= 0]] = True
-    bad = np.bincount(old_sp, weights=(~present | old_near).astype(np.float64), minlength=cache.n_superpoints) > 0
-    keep_pt = old_row >= 0
-    keep_pt[keep_pt] = ~bad[old_sp[old_row[keep_pt]]]
-    labels = np.empty(xyz.shape[0], np.int64)
-    labels[keep_pt] = old_sp[old_row[keep_pt]]
-    rest = np.flatnonzero(~keep_pt)
-    n_old = cache.n_superpoints
-    if rest.size >= 2:
-        params = seg.inference.superpoints
-        if params.spacing == 0 and st.spacing > 0:
-            params = dataclasses.replace(params, spacing=st.spacing)  # the whole map's scale, not the region's
-        # on the segmenter's device, as its full prepares are (on CUDA: the GPU port)
-        sub = oversegment_detailed(xyz[rest], rgb8[rest], params=params,
-                                   num_threads=seg.inference.superpoint_threads or None, device=seg.device).labels
-        labels[rest] = n_old + (sub.cpu().numpy() if isinstance(sub, torch.Tensor) else sub)
-    elif rest.size == 1:
-        labels[rest] = n_old
-    merged, n_sp = number_by_first_point(labels)
-    return merged, {"kept_superpoints": int((~bad).sum()), "resegmented_points": int(rest.size)}
-
-
 def _splice_backbone(seg: Any, st: VoxelState, keys: torch.Tensor, vi_feats: torch.Tensor, mean: torch.Tensor,
                      shape: list[int], diff: Any, reach: int,
                      timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """Backbone features of the new voxels and the centre their inputs used: recomputed within
     ``reach`` of a change (from a run on every voxel within ``R`` of those), cached elsewhere, on
     the pinned centre. When the run covers (nearly) the whole map it covers all of it, on the new
-    map's own mean: every feature is then exactly a full prepare's and the pin is released."""
-    from .change_region import unpack_keys
-
+    map's own mean: every feature is then exactly a full prepare's and the pin is released.
+    ``timings``: ``backbone`` (the U-Net run) and ``splice`` (choosing its voxels, assembling the
+    features around it)."""
     R = receptive_field(seg.model.cfg.backbone)
     dev = keys.device
+    t_in = sync_time(dev)
     coords = unpack_keys(keys)
-    v = keys.shape[0]
+    v = int(keys.shape[0])
     replace = (diff.changed | within_reach(coords, diff.seeds, reach)) if reach > 0 else diff.changed.clone()
     # Run wherever a replaced voxel can look: then each replaced output sees its whole field.
     run = within_reach(coords, coords[replace], R)
-    n_run = int(run.sum())
+    run_idx = torch.nonzero(run).flatten()
+    n_run = int(run_idx.shape[0])
     full = n_run >= FULL_RUN_FRACTION * v
     centre = st.centre.to(dev)
     feats = vi_feats
     if full:
-        run = torch.ones(v, dtype=torch.bool, device=dev)
+        run_idx = torch.arange(v, device=dev)
         n_run = v
         centre = mean
     else:
         feats = vi_feats.clone()
         feats[:, 3:] += (mean - centre).float()  # position inputs centred on the pinned centre
-    c4 = torch.zeros((n_run, 4), dtype=torch.int32, device=dev)
-    c4[:, 1:] = coords[run].int()
     t0 = sync_time(dev)
-    out = seg.model.backbone(feats[run], c4, shape, 1)
-    timings["backbone"] = (sync_time(dev) - t0) * 1e3
+    out = None
+    if n_run:  # none when nothing changed (the same map again): every voxel keeps its features
+        c4 = torch.zeros((n_run, 4), dtype=torch.int32, device=dev)
+        c4[:, 1:] = coords[run_idx].int()
+        out = seg.model.backbone(feats[run_idx], c4, shape, 1)
+    t1 = sync_time(dev)
+    timings["backbone"] = (t1 - t0) * 1e3
     if full:
+        timings["splice"] = (t0 - t_in) * 1e3
         return out, centre, {"run_voxels": v, "replaced_voxels": v}
-    vox = st.feats.new_empty((v, st.feats.shape[1]))
-    keep = ~replace
-    if bool((diff.old_of_new[keep] < 0).any()):  # cannot happen: every new voxel is a change
+    old_of_new = diff.old_of_new
+    # One read-back for the guard and the count: a kept voxel must have an old row, as every new
+    # voxel is a change.
+    orphan, n_replaced = (int(x) for x in torch.stack([((old_of_new < 0) & ~replace).sum(), replace.sum()]).tolist())
+    if orphan:
         raise RuntimeError("a new voxel was left out of the recomputed region (change_region bug)")
-    vox[keep] = st.feats[diff.old_of_new[keep]].to(vox.dtype)
-    slot = torch.full((v,), -1, dtype=torch.long, device=dev)
-    slot[run] = torch.arange(n_run, device=dev)
-    vox[replace] = out[slot[replace]].to(vox.dtype)
-    return vox, centre, {"run_voxels": n_run, "replaced_voxels": int(replace.sum())}
+    vox = st.feats[old_of_new.clamp_min(0)]
+    if out is not None:
+        slot = torch.zeros(v, dtype=torch.long, device=dev)
+        slot[run_idx] = torch.arange(n_run, device=dev)
+        vox = torch.where(replace[:, None], out[slot].to(vox.dtype), vox)
+    timings["splice"] = (t0 - t_in + sync_time(dev) - t1) * 1e3
+    return vox, centre, {"run_voxels": n_run, "replaced_voxels": n_replaced}
 
 
 def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, superpoints: Any = None,
@@ -297,7 +284,6 @@ def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, 
     cloud = dcloud.host
     if cloud.n_downsampled:
         return _full(seg, "the new map is thinned (inference.max_points): thinning is global", *args)
-    rgb8 = dcloud.rgb.cpu().numpy() if cloud.rgb is None else cloud.rgb
     t1 = sync_time(dev)
     timings["clean"] = (t1 - t0) * 1e3
     vi = voxel_inputs_torch(dcloud.xyz, dcloud.rgb, inf.voxel_size)
@@ -312,7 +298,8 @@ def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, 
                           f"(max_centre_shift {p.max_centre_shift} m)", *args)
     keys = pack_keys(vi.coords)
     shape = [max(int(v), MIN_SPATIAL_SHAPE) for v in vi.spatial_shape]
-    diff = diff_voxels(st.keys, st.counts, st.means, keys, vi.counts, _means(vi, mean), p.xyz_tol, p.colour_tol,
+    new_means = _means(vi, mean)
+    diff = diff_voxels(st.keys, st.counts, st.means, keys, vi.counts, new_means, p.xyz_tol, p.colour_tol,
                        st.spatial_shape, shape, boundary_reach(seg.model.cfg.backbone))
     frac = diff.n_changed / max(int(keys.shape[0]), int(st.keys.shape[0]))
     t2 = sync_time(dev)
@@ -322,34 +309,41 @@ def update_scene(seg: Any, cache: SceneCache | None, xyz: Any, rgb: Any = None, 
                           f"{100 * p.max_changed_fraction:.0f} %)", *args)
     info: dict[str, Any] = {"mode": "incremental", "reason": "", "changed_voxels": diff.n_changed,
                             "changed_fraction": frac, "voxels": int(keys.shape[0])}
-    old_row = match_points(cache.point_xyz, st.hash_sorted, st.hash_order, cloud.xyz)
     if given is None:
         margin = p.superpoint_margin
         if margin is None:
             reach_m = 2.0 * inf.superpoints.max_edge * (inf.superpoints.spacing or st.spacing)
             margin = int(math.ceil(reach_m / inf.voxel_size)) + 1
-        from .change_region import unpack_keys
-
-        near_vox = within_reach(unpack_keys(st.keys), diff.seeds, margin).cpu().numpy()
-        labels, sp_info = _merge_superpoints(seg, cache, st, cloud.xyz, rgb8, old_row, near_vox[st.p2v])
-        info.update(sp_info, superpoint_margin=margin)
-        table = superpoint_table(cloud.xyz, rgb8, labels, np.arange(cloud.n_points), inf.superpoints)
-    else:
-        table = superpoint_table(cloud.xyz, rgb8, given, cloud.index, inf.superpoints)
-    t3 = time.perf_counter()
+        old_row = match_points_torch(st.point_xyz, st.hash_sorted, st.hash_order, dcloud.xyz)
+        old_near = within_reach(unpack_keys(st.keys), diff.seeds, margin)[st.point_voxel]
+        merged = merge_superpoints(st.point_superpoint, cache.n_superpoints, old_row, old_near, dcloud.xyz,
+                                   dcloud.rgb, inf.superpoints, st.spacing, inf.superpoint_threads or None, dev)
+        info.update(kept_superpoints=merged.kept_superpoints, resegmented_points=merged.resegmented_points,
+                    superpoint_margin=margin)
+        labels = merged.labels
+        table = updated_table(labels, merged.n_superpoints, dcloud.xyz, cloud.xyz, inf.superpoints)
+    else:  # the caller's labels: the host table of a full prepare, as it builds it
+        table = superpoint_table(cloud.xyz, None, given, cloud.index, inf.superpoints)
+        labels = torch.from_numpy(table.labels).to(dev)
+    t3 = sync_time(dev)
     timings["superpoints"] = (t3 - t2) * 1e3
     reach = receptive_field(seg.model.cfg.backbone) if p.feature_reach is None else p.feature_reach
-    batch = single_scene_batch(vi.coords, vi.feats, vi.p2v, dcloud.xyz)
     with torch.inference_mode(), seg._autocast():
         vox, new_centre, bb_info = _splice_backbone(seg, st, keys, vi.feats, mean, shape, diff, reach, timings)
         info.update(bb_info, feature_reach=reach)
-        scene = _pool(seg, vox, batch, table, point_image, cloud.index, timings)
-    timings["total"] = (time.perf_counter() - t0) * 1e3
-    base = _scene_cache(scene, cloud, table, vi.n_voxels, timings, dev, semantic_maps(seg.model, scene))
-    hashes = point_hashes(cloud.xyz)
-    order = np.argsort(hashes, kind="stable")
+        scene = _pool(seg, vox, vi.p2v, dcloud.xyz, labels, table, point_image, cloud.index, timings)
+    t4 = sync_time(dev)
+    sem = semantic_maps(seg.model, scene)
+    t5 = sync_time(dev)
+    timings["semantic"] = (t5 - t4) * 1e3
+    base = _scene_cache(scene, cloud, table, vi.n_voxels, timings, dev, sem)
+    hashes, order = sorted_hashes(dcloud.xyz)
     new_state = VoxelState(
-        fingerprint=st.fingerprint, model=st.model, keys=keys, counts=vi.counts, means=_means(vi, mean), feats=vox,
-        origin=st.origin, centre=new_centre, spatial_shape=shape, p2v=vi.p2v.cpu().numpy(),
-        spacing=st.spacing, hash_sorted=hashes[order], hash_order=order)
-    return _wrap(base, new_state, info)
+        fingerprint=st.fingerprint, model=st.model, keys=keys, counts=vi.counts, means=new_means, feats=vox,
+        origin=st.origin, centre=new_centre, spatial_shape=shape, point_voxel=vi.p2v, spacing=st.spacing,
+        hash_sorted=hashes, hash_order=order, point_xyz=dcloud.xyz, point_superpoint=labels)
+    out = _wrap(base, new_state, info)
+    t6 = sync_time(dev)
+    timings["state"] = (t6 - t5) * 1e3
+    timings["total"] = (t6 - t0) * 1e3  # the dict is the cache's: every stage of the wall time
+    return out
