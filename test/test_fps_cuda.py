@@ -51,7 +51,8 @@ def test_dispatch_needs_the_switch_cuda_input_and_the_extension(monkeypatch, fre
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert query_sampling._kernel_for(False, cuda) is None  # switch off: the torch loop
     assert query_sampling._kernel_for(True, cpu) is None  # CPU input: the torch loop
-    assert query_sampling._kernel_for(True, cuda) is fake
+    got = query_sampling._kernel_for(True, cuda)  # the extension's function behind the argument checks
+    assert got is not None and got.__wrapped__ is fake
     xyz = torch.rand(2, 9, 3, generator=torch.Generator().manual_seed(0))
     pad = torch.zeros(2, 9, dtype=torch.bool)
     pad[1, 6:] = True
@@ -292,3 +293,16 @@ def test_kernel_argument_errors_say_what_is_wrong():
     assert run(xyz[:0], lengths[:0], 4).shape == (0, 4)
     strided = torch.rand(2, 10, 6, device="cuda")[..., ::2]  # not contiguous: the binding copies it
     assert torch.equal(run(strided, lengths, 8), run(strided.contiguous(), lengths, 8))
+
+
+def test_the_wrapper_refuses_bad_arguments_before_the_binding():
+    """The binding's own errors crashed the process on the GPU machine (csrc/cuda/bindings_cuda.cpp),
+    so ``fps_cuda_kernel()`` checks the arguments in Python first; a bad call never reaches it."""
+    calls = []
+    run = query_sampling._checked_kernel(lambda *a: calls.append(a))
+    xyz = torch.rand(2, 10, 3)
+    with pytest.raises(RuntimeError, match=r"float32 CUDA tensor of shape \(B, S, 3\), got float32 \(2, 10, 3\) on cpu"):
+        run(xyz, torch.tensor([10, 4]), 4)
+    with pytest.raises(RuntimeError, match="got ndarray"):
+        run(xyz.numpy(), torch.tensor([10, 4]), 4)
+    assert calls == []

@@ -68,8 +68,44 @@ def fps_cuda_kernel() -> Callable[[Tensor, Tensor, int], Tensor] | None:
         log.warning("the CUDA FPS kernel was asked for but bqnet_model._C_cuda has no farthest_point_sample "
                     "(%s): FPS runs the torch loop (same indices)", why)
         return None
-    _KERNEL["run"] = run
-    return run
+    _KERNEL["run"] = checked = _checked_kernel(run)
+    return checked
+
+
+def _describe(t: Tensor) -> str:
+    return f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)} on {t.device}"
+
+
+def _checked_kernel(run: Callable[[Tensor, Tensor, int], Tensor]) -> Callable[[Tensor, Tensor, int], Tensor]:
+    """``run`` behind the argument checks of its binding, made here first. On the H200 (torch 2.11,
+    2026-12-01) any error raised inside the binding killed the process (SIGSEGV) instead of raising,
+    whatever the message; the cause was not found, so a bad call never reaches it. The checks cost
+    the one value read-back of ``lengths`` the binding makes too."""
+
+    def checked(xyz: Tensor, lengths: Tensor, n: int) -> Tensor:
+        if not (isinstance(xyz, Tensor) and xyz.is_cuda and xyz.dim() == 3 and xyz.shape[2] == 3
+                and xyz.dtype == torch.float32):
+            got = _describe(xyz) if isinstance(xyz, Tensor) else type(xyz).__name__
+            raise RuntimeError(f"xyz must be a float32 CUDA tensor of shape (B, S, 3), got {got}")
+        B, S = int(xyz.shape[0]), int(xyz.shape[1])
+        if not 1 <= S <= 0x7FFFFFFF // 3:
+            raise RuntimeError(f"xyz must have between 1 and {0x7FFFFFFF // 3} points per row, got {S}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 0x7FFFFFFF:
+            raise RuntimeError(f"n (seeds per row) must be in [1, 2^31 - 1], got {n!r}")
+        if not (isinstance(lengths, Tensor) and lengths.dim() == 1 and lengths.shape[0] == B
+                and lengths.dtype == torch.int64 and lengths.device == xyz.device):
+            got = _describe(lengths) if isinstance(lengths, Tensor) else type(lengths).__name__
+            raise RuntimeError(f"lengths must be an int64 tensor of shape ({B},) on xyz's device "
+                               f"({xyz.device}), got {got}")
+        if B:
+            lo, hi = (int(v) for v in torch.stack(torch.aminmax(lengths)).tolist())
+            if lo < 1 or hi > S:
+                raise RuntimeError(f"lengths must lie in [1, {S}] (real points per row, padding after them), "
+                                   f"got [{lo}, {hi}]")
+        return run(xyz, lengths, n)
+
+    checked.__wrapped__ = run  # type: ignore[attr-defined]
+    return checked
 
 
 def _kernel_for(kernel: bool, device: torch.device) -> Callable[[Tensor, Tensor, int], Tensor] | None:

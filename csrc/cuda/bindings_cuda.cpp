@@ -11,7 +11,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -69,52 +68,34 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> oversegment_cuda(
 namespace bqnet_fps {
 namespace {
 
-// The argument errors of the FPS binding: a std::runtime_error (pybind11 makes it a RuntimeError) with a
-// message formatted here from plain values. On the GPU machine (torch 2.11, 2026-12-01) every
-// TORCH_CHECK of this function whose message held a value (a number, a dtype, a shape) crashed the
-// process instead of raising, while literal-only messages raised; building the message here, with
-// no c10 call, leaves nothing of torch on the error path.
-template <typename... Args>
-[[noreturn]] void fail(const Args&... args) {
-  std::ostringstream s;
-  (s << ... << args);
-  throw std::runtime_error(s.str());
-}
-
-std::string describe(const torch::Tensor& t) {  // "float32 (2, 10, 3) on cuda:0", without c10's printers
-  std::ostringstream s;
-  s << c10::toString(t.scalar_type()) << " (";
-  for (int64_t d = 0; d < t.dim(); ++d) s << (d ? ", " : "") << t.size(d);
-  s << (t.dim() == 1 ? ",)" : ")") << " on " << (t.is_cuda() ? "cuda:" : "cpu");
-  if (t.is_cuda()) s << static_cast<int>(t.get_device());
-  return s.str();
-}
-
 // xyz float32 (B, S, 3) CUDA, lengths int64 (B,) on its device with every value in [1, S] (the real
 // points of each row; the rest is padding), n >= 1 seeds -> (B, n) int64 on that device. The value
 // check of lengths reads two numbers back (one sync); the kernel then runs on the current stream.
+// Known bug: on the H200 (torch 2.11, 2026-12-01) every error raised by this function (a TORCH_CHECK
+// with or without values in its message, or a std::runtime_error) killed the process with SIGSEGV,
+// while the oversegmentation's errors in this same module raised; the cause is not found. Python
+// reaches it only through bqnet_model.model.query_sampling.fps_cuda_kernel(), which makes these checks
+// first, so no bad call gets here.
 torch::Tensor farthest_point_sample_cuda(const torch::Tensor& xyz, const torch::Tensor& lengths, int64_t n) {
-  if (!(xyz.is_cuda() && xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat32)) {
-    fail("xyz must be a float32 CUDA tensor of shape (B, S, 3), got ", describe(xyz));
-  }
+  TORCH_CHECK(xyz.is_cuda() && xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat32,
+              "xyz must be a float32 CUDA tensor of shape (B, S, 3), got ", xyz.scalar_type(), " ", xyz.sizes(),
+              " on ", xyz.device());
   const int64_t B = xyz.size(0), S = xyz.size(1);
-  if (S < 1 || S > int64_t(0x7fffffff) / 3) {
-    fail("xyz must have between 1 and ", int64_t(0x7fffffff) / 3, " points per row, got ", S);
-  }
-  if (B > int64_t(0x7fffffff)) fail("too many rows: ", B);
-  if (n < 1 || n > int64_t(0x7fffffff)) fail("n (seeds per row) must be in [1, 2^31 - 1], got ", n);
-  if (!(lengths.dim() == 1 && lengths.size(0) == B && lengths.scalar_type() == torch::kInt64 &&
-        lengths.is_cuda() && lengths.get_device() == xyz.get_device())) {
-    fail("lengths must be an int64 tensor of shape (", B, ",) on xyz's device (", describe(xyz), "), got ",
-         describe(lengths));
-  }
+  TORCH_CHECK(S >= 1 && S <= int64_t(0x7fffffff) / 3, "xyz must have between 1 and ", int64_t(0x7fffffff) / 3,
+              " points per row, got ", S);
+  TORCH_CHECK(B <= int64_t(0x7fffffff), "too many rows: ", B);
+  TORCH_CHECK(n >= 1 && n <= int64_t(0x7fffffff), "n (seeds per row) must be in [1, 2^31 - 1], got ", n);
+  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == B && lengths.scalar_type() == torch::kInt64 &&
+                  lengths.device() == xyz.device(),
+              "lengths must be an int64 tensor of shape (", B, ",) on xyz's device (", xyz.device(), "), got ",
+              lengths.scalar_type(), " ", lengths.sizes(), " on ", lengths.device());
   const c10::cuda::CUDAGuard guard(xyz.device());
   auto out = torch::empty({B, n}, xyz.options().dtype(torch::kInt64));
   if (B == 0) return out;
   const auto range = torch::aminmax(lengths);
   const int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
-  if (lo < 1 || hi > S) fail("lengths must lie in [1, ", S, "] (real points per row, padding after them), got [", lo, ", ",
-                            hi, "]");
+  TORCH_CHECK(lo >= 1 && hi <= S, "lengths must lie in [1, ", S, "] (real points per row, padding after them), got [",
+              lo, ", ", hi, "]");
   const torch::Tensor xyz_c = xyz.contiguous(), len_c = lengths.contiguous();
   const int device = xyz.device().index();
   torch::Tensor scratch;
@@ -125,9 +106,9 @@ torch::Tensor farthest_point_sample_cuda(const torch::Tensor& xyz, const torch::
     cuda::fps_device(xyz_c.data_ptr<float>(), len_c.data_ptr<int64_t>(), B, S, n, out.data_ptr<int64_t>(),
                      scratch.defined() ? scratch.data_ptr<float>() : nullptr, device, static_cast<void*>(stream));
   } catch (const std::invalid_argument& e) {
-    fail(e.what());
+    TORCH_CHECK(false, e.what());
   } catch (const std::runtime_error& e) {
-    fail("bqnet_model._C_cuda: ", e.what());
+    TORCH_CHECK(false, "bqnet_model._C_cuda: ", e.what());
   }
   return out;
 }
