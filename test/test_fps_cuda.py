@@ -297,7 +297,8 @@ def test_kernel_argument_errors_say_what_is_wrong():
 
 def test_the_wrapper_refuses_bad_arguments_before_the_binding():
     """The binding's own errors crashed the process on the GPU machine (csrc/cuda/bindings_cuda.cpp),
-    so ``fps_cuda_kernel()`` checks the arguments in Python first; a bad call never reaches it."""
+    so ``fps_cuda_kernel()`` checks the arguments in Python first; a bad call never reaches it. The
+    rules, on CPU tensors (``device_type`` "cpu" stands in for CUDA), as the GPU test above calls them."""
     calls = []
     run = query_sampling._checked_kernel(lambda *a: calls.append(a))
     xyz = torch.rand(2, 10, 3)
@@ -306,3 +307,15 @@ def test_the_wrapper_refuses_bad_arguments_before_the_binding():
     with pytest.raises(RuntimeError, match="got ndarray"):
         run(xyz.numpy(), torch.tensor([10, 4]), 4)
     assert calls == []
+    err = lambda x, lens, n: query_sampling.kernel_argument_error(x, lens, n, device_type="cpu")  # noqa: E731
+    lengths = torch.tensor([10, 4])
+    assert err(xyz, lengths, 4) is None and err(xyz, lengths, np.int64(4)) is None
+    assert "float32 CPU tensor" in err(xyz.double(), lengths, 4) and "float32 CPU tensor" in err(xyz[..., :2], lengths, 4)
+    assert "between 1 and" in err(xyz[:, :0], lengths, 4)
+    for bad_n in (0, -1, 2**31, 4.0, True, "4"):
+        assert "n (seeds per row) must be an integer" in err(xyz, lengths, bad_n)
+    assert "lengths must be an int64 tensor of shape (2,)" in err(xyz, lengths.int(), 4)
+    assert "lengths must be an int64 tensor of shape (2,)" in err(xyz, lengths[:1], 4)
+    assert "lengths must lie in [1, 10]" in err(xyz, torch.tensor([11, 4]), 4)
+    assert "got [0, 4]" in err(xyz, torch.tensor([0, 4]), 4)
+    assert err(xyz[:0], lengths[:0], 4) is None  # no rows: nothing to check, the kernel returns (0, n)

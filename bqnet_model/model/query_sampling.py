@@ -19,9 +19,11 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +36,7 @@ __all__ = [
     "FPS_MATRIX_MAX",
     "FPS_ORIGIN_RADIUS2",
     "fps_cuda_kernel",
+    "kernel_argument_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,33 +79,45 @@ def _describe(t: Tensor) -> str:
     return f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)} on {t.device}"
 
 
+def kernel_argument_error(xyz: object, lengths: object, n: object, device_type: str = "cuda") -> str | None:
+    """What is wrong with a call of the CUDA FPS kernel (its binding's rules), or None. ``device_type``
+    is the device the tensors must be on ("cuda" for the kernel; a CPU test passes "cpu" to reach the
+    later checks). The ``lengths`` value check reads two numbers back."""
+    if not (isinstance(xyz, Tensor) and xyz.device.type == device_type and xyz.dim() == 3 and xyz.shape[2] == 3
+            and xyz.dtype == torch.float32):
+        got = _describe(xyz) if isinstance(xyz, Tensor) else type(xyz).__name__
+        return f"xyz must be a float32 {device_type.upper()} tensor of shape (B, S, 3), got {got}"
+    B, S = int(xyz.shape[0]), int(xyz.shape[1])
+    if not 1 <= S <= 0x7FFFFFFF // 3:
+        return f"xyz must have between 1 and {0x7FFFFFFF // 3} points per row, got {S}"
+    try:  # an int or a numpy integer; not a float, not a bool
+        seeds = None if isinstance(n, (bool, np.bool_)) else operator.index(n)  # type: ignore[arg-type]
+    except TypeError:
+        seeds = None
+    if seeds is None or not 1 <= seeds <= 0x7FFFFFFF:
+        return f"n (seeds per row) must be an integer in [1, 2^31 - 1], got {n!r}"
+    if not (isinstance(lengths, Tensor) and lengths.dim() == 1 and lengths.shape[0] == B
+            and lengths.dtype == torch.int64 and lengths.device == xyz.device):
+        got = _describe(lengths) if isinstance(lengths, Tensor) else type(lengths).__name__
+        return f"lengths must be an int64 tensor of shape ({B},) on xyz's device ({xyz.device}), got {got}"
+    if B:
+        lo, hi = (int(v) for v in torch.stack(torch.aminmax(lengths)).tolist())
+        if lo < 1 or hi > S:
+            return f"lengths must lie in [1, {S}] (real points per row, padding after them), got [{lo}, {hi}]"
+    return None
+
+
 def _checked_kernel(run: Callable[[Tensor, Tensor, int], Tensor]) -> Callable[[Tensor, Tensor, int], Tensor]:
-    """``run`` behind the argument checks of its binding, made here first. On the H200 (torch 2.11,
-    2026-12-01) any error raised inside the binding killed the process (SIGSEGV) instead of raising,
-    whatever the message; the cause was not found, so a bad call never reaches it. The checks cost
-    the one value read-back of ``lengths`` the binding makes too."""
+    """``run`` behind the argument checks of its binding (``kernel_argument_error``), made here
+    first. On the H200 (torch 2.11, 2026-12-01) any error raised inside the binding killed the
+    process (SIGSEGV) instead of raising, whatever the message; the cause was not found, so a bad
+    call never reaches it."""
 
     def checked(xyz: Tensor, lengths: Tensor, n: int) -> Tensor:
-        if not (isinstance(xyz, Tensor) and xyz.is_cuda and xyz.dim() == 3 and xyz.shape[2] == 3
-                and xyz.dtype == torch.float32):
-            got = _describe(xyz) if isinstance(xyz, Tensor) else type(xyz).__name__
-            raise RuntimeError(f"xyz must be a float32 CUDA tensor of shape (B, S, 3), got {got}")
-        B, S = int(xyz.shape[0]), int(xyz.shape[1])
-        if not 1 <= S <= 0x7FFFFFFF // 3:
-            raise RuntimeError(f"xyz must have between 1 and {0x7FFFFFFF // 3} points per row, got {S}")
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 0x7FFFFFFF:
-            raise RuntimeError(f"n (seeds per row) must be in [1, 2^31 - 1], got {n!r}")
-        if not (isinstance(lengths, Tensor) and lengths.dim() == 1 and lengths.shape[0] == B
-                and lengths.dtype == torch.int64 and lengths.device == xyz.device):
-            got = _describe(lengths) if isinstance(lengths, Tensor) else type(lengths).__name__
-            raise RuntimeError(f"lengths must be an int64 tensor of shape ({B},) on xyz's device "
-                               f"({xyz.device}), got {got}")
-        if B:
-            lo, hi = (int(v) for v in torch.stack(torch.aminmax(lengths)).tolist())
-            if lo < 1 or hi > S:
-                raise RuntimeError(f"lengths must lie in [1, {S}] (real points per row, padding after them), "
-                                   f"got [{lo}, {hi}]")
-        return run(xyz, lengths, n)
+        why = kernel_argument_error(xyz, lengths, n)
+        if why is not None:
+            raise RuntimeError(why)
+        return run(xyz, lengths, operator.index(n))
 
     checked.__wrapped__ = run  # type: ignore[attr-defined]
     return checked
