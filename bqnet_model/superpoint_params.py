@@ -27,12 +27,17 @@ class SuperpointParams:
     more edges let FH leak across boundaries), ``normal_knn`` 8 (sharper creases than 16),
     ``normal_pick`` 4 (the flattest of five nearby planes: sharper creases on real scans; larger
     values help real scans less than they cost on the synthetic rooms), ``k_thresh`` 0.05 and
-    ``min_size`` 16 (with the coplanar merge: one segment per some tens of points, inside ScanNet's
+    ``min_size`` 15 (with the coplanar merge: one segment per some tens of points, inside ScanNet's
     range), ``color_weight`` 1 (needed on coloured synthetic objects, neutral on real scans),
     ``offset_weight`` 0.1, ``max_edge`` 4 spacings, the coplanar merge at 0.5 spacings RMS, |cos|
     0.95, colour 25 and at most 150 points (larger caps change ASA little and make the synthetic
-    rooms' segments much larger), ``refine_iters`` 3 with plane weight 1 and colour weight 2 (the
-    boundary exchange; more rounds change little).
+    rooms' segments much larger), ``refine_iters`` 5 with plane weight 2.5 and colour weight 8 (the
+    boundary exchange). The exchange weights are high because the size step is single linkage on
+    these clouds (FH's own phase joins almost nothing at this k): it leaves segments straddling
+    objects that sit flush with a wall or 1-2 cm in front of it (door and window frames, bathtubs,
+    desks), and only a point's fit to a segment's plane and mean colour, over several rounds,
+    moves such points back; a colour guard in the size step instead costs ASA on real scans,
+    whose objects are textured.
 
     The fields are exactly the keyword arguments of ``bqnet_model.superpoints.oversegment`` (and
     of the C++ kernel): the thread count is not one of them, because the labels do not depend
@@ -41,7 +46,7 @@ class SuperpointParams:
 
     spacing: float = 0.0  # metres; 0 = estimate the median point spacing from the cloud
     k_thresh: float = 0.05
-    min_size: int = 16  # points
+    min_size: int = 15  # points
     max_size: int = 0  # points; 0 = no cap in the FH phase
     color_weight: float = 1.0
     offset_weight: float = 0.1
@@ -49,9 +54,9 @@ class SuperpointParams:
     normal_knn: int = 8
     max_edge: float = 4.0  # spacings
     normal_pick: int = 4  # a point takes the flattest PCA plane among its own and its nearest; 0 = its own
-    refine_iters: int = 3  # boundary exchange rounds after the merge; 0 = FH labels as they are
-    refine_plane_weight: float = 1.0  # point-to-segment-plane distance, per spacing
-    refine_color_weight: float = 2.0  # colour distance to the segment's mean, per 255
+    refine_iters: int = 5  # boundary exchange rounds after the merge; 0 = FH labels as they are
+    refine_plane_weight: float = 2.5  # point-to-segment-plane distance, per spacing
+    refine_color_weight: float = 8.0  # colour distance to the segment's mean, per 255
     merge_plane_rms: float = 0.5  # spacings: coplanar merge when the union's RMS plane distance is below; 0 = off
     merge_plane_cos: float = 0.95  # ... and the two planes' |cos| is above
     merge_color: float = 25.0  # ... and the mean colours (0..255) are closer than this
