@@ -39,6 +39,7 @@ A prototype: no product code is touched, nothing imports this file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from scipy.spatial import cKDTree
 
 # tools/ is no package: its sibling learned_affinity is reached by path (loading, graph, FH, bisection)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learned_affinity import MIN_SIZES, Cloud, edge_auc, edge_features, knn_edges, matched  # noqa: E402
+from learned_affinity import MIN_SIZES, Cloud, edge_auc, matched, prepare  # noqa: E402
 
 from bqnet_model.eval_real import check_real_dir, load_real_scene  # noqa: E402
 from bqnet_model.ingest import clean_torch, voxel_inputs_torch  # noqa: E402
@@ -119,16 +120,9 @@ def point_semantics(seg: Segmenter, xyz: np.ndarray, rgb: np.ndarray) -> tuple[n
 def prepare_scan(seg: Segmenter, name: str, xyz: np.ndarray, rgb: np.ndarray, instance: np.ndarray,
                  semantic: np.ndarray, group: str) -> Scan:
     """The shipped segmentation, the kNN graph with hand weights, and the model's per-point view."""
-    p = SuperpointParams()
-    res = oversegment_detailed(xyz, rgb, params=p, num_threads=1)
-    xyz32 = np.asarray(xyz, dtype=np.float32)
-    s = float(res.spacing)
-    a, b = knn_edges(xyz32, cKDTree(xyz32), p.knn, p.max_edge * s)
-    _, hand = edge_features(xyz32, rgb, np.asarray(res.normals, dtype=np.float32), s, a, b)
-    ia, ib = instance[a], instance[b]
-    same = np.where((ia < 0) | (ib < 0), -1, (ia == ib).astype(np.int8)).astype(np.int8)
-    cloud = Cloud(name, name.split("_")[0], instance, np.asarray(res.labels), a, b, hand,
-                  np.zeros((a.size, 0), np.float32), same)
+    # learned_affinity's graph; its learned-edge features are not used here (dropped: memory)
+    cloud = dataclasses.replace(prepare(name, xyz, rgb, instance), feats=np.zeros((0, 0), np.float32))
+    a, b = cloud.a, cloud.b
     prob, feat, ms = point_semantics(seg, xyz, rgb)
     tv = 0.5 * np.abs(prob[a] - prob[b]).sum(1)
     cos = 1.0 - (feat[a] * feat[b]).sum(1)
