@@ -102,3 +102,35 @@ def reference_loss(out: Any, targets: LossTargets, cfg: LossConfig) -> tuple[Ten
     result["num_insts"] = torch.tensor(m.num_insts / max(T, 1))
     result["total"] = total.detach()
     return total, result
+
+
+def reference_sentence_targets(batch: dict[str, Any]) -> LossTargets:
+    """``BQNet.sentence_targets`` as a copy per sentence and table (no device move)."""
+    from bqnet_model.model.bqnet import BQNet
+
+    sp_offsets = batch["sp_offsets"].long().cpu()
+    counts = sp_offsets[1:] - sp_offsets[:-1]
+    s_max = int(counts.max())
+    ts = torch.as_tensor(batch["text_scene"]).long().cpu()
+    T, B = ts.shape[0], counts.shape[0]
+    sp = torch.as_tensor(batch["superpoints"]).long().cpu()
+    xyz = torch.as_tensor(batch["point_xyz"]).float().cpu()
+    n_sp = int(sp_offsets[-1])
+    centres = torch.zeros(n_sp, 3).index_add_(0, sp, xyz) / torch.bincount(sp, minlength=n_sp).clamp_min(1).unsqueeze(1)
+    scene_xyz = torch.zeros(B, s_max, 3)
+    for b in range(B):
+        scene_xyz[b, : int(counts[b])] = centres[sp_offsets[b]: sp_offsets[b + 1]]
+    inst_list, ref_list, anchor_list = batch.get("gt_sp_inst"), batch.get("sp_ref_masks"), batch.get("gt_sp_anchor")
+    sp_inst = torch.full((T, s_max), -1, dtype=torch.long)
+    sp_ref = torch.zeros(T, s_max)
+    sp_anchor = torch.full((T, s_max), -1, dtype=torch.long) if anchor_list is not None else None
+    for t in range(T):
+        gt = torch.as_tensor(batch["gt_sp_masks"][t]).float()
+        n = gt.shape[0]
+        sp_inst[t, :n] = torch.as_tensor(inst_list[t]).long() if inst_list is not None else torch.where(gt > 0.5, 0, -1)
+        sp_ref[t, :n] = torch.as_tensor(ref_list[t]).float() if ref_list is not None else gt
+        if sp_anchor is not None:
+            sp_anchor[t, :n] = torch.as_tensor(anchor_list[t]).long()
+    pad = torch.arange(s_max)[None, :] >= counts[ts][:, None]
+    return LossTargets(sp_inst=sp_inst, sp_pad=pad, sp_xyz=scene_xyz[ts], sp_ref=sp_ref,
+                       sem=BQNet.semantic_targets(batch), sp_anchor=sp_anchor)

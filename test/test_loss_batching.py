@@ -117,3 +117,66 @@ def test_batched_loss_and_gradients_equal_the_reference(seed, empty, anchor):
     torch.testing.assert_close(total, ref_total, rtol=1e-6, atol=1e-7)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def _room_batch(tmp_path):
+    """A collated GRES batch of two grid rooms: multi-target, one-target, zero-target sentences and
+    an anchor, as ``dataset.collate_fn`` gives it to the training step."""
+    import json
+
+    from bqnet_model.data.dataset import collate_fn
+    from bqnet_model.model.config import load_config
+    from bqnet_model.train import build_datasets
+    from bqnet_synth import minimal_room
+    from conftest import save_grid_room
+    from tiny_model import write_train_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ann = []
+    for k in range(2):
+        sid = f"room{k:02d}"
+        save_grid_room(data, sid, minimal_room(n_points=1500 + 500 * k, seed=k))
+        ann += [{"scene_id": sid, "object_ids": [6, 9], "object_name": "chair", "ann_id": 0, "description": "the chairs",
+                 "eval_type": "mt", "anchor_ids": [5]},
+                {"scene_id": sid, "object_ids": [7], "object_name": "table", "ann_id": 1,
+                 "description": "the white table", "eval_type": "st_wo_d"},
+                {"scene_id": sid, "object_ids": [], "object_name": "sofa", "ann_id": 2, "description": "the sofa",
+                 "eval_type": "zt_wo_d"}]
+    (data / "multi3drefer_train.json").write_text(json.dumps(ann))
+    cfg_path = write_train_config(tmp_path / "tiny.yaml", data, tmp_path / "run", inference={"task": "gres"},
+                                  model={"loss": {"align": 0.0, "anchor_mask": 0.5, "anchor_ref": 0.8},
+                                         "num_classes": 23}, train={"lang_per_scene": 3})
+    cfg = load_config(cfg_path)
+    ds, _ = build_datasets(cfg, data, train=True)
+    return cfg, collate_fn([ds[0], ds[1]])
+
+
+def test_model_loss_and_parameter_gradients_equal_the_reference(tmp_path):
+    from bqnet_model.model.bqnet import BQNet
+    from loss_reference import reference_sentence_targets
+
+    torch.manual_seed(0)
+    cfg, batch = _room_batch(tmp_path)
+    assert len(batch["texts"]) == 6 and batch["batch_size"] == 2
+    tg = BQNet.sentence_targets(batch)
+    ref_tg = reference_sentence_targets(batch)
+    for k, v in vars(ref_tg).items():
+        assert (v is None and getattr(tg, k) is None) or torch.equal(getattr(tg, k), v), k
+    model = BQNet(cfg.model)
+    out = model(batch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    total, parts = model.loss(out, batch)
+    assert parts["num_insts"] > 0 and parts["anchor_insts"] > 0
+    grads = torch.autograd.grad(total, params, retain_graph=True, allow_unused=True)
+    ref_total, ref_parts = reference_loss(out, ref_tg, cfg.model.loss)
+    ref_grads = torch.autograd.grad(ref_total, params, allow_unused=True)
+    for k in ref_parts:
+        torch.testing.assert_close(parts[k], ref_parts[k], rtol=1e-6, atol=1e-7, msg=k)
+    n_checked = 0
+    for p, got, want in zip(params, grads, ref_grads):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
+            n_checked += 1
+    assert n_checked > len(params) // 2

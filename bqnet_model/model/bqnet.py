@@ -270,33 +270,40 @@ class BQNet(nn.Module):
         counts = sp_offsets[1:] - sp_offsets[:-1]
         s_max = int(counts.max())
         ts = torch.as_tensor(batch["text_scene"]).long().cpu()
-        T, B = ts.shape[0], counts.shape[0]
+        T = ts.shape[0]
         sp = torch.as_tensor(batch["superpoints"]).long().cpu()
         xyz = torch.as_tensor(batch["point_xyz"]).float().cpu()
         n_sp = int(sp_offsets[-1])
         sums = torch.zeros(n_sp, 3).index_add_(0, sp, xyz)
         sizes = torch.bincount(sp, minlength=n_sp).clamp_min(1).unsqueeze(1)
-        centres = sums / sizes
-        scene_xyz = torch.zeros(B, s_max, 3)
-        for b in range(B):
-            scene_xyz[b, : int(counts[b])] = centres[sp_offsets[b]: sp_offsets[b + 1]]
+        scene_xyz, _ = pad_by_offsets(sums / sizes, sp_offsets)
+        gt_list = batch["gt_sp_masks"]
+        # The per-sentence rows go into the padded (T, s_max) tables with one scatter per table
+        # (a copy per sentence and table was most of this function's cost).
+        lengths = [int(torch.as_tensor(g).shape[0]) for g in gt_list]
+        rows = torch.repeat_interleave(torch.arange(T), torch.tensor(lengths, dtype=torch.long), output_size=sum(lengths))
+        starts = torch.tensor([0, *lengths[:-1]], dtype=torch.long).cumsum(0)
+        flat = rows * s_max + torch.arange(rows.shape[0]) - starts[rows]
+
+        def table(values: list[Any] | None, name: str, fill: float, dtype: torch.dtype) -> torch.Tensor:
+            out = torch.full((T, s_max), fill, dtype=dtype)
+            got = [int(torch.as_tensor(v).shape[0]) for v in values]
+            if got != lengths:
+                raise ValueError(f"batch {name} rows have {got} superpoints where gt_sp_masks has {lengths}")
+            if lengths:
+                out.view(-1)[flat] = torch.cat([torch.as_tensor(v) for v in values]).to(dtype)
+            return out
+
+        gt = table(gt_list, "gt_sp_masks", 0.0, torch.float32)
         inst_list = batch.get("gt_sp_inst")
         ref_list = batch.get("sp_ref_masks")
-        gt_list = batch["gt_sp_masks"]
-        sp_inst = torch.full((T, s_max), -1, dtype=torch.long)
-        sp_ref = torch.zeros(T, s_max)
         anchor_list = batch.get("gt_sp_anchor")
-        sp_anchor = torch.full((T, s_max), -1, dtype=torch.long) if anchor_list is not None else None
-        for t in range(T):
-            gt = torch.as_tensor(gt_list[t]).float()
-            n = gt.shape[0]
-            if inst_list is not None:
-                sp_inst[t, :n] = torch.as_tensor(inst_list[t]).long()
-            else:
-                sp_inst[t, :n] = torch.where(gt > 0.5, 0, -1)
-            sp_ref[t, :n] = torch.as_tensor(ref_list[t]).float() if ref_list is not None else gt
-            if sp_anchor is not None:
-                sp_anchor[t, :n] = torch.as_tensor(anchor_list[t]).long()
+        if inst_list is not None:
+            sp_inst = table(inst_list, "gt_sp_inst", -1, torch.long)
+        else:
+            sp_inst = torch.where(gt > 0.5, 0, -1)
+        sp_ref = table(ref_list, "sp_ref_masks", 0.0, torch.float32) if ref_list is not None else gt
+        sp_anchor = table(anchor_list, "gt_sp_anchor", -1, torch.long) if anchor_list is not None else None
         pad = torch.arange(s_max)[None, :] >= counts[ts][:, None]
         targets = LossTargets(sp_inst=sp_inst, sp_pad=pad, sp_xyz=scene_xyz[ts], sp_ref=sp_ref,
                               sem=BQNet.semantic_targets(batch), sp_anchor=sp_anchor)
