@@ -1,5 +1,5 @@
 """The training loss as it was computed before the batch code (a loop over sentences for the
-matching, one call per prediction for the layer terms), kept as the reference the batched code of
+matching and the targets, one call per prediction for the layer terms), kept as the reference the batched code of
 ``bqnet_model.model.matching`` / ``losses`` must reproduce exactly.
 
 Why here and not in the library: the rule is stated once per sentence by the public
@@ -14,9 +14,47 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bqnet_model.model.losses import (LossConfig, align_loss, indicator_loss, layer_weights, mask_losses,
-                                      sampling_loss, semantic_loss)
+import torch.nn.functional as F
+
+from bqnet_model.model.losses import LossConfig, align_loss, dice_loss, layer_weights, sampling_loss, semantic_loss
 from bqnet_model.model.matching import LossTargets, Matching, match_objects, sentence_objects
+
+
+def _per_sentence_mean(values: Tensor, t_idx: Tensor, T: int, weight: Tensor) -> Tensor:
+    sums = values.new_zeros(T).index_add(0, t_idx, values)
+    counts = values.new_zeros(T).index_add(0, t_idx, weight.to(values.dtype))
+    return (sums / counts.clamp_min(1e-12) * (counts > 0)).sum()
+
+
+def mask_losses(masks: Tensor, scores: Tensor, m: Matching, sp_pad: Tensor, cfg: LossConfig,
+                norm: float) -> dict[str, Tensor]:
+    """One prediction's ``mask_bce``, ``mask_dice`` and ``score``."""
+    T = masks.shape[0]
+    if m.num_insts == 0:
+        zero = 0.0 * (masks.float().sum() + scores.float().sum())
+        return {"mask_bce": zero, "mask_dice": zero, "score": zero}
+    valid = (~sp_pad).float()[m.t_idx]
+    logit = masks.float()[m.t_idx, m.q_idx]
+    tgt = m.targets
+    bce = (F.binary_cross_entropy_with_logits(logit, tgt, reduction="none") * valid).sum(-1)
+    with torch.no_grad():
+        binm = (logit >= 0) & (valid > 0)
+        tb = tgt > 0.5
+        inter = (binm & tb).sum(-1).float()
+        iou = inter / (tb.sum(-1).float() + binm.sum(-1).float() - inter + 1e-6)
+        keep = iou > cfg.score_iou_min
+    sc = scores.float()[m.t_idx, m.q_idx]
+    return {
+        "mask_bce": _per_sentence_mean(bce, m.t_idx, T, valid.sum(-1)) / norm,
+        "mask_dice": _per_sentence_mean(dice_loss(logit, tgt, valid), m.t_idx, T, torch.ones_like(bce)) / norm,
+        "score": _per_sentence_mean((sc - iou).square() * keep, m.t_idx, T, keep) / norm,
+    }
+
+
+def indicator_loss(indi: Tensor, matched: Tensor, eos_coef: float, norm: float) -> Tensor:
+    logp = F.log_softmax(indi.float(), dim=-1)
+    ce = -torch.where(matched, logp[..., 1], logp[..., 0])
+    return (ce * torch.where(matched, 1.0, eos_coef)).sum() / norm
 
 
 def reference_match_batch(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets) -> tuple[Matching, list]:
