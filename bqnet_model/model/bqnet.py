@@ -61,6 +61,34 @@ def sync_time(device: torch.device) -> float:
     return time.perf_counter()
 
 
+class _ScenePadding:
+    """``backbone.pad_by_offsets`` for several tensors of one batch, with the scatter indices built
+    once on the host from the batch's CPU ``sp_offsets``: on CUDA each ``pad_by_offsets`` call
+    reads the offsets and the largest scene back from the device (four host syncs per tensor).
+    Same values: one ``index_put`` per tensor into a zero-filled padded tensor."""
+
+    def __init__(self, offsets: torch.Tensor, device: torch.device) -> None:
+        off = torch.as_tensor(offsets).long().cpu()
+        if off.ndim != 1 or off.shape[0] < 2 or int(off[0]) != 0 or bool((off[1:] < off[:-1]).any()):
+            raise ValueError(f"sp_offsets must rise from 0 (one entry per scene plus one), got {off.tolist()}")
+        counts = off[1:] - off[:-1]
+        self.rows = int(off[-1])
+        self.shape = (int(counts.shape[0]), int(counts.max()))
+        scene = torch.repeat_interleave(torch.arange(self.shape[0]), counts)
+        local = torch.arange(self.rows) - off[:-1][scene]
+        self.scene, self.local = scene.to(device), local.to(device)
+        pad = torch.ones(self.shape, dtype=torch.bool)
+        pad[scene, local] = False
+        self.pad = pad.to(device)
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        if rows.shape[0] != self.rows:
+            raise ValueError(f"sp_offsets run to {self.rows} superpoints, the tensor has {rows.shape[0]} rows")
+        out = rows.new_zeros((*self.shape, *rows.shape[1:]))
+        out[self.scene, self.local] = rows
+        return out
+
+
 class BQNet(nn.Module):
     """The network. ``cfg.decoder.in_channels``/``text_channels`` are set from the backbone and
     the loaded text encoder (the config object is updated so checkpoints record them).
@@ -88,10 +116,12 @@ class BQNet(nn.Module):
         return next(self.decoder.parameters()).device
 
     # ------------------------------------------------------------------ scene
-    def encode_scene(self, batch: dict[str, Any], timings: dict[str, float] | None = None) -> SceneFeatures:
+    def encode_scene(self, batch: dict[str, Any], timings: dict[str, float] | None = None,
+                     fps_kernel: bool = False) -> SceneFeatures:
         """Backbone -> point features (by ``p2v``) -> superpoint mean -> FPS seeds.
 
-        ``timings`` (optional) receives ``backbone``, ``pooling``, ``fps`` in ms.
+        ``timings`` (optional) receives ``backbone``, ``pooling``, ``fps`` in ms; ``fps_kernel``:
+        as ``pool_scene``'s.
         """
         missing = [k for k in _BATCH_KEYS if k not in batch]
         if missing:
@@ -100,7 +130,7 @@ class BQNet(nn.Module):
         t0 = sync_time(dev)
         vox = self.encode_voxels(batch)
         t1 = sync_time(dev)
-        scene = self.pool_scene(vox, batch, timings)
+        scene = self.pool_scene(vox, batch, timings, fps_kernel=fps_kernel)
         if timings is not None:
             timings["backbone"] = (t1 - t0) * 1e3
         return scene
@@ -127,7 +157,6 @@ class BQNet(nn.Module):
         p2v = batch["p2v"].to(dev, non_blocking=True)
         sp = batch["superpoints"].to(dev, non_blocking=True)
         xyz = batch["point_xyz"].to(dev, non_blocking=True).float()
-        sp_offsets = batch["sp_offsets"].to(dev)
         n_sp = int(batch["sp_offsets"][-1])
         if p2v.shape[0] != sp.shape[0] or xyz.shape[0] != sp.shape[0]:
             raise ValueError(f"p2v ({p2v.shape[0]}), superpoints ({sp.shape[0]}) and point_xyz ({xyz.shape[0]}) differ in length")
@@ -135,16 +164,17 @@ class BQNet(nn.Module):
         # float32 pooling: under fp16 autocast a large superpoint's feature sum could overflow
         sp_feats = superpoint_pool(vox[p2v].float(), sp, n_sp, pool)
         sp_xyz = superpoint_pool(xyz, sp, n_sp, "mean")
-        sizes = torch.bincount(sp, minlength=n_sp)
-        sp_feats_b, sp_pad = pad_by_offsets(sp_feats, sp_offsets)
-        sp_xyz_b, _ = pad_by_offsets(sp_xyz, sp_offsets)
-        sizes_b, _ = pad_by_offsets(sizes, sp_offsets)
+        # counts by a scatter (a CUDA bincount reads its maximum back to the host)
+        sizes = torch.zeros(n_sp, dtype=torch.long, device=dev).index_add_(0, sp, torch.ones_like(sp))
+        pad_rows = _ScenePadding(batch["sp_offsets"], dev)
+        sp_feats_b, sp_xyz_b, sizes_b = pad_rows(sp_feats), pad_rows(sp_xyz), pad_rows(sizes)
+        sp_pad = pad_rows.pad
         image_b = None
         if batch.get("sp_image_feats") is not None:
             img = torch.as_tensor(batch["sp_image_feats"]).to(dev, non_blocking=True).float()
             if img.ndim != 2 or img.shape[0] != n_sp:
                 raise ValueError(f"sp_image_feats must have shape ({n_sp}, C), one row per superpoint, got {tuple(img.shape)}")
-            image_b, _ = pad_by_offsets(img, sp_offsets)
+            image_b = pad_rows(img)
         t2 = sync_time(dev)
         seed_idx = farthest_point_sample(self.centred(sp_xyz_b, sizes_b), self.cfg.decoder.fps_num, sp_pad,
                                          kernel=fps_kernel)
@@ -202,11 +232,12 @@ class BQNet(nn.Module):
                 raise ValueError("text_scene is required when the scene features hold several scenes")
             ts = torch.zeros(T, dtype=torch.long, device=dev)
         else:
-            ts = torch.as_tensor(text_scene, dtype=torch.long, device=dev)
+            ts = torch.as_tensor(text_scene, dtype=torch.long)  # checked where it is (the batch's: CPU)
             if ts.ndim != 1 or ts.shape[0] != T:
                 raise ValueError(f"text_scene must have one entry per sentence ({T}), got shape {tuple(ts.shape)}")
             if T and (int(ts.min()) < 0 or int(ts.max()) >= scene.batch_size):
                 raise ValueError(f"text_scene values must be in [0, {scene.batch_size})")
+            ts = ts.to(dev)
         B = scene.batch_size
         img = scene.image_feats if image_feats is None else image_feats
         if img is not None and self.decoder.input_proj_2d is None:
@@ -231,11 +262,13 @@ class BQNet(nn.Module):
 
         A model that reads the official string encodes the batch's ``prepared`` texts when the
         dataset gives them (``collate_fn``): the strings its loss maps index (ScanRefer mode
-        included), as the authors' collate tokenizes them, with no second parse."""
+        included), as the authors' collate tokenizes them, with no second parse. On CUDA the seeds
+        come from the FPS kernel when the extension has it (the torch loop's indices in one launch
+        instead of a few hundred; ``farthest_point_sample``)."""
         texts = batch.get("texts")
         if not texts:
             raise ValueError("batch has no texts: forward needs at least one sentence")
-        scene = self.encode_scene(batch)
+        scene = self.encode_scene(batch, fps_kernel=True)
         prepared = batch.get("prepared")
         if self.cfg.text.official_prep and prepared is not None and len(prepared) == len(texts) \
                 and all(isinstance(p, PreparedText) for p in prepared):
@@ -270,33 +303,40 @@ class BQNet(nn.Module):
         counts = sp_offsets[1:] - sp_offsets[:-1]
         s_max = int(counts.max())
         ts = torch.as_tensor(batch["text_scene"]).long().cpu()
-        T, B = ts.shape[0], counts.shape[0]
+        T = ts.shape[0]
         sp = torch.as_tensor(batch["superpoints"]).long().cpu()
         xyz = torch.as_tensor(batch["point_xyz"]).float().cpu()
         n_sp = int(sp_offsets[-1])
         sums = torch.zeros(n_sp, 3).index_add_(0, sp, xyz)
         sizes = torch.bincount(sp, minlength=n_sp).clamp_min(1).unsqueeze(1)
-        centres = sums / sizes
-        scene_xyz = torch.zeros(B, s_max, 3)
-        for b in range(B):
-            scene_xyz[b, : int(counts[b])] = centres[sp_offsets[b]: sp_offsets[b + 1]]
+        scene_xyz, _ = pad_by_offsets(sums / sizes, sp_offsets)
+        gt_list = batch["gt_sp_masks"]
+        # The per-sentence rows go into the padded (T, s_max) tables with one scatter per table
+        # (a copy per sentence and table was most of this function's cost).
+        lengths = [int(torch.as_tensor(g).shape[0]) for g in gt_list]
+        rows = torch.repeat_interleave(torch.arange(T), torch.tensor(lengths, dtype=torch.long), output_size=sum(lengths))
+        starts = torch.tensor([0, *lengths[:-1]], dtype=torch.long).cumsum(0)
+        flat = rows * s_max + torch.arange(rows.shape[0]) - starts[rows]
+
+        def table(values: list[Any] | None, name: str, fill: float, dtype: torch.dtype) -> torch.Tensor:
+            out = torch.full((T, s_max), fill, dtype=dtype)
+            got = [int(torch.as_tensor(v).shape[0]) for v in values]
+            if got != lengths:
+                raise ValueError(f"batch {name} rows have {got} superpoints where gt_sp_masks has {lengths}")
+            if lengths:
+                out.view(-1)[flat] = torch.cat([torch.as_tensor(v) for v in values]).to(dtype)
+            return out
+
+        gt = table(gt_list, "gt_sp_masks", 0.0, torch.float32)
         inst_list = batch.get("gt_sp_inst")
         ref_list = batch.get("sp_ref_masks")
-        gt_list = batch["gt_sp_masks"]
-        sp_inst = torch.full((T, s_max), -1, dtype=torch.long)
-        sp_ref = torch.zeros(T, s_max)
         anchor_list = batch.get("gt_sp_anchor")
-        sp_anchor = torch.full((T, s_max), -1, dtype=torch.long) if anchor_list is not None else None
-        for t in range(T):
-            gt = torch.as_tensor(gt_list[t]).float()
-            n = gt.shape[0]
-            if inst_list is not None:
-                sp_inst[t, :n] = torch.as_tensor(inst_list[t]).long()
-            else:
-                sp_inst[t, :n] = torch.where(gt > 0.5, 0, -1)
-            sp_ref[t, :n] = torch.as_tensor(ref_list[t]).float() if ref_list is not None else gt
-            if sp_anchor is not None:
-                sp_anchor[t, :n] = torch.as_tensor(anchor_list[t]).long()
+        if inst_list is not None:
+            sp_inst = table(inst_list, "gt_sp_inst", -1, torch.long)
+        else:
+            sp_inst = torch.where(gt > 0.5, 0, -1)
+        sp_ref = table(ref_list, "sp_ref_masks", 0.0, torch.float32) if ref_list is not None else gt
+        sp_anchor = table(anchor_list, "gt_sp_anchor", -1, torch.long) if anchor_list is not None else None
         pad = torch.arange(s_max)[None, :] >= counts[ts][:, None]
         targets = LossTargets(sp_inst=sp_inst, sp_pad=pad, sp_xyz=scene_xyz[ts], sp_ref=sp_ref,
                               sem=BQNet.semantic_targets(batch), sp_anchor=sp_anchor)

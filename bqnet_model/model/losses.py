@@ -37,7 +37,7 @@ everything is computed in float32 (safe under autocast).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ from torch import Tensor
 from .matching import LossTargets, Matching, match_batch, sampling_targets
 
 __all__ = ["LossConfig", "LossTargets", "bqnet_loss", "semantic_loss", "dice_loss", "sigmoid_focal_loss",
-           "layer_weights", "mask_losses", "indicator_loss", "align_loss", "sampling_loss", "anchor_matching",
+           "layer_weights", "mask_losses", "layer_mask_losses", "indicator_loss", "layer_indicator_losses", "align_loss", "sampling_loss", "anchor_matching",
            "TOKEN_MAP_KINDS"]
 
 # Span kinds of ``text_prep.positive_maps`` the contrastive term reads.
@@ -150,25 +150,34 @@ def dice_loss(logits: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
 
 
 def _per_sentence_mean(values: Tensor, t_idx: Tensor, T: int, weight: Tensor) -> Tensor:
-    """Sum over sentences of (sum of ``values`` / sum of ``weight``) within each sentence."""
-    sums = values.new_zeros(T).index_add(0, t_idx, values)
-    counts = values.new_zeros(T).index_add(0, t_idx, weight.to(values.dtype))
-    return (sums / counts.clamp_min(1e-12) * (counts > 0)).sum()
+    """Sum over sentences of (sum of ``values`` / sum of ``weight``) within each sentence; values
+    ``(..., P)`` (a leading axis of predictions), weight ``(..., P)`` or ``(P,)``."""
+    sums = values.new_zeros(*values.shape[:-1], T).index_add(-1, t_idx, values)
+    counts = values.new_zeros(*weight.shape[:-1], T).index_add(-1, t_idx, weight.to(values.dtype))
+    return (sums / counts.clamp_min(1e-12) * (counts > 0)).sum(-1)
 
 
 def mask_losses(masks: Tensor, scores: Tensor, m: Matching, sp_pad: Tensor, cfg: LossConfig,
                 norm: float) -> dict[str, Tensor]:
     """``mask_bce``, ``mask_dice`` and ``score`` of one prediction (module docstring)."""
-    T, _, S = masks.shape
-    if m.num_insts == 0:
-        zero = 0.0 * (masks.float().sum() + scores.float().sum())  # keeps the heads in the graph
+    return {k: v[0] for k, v in layer_mask_losses([masks], [scores], m, sp_pad, cfg, norm).items()}
+
+
+def layer_mask_losses(masks: Sequence[Tensor], scores: Sequence[Tensor], m: Matching, sp_pad: Tensor,
+                      cfg: LossConfig, norm: float) -> dict[str, Tensor]:
+    """``mask_losses`` of N predictions at once (``masks`` N x (T,Q,S), ``scores`` N x (T,Q)):
+    each term an (N,) tensor. The matched pairs are the same for every prediction, so the pairs'
+    logits are stacked and each term is one set of ops for all layers instead of one per layer."""
+    T = masks[0].shape[0]
+    if m.num_insts == 0:  # keeps the heads in the graph
+        zero = 0.0 * torch.stack([mk.float().sum() + sc.float().sum() for mk, sc in zip(masks, scores)])
         return {"mask_bce": zero, "mask_dice": zero, "score": zero}
     valid = (~sp_pad).float()[m.t_idx]  # (P, S)
-    logit = masks.float()[m.t_idx, m.q_idx]
+    logit = torch.stack([mk[m.t_idx, m.q_idx] for mk in masks]).float()  # (N, P, S)
     tgt = m.targets
-    bce = (F.binary_cross_entropy_with_logits(logit, tgt, reduction="none") * valid).sum(-1)  # (P,)
+    bce = (F.binary_cross_entropy_with_logits(logit, tgt.expand_as(logit), reduction="none") * valid).sum(-1)
     n_real = valid.sum(-1)
-    ones = torch.ones_like(bce)
+    ones = torch.ones_like(n_real)
     with torch.no_grad():
         binm = (logit >= 0) & (valid > 0)
         tb = tgt > 0.5
@@ -176,7 +185,7 @@ def mask_losses(masks: Tensor, scores: Tensor, m: Matching, sp_pad: Tensor, cfg:
         union = tb.sum(-1).float() + binm.sum(-1).float() - inter
         iou = inter / (union + 1e-6)
         keep = iou > cfg.score_iou_min
-    sc = scores.float()[m.t_idx, m.q_idx]
+    sc = torch.stack([s[m.t_idx, m.q_idx] for s in scores]).float()  # (N, P)
     return {
         "mask_bce": _per_sentence_mean(bce, m.t_idx, T, n_real) / norm,
         "mask_dice": _per_sentence_mean(dice_loss(logit, tgt, valid), m.t_idx, T, ones) / norm,
@@ -187,10 +196,15 @@ def mask_losses(masks: Tensor, scores: Tensor, m: Matching, sp_pad: Tensor, cfg:
 def indicator_loss(indi: Tensor, matched: Tensor, eos_coef: float, norm: float) -> Tensor:
     """2-way cross-entropy, matched = class 1 (weight 1), others class 0 (weight ``eos_coef``),
     summed over every query of the batch, / ``norm``."""
-    logp = F.log_softmax(indi.float(), dim=-1)  # (T, Q, 2)
+    return layer_indicator_losses([indi], matched, eos_coef, norm)[0]
+
+
+def layer_indicator_losses(indi: Sequence[Tensor], matched: Tensor, eos_coef: float, norm: float) -> Tensor:
+    """``indicator_loss`` of N predictions (each (T,Q,2)) at once: (N,)."""
+    logp = F.log_softmax(torch.stack(list(indi)).float(), dim=-1)  # (N, T, Q, 2)
     ce = -torch.where(matched, logp[..., 1], logp[..., 0])
     w = torch.where(matched, 1.0, eos_coef)
-    return (ce * w).sum() / norm
+    return (ce * w).flatten(1).sum(-1) / norm
 
 
 def align_loss(proj_queries: Tensor, proj_tokens: Tensor, word_pad: Tensor, maps: dict[str, Tensor],
@@ -345,25 +359,28 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
             raise ValueError("the contrastive term needs the decoder output's word_pad (T, L)")
     keys = ("mask_bce", "mask_dice", "score", "indicator", "align")
     am = anchor_matching(out.seed_idx, out.sample_idx, targets, m) if cfg.anchor_mask > 0 else None
-    anchor_acc = torch.zeros((), device=targets.sp_xyz.device)
-    acc = {k: torch.zeros((), device=targets.sp_xyz.device) for k in keys}
-    total = torch.zeros((), device=targets.sp_xyz.device)
-    for w, pred in zip(weights, out.layers):
-        parts = mask_losses(pred.masks, pred.scores, m, targets.sp_pad, cfg, norm)
-        parts["indicator"] = indicator_loss(pred.indi, m.matched, cfg.eos_coef, norm)
-        if wants_align and pred.proj_tokens is not None and pred.proj_queries is not None:
-            parts["align"] = align_loss(pred.proj_queries, pred.proj_tokens, out.word_pad, targets.token_maps,
-                                        m.matched, cfg.eos_coef, cfg.align_temperature, norm)
-        else:
-            parts["align"] = torch.zeros((), device=total.device)
-        total = total + w * sum(getattr(cfg, k) * parts[k] for k in keys)
-        if am is not None:
-            ap = mask_losses(pred.masks, pred.scores, am, targets.sp_pad, cfg, float(max(am.num_insts, 1)))
-            anchor = cfg.mask_bce * ap["mask_bce"] + cfg.mask_dice * ap["mask_dice"]
-            total = total + w * cfg.anchor_mask * anchor
-            anchor_acc = anchor_acc + w * anchor.detach()
-        for k in keys:
-            acc[k] = acc[k] + w * parts[k].detach()
+    # Every prediction at once (same pairs): one set of ops per term, not one per layer.
+    dev = targets.sp_xyz.device
+    preds = out.layers
+    parts = layer_mask_losses([p.masks for p in preds], [p.scores for p in preds], m, targets.sp_pad, cfg, norm)
+    parts["indicator"] = layer_indicator_losses([p.indi for p in preds], m.matched, cfg.eos_coef, norm)
+    if wants_align:
+        zero = torch.zeros((), device=dev)
+        parts["align"] = torch.stack([
+            align_loss(p.proj_queries, p.proj_tokens, out.word_pad, targets.token_maps, m.matched, cfg.eos_coef,
+                       cfg.align_temperature, norm)
+            if p.proj_tokens is not None and p.proj_queries is not None else zero for p in preds])
+    else:
+        parts["align"] = torch.zeros(len(preds), device=dev)
+    w = torch.tensor(weights, device=dev)
+    total = (w * sum(getattr(cfg, k) * parts[k] for k in keys)).sum()
+    acc = {k: (w * parts[k].detach()).sum() for k in keys}
+    if am is not None:
+        ap = layer_mask_losses([p.masks for p in preds], [p.scores for p in preds], am, targets.sp_pad, cfg,
+                               float(max(am.num_insts, 1)))
+        anchor = cfg.mask_bce * ap["mask_bce"] + cfg.mask_dice * ap["mask_dice"]  # (N,)
+        total = total + cfg.anchor_mask * (w * anchor).sum()
+        anchor_acc = (w * anchor.detach()).sum()
 
     seed_target = sampling_targets(out.seed_idx, targets, m.objects)
     seed_valid = ~targets.sp_pad.gather(1, out.seed_idx)

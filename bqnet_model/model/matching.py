@@ -15,6 +15,12 @@ them (``scatter_mean`` of the superpoint coordinates over the object's superpoin
 The same rule on the FPS seeds (instead of the sampled queries) gives the soft targets of the
 sampling loss (``sampling_targets``). Matching depends only on positions and labels, never on
 the predictions, so it is computed once per batch and shared by every decoder layer.
+
+``sentence_objects`` and ``match_objects`` state the rule for one sentence. The batch functions
+(``batch_objects``, ``match_batch``, ``sampling_targets``) apply the same rule to all sentences
+at once, with the objects of the batch in one sentence-major list: a Python loop over the
+sentences cost ~25 tensor ops and two host synchronisations (``unique``, ``nonzero``) per
+sentence, which made the training step bound by the host.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["LossTargets", "Matching", "ObjectSet", "match_objects", "sentence_objects", "match_batch",
-           "sampling_targets"]
+__all__ = ["LossTargets", "Matching", "ObjectSet", "BatchObjects", "match_objects", "sentence_objects",
+           "batch_objects", "match_batch", "sampling_targets"]
 
 
 @dataclass
@@ -80,17 +86,39 @@ class ObjectSet:
 
 
 @dataclass
+class BatchObjects:
+    """The target objects of every sentence of a batch, sentence-major (each sentence's objects by
+    increasing id, as ``sentence_objects`` orders them): object ``g`` belongs to sentence
+    ``t_idx[g]``, has instance ``ids[g]``, superpoint mask ``masks[g] (S,)`` bool and centroid
+    ``centroids[g] (3,)``; ``first (T,)``: the index of each sentence's first object, so object
+    ``g`` is number ``g - first[t_idx[g]]`` of its sentence."""
+
+    t_idx: Tensor
+    ids: Tensor
+    masks: Tensor
+    centroids: Tensor
+    first: Tensor
+
+    def sentence(self, t: int) -> ObjectSet:
+        """The objects of sentence ``t`` as ``sentence_objects`` gives them."""
+        sel = self.t_idx == t
+        return ObjectSet(self.ids[sel], self.masks[sel], self.centroids[sel])
+
+
+@dataclass
 class Matching:
     """Matched pairs of a batch: pair ``p`` trains query ``q_idx[p]`` of sentence ``t_idx[p]`` on
     ``targets[p]`` (S,) float, the mask of object ``k_idx[p]`` of that sentence. ``matched (T,Q)``:
-    queries in at least one pair; ``num_insts``: the number of pairs (the authors' normaliser)."""
+    queries in at least one pair; ``num_insts``: the number of pairs (the authors' normaliser).
+    Pairs are sentence-major; within a sentence the nearest pairs come first (``match_objects``).
+    ``objects``: the sentences' objects (``k_idx`` numbers them within their sentence)."""
 
     t_idx: Tensor
     q_idx: Tensor
     k_idx: Tensor
     targets: Tensor
     matched: Tensor
-    objects: list[ObjectSet]
+    objects: BatchObjects
 
     @property
     def num_insts(self) -> int:
@@ -128,32 +156,77 @@ def match_objects(pos: Tensor, labels: Tensor, obj_ids: Tensor, obj_pos: Tensor)
     return cand, obj, nearest
 
 
+def batch_objects(sp_inst: Tensor, sp_xyz: Tensor) -> BatchObjects:
+    """``sentence_objects`` of every sentence at once: ``sp_inst (T,S)``, ``sp_xyz (T,S,3)``."""
+    T, S = sp_inst.shape
+    dev = sp_inst.device
+    valid = sp_inst >= 0
+    # One sorted list of (sentence, id) keys; the max is read back once to size the key space.
+    span = int(sp_inst.max()) + 1 if sp_inst.numel() else 0
+    if span <= 0:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return BatchObjects(empty, empty.clone(), torch.zeros(0, S, dtype=torch.bool, device=dev),
+                            torch.zeros(0, 3, dtype=sp_xyz.dtype, device=dev), torch.zeros(T, dtype=torch.long, device=dev))
+    keys = torch.arange(T, device=dev).unsqueeze(1) * span + sp_inst
+    uniq = torch.unique(keys[valid])  # sorted: sentence-major, ids ascending within a sentence
+    t_idx = torch.div(uniq, span, rounding_mode="floor")
+    ids = uniq - t_idx * span
+    masks = sp_inst.index_select(0, t_idx) == ids.unsqueeze(1)  # (K, S)
+    w = masks.to(sp_xyz.dtype)
+    sums = torch.bmm(w.unsqueeze(1), sp_xyz.index_select(0, t_idx)).squeeze(1)  # (K, 3)
+    centroids = sums / w.sum(1, keepdim=True).clamp_min(1.0)
+    first = torch.searchsorted(t_idx, torch.arange(T, device=dev))
+    return BatchObjects(t_idx, ids, masks, centroids, first)
+
+
+def _match_all(pos: Tensor, labels: Tensor, objs: BatchObjects) -> tuple[Tensor, Tensor, Tensor]:
+    """``match_objects`` of every sentence at once: candidates ``pos (T,N,3)`` with ``labels (T,N)``.
+
+    Returns ``(cand (P,), obj (P,), nearest (K,))`` with ``obj`` indexing ``objs`` (global) and the
+    pairs in ``match_objects``'s order within each sentence, sentences one after the other."""
+    dev = pos.device
+    K, N = int(objs.ids.numel()), pos.shape[1]
+    if K == 0 or N == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return empty, empty, empty
+    own = objs.t_idx
+    d = torch.cdist(pos.float().index_select(0, own), objs.centroids.float().unsqueeze(1))  # (K, N, 1)
+    nearest = d.squeeze(-1).argmin(dim=1)  # (K,), ties: the lowest index
+    taken = torch.zeros(pos.shape[:2], dtype=torch.bool, device=dev)
+    taken[own, nearest] = True
+    inside = (labels.index_select(0, own) == objs.ids.unsqueeze(1)) & ~taken.index_select(0, own)  # (K, N)
+    k_in, c_in = torch.nonzero(inside, as_tuple=True)  # object by object, candidates ascending
+    cand = torch.cat([nearest, c_in])
+    obj = torch.cat([torch.arange(K, device=dev), k_in])
+    # Sentence-major with each sentence's nearest pairs first: a stable sort by sentence keeps the
+    # order of the concatenation within a sentence.
+    order = torch.sort(own[obj], stable=True).indices
+    return cand[order], obj[order], nearest
+
+
+def _gather_xyz(sp_xyz: Tensor, idx: Tensor) -> Tensor:
+    return sp_xyz.gather(1, idx.unsqueeze(-1).expand(-1, -1, 3))
+
+
 def match_batch(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets) -> Matching:
     """Match the queries of every sentence (``seed_idx (T,F)``, ``sample_idx (T,Q)`` of the decoder
-    output) to its objects; positions come from ``targets.sp_xyz`` so seeds and centroids share a frame."""
+    output) to its objects; positions come from ``targets.sp_xyz`` so seeds and centroids share a frame.
+    The pairs are those of ``match_objects`` on each sentence, in that order, sentence by sentence."""
     T, Q = sample_idx.shape
     dev = sample_idx.device
     query_sp = seed_idx.gather(1, sample_idx)  # (T, Q)
-    t_parts, q_parts, k_parts, tgt_parts, objects = [], [], [], [], []
-    for t in range(T):
-        objs = sentence_objects(targets.sp_inst[t], targets.sp_xyz[t])
-        objects.append(objs)
-        q, k, _ = match_objects(targets.sp_xyz[t][query_sp[t]], targets.sp_inst[t][query_sp[t]],
-                                objs.ids, objs.centroids)
-        t_parts.append(torch.full_like(q, t))
-        q_parts.append(q)
-        k_parts.append(k)
-        tgt_parts.append(objs.masks[k].float())
-    t_idx, q_idx, k_idx = torch.cat(t_parts), torch.cat(q_parts), torch.cat(k_parts)
-    S = targets.sp_inst.shape[1]
-    tgt = torch.cat(tgt_parts) if tgt_parts else torch.zeros(0, S, device=dev)
+    objs = batch_objects(targets.sp_inst, targets.sp_xyz)
+    q_idx, obj, _ = _match_all(_gather_xyz(targets.sp_xyz, query_sp), targets.sp_inst.gather(1, query_sp), objs)
+    t_idx = objs.t_idx[obj]
+    k_idx = obj - objs.first[t_idx]
+    tgt = objs.masks[obj].float()
     matched = torch.zeros(T, Q, dtype=torch.bool, device=dev)
     matched[t_idx, q_idx] = True
-    return Matching(t_idx, q_idx, k_idx, tgt, matched, objects)
+    return Matching(t_idx, q_idx, k_idx, tgt, matched, objs)
 
 
 @torch.no_grad()
-def sampling_targets(seed_idx: Tensor, targets: LossTargets, objects: list[ObjectSet]) -> Tensor:
+def sampling_targets(seed_idx: Tensor, targets: LossTargets, objects: BatchObjects) -> Tensor:
     """Soft targets ``(T,F)`` of the sampling loss, composed as the authors do:
 
     1. every seed starts at 0.5 * ``sp_ref`` of its superpoint (context objects give 0.25, target
@@ -161,14 +234,14 @@ def sampling_targets(seed_idx: Tensor, targets: LossTargets, objects: list[Objec
     2. seeds matched to an object by the rule above (nearest or inside) get exp(-0.5 d^2), d = the
        seed's distance in metres to that object's centroid;
     3. each object's nearest seed gets 1.
-    Sentences without objects keep step 1 only."""
+    Sentences without objects keep step 1 only. ``objects``: ``Matching.objects`` (``batch_objects``)."""
     tgt = 0.5 * targets.sp_ref.gather(1, seed_idx).float()
-    for t, objs in enumerate(objects):
-        if objs.ids.numel() == 0:
-            continue
-        pos = targets.sp_xyz[t][seed_idx[t]].float()  # (F, 3)
-        cand, obj, nearest = match_objects(pos, targets.sp_inst[t][seed_idx[t]], objs.ids, objs.centroids)
-        d = (pos[cand] - objs.centroids[obj].float()).norm(dim=-1)
-        tgt[t, cand] = torch.exp(-0.5 * d.square())
-        tgt[t, nearest] = 1.0
+    if objects.ids.numel() == 0:
+        return tgt
+    pos = _gather_xyz(targets.sp_xyz, seed_idx).float()  # (T, F, 3)
+    cand, obj, nearest = _match_all(pos, targets.sp_inst.gather(1, seed_idx), objects)
+    t = objects.t_idx[obj]
+    d = (pos[t, cand] - objects.centroids[obj].float()).norm(dim=-1)
+    tgt[t, cand] = torch.exp(-0.5 * d.square())
+    tgt[objects.t_idx, nearest] = 1.0
     return tgt
