@@ -334,3 +334,96 @@ def test_gres_training_and_evaluation(setup, capsys):
     ev = [r for r in _log(work) if r["event"] == "eval"][-1]
     assert ev["count"] == 3 and set(ev["per_type"]) == {"mt", "st_wo_d", "zt_wo_d"}
     assert math.isfinite([r for r in _log(work) if r["event"] == "train"][0]["loss"])
+
+
+def test_profile_steps_rule():
+    """The warm-up before the profiled window: 10 steps, fewer when the run is too short for 10 + N."""
+    from bqnet_model.train.profiling import warmup_steps
+
+    assert warmup_steps(1000, 5) == 10 and warmup_steps(15, 5) == 10
+    assert warmup_steps(12, 5) == 7 and warmup_steps(3, 2) == 1 and warmup_steps(2, 2) == 0 and warmup_steps(1, 3) == 0
+    with pytest.raises(SystemExit):
+        parse_args(["x.yaml", "--profile-steps", "-1"])
+    assert parse_args(["x.yaml"]).profile_steps == 0
+
+
+def test_profile_steps_write_a_profile_and_leave_training_as_it_is(setup):
+    """--profile-steps 2 on a 3-step run: 1 warm-up step, steps 2-3 profiled (the epoch end after step
+    2 inside the window), profile.txt and a 'profile' event written, the 3 steps trained; the same run
+    with --profile-steps 0 writes neither and ends on the same weights (profiling changes no step)."""
+    from bqnet_model.checkpoint import read_checkpoint
+
+    tmp, cfg = setup
+    runs = {}
+    for n in (2, 0):
+        work = tmp / f"run_profile_{n}"
+        assert main([str(cfg), "--max-steps", "3", "--no-eval", "--profile-steps", str(n),
+                     "--set", f"train.work_dir={work}"]) == 0
+        log = _log(work)
+        assert [r["step"] for r in log if r["event"] == "train"] == [1, 2, 3]
+        assert read_checkpoint(work / "latest.pth")["train_state"]["step"] == 3
+        runs[n] = (work, log, read_checkpoint(work / "latest.pth")["state_dict"])
+    work, log, weights = runs[0]
+    assert not (work / "profile.txt").exists() and not [r for r in log if r["event"] == "profile"]
+    work, log, profiled = runs[2]
+    assert profiled.keys() == weights.keys()
+    differ = [k for k, v in weights.items() if not torch.equal(profiled[k], v)]
+    assert not differ, differ[:5]
+
+    (ev,) = [r for r in log if r["event"] == "profile"]
+    assert (ev["first_step"], ev["last_step"], ev["steps"], ev["warmup"], ev["step"]) == (2, 3, 2, 1, 3)
+    assert ev["epoch_ends_in_window"] == 1 and ev["device"] == "cpu" and ev["gpu_kernel_ms_per_step"] == 0
+    assert ev["device_events_per_step"] == 0
+    assert ev["wall_ms_per_step"] > 0 and ev["op_calls_per_step"] > ev["aten_calls_per_step"] > 100
+    assert set(ev["regions"]) == {"forward", "loss", "backward", "optimizer", "readback"}
+    assert all(ev["regions"][k]["op_calls"] > 10 for k in ("forward", "loss", "backward", "optimizer"))
+    assert sum(r["op_calls"] for r in ev["regions"].values()) < ev["op_calls_per_step"]
+    text = (work / "profile.txt").read_text()
+    for words in ("steps profiled: 2-3 (2 steps)", "warm-up steps: 1", "wall per step:", "op calls per step: ",
+                  "GPU kernel time per step: 0.0 ms", "epoch ends in the window: 1", "top 25 by self device time:",
+                  "top 25 by self CPU time:", "aten::", "Self CPU", "# of Calls"):
+        assert words in text, words
+    for name in ("forward", "loss", "backward", "optimizer", "readback", "outside train_step"):
+        assert f"  {name}" in text, name
+
+
+def test_step_profiler_window_partial_run_and_failure(tmp_path, monkeypatch):
+    """The window opens only once the warm-up is done, a run that stops inside it writes the steps
+    profiled so far, and a profile that cannot be made is reported without ending the run."""
+    from bqnet_model.train import JsonLog
+    from bqnet_model.train.profiling import StepProfiler
+
+    def steps(prof: StepProfiler, first: int, last: int, stop_at: int | None = None) -> None:
+        for step in range(first, last + 1):
+            prof.before_fetch(step - 1)
+            x = torch.ones(8, requires_grad=True)
+            (x * 2).sum().backward()
+            prof.after_step(step, 0.001)
+            if step == stop_at:
+                break
+        prof.finish(step)
+
+    cpu = torch.device("cpu")
+    off = StepProfiler(0, 0, 50, 10, cpu, tmp_path, JsonLog(tmp_path / "metrics.jsonl"))
+    steps(off, 1, 20)
+    assert not (tmp_path / "profile.txt").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+    # resumed at step 5 of 100, window of 4: warm-up to step 15, stopped (time budget) after step 17
+    part = StepProfiler(4, 5, 100, 10, cpu, tmp_path, JsonLog(tmp_path / "metrics.jsonl"))
+    assert (part.warmup, part.start_after, part.end_at) == (10, 15, 19)
+    steps(part, 6, 30, stop_at=17)
+    assert not part.active
+    (ev,) = _log(tmp_path)
+    assert (ev["first_step"], ev["last_step"], ev["steps"]) == (16, 17, 2) and ev["op_calls_per_step"] > 0
+    assert "steps profiled: 16-17 (2 steps)" in (tmp_path / "profile.txt").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figures")
+
+    monkeypatch.setattr(StepProfiler, "_figures", broken)
+    bad = StepProfiler(1, 0, 3, 10, cpu, tmp_path, JsonLog(tmp_path / "metrics.jsonl"))
+    steps(bad, 1, 3)
+    assert "failed: RuntimeError('no figures')" in (tmp_path / "profile.txt").read_text()
+    assert _log(tmp_path)[-1]["error"] == "RuntimeError('no figures')"
+    with pytest.raises(ValueError, match="profile-steps"):
+        StepProfiler(-1, 0, 3, 10, cpu, tmp_path, JsonLog(None))

@@ -6,6 +6,7 @@
 # Environment (each optional):
 #   RUNS="A B"          the run names (default "A B": a control A and a variant B)
 #   INIT=ckpt.pth       every run starts from these weights
+#   PROFILE_STEPS=N     every run profiles N steps once warm (tools/device_train.sh; the profiles go into logs.tar.gz)
 #   EXTRA_<name>        that run's tools/train.py options, e.g. EXTRA_B="--set model.loss.anchor_ref=0.5"
 #   REAL_<name>         a packed real-scan training folder (tools/make_real_training.py --repeat K, then tar -cJf)
 #                       merged into that run's rooms (bqnet_synth.real_training.merge_real_into, on links to the
@@ -13,7 +14,7 @@
 #   COMPOSED_<name>=bank.npz  also merge COMPOSED_ROOMS (default 300) composed rooms into that run's rooms: synthetic
 #                       layouts furnished with the bank's real objects (tools/make_composed_rooms.py --save-bank),
 #                       composed here in parallel parts, after the real scans
-# Writes OUT/<name>.pth and OUT/logs.tar.gz (each run's metrics.jsonl, train.log, device.log; tools/device_train.sh
+# Writes OUT/<name>.pth and OUT/logs.tar.gz (each run's metrics.jsonl, train.log, device.log, profile.txt; tools/device_train.sh
 # with NOEVAL=1: evaluate on a CPU machine).
 set -uo pipefail
 OUT=${1:?output folder}; SECS=${2:?until:T}
@@ -77,5 +78,6 @@ wait
 rm -f "$OUT/evals.json"  # NOEVAL: each run wrote an empty one
 for name in "${runs[@]}"; do echo "== $name"; tail -n 3 "$OUT/$name.device.log"; done
 # at most 8 files come back from a call: the weights one by one, the logs in one archive
-(cd "$OUT" && tar -czf logs.tar.gz *.metrics.jsonl *.train.log *.device.log && rm -f *.metrics.jsonl *.train.log *.device.log)
+(cd "$OUT" && shopt -s nullglob && logs=(*.metrics.jsonl *.train.log *.device.log *.profile.txt) \
+  && tar -czf logs.tar.gz "${logs[@]}" && rm -f "${logs[@]}")
 echo "[side-by-side] done after $(( $(date +%s) - t_script )) s"

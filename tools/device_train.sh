@@ -12,8 +12,9 @@
 # (default: the config's); EXTRA=more tools/train.py options, e.g. "--set train.lr=4e-4 --set train.lang_per_scene=24";
 # NOEVAL=1 skips the held-out evaluation; CUDA_VISIBLE_DEVICES=1 trains on that GPU only (two runs side by side on a 2-GPU machine: a control and
 # a variant, each with half of the CPU cores for its data loader); DATA=dir trains on that folder (default /tmp/synth, generated
-# when missing); WORKERS=n sets the data-loader workers (two runs sharing one GPU: tools/device_pair.sh).
-# Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}.
+# when missing); WORKERS=n sets the data-loader workers (two runs sharing one GPU: tools/device_pair.sh);
+# PROFILE_STEPS=N profiles N steps once the run is warm (tools/train.py --profile-steps; default 0, off).
+# Writes OUT_DIR/{NAME.pth, NAME.metrics.jsonl, NAME.train.log, evals.json}, and NAME.profile.txt with PROFILE_STEPS.
 set -uo pipefail
 OUT=${1:?output folder}; SECS=${2:-400}; NTRAIN=${3:-1200}; NVAL=${4:-30}; CONFIG=${5:-config/tiny.yaml}
 NAME=${NAME:-full}
@@ -37,17 +38,18 @@ workers=$(( $(nproc) / nphys - 3 )); workers=$(( workers < 2 ? 2 : workers > 12 
 extra=(); [ -n "${INIT:-}" ] && extra=(--init-weights "$INIT")
 [ -n "${BATCH:-}" ] && extra+=(--set "train.batch_size=$BATCH")
 [ -n "${EXTRA:-}" ] && extra+=($EXTRA)
-mkdir -p $RUNS
+mkdir -p $RUNS; rm -f $RUNS/$NAME/profile.txt  # a warm machine keeps an earlier call's run folder
 launch=(torchrun --standalone --nproc_per_node "$ngpu"); [ "$ngpu" = 1 ] && launch=(python3)  # two 1-GPU runs: no shared port
 "${launch[@]}" tools/train.py "$CONFIG" --set train.data_root=$DATA --set train.work_dir=$RUNS/$NAME \
   --set inference.task=gres --max-steps 1000000 --time-budget "$SECS" --save-every 500 --set train.num_workers=$workers --amp-dtype bf16 \
-  --no-eval "${extra[@]}" > $RUNS/$NAME.train.log 2>&1
+  --no-eval --profile-steps "${PROFILE_STEPS:-0}" "${extra[@]}" > $RUNS/$NAME.train.log 2>&1
 echo "[device] $NAME trained: $(tail -c 300 $RUNS/$NAME.train.log | tr '\r' '\n' | tail -1)"
 echo "[device] training done after $(( $(date +%s) - t0 )) s"
 # weights + config only, no optimizer state; the model is not built (it may need spaCy, absent here)
 python3 -c "import sys; from bqnet_model.checkpoint import export_weights as e; e(sys.argv[1], sys.argv[2])" \
   $RUNS/$NAME/latest.pth "$OUT/$NAME.pth"
 cp $RUNS/$NAME/metrics.jsonl "$OUT/$NAME.metrics.jsonl"
+[ -f $RUNS/$NAME/profile.txt ] && cp $RUNS/$NAME/profile.txt "$OUT/$NAME.profile.txt"
 tr '\r' '\n' < $RUNS/$NAME.train.log | grep -v "step/s\]$" | tail -40 > "$OUT/$NAME.train.log"
 evaluate() {  # task gpu
   CUDA_VISIBLE_DEVICES=$2 python3 tools/train.py "$CONFIG" --gpu_id 0 --set train.data_root=$DATA \

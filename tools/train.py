@@ -3,6 +3,8 @@
 
 Thin wrapper of ``bqnet_model.train`` (also installed as ``bqnet-train``); see its ``--help``.
 Multi-GPU: ``torchrun --nproc_per_node 4 tools/train.py config/res.yaml``.
+``--profile-steps N`` profiles N steps once the run is warm and writes ``<train.work_dir>/profile.txt``
+(where a step's time goes: op calls, GPU kernel time, the regions of the step, the top ops).
 """
 
 import sys

@@ -5,11 +5,16 @@
   default path ``<work_dir>/latest.pth``), mid-epoch included: the sampler skips the batches done;
 - ``--set KEY=VALUE`` overrides any config key (``--set train.work_dir=runs/x``,
   ``--set inference.task=gres``); ``--max-steps`` and ``--time-budget`` cut the run short;
-  under ``torchrun`` the same command trains with DDP (rank 0 logs and saves).
+  under ``torchrun`` the same command trains with DDP (rank 0 logs and saves);
+- ``--profile-steps N``: once the run is warm (10 steps, fewer in a run shorter than 10 + N), profile
+  the next N steps with ``torch.profiler`` (their data loading included) and write
+  ``<train.work_dir>/profile.txt`` and a ``profile`` event in ``metrics.jsonl``: where a step's time
+  goes, from the training call itself (rank 0 only under DDP).
 
 Modules: ``options`` (command line), ``data`` (data sets of a config), ``schedule`` (epoch
 sampler, learning-rate factors), ``loop`` (the step, the run, ``main``), ``evaluation``
-(through ``Segmenter``), ``state`` (resumable checkpoints, the metrics log), ``distributed``.
+(through ``Segmenter``), ``state`` (resumable checkpoints, the metrics log), ``distributed``,
+``profiling`` (``--profile-steps``).
 """
 
 from .data import ANNOTATION_NAMES, build_datasets, find_annotations, scene_dir

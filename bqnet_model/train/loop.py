@@ -6,7 +6,8 @@ per-epoch poly, or per step) applied per step through ``LambdaLR``, gradient cli
 CUDA (fp16 with a grad scaler, or bf16) when ``train.amp``, checkpoints every ``--save-every``
 steps and every epoch, a JSON-lines log (``metrics.jsonl``) and tqdm bars. ``--time-budget``
 stops after that many seconds (the schedule also decays over the elapsed share of it), which is
-what the time-boxed GPU runs of ``tools/device_train.sh`` use.
+what the time-boxed GPU runs of ``tools/device_train.sh`` use. ``--profile-steps`` profiles a window
+of steps once warm (``profiling.StepProfiler``; ``train_step`` opens its region ranges only there).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .data import build_datasets, encoder_preparer, make_loader
 from .distributed import DistInfo, init_distributed, shared_time_fraction
 from .evaluation import evaluate, gather_records, run_evaluation_only, summarize
 from .options import TrainOptions, parse_args
+from .profiling import StepProfiler, region
 from .schedule import EpochSampler, lr_factor
 from .state import JsonLog, load_training_state, save_training_state, set_rng_state
 
@@ -58,32 +60,38 @@ def use_training_attention_kernels(device: torch.device) -> None:
 
 def train_step(model: torch.nn.Module, raw_model: Any, batch: dict[str, Any], optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler | None, cfg: Any, device: torch.device, amp: bool,
-               amp_dtype: torch.dtype) -> dict[str, float]:
+               amp_dtype: torch.dtype, regions: bool = False) -> dict[str, float]:
     """One optimizer step on a batch (``raw_model.loss``: the authors' losses, in float32 outside
-    autocast); returns the loss parts as floats (``grad_norm`` included)."""
+    autocast); returns the loss parts as floats (``grad_norm`` included). ``regions``: open the
+    profiler ranges ``train_step.forward`` / ``loss`` / ``backward`` / ``optimizer`` / ``readback``
+    (a profiled step of ``--profile-steps``; off, the step enters no range)."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    with _amp_context(device, amp, amp_dtype):
+    with region("forward", regions), _amp_context(device, amp, amp_dtype):
         out = model(batch)
-    loss, parts = raw_model.loss(out, batch)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss {loss.item()} (parts: { {k: float(v) for k, v in parts.items()} })")
+    with region("loss", regions):
+        loss, parts = raw_model.loss(out, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} (parts: { {k: float(v) for k, v in parts.items()} })")
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-    else:
-        loss.backward()
-    clip = cfg.train.grad_clip
-    gnorm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    res = {k: float(v) for k, v in parts.items()}
-    res["loss"] = float(loss.detach())
-    res["grad_norm"] = float(gnorm)
+    with region("backward", regions):
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+    with region("optimizer", regions):
+        clip = cfg.train.grad_clip
+        gnorm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    with region("readback", regions):  # the host waits here for the step's kernels
+        res = {k: float(v) for k, v in parts.items()}
+        res["loss"] = float(loss.detach())
+        res["grad_norm"] = float(gnorm)
     return res
 
 
@@ -207,42 +215,52 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
 
     epoch = step // steps_per_epoch
     loader = make_loader(train_ds, sampler, tc.batch_size, tc.num_workers, device)  # workers live across epochs
-    while step < total_steps:
-        start_in_epoch = (step % steps_per_epoch) * tc.batch_size
-        train_ds.set_epoch(epoch)
-        sampler.set_epoch(epoch, start_in_epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", unit="step", disable=not info.main,
-                   dynamic_ncols=True, leave=False)
-        t_data = time.perf_counter()
-        for batch in bar:
-            data_s = time.perf_counter() - t_data
-            lr = next(g["lr"] for g in optimizer.param_groups if g.get("name") == "decoder")
-            parts = train_step(model, raw_model, batch, optimizer, scaler, cfg, device, amp, amp_dtype)
-            with warnings.catch_warnings():  # an fp16 step skipped by the scaler makes torch warn here
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-                scheduler.step()
-            step += 1
-            bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{lr:.2e}")
-            if info.main and (step % max(1, tc.log_every) == 0 or step == 1 or step == total_steps):
-                jlog.write(event="train", step=step, epoch=epoch, lr=lr, data_s=round(data_s, 4),
-                           texts=len(batch["texts"]), **parts)
-            if opt.save_every and step % opt.save_every == 0:
-                save("latest", epoch)
-            if step >= total_steps:
-                break
-            if opt.time_budget is not None:
-                clock["time_fraction"] = shared_time_fraction(time.perf_counter() - t_start, opt.time_budget, info, device)
-                if clock["time_fraction"] >= 1.0:
-                    stop_reason = "time budget"
-                    break
+    # --profile-steps: rank 0 profiles a window of steps once warm (bqnet_model.train.profiling)
+    profiler = StepProfiler(opt.profile_steps if info.main else 0, step, total_steps, steps_per_epoch, device,
+                            work, jlog)
+    with profiler:
+        while step < total_steps:
+            start_in_epoch = (step % steps_per_epoch) * tc.batch_size
+            train_ds.set_epoch(epoch)
+            sampler.set_epoch(epoch, start_in_epoch)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", unit="step", disable=not info.main,
+                       dynamic_ncols=True, leave=False)
+            profiler.before_fetch(step)
             t_data = time.perf_counter()
-        bar.close()
-        if stop_reason != "done" or step >= total_steps:
-            break
-        epoch += 1  # a full epoch is done
-        save("latest", epoch)
-        if tc.eval_every > 0 and epoch % tc.eval_every == 0 and not opt.no_eval:
-            last_eval = run_eval(epoch)
+            for batch in bar:
+                data_s = time.perf_counter() - t_data
+                lr = next(g["lr"] for g in optimizer.param_groups if g.get("name") == "decoder")
+                parts = train_step(model, raw_model, batch, optimizer, scaler, cfg, device, amp, amp_dtype,
+                                   regions=profiler.active)
+                with warnings.catch_warnings():  # an fp16 step skipped by the scaler makes torch warn here
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                    scheduler.step()
+                step += 1
+                bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{lr:.2e}")
+                if info.main and (step % max(1, tc.log_every) == 0 or step == 1 or step == total_steps):
+                    jlog.write(event="train", step=step, epoch=epoch, lr=lr, data_s=round(data_s, 4),
+                               texts=len(batch["texts"]), **parts)
+                profiler.after_step(step, data_s)
+                if opt.save_every and step % opt.save_every == 0:
+                    save("latest", epoch)
+                if step >= total_steps:
+                    break
+                if opt.time_budget is not None:
+                    clock["time_fraction"] = shared_time_fraction(time.perf_counter() - t_start, opt.time_budget, info, device)
+                    if clock["time_fraction"] >= 1.0:
+                        stop_reason = "time budget"
+                        break
+                if step % steps_per_epoch:  # the epoch goes on; at its end the next epoch's start opens the window
+                    profiler.before_fetch(step)
+                t_data = time.perf_counter()
+            bar.close()
+            if stop_reason != "done" or step >= total_steps:
+                break
+            epoch += 1  # a full epoch is done
+            save("latest", epoch)
+            if tc.eval_every > 0 and epoch % tc.eval_every == 0 and not opt.no_eval:
+                last_eval = run_eval(epoch)
+        profiler.finish(step)  # a run stopped inside the window (time budget) writes what it profiled
     save("latest", step // steps_per_epoch)
     elapsed = time.perf_counter() - t_start
     jlog.write(event="stop", step=step, reason=stop_reason, seconds=round(elapsed, 2))

@@ -42,6 +42,7 @@ class TrainOptions:
     amp_dtype: str = "fp16"
     no_eval: bool = False
     find_unused: bool = False
+    profile_steps: int = 0
     overrides: list[str] | None = None
 
 
@@ -65,6 +66,14 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
     parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
     return parse
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
@@ -93,6 +102,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
     ap.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip evaluation after training")
     ap.add_argument("--find-unused", dest="find_unused", action="store_true",
                     help="DDP find_unused_parameters (only for configs where some parameters get no gradient)")
+    ap.add_argument("--profile-steps", "--profile_steps", dest="profile_steps", type=_non_negative_int, default=0,
+                    metavar="N", help="profile N optimizer steps with torch.profiler once the run is warm (after 10 "
+                    "steps, fewer in a shorter run) and write <train.work_dir>/profile.txt and a 'profile' event in "
+                    "metrics.jsonl (rank 0 only; 0: off)")
     ap.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
                     help="override one config key by its dotted path, the value read as YAML, e.g. "
                          "--set model.decoder.dqf=false (repeatable; an ablation is one flag)")
