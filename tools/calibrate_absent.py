@@ -159,15 +159,21 @@ def synthetic_records(seg: Any, synth_dir: Path, rooms: int) -> list[dict[str, A
     return out
 
 
-def real_records(seg: Any, real_dir: Path, scans: Sequence[str] | None) -> list[dict[str, Any]]:
-    """Records of the real scans (points as ``eval_real`` takes them, online superpoints)."""
+def real_records(seg: Any, real_dir: Path, scans: Sequence[str] | None,
+                 generated: bool = False) -> list[dict[str, Any]]:
+    """Records of the real scans (points as ``eval_real`` takes them, online superpoints).
+
+    ``generated``: also the grammar sentences built from each scan's own labels (single-target
+    ones, checked on its boxes: ``real_training.generated_entries``, as real training data gets
+    them), so that every class the scan holds has real present sentences, not only the classes
+    its human sentences name. For calibration scans; measured scans keep their real sentences."""
     from bqnet_model.eval_real import check_real_dir, load_real_scene, load_real_sentences
 
     layout = check_real_dir(real_dir)
     by_scan: dict[str, list[Any]] = collections.defaultdict(list)
     for a in load_real_sentences(layout):
         by_scan[a.scene_id].append(a)
-    todo = [s for s in (scans or layout.scans) if by_scan.get(s)]
+    todo = [s for s in (scans or layout.scans) if by_scan.get(s) or (generated and s in layout.scans)]
     out: list[dict[str, Any]] = []
     for k, scan in enumerate(todo):
         sc = load_real_scene(layout, scan).scene
@@ -182,6 +188,17 @@ def real_records(seg: Any, real_dir: Path, scans: Sequence[str] | None) -> list[
             for task in ("res", "gres"):
                 items.append((task, "present", a.description, gt))
                 items += [(task, kind, t, None) for kind, t in _swap(a.description, key, absent)]
+        if generated:
+            from bqnet_synth.real_training import generated_entries
+
+            for j, (res, _) in enumerate(generated_entries(sc)):
+                gt = sc.instance == int(res["object_id"]) if res is not None else None
+                if gt is None or not gt.any():
+                    continue  # several targets (no RES entry) or a target without points
+                key = f"{scan}/generated/{j}"
+                for task in ("res", "gres"):
+                    items.append((task, "present", res["description"], gt))
+                    items += [(task, kind, t, None) for kind, t in _swap(res["description"], key, absent)]
         items += [(task, "absent-oov", t, None) for t in FIXED_OOV for task in ("res", "gres")]
         cache = seg.prepare(sc.xyz, sc.rgb)
         out += _records(seg, cache, items, len(sc.xyz), "real", scan)
@@ -393,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rooms", type=int, default=30, help="first N rooms of --synth-dir")
     ap.add_argument("--real-dir", type=Path, default=None, help="real-data folder (bqnet_model.eval_real)")
     ap.add_argument("--scans", nargs="*", default=None)
+    ap.add_argument("--real-generated", action="store_true",
+                    help="real scans: also the grammar sentences built from their labels (calibration "
+                         "scans: real present sentences for every class they hold)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--records", type=Path, default=None, help="write the per-sentence records (JSON) here")
     ap.add_argument("--from-records", type=Path, nargs="+", default=None,
@@ -453,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.synth_dir is not None:
             records += synthetic_records(seg, args.synth_dir, args.rooms)
         if args.real_dir is not None:
-            records += real_records(seg, args.real_dir, args.scans)
+            records += real_records(seg, args.real_dir, args.scans, generated=args.real_generated)
         if args.records is not None:
             args.records.write_text(json.dumps(records))
     present = [r for r in records if r["kind"] == "present" and r["where"] == "synthetic"]
