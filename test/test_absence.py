@@ -191,3 +191,34 @@ def test_calibration_table_applies_the_library_rule() -> None:
     variants = dict(tool._swap("the chair next to the desk", "k", [CLASS_ID["bathtub"]]))
     assert variants["absent-class"] == "the bathtub next to the desk"
     assert variants["absent-oov"].endswith(" next to the desk") and variants["absent-oov"].split()[1] in tool.OOV_NOUNS
+
+
+def test_calibration_scans_can_add_label_sentences(monkeypatch) -> None:
+    """``--real-generated``: a calibration scan also gets the grammar sentences built from its own
+    labels, so a class its human sentences never name (scene0001_00's pictures) has real present
+    sentences; without the flag only the human sentences are there."""
+    from pathlib import Path
+
+    real = Path(__file__).resolve().parents[1].parent / "shared" / "real"
+    if not real.is_dir():
+        pytest.skip(f"needs the real scans at {real} (internal data, absent from a user's clone)")
+    tool = load_tool("calibrate_absent")
+    seen: dict[bool, list[tuple[str, str, str, object]]] = {}
+
+    class FakeSeg:
+        def prepare(self, xyz, rgb):
+            return None
+
+    def capture(seg, cache, items, n, where, scan):
+        seen.setdefault(flag, []).extend(items)
+        return []
+
+    monkeypatch.setattr(tool, "_records", capture)
+    for flag in (False, True):
+        tool.real_records(FakeSeg(), real, ["scene0001_00"], generated=flag)
+    plain = [it for it in seen.get(False, []) if it[1] == "present"]
+    both = [it for it in seen[True] if it[1] == "present"]
+    assert len(both) > len(plain)
+    texts = [t for task, kind, t, gt in both if task == "res"]
+    assert any((m := named_objects(t).target) is not None and m.class_id == CLASS_ID["picture"] for t in texts), texts
+    assert all(gt is not None and gt.any() for _, _, _, gt in both)
