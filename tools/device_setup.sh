@@ -14,6 +14,7 @@ export PYTHONPATH=$PWD:$PYTHONPATH
 if ! python3 -c "import torch, bqnet_model._C" 2>/dev/null || \
    { [ ! -f /tmp/build_cuda.failed ] && ! python3 -c "import torch, bqnet_model._C_cuda" 2>/dev/null; }; then
   bash tools/device_build.sh /tmp || return 1  # a failed _C_cuda leaves the CPU superpoints
+  if [ -f /tmp/csrc_build.tar.xz ]; then export BQNET_CSRC_BUILT=/tmp/csrc_build.tar.xz; fi  # the scripts return it
 fi
 python3 -c "import torch, spconv; print('[device]', torch.__version__, 'spconv', spconv.__version__, torch.cuda.get_device_name(0))"
 set +e
