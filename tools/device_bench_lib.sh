@@ -26,12 +26,14 @@ bench_elapsed() {  # seconds since bench_setup
 }
 
 bench_pipeline() {  # name config limit_s points extra-args...
+  # Two untimed prepares per size (PREPARE_WARMUP): on 2026-12-01 the first size's backbone read 23.6 ms at
+  # 300k against 19.9 ms at 1M (paper-size, one warm-up), as if the GPU or spconv's tuning had not settled.
   local name=$1 cfg=$2 limit=$3 points=${BQNET_BENCH_POINTS:-$4}
   shift 4
   echo "[device_bench] $name: $cfg, points $points (limit ${limit} s)"
   # shellcheck disable=SC2086  # points is a list of sizes
   timeout --signal=INT --kill-after="$KILL_AFTER" "$limit" python3 -u bench/pipeline.py --config "$cfg" \
     --device "$DEVICE" --points $points --repeats "$REPEATS" --warmup "$WARMUP" --prepare-repeats 3 \
-    --prepare-warmup 1 --batch 16 --out "$OUT/bench_$name.json" "$@" 2>&1 | tee "$OUT/bench_$name.log"
+    --prepare-warmup "${PREPARE_WARMUP:-2}" --batch 16 --out "$OUT/bench_$name.json" "$@" 2>&1 | tee "$OUT/bench_$name.log"
   echo "[device_bench] $name done (exit ${PIPESTATUS[0]}) after $(bench_elapsed) s"
 }
