@@ -39,6 +39,7 @@ __all__ = [
     "save_checkpoint",
     "export_weights",
     "with_inference_values",
+    "with_weights",
     "read_checkpoint",
     "load_checkpoint",
     "load_state_strict",
@@ -163,6 +164,29 @@ def with_inference_values(src: str | os.PathLike, dst: str | os.PathLike, values
     stored_config(obj)
     obj["meta"] = {**dict(obj.get("meta") or {}), "calibrated": str(calibrated)}
     _check_weights_only_safe(obj["config"], "config")
+    return _save_atomic(obj, Path(dst))
+
+
+def with_weights(src: str | os.PathLike, dst: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                 meta: Mapping[str, str]) -> Path:
+    """A copy of checkpoint ``src`` at ``dst`` with the weights named in ``tensors`` replaced (each key
+    must exist with the same shape; the stored dtype is kept), config and every other weight as they
+    were, and ``meta`` merged into the file's meta (say how the new weights were made).
+
+    For a part refitted after training (``tools/refit_semantic_head.py``): a wrong key or shape fails
+    before anything is written. ``src`` and ``dst`` may be the same file."""
+    obj = read_checkpoint(src)
+    _require_ours(obj, src)
+    obj = dict(obj)
+    state = dict(obj["state_dict"])
+    for k, v in tensors.items():
+        if k not in state:
+            raise KeyError(f"{src} has no weight {k!r}: the replacement must name existing weights")
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise ValueError(f"{k}: new shape {tuple(v.shape)}, the checkpoint's {tuple(state[k].shape)}")
+        state[k] = v.detach().to(state[k].dtype).cpu().clone()
+    obj["state_dict"] = state
+    obj["meta"] = {**dict(obj.get("meta") or {}), **{str(k): str(v) for k, v in meta.items()}}
     return _save_atomic(obj, Path(dst))
 
 

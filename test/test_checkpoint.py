@@ -20,6 +20,7 @@ from bqnet_model.checkpoint import (
     load_state_dict_into,
     read_checkpoint,
     save_checkpoint,
+    with_weights,
 )
 from bqnet_synth import minimal_room
 from bqnet_model.model.bqnet import BQNet
@@ -246,3 +247,23 @@ def test_spformer_backbone_only(tmp_path: Path, trained) -> None:
     rep = load_backbone(_model(12)[0], tmp_path / "partial.pth")
     assert rep.missing == ["backbone.unet.u.blocks.block0.conv_branch.2.weight"]
     assert "missing" in str(rep)
+
+
+def test_with_weights_replaces_only_the_named_tensors(tmp_path: Path, trained) -> None:
+    """A refitted part goes into a copy: the named tensors change (dtype kept), nothing else does;
+    an unknown key or a wrong shape is refused before anything is written."""
+    model, cfg = trained
+    src = save_checkpoint(tmp_path / "a.pth", model, cfg)
+    before = read_checkpoint(src)["state_dict"]
+    key = next(k for k in before if before[k].is_floating_point())
+    dst = with_weights(src, tmp_path / "b.pth", {key: torch.ones_like(before[key], dtype=torch.float64)},
+                       {"refit": "test"})
+    after = read_checkpoint(dst)
+    assert torch.equal(after["state_dict"][key], torch.ones_like(before[key]))
+    assert after["state_dict"][key].dtype == before[key].dtype and after["meta"]["refit"] == "test"
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in before.items() if k != key)
+    with pytest.raises(KeyError, match="no weight"):
+        with_weights(src, tmp_path / "c.pth", {"no.such.weight": torch.zeros(1)}, {})
+    with pytest.raises(ValueError, match="new shape"):
+        with_weights(src, tmp_path / "c.pth", {key: torch.zeros(*before[key].shape, 2)}, {})
+    assert not (tmp_path / "c.pth").exists()

@@ -223,20 +223,13 @@ def report(name: str, head: torch.nn.Module, data: dict[str, np.ndarray]) -> dic
 def write_checkpoint(src: Path, dst: Path, head: torch.nn.Module, note: str) -> Path:
     """A copy of ``src`` whose ``sem_cls_head.*`` weights are ``head``'s (same dtype), everything else as
     it was; ``meta['semantic_head']`` says how the head was made."""
-    from bqnet_model.checkpoint import _save_atomic, read_checkpoint  # the library's own file handling
+    from bqnet_model.checkpoint import read_checkpoint, with_weights
 
-    obj = dict(read_checkpoint(src))
-    state = dict(obj["state_dict"])
-    new = {HEAD + k: v.detach() for k, v in head.state_dict().items()}
-    if set(new) != {k for k in state if k.startswith(HEAD)}:
-        raise ValueError(f"{src}: its semantic head keys differ from the refitted head's ({sorted(new)})")
-    for k, v in new.items():
-        if v.shape != state[k].shape:
-            raise ValueError(f"{k}: refitted shape {tuple(v.shape)}, checkpoint {tuple(state[k].shape)}")
-        state[k] = v.to(state[k].dtype).clone()
-    obj["state_dict"] = state
-    obj["meta"] = {**dict(obj.get("meta") or {}), "semantic_head": note}
-    return _save_atomic(obj, dst)
+    new = {HEAD + k: v for k, v in head.state_dict().items()}
+    have = {k for k in read_checkpoint(src)["state_dict"] if k.startswith(HEAD)}
+    if set(new) != have:
+        raise ValueError(f"{src}: its semantic head keys {sorted(have)} differ from the refitted head's ({sorted(new)})")
+    return with_weights(src, dst, new, {"semantic_head": note})
 
 
 # ---------------------------------------------------------------------- CLI
