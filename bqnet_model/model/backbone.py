@@ -29,6 +29,7 @@ __all__ = [
     "SparseUNetBackbone",
     "superpoint_pool",
     "pad_by_offsets",
+    "OffsetPadding",
 ]
 
 
@@ -155,21 +156,38 @@ def superpoint_pool(values: torch.Tensor, index: torch.Tensor, n_groups: int, mo
     raise ValueError(f"unknown pooling mode {mode!r} (expected 'mean' or 'max')")
 
 
+class OffsetPadding:
+    """The scatter indices that split concatenated rows (R, ...) by ``offsets`` (B+1,) into a padded
+    (B, R_max, ...) tensor, built once on the host: on CUDA, reading the offsets and the largest
+    scene back from the device costs host syncs, so several tensors of one batch share one
+    ``OffsetPadding``. ``pad`` (B, R_max) bool on ``device``: True where padded."""
+
+    def __init__(self, offsets: torch.Tensor, device: torch.device | str) -> None:
+        off = torch.as_tensor(offsets).long().cpu()
+        if off.ndim != 1 or off.shape[0] < 2 or int(off[0]) != 0 or bool((off[1:] < off[:-1]).any()):
+            raise ValueError(f"offsets must rise from 0 (one entry per scene plus one), got {off.tolist()}")
+        counts = off[1:] - off[:-1]
+        self.rows = int(off[-1])
+        self.shape = (int(counts.shape[0]), int(counts.max()))
+        scene = torch.repeat_interleave(torch.arange(self.shape[0]), counts)
+        local = torch.arange(self.rows) - off[:-1][scene]
+        self.scene, self.local = scene.to(device), local.to(device)
+        pad = torch.ones(self.shape, dtype=torch.bool)
+        pad[scene, local] = False
+        self.pad = pad.to(device)
+
+    def __call__(self, rows: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        if rows.shape[0] != self.rows:
+            raise ValueError(f"offsets run to {self.rows} rows, the tensor has {rows.shape[0]}")
+        out = rows.new_full((*self.shape, *rows.shape[1:]), fill)
+        out[self.scene, self.local] = rows
+        return out
+
+
 def pad_by_offsets(rows: torch.Tensor, offsets: torch.Tensor, fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Split concatenated rows (R, ...) by ``offsets`` (B+1,) into a padded (B, R_max, ...) tensor.
 
     Returns the padded tensor and the padding mask (B, R_max), True where padded.
     """
-    offsets = offsets.to(rows.device).long()
-    if offsets.ndim != 1 or offsets.shape[0] < 2 or int(offsets[0]) != 0 or int(offsets[-1]) != rows.shape[0]:
-        raise ValueError(f"offsets must run from 0 to the number of rows ({rows.shape[0]}), got {offsets.tolist()}")
-    counts = offsets[1:] - offsets[:-1]
-    n_b = counts.shape[0]
-    r_max = int(counts.max()) if n_b > 0 else 0
-    scene = torch.repeat_interleave(torch.arange(n_b, device=rows.device), counts)
-    local = torch.arange(rows.shape[0], device=rows.device) - offsets[:-1][scene]
-    out = rows.new_full((n_b, r_max, *rows.shape[1:]), fill)
-    out[scene, local] = rows
-    pad = torch.ones((n_b, r_max), dtype=torch.bool, device=rows.device)
-    pad[scene, local] = False
-    return out, pad
+    padding = OffsetPadding(offsets, rows.device)
+    return padding(rows, fill), padding.pad

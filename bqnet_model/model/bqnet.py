@@ -26,7 +26,7 @@ from torch import nn
 
 from bqnet_model.text import PreparedText
 
-from .backbone import SparseUNetBackbone, pad_by_offsets, superpoint_pool
+from .backbone import OffsetPadding, SparseUNetBackbone, pad_by_offsets, superpoint_pool
 from .config import ModelConfig, TrainConfig
 from .decoder import BQNetDecoder, DecoderOutput
 from .losses import LossTargets, bqnet_loss
@@ -59,34 +59,6 @@ def sync_time(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-class _ScenePadding:
-    """``backbone.pad_by_offsets`` for several tensors of one batch, with the scatter indices built
-    once on the host from the batch's CPU ``sp_offsets``: on CUDA each ``pad_by_offsets`` call
-    reads the offsets and the largest scene back from the device (four host syncs per tensor).
-    Same values: one ``index_put`` per tensor into a zero-filled padded tensor."""
-
-    def __init__(self, offsets: torch.Tensor, device: torch.device) -> None:
-        off = torch.as_tensor(offsets).long().cpu()
-        if off.ndim != 1 or off.shape[0] < 2 or int(off[0]) != 0 or bool((off[1:] < off[:-1]).any()):
-            raise ValueError(f"sp_offsets must rise from 0 (one entry per scene plus one), got {off.tolist()}")
-        counts = off[1:] - off[:-1]
-        self.rows = int(off[-1])
-        self.shape = (int(counts.shape[0]), int(counts.max()))
-        scene = torch.repeat_interleave(torch.arange(self.shape[0]), counts)
-        local = torch.arange(self.rows) - off[:-1][scene]
-        self.scene, self.local = scene.to(device), local.to(device)
-        pad = torch.ones(self.shape, dtype=torch.bool)
-        pad[scene, local] = False
-        self.pad = pad.to(device)
-
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        if rows.shape[0] != self.rows:
-            raise ValueError(f"sp_offsets run to {self.rows} superpoints, the tensor has {rows.shape[0]} rows")
-        out = rows.new_zeros((*self.shape, *rows.shape[1:]))
-        out[self.scene, self.local] = rows
-        return out
 
 
 class BQNet(nn.Module):
@@ -166,7 +138,7 @@ class BQNet(nn.Module):
         sp_xyz = superpoint_pool(xyz, sp, n_sp, "mean")
         # counts by a scatter (a CUDA bincount reads its maximum back to the host)
         sizes = torch.zeros(n_sp, dtype=torch.long, device=dev).index_add_(0, sp, torch.ones_like(sp))
-        pad_rows = _ScenePadding(batch["sp_offsets"], dev)
+        pad_rows = OffsetPadding(batch["sp_offsets"], dev)  # one set of indices for the tensors below
         sp_feats_b, sp_xyz_b, sizes_b = pad_rows(sp_feats), pad_rows(sp_xyz), pad_rows(sizes)
         sp_pad = pad_rows.pad
         image_b = None
