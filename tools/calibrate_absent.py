@@ -179,26 +179,23 @@ def real_records(seg: Any, real_dir: Path, scans: Sequence[str] | None,
         sc = load_real_scene(layout, scan).scene
         present_cls = set(np.unique(sc.semantic[sc.semantic >= 0]).tolist())
         absent = [c for c in range(len(CLASSES)) if c not in NEVER_SWAPPED and c not in present_cls]
-        items: list[tuple[str, str, str, np.ndarray | None]] = []
-        for a in by_scan[scan]:
-            gt = sc.instance == int(a.object_ids[0])
-            if not gt.any():
-                continue
-            key = f"{scan}/{a.extra.get('source')}/{a.ann_id}"
-            for task in ("res", "gres"):
-                items.append((task, "present", a.description, gt))
-                items += [(task, kind, t, None) for kind, t in _swap(a.description, key, absent)]
+        # (text, key for the deterministic swap, target object id): the human sentences, then the label ones
+        sentences = [(a.description, f"{scan}/{a.extra.get('source')}/{a.ann_id}", int(a.object_ids[0]))
+                     for a in by_scan[scan]]
         if generated:
             from bqnet_synth.real_training import generated_entries
 
-            for j, (res, _) in enumerate(generated_entries(sc)):
-                gt = sc.instance == int(res["object_id"]) if res is not None else None
-                if gt is None or not gt.any():
-                    continue  # several targets (no RES entry) or a target without points
-                key = f"{scan}/generated/{j}"
-                for task in ("res", "gres"):
-                    items.append((task, "present", res["description"], gt))
-                    items += [(task, kind, t, None) for kind, t in _swap(res["description"], key, absent)]
+            sentences += [(res["description"], f"{scan}/generated/{j}", int(res["object_id"]))
+                          for j, (res, _) in enumerate(generated_entries(sc))
+                          if res is not None]  # several targets: no RES entry
+        items: list[tuple[str, str, str, np.ndarray | None]] = []
+        for text, key, object_id in sentences:
+            gt = sc.instance == object_id
+            if not gt.any():
+                continue  # a target without points in this cloud
+            for task in ("res", "gres"):
+                items.append((task, "present", text, gt))
+                items += [(task, kind, t, None) for kind, t in _swap(text, key, absent)]
         items += [(task, "absent-oov", t, None) for t in FIXED_OOV for task in ("res", "gres")]
         cache = seg.prepare(sc.xyz, sc.rgb)
         out += _records(seg, cache, items, len(sc.xyz), "real", scan)
