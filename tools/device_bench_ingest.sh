@@ -66,6 +66,6 @@ fi
 # at most 8 files come back from the machine: the logs and JSON travel as one archive, the plot beside it
 (cd "$OUT" && tar -czf results.tar.gz --exclude=results.tar.gz --exclude=bench.png -- * \
   && find . -maxdepth 1 -type f ! -name results.tar.gz ! -name bench.png -delete)
-if [ -n "${BQNET_CSRC_BUILT:-}" ] && [ -f "$BQNET_CSRC_BUILT" ]; then cp "$BQNET_CSRC_BUILT" "$OUT/"; fi  # csrc build for .gpu/ (tools/gpu/csrc_cache.py)
+if declare -F return_csrc_build > /dev/null; then return_csrc_build "$OUT"; fi  # defined by tools/device_setup.sh, when bench_setup sourced it
 ls -la "$OUT"
 echo "[device_bench] all done after $(bench_elapsed) s"

@@ -4,6 +4,9 @@
 # tools/gpu/slim_bundle.sh so that a call can also carry a checkpoint), the float16
 # MiniLM copy (tools/pack_text_encoder.py), and builds the csrc extensions (bqnet_model._C and the CUDA
 # superpoints bqnet_model._C_cuda, side by side) in place for the machine's Python and torch.
+return_csrc_build() {  # OUT: a csrc build made in this call goes back with the results, for .gpu/ (tools/gpu/csrc_cache.py)
+  if [ -n "${BQNET_CSRC_BUILT:-}" ] && [ -f "$BQNET_CSRC_BUILT" ]; then cp "$BQNET_CSRC_BUILT" "$1/"; fi
+}
 set -e
 source .gpu/activate
 if [ ! -f /tmp/te/text_encoder/config.json ]; then

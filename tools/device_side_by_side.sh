@@ -81,4 +81,4 @@ for name in "${runs[@]}"; do echo "== $name"; tail -n 3 "$OUT/$name.device.log";
 (cd "$OUT" && shopt -s nullglob && logs=(*.metrics.jsonl *.train.log *.device.log *.profile.txt) \
   && tar -czf logs.tar.gz "${logs[@]}" && rm -f "${logs[@]}")
 echo "[side-by-side] done after $(( $(date +%s) - t_script )) s"
-if [ -n "${BQNET_CSRC_BUILT:-}" ] && [ -f "$BQNET_CSRC_BUILT" ]; then cp "$BQNET_CSRC_BUILT" "$OUT/"; fi  # csrc build for .gpu/ (tools/gpu/csrc_cache.py)
+return_csrc_build "$OUT"  # tools/device_setup.sh

@@ -70,4 +70,4 @@ for p in sorted(runs.glob(f"eval_{sys.argv[3]}_*/eval_val.json")):
 Path(sys.argv[2]).write_text(json.dumps(res, indent=1))
 PYEOF
 echo "[device] evaluation done after $(( $(date +%s) - t0 )) s"
-if [ -n "${BQNET_CSRC_BUILT:-}" ] && [ -f "$BQNET_CSRC_BUILT" ]; then cp "$BQNET_CSRC_BUILT" "$OUT/"; fi  # csrc build for .gpu/ (tools/gpu/csrc_cache.py)
+return_csrc_build "$OUT"  # tools/device_setup.sh
