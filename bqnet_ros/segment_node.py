@@ -15,7 +15,9 @@ transitions.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import sys
 import threading
@@ -448,8 +450,9 @@ def main(args: Sequence[str] | None = None, node_class: type[SegmentNode] = Segm
 
     rclpy's own signal handler would shut the context down before the node could answer the
     sentences still queued; this one only asks the spin loop to stop, and the node answers them
-    ('node shutting down') while it can still publish. ``node_class``: the node to run (the
-    lifecycle node's console script passes its own).
+    ('node shutting down') while it can still publish; a prepare still running then is not
+    waited for, and the process ends without finalizing the interpreter (``_exit_now``).
+    ``node_class``: the node to run (the lifecycle node's console script passes its own).
     """
     argv = list(args) if args is not None else sys.argv
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -480,7 +483,23 @@ def main(args: Sequence[str] | None = None, node_class: type[SegmentNode] = Segm
         if executor is not None:
             executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S)
         rclpy.try_shutdown()
+    if Worker.threads_running():
+        _exit_now(code)
     return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once: the worker is still inside the model (a prepare that shutdown did
+    not wait for), and Python's finalization would end that thread mid-C++, which aborts the
+    process ('terminate called without an active exception', killed by SIGABRT)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    ctypes.CDLL(None).fflush(None)  # the C streams, where rcutils writes the ROS log lines
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = ["Request", "MapInput", "PreparedMap", "Answer", "WorkerStats", "Segme
 MAX_MODEL_TEXT_CHARS = 2000
 SHUTDOWN_REASON = "node shutting down"
 LATENCY_KEYS = ("prepare_ms", "queue_ms", "text_ms", "decoder_ms", "post_ms")
+_WORKERS: weakref.WeakSet[Worker] = weakref.WeakSet()  # a running thread keeps its worker in here
 
 
 class SegmenterLike(Protocol):
@@ -178,8 +180,17 @@ class Worker:
         self._stop = False
         self._paused = ""  # non-empty: the reason every sentence is refused with (see pause)
         self._busy = False
+        self._preparing = False
         self._thread = threading.Thread(target=self._run, name="bqnet_worker", daemon=True)
         self._thread.start()
+        _WORKERS.add(self)
+
+    @staticmethod
+    def threads_running() -> int:
+        """Worker threads of this process still running: after ``stop``, a prepare or query that
+        was not waited for (the process must then exit without finalizing the interpreter, which
+        would end the thread inside the model's C++ code and abort the process)."""
+        return sum(1 for w in list(_WORKERS) if w._thread.is_alive())
 
     # ------------------------------------------------------------------ enqueue (any thread)
     @property
@@ -227,7 +238,7 @@ class Worker:
                                                f"{old.text[:60]!r} ({self.stats.sentences_dropped} dropped so far)")
                     self._rejected.append((old, "dropped: text queue full"))
                 self._texts.append(req)
-                if self.prepared is None and self._map_job is None:
+                if self.prepared is None and self._map_job is None and not self._preparing:
                     self._log(logging.INFO, f"sentence queued until a usable map arrives ({self._no_map_why}; "
                                             f"answered found=false after {s.map_wait_timeout:g} s)")
             self._cv.notify_all()
@@ -328,6 +339,7 @@ class Worker:
                     expired = self.prepared is None
                     batch = self._take_batch(s, expired, now)
                 self._in_flight = batch
+                self._preparing = job is not None
                 prepared = self.prepared
             try:
                 for req, reason in rejected:
@@ -349,7 +361,7 @@ class Worker:
                     self._deliver(self._not_found(req, f"error: {type(exc).__name__}: {exc}"[:200], prepared, s))
             finally:
                 with self._cv:
-                    self._in_flight = []
+                    self._in_flight, self._preparing = [], False
 
     def _take_batch(self, s: Settings, expired: bool, now: float) -> list[Request]:
         """Sentences answered together: one task, at most max_batch; with no usable map, those
@@ -380,6 +392,20 @@ class Worker:
             self.last_drop = reason
         self._log(logging.ERROR, f"map dropped: {self.last_drop}; {self._keeps()}")
 
+    @staticmethod
+    def _thinned(cache: Any, finite: int, s: Settings) -> str:
+        """The warning for a map the library thinned to max_points, or "". What the library did
+        (its cache's ``n_downsampled`` and ``n_points``) decides; a segmenter that does not say
+        is taken to thin every map above max_points."""
+        removed = getattr(cache, "n_downsampled", None)
+        if removed is None:
+            removed = finite - s.max_points if s.max_points and finite > s.max_points else 0
+        if not removed:
+            return ""
+        kept = int(getattr(cache, "n_points", finite - removed))
+        return (f"map of {finite} finite points thinned to {kept} by the library's voxel grid "
+                f"(max_points {s.max_points})")
+
     def _prepare(self, job: MapInput | Callable[[], MapInput], s: Settings) -> None:
         t0 = time.monotonic()
         try:
@@ -403,11 +429,12 @@ class Worker:
                 what = f"{type(exc).__name__}: {exc}"
                 self._drop_map("maps_failed", f"the last map failed to prepare ({what})", f"prepare failed ({what})")
                 return
-            if s.max_points and finite > s.max_points:
+            thinned = self._thinned(cache, finite, s)
+            if thinned:
                 with self._cv:
                     self.stats.maps_thinned += 1
-                warnings = [*warnings, f"map of {finite} finite points thinned to at most max_points {s.max_points}"]
-                self._log(logging.WARNING, warnings[-1])
+                warnings = [*warnings, thinned]
+                self._log(logging.WARNING, thinned)
         if self._stop:
             return
         ms = (time.monotonic() - t0) * 1e3

@@ -33,10 +33,11 @@ class GatedSegmenter:
         prepare, which records and drops them: the tiny model has no such branch)."""
         self.inner = inner
         self._cfg = inner.cfg
-        if image_channels is not None:
+        if image_channels is not None:  # the inference settings stay the inner model's (the node sets them)
             import copy
 
-            self._cfg = copy.deepcopy(inner.cfg)
+            self._cfg = copy.copy(inner.cfg)
+            self._cfg.model = copy.deepcopy(inner.cfg.model)
             self._cfg.model.decoder.image_channels = image_channels
         self.hold = threading.Event()
         self.hold.set()
@@ -67,10 +68,24 @@ class GatedSegmenter:
 
 
 @functools.lru_cache(maxsize=1)
-def tiny_segmenter() -> Any:
+def _tiny_model() -> Any:
     from bqnet_model.pipeline import Segmenter
 
     return Segmenter.from_config(str(TINY), device="cpu", seed=0)
+
+
+def tiny_segmenter() -> Any:
+    """The tiny random-weight model (built once) in a Segmenter of its own: a node writes its
+    parameters (max_points, ...) into its segmenter's inference settings, which must not reach
+    the next test's node."""
+    import copy
+
+    from bqnet_model.pipeline import Segmenter
+
+    seg = _tiny_model()
+    cfg = copy.copy(seg.cfg)
+    cfg.inference = copy.deepcopy(seg.cfg.inference)
+    return Segmenter(seg.model, cfg, "cpu")
 
 
 @functools.lru_cache(maxsize=16)
@@ -134,6 +149,36 @@ class Client:
     def counts(self) -> tuple[int, int, int, int]:
         with self.lock:
             return len(self.results), len(self.clouds), len(self.centroids), len(self.markers)
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        """counts() once every answer received so far has brought its target cloud and markers
+        too (each answer publishes one of each): the start for ``answers_since``."""
+        self.wait_for(lambda: (lambda c: c[0] == c[1] == c[3])(self.counts()),
+                      what="a target cloud and markers for every result")
+        return self.counts()
+
+    def answers_since(self, since: tuple[int, int, int, int], n: int) -> list[tuple[Any, Any, Any]]:
+        """The next ``n`` answers after ``since`` (a ``snapshot``) as (result, target cloud,
+        markers); the node publishes them in the same order on each topic."""
+        r0, c0, _, m0 = since
+        self.wait_for(lambda: (lambda c: c[0] >= r0 + n and c[1] >= c0 + n and c[3] >= m0 + n)(self.counts()),
+                      what=f"{n} answer(s) with target cloud and markers")
+        with self.lock:
+            return list(zip(self.results[r0:r0 + n], self.clouds[c0:c0 + n], self.markers[m0:m0 + n]))
+
+    def status(self, name: str) -> tuple[Any, dict[str, str]]:
+        """(status, its values as a dict) of the first DiagnosticStatus of node ``name`` published
+        from now on (other nodes of the test session publish on /diagnostics too)."""
+        with self.lock:
+            start = len(self.diagnostics)
+
+        def first() -> Any:
+            with self.lock:
+                return next((st for arr in self.diagnostics[start:] for st in arr.status
+                             if st.name.startswith(f"{name}:")), None)
+        self.wait_for(lambda: first() is not None, what=f"/diagnostics of {name}")
+        st = first()
+        return st, {kv.key: kv.value for kv in st.values}
 
     def wait_for(self, cond: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
@@ -251,3 +296,15 @@ def check_result(res: Any, map_msg: Any, text: str) -> None:
         v = getattr(res, name)
         assert np.isfinite(v) and v >= 0, name
     assert res.total_ms >= res.queue_ms
+
+
+def check_cleared(answer: tuple[Any, Any, Any]) -> None:
+    """A not-found answer (result, target cloud, markers) clears RViz: an empty target cloud and a
+    marker array holding only the DELETEALL."""
+    from visualization_msgs.msg import Marker
+
+    res, cloud, markers = answer
+    assert not res.found, (res.request_id, res.reason)
+    assert cloud.width * cloud.height == 0 and len(cloud.data) == 0, (res.reason, cloud.width)
+    assert [m.action for m in markers.markers] == [Marker.DELETEALL], res.reason
+    assert cloud.header.frame_id == markers.markers[0].header.frame_id == res.header.frame_id

@@ -1,11 +1,12 @@
 """The package as a ROS 2 user builds it: a copy of the checkout in a colcon workspace's src/.
 
-``colcon build --symlink-install`` (the build that used to drop the C++ extension silently) in
-a fresh workspace, against the venv's ROS 2 wheels: the installed package must hold
-``bqnet_model._C``, the generated ``bqnet_ros_interfaces`` (messages and service, built by
-setup.py into the same prefix), the parameter file in share/, and a runnable ``segment_node``.
-It compiles csrc and the interfaces: about two minutes on 2 cores; deselect with
-``-k "not colcon"`` when iterating on something else.
+``colcon build --symlink-install`` (the build that used to drop the C++ extension silently) and
+plain ``colcon build`` (setup.py's ``install`` instead of ``develop``), each in a fresh workspace,
+against the venv's ROS 2 wheels: the installed package must hold ``bqnet_model._C``, the generated
+``bqnet_ros_interfaces`` (messages and service, built by setup.py into the same prefix), the
+parameter file in share/, and a runnable ``segment_node``. Each build compiles csrc and the
+interfaces: about three minutes on 2 cores; deselect with ``-k "not colcon"`` when iterating on
+something else.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def test_package_xml_dependencies_resolve_with_rosdep_keys():
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed (apt-get install cmake g++)")
-def test_colcon_symlink_install_builds_extension_interfaces_and_share(tmp_path):
+@pytest.mark.parametrize("mode", [["--symlink-install"], []], ids=["symlink_install", "plain"])
+def test_colcon_build_installs_extension_interfaces_and_share(tmp_path, mode):
     ws = tmp_path / "ws"
     src = ws / "src" / "bqnet_ros"
     for f in _checkout_files():
@@ -69,7 +71,7 @@ def test_colcon_symlink_install_builds_extension_interfaces_and_share(tmp_path):
     listed = subprocess.run([colcon, "list", "--names-only"], cwd=ws, env=env, capture_output=True, text=True,
                             check=True).stdout.split()
     assert listed == ["bqnet_ros"]
-    build = subprocess.run([colcon, "build", "--symlink-install", "--event-handlers", "console_direct-"],
+    build = subprocess.run([colcon, "build", *mode, "--event-handlers", "console_direct-"],
                            cwd=ws, env=env, capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
     prefix = ws / "install" / "bqnet_ros"

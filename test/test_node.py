@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ros_harness import (PARAMS_FILE, GatedSegmenter, check_result, copy_msg, room_cloud, spinning,
-                         tiny_segmenter)
+from ros_harness import (PARAMS_FILE, GatedSegmenter, check_cleared, check_result, copy_msg, room_cloud,
+                         spinning, tiny_segmenter)
 
 # On top of the shipped file: a small text queue (the burst test overflows it), a small
 # max_points (maps above it are thinned), a short map wait (the timeout tests), fast diagnostics.
@@ -119,8 +119,14 @@ def test_sentence_before_map_then_full_answer(running):
     res = client.results[n_res]
     check_result(res, map_msg, text)
     assert res.request_id == "topic:1" and res.map_version == 1 and res.prepare_ms > 0
-    assert any("thinned" in w for w in res.warnings), "20k points > max_points 15k"
-    assert node.stats.maps_thinned == 1
+    # 20k points > max_points 15k: the library thins by its voxel grid, the answer says so
+    from bqnet_model.pointcloud import clean
+
+    cache = node.worker.prepared.cache
+    assert cache.n_downsampled > 0 and cache.n_points <= 15_000
+    assert np.array_equal(cache.point_index, clean(scene.xyz, scene.rgb, max_points=15_000).index)
+    assert f"thinned to {cache.n_points} by the library's voxel grid (max_points 15000)" in " ".join(res.warnings)
+    assert node.stats.maps_thinned == 1 and np.isin(res.point_indices, cache.point_index).all()
 
     cloud = client.clouds[n_cloud]
     arr = pointcloud2_to_numpy(cloud, extra_fields=["instance"])
@@ -153,46 +159,50 @@ def test_service_answers_with_the_callers_request_id(running):
     gres = client.call("all the chairs", task="gres")
     assert gres.task == "gres" and gres.request_id.startswith("service:")
     check_result(gres, map_msg, "all the chairs")
+    since = client.snapshot()
     bad = client.call("the desk", task="segment")
     assert not bad.found and "invalid task" in bad.reason
+    check_cleared(client.answers_since(since, 1)[0])
     a, b = client.ask(["the desk", "the table"])
     ids = sorted(int(r.request_id.split(":")[1]) for r in (a, b))
     assert ids[1] == ids[0] + 1 and all(r.request_id.startswith("topic:") for r in (a, b))
 
 
 def test_score_threshold_keeps_the_score(running):
-    """Objects below the threshold are dropped (found=false) but the result still carries the
-    model's best score, so a client can pick its own threshold."""
+    """Objects below the threshold are dropped (found=false, RViz cleared) but the result still
+    carries the model's best score, so a client can pick its own threshold."""
     from rclpy.parameter import Parameter
 
     node, client, _ = running
     map_msg, _ = room_cloud()
     client.use_map(map_msg)
     free = client.call("the red chair")
+    assert free.found, f"the tiny model (seed 0) finds an object here: {free.reason}"
     assert node.set_parameters([Parameter("score_threshold", value=1.0)])[0].successful
+    since = client.snapshot()
     try:
         strict = client.call("the red chair")
     finally:
         node.set_parameters([Parameter("score_threshold", value=0.0)])
-    if free.objects:
-        assert not strict.found and "score_threshold" in strict.reason
-        assert strict.score == pytest.approx(free.score)
-        assert len(strict.point_indices) == 0
+    assert not strict.found and "score_threshold" in strict.reason
+    assert strict.score == pytest.approx(free.score)
+    assert len(strict.point_indices) == 0
+    check_cleared(client.answers_since(since, 1)[0])
 
 
 def test_every_not_found_answer_clears_rviz(running):
-    """Empty text, an empty map and a dropped sentence: each publishes an empty target cloud
-    and a DELETEALL-only marker array besides the result."""
+    """Empty text, a dropped sentence, an absent object (a word in no class vocabulary, RES and
+    GRES) and an empty map: each answer publishes, besides its result, an empty target cloud and a
+    DELETEALL-only marker array (the timeout and shutdown answers: their own tests)."""
     from std_msgs.msg import String
-    from visualization_msgs.msg import Marker
 
     from bqnet_ros.conversions import numpy_to_pointcloud2
 
     node, client, _ = running
     good, _ = room_cloud()
     client.use_map(good)
-    for kind in ("empty text", "dropped: text queue full", "empty map"):
-        n_res, n_cloud, _, n_mark = client.counts()
+    for kind in ("empty text", "dropped: text queue full", "unknown object word 'helicopter'", "empty map"):
+        since = client.snapshot()
         if kind == "empty text":
             expect = 1
             client.text_pub.publish(String(data="   "))
@@ -201,41 +211,45 @@ def test_every_not_found_answer_clears_rviz(running):
             with node.worker.lock:  # all arrive before the worker takes any: the first one drops
                 for i in range(expect):
                     node._on_text(String(data=f"the chair number {i}"))
+        elif kind.startswith("unknown object"):
+            expect = 2
+            res, gres = client.call("the helicopter"), client.call("the helicopter", task="gres")
+            assert kind in res.reason and res.score > 0, res.reason  # refused, the best score kept
+            assert not gres.found and gres.task == "gres"
         else:
             expect = 1
             client.publish_map(numpy_to_pointcloud2(np.zeros((0, 3), np.float32), frame_id="map", stamp=300.0))
             client.text_pub.publish(String(data="the desk"))
-        client.wait_for(lambda: client.counts()[0] >= n_res + expect, what=kind)
-        client.wait_for(lambda: client.counts()[1] >= n_res + expect and client.counts()[3] >= n_mark + expect,
-                        what=f"cloud and markers of {kind}")
-        with client.lock:
-            results = client.results[n_res:n_res + expect]
-            clouds = client.clouds[n_cloud:n_cloud + expect]
-            marks = client.markers[n_mark:n_mark + expect]
-        k = next(i for i, r in enumerate(results) if r.reason == kind)
-        assert not results[k].found
-        empty_clouds = [c for c in clouds if c.width * c.height == 0]
-        clears = [m for m in marks if len(m.markers) == 1 and m.markers[0].action == Marker.DELETEALL]
-        assert empty_clouds and clears, kind
+        answers = client.answers_since(since, expect)
+        assert any(kind in res.reason for res, _, _ in answers), kind
+        for answer in answers:
+            if not answer[0].found:
+                check_cleared(answer)
     client.publish_map(good)
 
 
 def test_no_usable_map_times_out_and_incompatible_qos_is_an_error(ros_context_factory):
-    """Only a rejected map: sentences (topic and service) are answered found=false after
-    map_wait_timeout, the reason saying why no map is usable. A volatile map publisher never
-    matches the transient_local subscription: the node logs an ERROR naming the parameter."""
+    """Only a rejected map, then only a failed prepare: sentences (topic and service) are answered
+    found=false after map_wait_timeout, the reason saying why no map is usable, and clear RViz;
+    /diagnostics is ERROR. A volatile or best-effort map publisher never matches the
+    transient_local, reliable subscription: the node logs an ERROR naming the parameter; a
+    best-effort sentence publisher gets an ERROR too."""
+    from diagnostic_msgs.msg import DiagnosticStatus
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import String
 
     from bqnet_ros.segment_node import SegmentNode
 
     ctx = ros_context_factory(["-p", "map_topic:=/timeout_map", "-p", "text_topic:=/timeout_text",
-                               "-p", "map_wait_timeout:=1.0", "-p", "diagnostics_period:=0.0"])
-    node = SegmentNode(context=ctx, node_name="timeout_node", segmenter=tiny_segmenter())
+                               "-p", "map_wait_timeout:=1.0", "-p", "diagnostics_period:=0.2"])
+    gated = GatedSegmenter(tiny_segmenter())
+    node = SegmentNode(context=ctx, node_name="timeout_node", segmenter=gated)
     with spinning(ctx, node, prefix="/timeout_node") as client:
         bad = copy_msg(room_cloud(n_points=500)[0])
         bad.fields = [f for f in bad.fields if f.name != "z"]
         client.publish_map(bad)
+        since = client.snapshot()
         t0 = time.monotonic()
         (res,) = client.ask(["the desk"])
         waited = time.monotonic() - t0
@@ -243,7 +257,21 @@ def test_no_usable_map_times_out_and_incompatible_qos_is_an_error(ros_context_fa
         assert 0.8 <= waited < 10, waited
         srv = client.call("the table")
         assert not srv.found and srv.reason.startswith("no usable map") and srv.request_id.startswith("service:")
-        assert node.stats.sentences_timed_out == 2
+        for answer in client.answers_since(since, 2):
+            check_cleared(answer)
+
+        gated.fail_next = True
+        client.publish_map(room_cloud(n_points=500)[0])
+        assert node.logged(logging.ERROR, "map dropped: prepare failed (ValueError: voxelize: test failure); "
+                                          "no map in use yet")
+        since = client.snapshot()
+        srv = client.call("the table", request_id="after-failed-prepare")
+        assert srv.reason == ("no usable map after 1 s: the last map failed to prepare "
+                              "(ValueError: voxelize: test failure)") and srv.request_id == "after-failed-prepare"
+        check_cleared(client.answers_since(since, 1)[0])
+        assert node.stats.sentences_timed_out == 3
+        st, _ = client.status("timeout_node")
+        assert st.level == DiagnosticStatus.ERROR and st.message.startswith("no usable map: the last map failed")
 
         volatile = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
         pub = client.node.create_publisher(PointCloud2, "/timeout_map", volatile)
@@ -254,13 +282,18 @@ def test_no_usable_map_times_out_and_incompatible_qos_is_an_error(ros_context_fa
         pub2 = client.node.create_publisher(PointCloud2, "/timeout_map", best_effort)
         client.wait_for(lambda: node.logged(logging.ERROR, "map_qos_reliability:=best_effort"),
                         what="the incompatible-QoS error (reliability)")
-        client.node.destroy_publisher(pub)
-        client.node.destroy_publisher(pub2)
+        pub3 = client.node.create_publisher(String, "/timeout_text", QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        client.wait_for(lambda: node.logged(logging.ERROR, "sentence publisher on /timeout_text is incompatible"),
+                        what="the incompatible-QoS error (sentences)")
+        for p in (pub, pub2, pub3):
+            client.node.destroy_publisher(p)
 
 
 def test_map_versions_have_no_gaps_and_drops_say_which_map_stays(running):
     """A malformed map and a failed prepare are dropped with one ERROR line naming the map that
-    stays in use; the next good map is version +1 of the last good one."""
+    stays in use (also in /diagnostics: WARN); the next good map is version +1 of the last good one."""
+    from diagnostic_msgs.msg import DiagnosticStatus
     from sensor_msgs.msg import PointField
 
     node, client, gated = running
@@ -269,14 +302,17 @@ def test_map_versions_have_no_gaps_and_drops_say_which_map_stays(running):
     v = node.worker.prepared.version
     bad = copy_msg(good)
     bad.fields = list(bad.fields) + [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1)]
+    stays = f"; map v{v} ({good.width * good.height} points, frame 'map') stays in use"
     client.publish_map(bad)
     assert node.logged(logging.ERROR, "map dropped: malformed PointCloud2")
-    assert node.logged(logging.ERROR, f"map v{v} (")
+    assert [t for lv, t in node.log_lines if lv >= logging.ERROR][-1].endswith(stays)
     gated.fail_next = True
     other, _ = room_cloud(seed=4, stamp_sec=611)
     client.publish_map(other)
-    assert node.logged(logging.ERROR, "map dropped: prepare failed (ValueError: voxelize: test failure)")
+    assert node.logged(logging.ERROR, "map dropped: prepare failed (ValueError: voxelize: test failure)" + stays)
     assert not node.logged(logging.ERROR, "worker")
+    st, _ = client.status("segment_node")
+    assert st.level == DiagnosticStatus.WARN and "last map dropped: prepare failed" in st.message, st.message
     (res,) = client.ask(["the desk"])
     assert res.map_version == v and res.header.stamp.sec == 610, "the previous map stays in use"
     client.publish_map(room_cloud(seed=5, stamp_sec=612)[0])
@@ -344,17 +380,23 @@ def test_image_features_for_a_model_with_a_2d_branch(ros_context_factory):
 
 
 def test_diagnostics_report_readiness_queue_and_device(running):
+    """/diagnostics: ready, the device really used, the map's version, size and age, the queue,
+    the drop counters and the latencies, equal to the node's own state."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
     node, client, _ = running
     client.use_map(room_cloud()[0])
-    n = len(client.diagnostics)
-    client.wait_for(lambda: len(client.diagnostics) > n, what="/diagnostics")
-    st = client.diagnostics[-1].status[0]
-    values = {kv.key: kv.value for kv in st.values}
+    st, values = client.status("segment_node")
     assert st.name.startswith("segment_node")
     assert values["ready"] == "true" and values["device"] == node.device == node.get_parameter("device_in_use").value
+    assert st.level == DiagnosticStatus.OK and st.hardware_id == node.device
     assert int(values["map_version"]) == node.worker.prepared.version
-    for key in ("queue_length", "sentences_dropped", "maps_rejected", "last_prepare_ms", "last_query_ms", "map_age_s"):
-        assert key in values
+    assert int(values["map_points"]) == node.worker.prepared.num_points and values["map_frame"] == "map"
+    assert int(values["queue_length"]) == 0 and float(values["map_age_s"]) >= 0
+    assert int(values["sentences_dropped"]) == node.stats.sentences_dropped
+    assert int(values["maps_rejected"]) == node.stats.maps_rejected
+    assert float(values["last_prepare_ms"]) > 0 and float(values["last_total_ms"]) >= 0
+    assert float(values["last_query_ms"]) >= 0 and values["device_requested"] == node.params.device
 
 
 def test_burst_of_100_sentences_bounded_queue(running):

@@ -71,20 +71,6 @@ def _connected(client: Client) -> None:
     assert client.segment.wait_for_service(timeout_sec=WAIT)
 
 
-def _status(client: Client, name: str, after: int) -> tuple[Any, dict[str, str]]:
-    """The node's first /diagnostics status published after index ``after``."""
-    def find() -> Any:
-        with client.lock:
-            for arr in client.diagnostics[after:]:
-                for st in arr.status:
-                    if st.name.startswith(f"{name}:"):
-                        return st
-        return None
-    client.wait_for(lambda: find() is not None, what="/diagnostics")
-    st = find()
-    return st, {kv.key: kv.value for kv in st.values}
-
-
 def test_configure_activate_deactivate_cleanup_shutdown(ros_context_factory, monkeypatch, tmp_path):
     """The whole life through the lifecycle services: nothing before configure; inactive refuses
     (topic and service, found=false with the reason, on ~/result); active answers, from the
@@ -103,7 +89,7 @@ def test_configure_activate_deactivate_cleanup_shutdown(ros_context_factory, mon
     node = SegmentLifecycleNode(context=ctx, node_name="lc_node")
     with managed(ctx, node, "lc_node") as (client, lc):
         assert lc.state() == "unconfigured" and node.worker is None and not node.has_parameter("device_in_use")
-        st, values = _status(client, "lc_node", 0)
+        st, values = client.status("lc_node")
         assert st.level == DiagnosticStatus.WARN and values["lifecycle_state"] == "unconfigured"
         map_msg, _ = room_cloud()
         client.map_pub.publish(map_msg)  # latched: reaches the node only once it subscribes (activate)
@@ -118,8 +104,7 @@ def test_configure_activate_deactivate_cleanup_shutdown(ros_context_factory, mon
             assert not res.found and res.reason == INACTIVE_REASON
         assert srv.request_id == "while-inactive" and top.request_id == "topic:1"
         assert node.stats.maps_received == 0 and node.stats.sentences_refused == 2
-        n = len(client.diagnostics)
-        st, values = _status(client, "lc_node", n)
+        st, values = client.status("lc_node")
         assert st.level == DiagnosticStatus.WARN and values["lifecycle_state"] == "inactive"
         assert values["ready"] == "false" and values["sentences_refused"] == "2"
 
@@ -128,8 +113,7 @@ def test_configure_activate_deactivate_cleanup_shutdown(ros_context_factory, mon
         res = client.call("the chair next to the desk")
         check_result(res, map_msg, "the chair next to the desk")
         assert res.map_version == 1
-        n = len(client.diagnostics)
-        st, values = _status(client, "lc_node", n)
+        st, values = client.status("lc_node")
         assert st.level == DiagnosticStatus.OK and values["lifecycle_state"] == "active" and values["ready"] == "true"
 
         assert lc.change(Transition.TRANSITION_DEACTIVATE) and lc.state() == "inactive"
@@ -213,8 +197,7 @@ def test_configure_failure_stays_unconfigured_and_says_why(ros_context_factory, 
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert lc.state() == "unconfigured" and node.worker is None
         assert node.logged(logging.ERROR, "configure failed: checkpoint '/nonexistent/model.pth' not found")
-        n = len(client.diagnostics)
-        st, values = _status(client, "cf_node", n)
+        st, values = client.status("cf_node")
         assert st.level == DiagnosticStatus.ERROR and "configure failed" in st.message
         assert values["lifecycle_state"] == "unconfigured"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ros_harness import PARAMS_FILE, ROOT, TINY, WAIT, GatedSegmenter, room_cloud, spinning, tiny_segmenter
+from ros_harness import (PARAMS_FILE, ROOT, TINY, WAIT, GatedSegmenter, check_cleared, room_cloud, spinning,
+                         tiny_segmenter)
 
 
 @pytest.fixture
@@ -53,6 +54,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         ("max_points:=lots", r"parameter max_points must be an integer in \[0, 2147483647\], got 'lots' \(string\)"),
         ("max_points:=-5", r"parameter max_points must be an integer in \[0, 2147483647\], got -5"),
         ("score_threshold:=high", "parameter score_threshold must be a number in"),
+        ("score_threshold:=1.5", r"parameter score_threshold must be a number in \[0, 1\], got 1.5"),
+        ("map_wait_timeout:=-1.0", r"parameter map_wait_timeout must be a number in \[0, 3600\], got -1.0"),
+        ("publish_markers:=maybe", "parameter publish_markers must be a bool, got 'maybe'"),
         ("task:=segment", "parameter task must be one of 'res', 'gres', got 'segment'"),
         ("map_qos_durability:=latched", "map_qos_durability must be one of"),
         ("text_topic:=/map_cloud", "same topic"),
@@ -128,7 +132,7 @@ def test_device_in_use_after_the_cuda_fallback(ros_context_factory, no_shipped_m
 # --------------------------------------------------------------------------- shutdown
 def test_shutdown_during_a_prepare_is_quick_and_answers_the_queue(ros_context_factory):
     """A prepare is running and sentences wait: destroy_node returns without waiting for it, every waiting
-    sentence (topic and service) is answered 'node shutting down', and no ERROR is logged."""
+    sentence (topic and service) is answered 'node shutting down' (clearing RViz), and no ERROR is logged."""
     from std_msgs.msg import String
 
     from bqnet_ros.segment_node import SegmentNode
@@ -152,6 +156,8 @@ def test_shutdown_during_a_prepare_is_quick_and_answers_the_queue(ros_context_fa
         # bound guards against a long join, it is not a timing test (shutdown timings: the logs)
         assert not gated.hold.is_set() and took < 5.0, took
         assert sorted(r.reason for r in client.results) == ["node shutting down"] * 2
+        for answer in client.answers_since((0, 0, 0, 0), 2):
+            check_cleared(answer)  # RViz clears at shutdown too
         assert fut.result().result.request_id == "last" and not fut.result().result.found
         gated.hold.set()  # the prepare finishes now: its result is dropped without a word
         time.sleep(0.5)
@@ -205,25 +211,42 @@ def test_console_script_cannot_start_without_traceback(ros_domain_id, arg):
     assert "cannot start: " in out and arg.split(":=")[0] in out and "Traceback" not in out
 
 
-def test_console_script_ctrl_c_answers_queued_sentences(ros_context_factory, tiny_checkpoint):
-    """Ctrl-C while a sentence waits for a map: it is answered 'node shutting down' before the
-    process exits (quickly, code 0, no ERROR, no traceback)."""
+def test_console_script_ctrl_c_during_a_prepare(ros_context_factory, tiny_checkpoint):
+    """Ctrl-C while a map is being prepared (64 test-time rotations make that take seconds) and a
+    sentence waits for it: the sentence is answered 'node shutting down' and the process exits
+    without waiting for the prepare (code 0, no ERROR, no traceback). The launch file's log level
+    argument (``--log-level segment_node:=debug``) leaves rcl's own logger quiet."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import String
 
     from bqnet_ros.interfaces import load_interfaces
+    from bqnet_ros.launch_args import log_level_arguments
 
     iface = load_interfaces(required=True)
     ctx = ros_context_factory()
     client = rclpy.create_node("ctrl_c_client", context=ctx)
     got: list = []
+    diagnostics: list = []
     client.create_subscription(iface.ReferringSegmentation, "/segment_node/result", got.append, 10)
+    client.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    map_pub = client.create_publisher(PointCloud2, "/map_cloud", latched)
     pub = client.create_publisher(String, "/referring_text", 10)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(client)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
+
+    def preparing() -> bool:
+        """The node has the map but no map version yet, and the sentence waits for it."""
+        if not diagnostics:
+            return False
+        v = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+        return v["maps_received"] == "1" and v["map_version"] == "0" and v["queue_length"] == "1"
 
     def send() -> None:
         deadline = time.monotonic() + WAIT
@@ -231,12 +254,17 @@ def test_console_script_ctrl_c_answers_queued_sentences(ros_context_factory, tin
             assert time.monotonic() < deadline
             time.sleep(0.05)
         time.sleep(0.5)  # the node's result publisher discovers our subscription
+        map_pub.publish(room_cloud(n_points=20_000)[0])
         pub.publish(String(data="the desk"))
-        time.sleep(0.5)
+        while not preparing():
+            assert time.monotonic() < deadline, "the node never started preparing the map"
+            time.sleep(0.02)
 
     try:
         code, out, stop_s = _run_console(["--ros-args", "--params-file", str(PARAMS_FILE), "-p", "device:=cpu",
-                                          "-p", f"checkpoint:={tiny_checkpoint}", "-p", "map_wait_timeout:=600.0"],
+                                          "-p", f"checkpoint:={tiny_checkpoint}", "-p", "map_wait_timeout:=600.0",
+                                          "-p", "tta_rotations:=64", "-p", "diagnostics_period:=0.1",
+                                          *log_level_arguments("debug")[1:]],
                                          ready="ready:", before_stop=send)
         deadline = time.monotonic() + 5
         while not got and time.monotonic() < deadline:
@@ -247,8 +275,9 @@ def test_console_script_ctrl_c_answers_queued_sentences(ros_context_factory, tin
         client.destroy_node()
     assert code == 0, out
     assert "Traceback" not in out and "[ERROR]" not in out, out
-    # a guard against waiting for queued work (the earlier node waited up to 6 s), not a timing test:
-    # process exit alone varies with the machine's load
+    assert "[DEBUG] [rcl" not in out, "the log level reached rcl's logger"
+    # the prepare takes several seconds more: a guard against waiting for it (the earlier node
+    # waited up to 6 s), not a timing test; process exit alone varies with the machine's load
     assert stop_s < 5.0, stop_s
     assert [r.reason for r in got] == ["node shutting down"], out
 

@@ -30,6 +30,9 @@ def test_play_scene_round_trip_through_the_service(ros_context_factory, capsys):
     lines = [ln for ln in out.splitlines() if ln.startswith("'")]
     assert len(lines) == 2 and lines[0].startswith("'the red chair'") and lines[1].startswith("'the table'")
     assert node.stats.sentences_received == 2 and node.stats.maps_prepared == 1
+    answered = [t.split(" ", 1) for _, t in node.log_lines if t.startswith("play_scene:")]
+    assert sorted((rid, text.split("'")[1]) for rid, text in answered) == [
+        ("play_scene:1", "the red chair"), ("play_scene:2", "the table")], "asked through ~/segment with its ids"
 
 
 def test_play_scene_exit_codes(ros_domain_id, capsys):
