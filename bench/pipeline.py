@@ -86,7 +86,7 @@ DECODER_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [  # name, inference 
     ("cuda graph bf16 compiled", {"amp": True, "amp_dtype": "bfloat16", "cuda_graph": True, "compile_decoder": True}, True),
 ]
 COMPILED = " compiled"  # a variant named "<twin> compiled" is compared with "<twin>"
-# measured only when --variants names them: every graph key of a compiled variant compiles first
+# measured only when --variants names them: a compiled variant compiles before its first captures
 OPT_IN = {"cuda graph bf16 compiled"}
 
 
@@ -283,7 +283,7 @@ def bench_size_graphs(base: Segmenter, result: dict[str, Any], cache: Any, args:
         r = bench_queries(s, cache, args, offset)
         twin = name[: -len(COMPILED)] if name.endswith(COMPILED) else None
         if twin in overrides:  # the compiled graph's answers against its uncompiled twin's, on a sentence
-            # whose graph key is already compiled (the first one timed), so that no compile is added
+            # whose graph key is already captured (the first one timed), so that no compile is added
             r["check_vs_uncompiled"] = guarded(f"check / {name} vs {twin}", lambda: with_variant(
                 base, overrides[twin], lambda u: check_graph_matches_eager(u, s, cache, sentences(1, offset))))
             print(f"  check {name} vs {twin}: {json.dumps(r['check_vs_uncompiled'])}", flush=True)

@@ -18,17 +18,21 @@ uint8 summary of ``Segmenter`` (over the S padded superpoints) that is then copi
 one transfer. A capture that fails is reported once (warning) and that key runs eagerly from then on.
 
 ``DecoderGraphs(compile=True)`` (``inference.compile_decoder``): the function is first compiled by
-``torch.compile`` (inductor, mode ``COMPILE_MODE``, static shapes), once per key, and the compiled
-kernels are what the graph captures. Why: a graph removes the launch gaps, not the launches' work; the
-decoder's many small elementwise, softmax and normalisation kernels each read and write their tensor
-once more than a fused kernel would. Mode "default" on purpose: inductor must not add CUDA graphs of
-its own ("reduce-overhead"; ours captures), and "max-autotune-no-cudagraphs" benchmarks GEMM templates
-per shape, which multiplies a compile that every new key already pays. Static shapes suit the buckets:
-each key is one set of shapes, compiled in its first warm-up run (tens of seconds on a GPU: the first
-sentence of every new key waits for it; ``stats["capture_ms"]`` counts it). The compiled function is
-only called while its key is captured, so dynamo's per-function limit of compiled variants is raised
-to ``COMPILE_KEYS`` and made an error there. A compile or compiled capture that fails is warned about
-once, with the reason; that key and every later one are then captured uncompiled.
+``torch.compile`` (inductor, mode ``COMPILE_MODE``) and the compiled kernels are what the graph
+captures. Why: a graph removes the launch gaps, not the launches' work; the decoder's many small
+elementwise, softmax and normalisation kernels each read and write their tensor once more than a fused
+kernel would. Mode "default" on purpose: inductor must not add CUDA graphs of its own
+("reduce-overhead"; ours captures), and "max-autotune-no-cudagraphs" benchmarks GEMM templates per
+shape, which multiplies the compile time. Shapes are static (``dynamic=False``) except the superpoint
+axis of the scene buffers, marked dynamic (``maybe_mark_dynamic``): a growing map moves to the next
+bucket every 128 superpoints, and a compile per bucket would stall the node on every such map, while
+sentences per call and the token bucket take few values. So a key compiles in its first warm-up run
+only when no compiled variant fits it yet (a new sentence count or token bucket: tens of seconds on a
+GPU, which that key's first sentence waits for; ``stats["capture_ms"]`` counts it); a new superpoint
+bucket only captures. The compiled function is only called while a key is captured, so dynamo's
+per-function limit of compiled variants is raised to ``COMPILE_KEYS`` and made an error there. A compile
+or compiled capture that fails is warned about once, with the reason; that key and every later one are
+then captured uncompiled.
 
 ``EncoderGraphs``: the frozen Hugging Face encoder's forward (a MiniLM is six layers of a dozen
 small kernels each: launch-bound as the decoder), one graph per ``(sentence bucket T = a power of
@@ -75,7 +79,7 @@ log = logging.getLogger(__name__)
 TOKEN_BUCKET = 16
 SUPERPOINT_BUCKET = 128
 COMPILE_MODE = "default"  # torch.compile mode of DecoderGraphs(compile=True); module docstring says why
-COMPILE_KEYS = 64  # compiled keys per process before dynamo refuses more (then: captured uncompiled)
+COMPILE_KEYS = 64  # compiled variants per process before dynamo refuses more (then: captured uncompiled)
 
 
 def token_bucket(n_tokens: int, bucket: int = TOKEN_BUCKET) -> int:
@@ -230,6 +234,9 @@ class DecoderGraphs(_GraphCache):
         warned about with its reason and turns compiling off for this instance."""
         import torch._dynamo
 
+        for t in (static.sp_feats, static.sp_xyz, static.sp_pad, static.sp_sizes, static.image_feats):
+            if t is not None:  # one compile for every superpoint bucket (module docstring)
+                torch._dynamo.maybe_mark_dynamic(t, 1)
         try:
             compiled = torch.compile(fn, mode=COMPILE_MODE, dynamic=False)
             with torch._dynamo.config.patch(recompile_limit=COMPILE_KEYS, fail_on_recompile_limit_hit=True):

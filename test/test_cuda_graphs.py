@@ -157,18 +157,20 @@ def test_compile_decoder_without_cuda_graphs_is_ignored_with_a_warning(seg, cach
     assert s._graphs is None and s.graph_stats["compiled"] == 0
 
 
-def test_compiled_decoder_matches_the_uncompiled_one(seg, cache, cpu_graphs, monkeypatch) -> None:
+def test_compiled_decoder_matches_the_uncompiled_one(seg, cache, room, cpu_graphs, monkeypatch) -> None:
     """``compile_decoder`` from the segmenter's config: the graph's function is compiled by inductor
-    (its CPU backend here) once, for the one key of these sentences, and replays what the uncompiled
-    graph gives. Tolerance: target probabilities within 1e-5; mask bits equal wherever the uncompiled
-    mask logit is more than 1e-4 from the threshold's logit (fused kernels may round differently);
-    the same answers."""
+    (its CPU backend here) and replays what the uncompiled graph gives. Tolerance: target
+    probabilities within 1e-5; mask bits equal wherever the uncompiled mask logit is more than 1e-4
+    from the threshold's logit (fused kernels may round differently); the same answers. A map of
+    another superpoint bucket is captured again but not compiled again (the axis is dynamic)."""
     import torch._inductor.config
+    from torch._dynamo.utils import counters
 
     monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)  # no worker pool on a small machine
     plain = with_inference(seg, cuda_graph=True)
     comp = with_inference(seg, cuda_graph=True, compile_decoder=True)
     assert comp._graphs is None  # made on the first query, from the config
+    graphs_before = counters["stats"]["unique_graphs"]
     want = plain.query(cache, TEXTS)
     got = comp.query(cache, TEXTS)
     _answers_equal(want, got)
@@ -188,6 +190,13 @@ def test_compiled_decoder_matches_the_uncompiled_one(seg, cache, cpu_graphs, mon
                                   check_values=False, fine_mask_padding=True).final.masks.numpy()
     clear = np.abs(logits) > 1e-4  # threshold 0.5: logit 0
     assert np.array_equal(ona[clear], onb[clear])
+
+    coarse = seg.prepare(room.xyz, room.rgb, superpoints=np.unique(np.floor(room.xyz / 0.6).astype(np.int64), axis=0,
+                                                                   return_inverse=True)[1].ravel())
+    assert token_bucket(coarse.n_superpoints, 128) != Sb
+    _answers_equal(plain.query(coarse, TEXTS), comp.query(coarse, TEXTS))
+    assert comp.graph_stats["captures"] == 2 and comp.graph_stats["compiled"] == 2
+    assert counters["stats"]["unique_graphs"] - graphs_before == 1  # one compile served both buckets
 
 
 def test_a_failing_compile_warns_once_and_captures_uncompiled(seg, cache, cpu_graphs, monkeypatch, caplog) -> None:

@@ -19,7 +19,8 @@
 # BQNET_BENCH_COMPILE=1 runs instead only the paper-size rows at 300k and 1M with and without
 # inference.compile_decoder (eager fp32 / cuda graph bf16 / cuda graph bf16 compiled, prepared with the FPS loop
 # and the kernel as above, so the naive baseline is the same), then the GPU test of the compiled capture
-# (test/test_cuda_graphs.py); every graph key of the compiled variant compiles first (three per size).
+# (test/test_cuda_graphs.py). The compiled variant compiles for each sentence count and token bucket it meets
+# (three: 1 x 16, 16 x 16, 16 x 32 tokens), once for both sizes (the superpoint axis is dynamic).
 set -uo pipefail
 OUT=${1:?output folder}; KILL_AFTER=${KILL_AFTER:-3}
 REPEATS=${REPEATS:-5}; WARMUP=${WARMUP:-1}  # medians of 5 after 1 warm-up (which also holds the captures)
