@@ -31,10 +31,10 @@ if [ "$DEVICE" = cuda ] && [ -f /tmp/build_cuda.failed ]; then
   cp /tmp/build_cuda.log "$OUT/" 2>/dev/null
 fi
 if [ -n "${BQNET_BENCH_COMPILE:-}" ]; then
-  bench_pipeline res config/res.yaml 330 "300000 1000000" --text-encoder minilm --raw-text --fps-loop \
+  bench_pipeline res config/res.yaml 300 "300000 1000000" --text-encoder minilm --raw-text --fps-loop \
     --variants "eager fp32" "cuda graph bf16" "cuda graph bf16 compiled"
   python3 -c "import pytest" 2>/dev/null || { [ -d .whl ] && pip install -q --no-index --find-links .whl pytest >/dev/null 2>&1; }
-  OMP_NUM_THREADS=8 timeout --signal=INT --kill-after="$KILL_AFTER" 90 python3 -m pytest -q -rfEs --tb=short \
+  OMP_NUM_THREADS=8 timeout --signal=INT --kill-after="$KILL_AFTER" 75 python3 -m pytest -q -rfEs --tb=short \
     -p no:cacheprovider -p no:hypothesispytest test/test_cuda_graphs.py -k on_the_gpu > "$OUT/pytest.log" 2>&1
   echo "[device_bench] pytest (compiled capture) exit $? after $(bench_elapsed) s" | tee -a "$OUT/pytest.log"
   tail -15 "$OUT/pytest.log"
