@@ -14,9 +14,12 @@ weights: timings do not depend on them), as medians of ``--repeats`` runs after 
 * query, one row per decoder variant (``--variants`` picks some): ``eager fp32`` (baseline),
   ``eager fp16`` / ``eager bf16`` (autocast; CUDA only), ``cuda graph fp32`` / ``cuda graph bf16``
   (``inference.cuda_graph``, the text encoder replayed too), ``cuda graph fp32, eager text``
-  (``inference.cuda_graph_text`` off; CUDA only): text (sentence cache cleared first), decoder, post, total for one new sentence per
-  call; sentences/s with 1 and with ``--batch`` new sentences per call; a repeated sentence
-  (text cache hit); peak GPU memory; the ratio to recomputing;
+  (``inference.cuda_graph_text`` off; CUDA only), ``cuda graph bf16 compiled`` (``inference.compile_decoder``:
+  the captured decoder compiled by ``torch.compile`` first; only when ``--variants`` names it): text (sentence cache cleared first), decoder, post,
+  total for one new sentence per call; sentences/s with 1 and with ``--batch`` new sentences per call; a repeated
+  sentence (text cache hit); peak GPU memory; the ratio to recomputing; for graph variants the first call
+  of each phase and the time spent capturing (compiles included), and each compiled variant against its
+  uncompiled twin (decoder, sentence, batch, capture, vs the naive node), with ratios;
 * recompute: the whole model per sentence (backbone + pooling + FPS + text + decoder + post, the
   voxelized batch reused), eager fp32, as the original code answers one sentence;
 * checks: on CUDA the eager decoder under
@@ -80,7 +83,11 @@ DECODER_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [  # name, inference 
     ("cuda graph fp32", {"amp": False, "cuda_graph": True}, True),
     ("cuda graph fp32, eager text", {"amp": False, "cuda_graph": True, "cuda_graph_text": False}, True),
     ("cuda graph bf16", {"amp": True, "amp_dtype": "bfloat16", "cuda_graph": True}, True),
+    ("cuda graph bf16 compiled", {"amp": True, "amp_dtype": "bfloat16", "cuda_graph": True, "compile_decoder": True}, True),
 ]
+COMPILED = " compiled"  # a variant named "<twin> compiled" is compared with "<twin>"
+# measured only when --variants names them: a compiled variant compiles before its first captures
+OPT_IN = {"cuda graph bf16 compiled"}
 
 
 def guarded(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -117,6 +124,11 @@ def with_variant(base: Segmenter, overrides: dict[str, Any], fn: Callable[[Segme
 # ---------------------------------------------------------------------- one map size
 
 
+def _wanted(name: str, args: argparse.Namespace) -> bool:
+    """Whether this run measures the query variant ``name`` (``--variants``, else all but ``OPT_IN``)."""
+    return name in args.variants if args.variants else name not in OPT_IN
+
+
 def _is_graph(kw: dict[str, Any]) -> bool:
     return bool(kw.get("cuda_graph"))
 
@@ -139,6 +151,49 @@ def _ratios(result: dict[str, Any], args: argparse.Namespace) -> None:
         for k, v in result["query"].items() if "cached_vs_recompute" in v)
     print(f"  cached throughput vs recompute (1 per call / {args.batch} per call / vs a full prepare + query "
           f"per sentence): {ratios}", flush=True)
+
+
+def _baselines(result: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(baseline prepare, eager fp32 query) of one size in ms: the prepare of the slowest path
+    measured (the FPS loop when it ran); None where it is missing."""
+    prep = {k: v["stages_ms"]["total"] for k, v in result.get("prepare", {}).items() if "stages_ms" in v}
+    base_p = prep.get(FPS_LOOP, prep.get(INGEST_VARIANTS[0][0]))
+    return base_p, result.get("query", {}).get(DECODER_VARIANTS[0][0], {}).get("wall_ms")
+
+
+def _naive_ms(result: dict[str, Any]) -> float | None:
+    """The naive node's time per sentence: a baseline prepare plus an eager fp32 query."""
+    base_p, base_q = _baselines(result)
+    return None if base_p is None or base_q is None else base_p + base_q
+
+
+def _compiled_vs_uncompiled(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """Each measured compiled variant against its uncompiled twin: [uncompiled, compiled] and the
+    ratio uncompiled / compiled (> 1: compiling is faster) of the decoder stage, the sentence, a
+    sentence of a ``--batch`` call, the naive node's speed-up; and the capture time (compiles included)."""
+    q, naive = result["query"], _naive_ms(result)
+    out = {}
+    for name, r in q.items():
+        twin = q.get(name[: -len(COMPILED)], {}) if name.endswith(COMPILED) else {}
+        if "wall_ms" not in r or "wall_ms" not in twin:
+            continue
+        pair = {"decoder_ms": [twin["stages_ms"]["decoder"], r["stages_ms"]["decoder"]],
+                "sentence_ms": [twin["wall_ms"], r["wall_ms"]],
+                "batch_ms_per_sentence": [twin["batch_wall_ms"] / args.batch, r["batch_wall_ms"] / args.batch]}
+        c = {k: {"ms": v, "ratio": v[0] / v[1]} for k, v in pair.items()}
+        if naive is not None:
+            c["vs_naive"] = [naive / twin["wall_ms"], naive / r["wall_ms"]]
+        c["capture_s"] = [twin["graph"]["capture_ms"] / 1e3, r["graph"]["capture_ms"] / 1e3]
+        c["compiled_graphs"] = r["graph"].get("compiled", 0)
+        out[name] = c
+        print(f"  {name} vs {name[: -len(COMPILED)]}: "
+              + ", ".join(f"{k} {v['ms'][0]:.2f} -> {v['ms'][1]:.2f} ({v['ratio']:.2f}x)" for k, v in c.items()
+                          if isinstance(v, dict))
+              + (f"; vs naive {c['vs_naive'][0]:.1f}x -> {c['vs_naive'][1]:.1f}x" if "vs_naive" in c else "")
+              + f"; capture {c['capture_s'][0]:.1f} -> {c['capture_s'][1]:.1f} s for {r['graph']['captures']} graphs "
+              f"({c['compiled_graphs']} compiled)", flush=True)
+    if out:
+        result["compiled_vs_uncompiled"] = out
 
 
 def _peak(result: dict[str, Any]) -> None:
@@ -190,7 +245,7 @@ def bench_size(base: Segmenter, n_points: int, args: argparse.Namespace) -> tupl
                   + ", ".join(f"{k} {v:.1f}" for k, v in st["timings_ms"].items()), flush=True)
 
     for j, (name, kw, cuda_only) in enumerate(DECODER_VARIANTS):
-        if args.variants and name not in args.variants:
+        if not _wanted(name, args):
             continue
         if cuda_only and dev.type != "cuda":
             result["query"][name] = {"skipped": "CUDA only"}
@@ -222,14 +277,27 @@ def bench_size_graphs(base: Segmenter, result: dict[str, Any], cache: Any, args:
     """Phase 2 of one size: the CUDA-graph variants and graph-vs-eager answers. Run after every
     eager measurement of every size, so a capture that goes wrong cannot cost the other numbers."""
     dev = base.device
+    overrides = {name: kw for name, kw, _ in DECODER_VARIANTS}
+
+    def measure(s: Segmenter, name: str, offset: int) -> dict[str, Any]:
+        r = bench_queries(s, cache, args, offset)
+        twin = name[: -len(COMPILED)] if name.endswith(COMPILED) else None
+        if twin in overrides:  # the compiled graph's answers against its uncompiled twin's, on a sentence
+            # whose graph key is already captured (the first one timed), so that no compile is added
+            r["check_vs_uncompiled"] = guarded(f"check / {name} vs {twin}", lambda: with_variant(
+                base, overrides[twin], lambda u: check_graph_matches_eager(u, s, cache, sentences(1, offset))))
+            print(f"  check {name} vs {twin}: {json.dumps(r['check_vs_uncompiled'])}", flush=True)
+        return r
+
     for j, (name, kw, cuda_only) in enumerate(DECODER_VARIANTS):
-        if not _is_graph(kw) or (cuda_only and dev.type != "cuda") or (args.variants and name not in args.variants):
+        if not _is_graph(kw) or (cuda_only and dev.type != "cuda") or not _wanted(name, args):
             continue
         r = guarded(f"query / {name}",
-                    lambda: with_variant(base, kw, lambda s: bench_queries(s, cache, args, 100_000 * (j + 1))))
+                    lambda: with_variant(base, kw, lambda s: measure(s, name, 100_000 * (j + 1))))
         result["query"][name] = r
         print(report_query(name, r, args.batch), flush=True)
     _ratios(result, args)
+    _compiled_vs_uncompiled(result, args)
     eager = variant(base, amp=False, cuda_graph=False)
     result["checks"]["graph_vs_eager"] = guarded(
         "check / graph vs eager",
@@ -253,14 +321,13 @@ def summary_table(results: list[dict[str, Any]]) -> str:
             continue
         bp = min(prep, key=prep.get)
         bq = min(q, key=lambda k: q[k]["wall_ms"])
-        base_p = prep.get(FPS_LOOP, prep.get(INGEST_VARIANTS[0][0]))  # the slowest path measured
-        base_q = q.get(DECODER_VARIANTS[0][0], {}).get("wall_ms")
+        base_p, base_q = _baselines(r)
         ratio = q[bq].get("cached_vs_recompute")
         ratio_b = q[bq].get("cached_batch_vs_recompute")
         mem = r.get("peak_alloc_mib_any_variant")
-        # the naive node: a baseline prepare and an eager fp32 query for every sentence, against the
-        # best cached query
-        naive = (base_p + base_q) / q[bq]["wall_ms"] if base_p is not None and base_q is not None else None
+        # the naive node against the best cached query
+        naive_ms = _naive_ms(r)
+        naive = None if naive_ms is None else naive_ms / q[bq]["wall_ms"]
         mem1 = q[bq].get("peak_alloc_mib_1")
         lines.append(
             f"  {r['points']:>9,} points: prepare {base_p if base_p is None else round(base_p, 1)} -> {prep[bp]:.1f} ms "
@@ -291,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="+", default=None, choices=[v[0] for v in DECODER_VARIANTS],
-                    help="query variants to measure (default: all)")
+                    help=f"query variants to measure (default: all but {sorted(OPT_IN)}, which compile first)")
     ap.add_argument("--numpy-table", action="store_true",
                     help="also prepare with the superpoint table built by numpy on the host (the labels copied "
                          "back) before the default path, which builds it on the GPU when the GPU port made the labels")

@@ -43,6 +43,11 @@ def report_query(name: str, r: dict[str, Any], batch: int) -> str:
         mem += f" (1 sentence {r['peak_alloc_mib_1']:.0f}, x{batch} {r.get('peak_alloc_mib_batch', float('nan')):.0f})"
     g = r.get("graph", {})
     gtxt = f"  graph cap/replay/fail {g['captures']}/{g['replays']}/{g['failures']}" if g.get("captures") or g.get("failures") else ""
+    if g.get("compiled") or g.get("compile_failures"):
+        gtxt += f" compiled {g['compiled']}" + (f" (compile failed {g['compile_failures']})" if g.get("compile_failures") else "")
+    if g.get("captures"):  # what the captures (and compiles) cost, apart from the timed calls
+        gtxt += (f"  first call {r.get('first_call_ms', float('nan')) / 1e3:.1f} s / x{batch} "
+                 f"{r.get('first_batch_call_ms', float('nan')) / 1e3:.1f} s, capture {g['capture_ms'] / 1e3:.1f} s")
     tg = r.get("text_graph", {})
     if tg.get("captures") or tg.get("failures"):
         gtxt += f"  text graph cap/replay/fail {tg['captures']}/{tg['replays']}/{tg['failures']}"

@@ -17,6 +17,23 @@ the eager one up to float rounding (the benchmark compares them on the GPU). Its
 uint8 summary of ``Segmenter`` (over the S padded superpoints) that is then copied to the host in
 one transfer. A capture that fails is reported once (warning) and that key runs eagerly from then on.
 
+``DecoderGraphs(compile=True)`` (``inference.compile_decoder``): the function is first compiled by
+``torch.compile`` (inductor, mode ``COMPILE_MODE``) and the compiled kernels are what the graph
+captures. Why: a graph removes the launch gaps, not the launches' work; the decoder's many small
+elementwise, softmax and normalisation kernels each read and write their tensor once more than a fused
+kernel would. Mode "default" on purpose: inductor must not add CUDA graphs of its own
+("reduce-overhead"; ours captures), and "max-autotune-no-cudagraphs" benchmarks GEMM templates per
+shape, which multiplies the compile time. Shapes are static (``dynamic=False``) except the superpoint
+axis of the scene buffers, marked dynamic (``maybe_mark_dynamic``): a growing map moves to the next
+bucket every 128 superpoints, and a compile per bucket would stall the node on every such map, while
+sentences per call and the token bucket take few values. So a key compiles in its first warm-up run
+only when no compiled variant fits it yet (a new sentence count or token bucket: tens of seconds on a
+GPU, which that key's first sentence waits for; ``stats["capture_ms"]`` counts it); a new superpoint
+bucket only captures. The compiled function is only called while a key is captured, so dynamo's
+per-function limit of compiled variants is raised to ``COMPILE_KEYS`` and made an error there. A compile
+or compiled capture that fails is warned about once, with the reason; that key and every later one are
+then captured uncompiled.
+
 ``EncoderGraphs``: the frozen Hugging Face encoder's forward (a MiniLM is six layers of a dozen
 small kernels each: launch-bound as the decoder), one graph per ``(sentence bucket T = a power of
 two, token bucket L = a multiple of 16, token types or not, dtype)``. Its static inputs are the
@@ -42,6 +59,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from contextlib import AbstractContextManager
@@ -54,12 +72,14 @@ from torch import Tensor
 from bqnet_model.model.bqnet import SceneFeatures
 
 __all__ = ["DecoderGraphs", "EncoderGraphs", "encoder_attention_mask", "masked_encoder_forward", "padded_encoder_inputs",
-           "sentence_bucket", "token_bucket", "TOKEN_BUCKET", "SUPERPOINT_BUCKET"]
+           "sentence_bucket", "token_bucket", "TOKEN_BUCKET", "SUPERPOINT_BUCKET", "COMPILE_MODE", "COMPILE_KEYS"]
 
 log = logging.getLogger(__name__)
 
 TOKEN_BUCKET = 16
 SUPERPOINT_BUCKET = 128
+COMPILE_MODE = "default"  # torch.compile mode of DecoderGraphs(compile=True); module docstring says why
+COMPILE_KEYS = 64  # compiled variants per process before dynamo refuses more (then: captured uncompiled)
 
 
 def token_bucket(n_tokens: int, bucket: int = TOKEN_BUCKET) -> int:
@@ -79,6 +99,7 @@ class _Graph:
     mask: Tensor  # (T, L) bool static
     out: Tensor  # static output
     loaded: "weakref.ReferenceType[SceneFeatures] | None" = None
+    fn: SummaryFn | None = None  # what was captured (a compiled function's kernels live as long as it does)
 
 
 class _GraphCache:
@@ -86,16 +107,23 @@ class _GraphCache:
     dropped, each holds its own memory pool), the keys whose capture failed (eager from then on),
     and the counters."""
 
+    STATS: dict[str, float] = {"captures": 0, "replays": 0, "failures": 0, "eager": 0, "capture_ms": 0.0}
+
     def __init__(self, max_graphs: int, warmup: int) -> None:
         self.max_graphs = max_graphs
         self.warmup = warmup
         self._graphs: OrderedDict[tuple, Any] = OrderedDict()
         self._failed: dict[tuple, str] = {}
-        self.stats = {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
+        self.stats = dict(self.STATS)  # capture_ms: wall time spent capturing (warm-ups and compiles included)
 
     def clear(self) -> None:
         self._graphs.clear()
         self._failed.clear()
+
+    @staticmethod
+    def capturable(device: torch.device) -> bool:
+        """Whether graphs can be captured for tensors on ``device`` (CUDA only)."""
+        return torch.device(device).type == "cuda"
 
     @property
     def failures(self) -> dict[tuple, str]:
@@ -111,6 +139,7 @@ class _GraphCache:
             return None
         g = self._graphs.get(full_key)
         if g is None:
+            t0 = time.perf_counter()
             try:
                 g = capture()
             except Exception as exc:  # any capture problem: this key runs eagerly from now on
@@ -119,11 +148,10 @@ class _GraphCache:
                 self.stats["eager"] += 1
                 log.warning("CUDA graph capture%s failed for %s (%s: %s); %s", what, full_key, type(exc).__name__,
                             str(exc).splitlines()[0] if str(exc) else "", fallback)
-                try:
-                    torch.cuda.synchronize()
-                except Exception:  # pragma: no cover - a broken context is reported by the eager run
-                    pass
+                _synchronize()
                 return None
+            finally:
+                self.stats["capture_ms"] += (time.perf_counter() - t0) * 1e3
             self._graphs[full_key] = g
             self.stats["captures"] += 1
             while len(self._graphs) > self.max_graphs:
@@ -137,12 +165,18 @@ class DecoderGraphs(_GraphCache):
 
     ``autocast`` returns the autocast context to capture under (its cache must be off: cached
     casts would be freed behind the graph's back). ``max_graphs``: least recently used graphs
-    beyond this are dropped (each holds its own memory pool).
+    beyond this are dropped (each holds its own memory pool). ``compile``: capture ``fn`` compiled
+    by ``torch.compile`` (module docstring); ``compile_error`` then holds why it stopped, if it did.
     """
 
-    def __init__(self, autocast: Callable[[], AbstractContextManager], max_graphs: int = 8, warmup: int = 2) -> None:
+    STATS = {**_GraphCache.STATS, "compiled": 0, "compile_failures": 0}
+
+    def __init__(self, autocast: Callable[[], AbstractContextManager], max_graphs: int = 8, warmup: int = 2,
+                 compile: bool = False) -> None:
         super().__init__(max_graphs, warmup)
         self.autocast = autocast
+        self.compile = bool(compile)
+        self.compile_error: str | None = None
 
     def run(self, key: tuple, fn: SummaryFn, scene: SceneFeatures, word_feats: Tensor,
             word_mask: Tensor) -> tuple[Tensor, int] | None:
@@ -181,17 +215,50 @@ class DecoderGraphs(_GraphCache):
         g.mask[:, L:] = False
 
     def _capture(self, fn: SummaryFn, scene: SceneFeatures, Sb: int, T: int, Lb: int, word_feats: Tensor) -> _Graph:
+        """The static inputs of one key, and ``fn`` captured on them (compiled first when asked)."""
         dev = scene.sp_feats.device
-        if dev.type != "cuda":
+        if not self.capturable(dev):
             raise RuntimeError(f"CUDA graphs need CUDA tensors, the scene is on {dev}")
         static = _padded_scene(scene, Sb)
         words = torch.zeros((T, Lb, word_feats.shape[-1]), dtype=word_feats.dtype, device=dev)
         mask = torch.zeros((T, Lb), dtype=torch.bool, device=dev)
         mask[:, 0] = True  # warm-up input: one real word per sentence (the values do not matter)
+        if self.compile and self.compile_error is None:
+            g = self._capture_compiled(fn, static, words, mask)
+            if g is not None:
+                return g
+        return self._record(fn, static, words, mask)
+
+    def _capture_compiled(self, fn: SummaryFn, static: SceneFeatures, words: Tensor, mask: Tensor) -> _Graph | None:
+        """``fn`` compiled (in the first warm-up run) and captured; None after a failure, which is
+        warned about with its reason and turns compiling off for this instance."""
+        import torch._dynamo
+
+        for t in (static.sp_feats, static.sp_xyz, static.sp_pad, static.sp_sizes, static.image_feats):
+            if t is not None:  # one compile for every superpoint bucket (module docstring)
+                torch._dynamo.maybe_mark_dynamic(t, 1)
+        try:
+            compiled = torch.compile(fn, mode=COMPILE_MODE, dynamic=False)
+            with torch._dynamo.config.patch(recompile_limit=COMPILE_KEYS, fail_on_recompile_limit_hit=True):
+                g = self._record(compiled, static, words, mask)
+        except Exception as exc:  # any compile or capture problem: capture the function as it is
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self.compile_error = f"{type(exc).__name__}: {reason}"
+            self.stats["compile_failures"] += 1
+            log.warning("torch.compile of the decoder failed (%s); capturing it uncompiled, for this and every later "
+                        "graph of this segmenter (inference.compile_decoder)", self.compile_error)
+            _synchronize()
+            return None
+        self.stats["compiled"] += 1
+        return g
+
+    def _record(self, fn: SummaryFn, static: SceneFeatures, words: Tensor, mask: Tensor) -> _Graph:
+        """Warm-up runs on a side stream, then ``fn`` captured on the static inputs (CUDA only)."""
+        dev = static.sp_feats.device
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side), self.autocast():
-            for _ in range(self.warmup):  # library handles, workspaces and kernel choices first
+            for _ in range(self.warmup):  # library handles, workspaces and kernel choices (and a compile) first
                 fn(static, words, mask)
         torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
@@ -199,7 +266,15 @@ class DecoderGraphs(_GraphCache):
         # neither break this capture nor are refused while it runs.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"), self.autocast():
             out = fn(static, words, mask)
-        return _Graph(graph=graph, scene=static, words=words, mask=mask, out=out)
+        return _Graph(graph=graph, scene=static, words=words, mask=mask, out=out, fn=fn)
+
+
+def _synchronize() -> None:
+    """Wait for the GPU after a failed capture (nothing to wait for without CUDA)."""
+    try:
+        torch.cuda.synchronize()
+    except Exception:  # pragma: no cover - a broken context (or no CUDA) is reported by the next run
+        pass
 
 
 def _padded_scene(scene: SceneFeatures, Sb: int) -> SceneFeatures:
@@ -349,7 +424,7 @@ class EncoderGraphs(_GraphCache):
             g.token_types.copy_(p_types if p_types is not None else torch.zeros_like(g.token_types))
 
     def _capture(self, dev: torch.device, Tb: int, Lb: int, with_types: bool, id_dtype: torch.dtype) -> _EncoderGraph:
-        if dev.type != "cuda":
+        if not self.capturable(dev):
             raise RuntimeError(f"CUDA graphs need CUDA tensors, the tokens are on {dev}")
         one = torch.ones((1, 1), dtype=id_dtype, device=dev)
         ids, att, types = padded_encoder_inputs(one * self.pad_id, one, one - 1 if with_types else None,

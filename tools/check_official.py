@@ -151,8 +151,9 @@ def run_traced(dec: BQNetDecoder, inputs: dict[str, Tensor], trace_names: list[s
         handles.append(dec.qia_layers[i].register_forward_hook(keep(f"coarse.{i}")))
     real = decoder_mod.spatial_prior
 
-    def recording(pos_q: Tensor, pos_k: Tensor, k: int | None, gamma: float | None, key_pad: Tensor | None = None):
-        w, allowed = real(pos_q, pos_k, k, gamma, key_pad)
+    def recording(pos_q: Tensor, pos_k: Tensor, k: int | None, gamma: float | None, key_pad: Tensor | None = None,
+                  dis: Tensor | None = None):
+        w, allowed = real(pos_q, pos_k, k, gamma, key_pad, dis)
         rec["spatial"].append((pos_k, allowed))
         return w, allowed
 

@@ -16,6 +16,11 @@
 # also go to the call's own output. After the set-up (about 170 s cold) every step has a hard timeout;
 # together they end within 410 s. BQNET_BENCH_DEVICE / BQNET_BENCH_POINTS / BQNET_BENCH_MAPS override device,
 # sizes and the update maps for a CPU dry run (with BQNET_MINILM_DIR set, the set-up is skipped).
+# BQNET_BENCH_COMPILE=1 runs instead only the paper-size rows at 300k and 1M with and without
+# inference.compile_decoder (eager fp32 / cuda graph bf16 / cuda graph bf16 compiled, prepared with the FPS loop
+# and the kernel as above, so the naive baseline is the same), then the GPU test of the compiled capture
+# (test/test_cuda_graphs.py). The compiled variant compiles for each sentence count and token bucket it meets
+# (three: 1 x 16, 16 x 16, 16 x 32 tokens), once for both sizes (the superpoint axis is dynamic).
 set -uo pipefail
 OUT=${1:?output folder}; KILL_AFTER=${KILL_AFTER:-3}
 REPEATS=${REPEATS:-5}; WARMUP=${WARMUP:-1}  # medians of 5 after 1 warm-up (which also holds the captures)
@@ -25,6 +30,15 @@ if [ "$DEVICE" = cuda ] && [ -f /tmp/build_cuda.failed ]; then
   echo "[device_bench] bqnet_model._C_cuda did not build (/tmp/build_cpu.log, /tmp/build_cuda.log): the superpoints run on the CPU"
   cp /tmp/build_cuda.log "$OUT/" 2>/dev/null
 fi
+if [ -n "${BQNET_BENCH_COMPILE:-}" ]; then
+  bench_pipeline res config/res.yaml 300 "300000 1000000" --text-encoder minilm --raw-text --fps-loop \
+    --variants "eager fp32" "cuda graph bf16" "cuda graph bf16 compiled"
+  python3 -c "import pytest" 2>/dev/null || { [ -d .whl ] && pip install -q --no-index --find-links .whl pytest >/dev/null 2>&1; }
+  OMP_NUM_THREADS=8 timeout --signal=INT --kill-after="$KILL_AFTER" 75 python3 -m pytest -q -rfEs --tb=short \
+    -p no:cacheprovider -p no:hypothesispytest test/test_cuda_graphs.py -k on_the_gpu > "$OUT/pytest.log" 2>&1
+  echo "[device_bench] pytest (compiled capture) exit $? after $(bench_elapsed) s" | tee -a "$OUT/pytest.log"
+  tail -15 "$OUT/pytest.log"
+else  # the full ingest bench
 VARIANTS=("eager fp32" "cuda graph fp32" "cuda graph fp32, eager text" "cuda graph bf16")
 bench_pipeline tiny config/tiny.yaml 100 "200000 300000 1000000 3000000" --raw-text --fps-loop \
   --variants "${VARIANTS[@]}"
@@ -58,6 +72,7 @@ else
   echo "[device_bench] pytest is not installed (carry .whl): test/test_fps_cuda.py, test_text_graphs.py not run" \
     | tee "$OUT/pytest.log"
 fi
+fi  # BQNET_BENCH_COMPILE
 jsons=()
 for f in "$OUT"/bench_tiny.json "$OUT"/bench_res.json; do [ -f "$f" ] && jsons+=("$f"); done
 if [ ${#jsons[@]} -gt 0 ]; then

@@ -13,7 +13,8 @@ Parameter names are those of ``nn.MultiheadAttention`` (``in_proj_weight``, ``in
 
 Masks here are bool with True = may attend (SDPA's convention); callers guarantee that no query
 row is fully blocked (a fully blocked row would give NaN, as it does in the official code).
-Tensors whose sentence axis is one row ``expand``ed (stride 0) are projected once.
+Tensors whose sentence axis is one row ``expand``ed (stride 0) are projected once; self-attention's
+q, k, v (cross-attention's k, v) come from one GEMM.
 ``spatial_prior`` is the official distance prior that feeds the logit weights and kNN masks.
 """
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "shared_rows",
+    "squared_distances",
     "spatial_prior",
     "MultiheadAttention",
     "CrossAttentionLayer",
@@ -40,15 +42,24 @@ def shared_rows(x: Tensor) -> bool:
     return x.dim() >= 2 and x.shape[0] > 1 and x.stride(0) == 0
 
 
+def squared_distances(pos_q: Tensor, pos_k: Tensor) -> Tensor:
+    """``(T,N,M)`` squared distances of ``pos_q (T,N,3)`` to ``pos_k (T,M,3)`` (the official formula)."""
+    return ((pos_q.unsqueeze(2) - pos_k.unsqueeze(1)) ** 2).sum(-1)
+
+
 def spatial_prior(
-    pos_q: Tensor, pos_k: Tensor, k: int | None, gamma: float | None, key_pad: Tensor | None = None
+    pos_q: Tensor, pos_k: Tensor, k: int | None, gamma: float | None, key_pad: Tensor | None = None,
+    dis: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """The official spatial prior (their ``get_scg_weight``) of ``pos_q (T,N,3)`` and ``pos_k (T,M,3)``.
 
     Returns ``weights = exp(-gamma d^2)`` (None when ``gamma`` is None) and ``allowed`` (None when
     ``k`` is None): True where key j is among the k nearest of query i (``topk`` of the squared
-    distances, smallest first; ``key_pad`` True keys are never neighbours; k clamped to the keys)."""
-    dis = ((pos_q.unsqueeze(2) - pos_k.unsqueeze(1)) ** 2).sum(-1)
+    distances, smallest first; ``key_pad`` True keys are never neighbours; k clamped to the keys).
+    ``dis``: ``squared_distances(pos_q, pos_k)`` when the caller has it already (the decoder's
+    query-to-query distances, the same in every layer)."""
+    if dis is None:
+        dis = squared_distances(pos_q, pos_k)
     weights = None if gamma is None else torch.exp(-gamma * dis)
     allowed = None
     if k is not None:
@@ -65,7 +76,8 @@ class MultiheadAttention(nn.Module):
     """Batch-first multi-head attention with optional multiplicative logit weights.
 
     ``forward(query, key, value, allowed=None, key_padding_mask=None, logit_weights=None,
-    need_weights=False)``: ``allowed`` bool ``(T, Nq, Nk)`` True = may attend;
+    need_weights=False)``: ``allowed`` bool ``(T, Nq, Nk)`` True = may attend (or ``(T, 1, Nk)``,
+    the same keys for every query: a key padding mask already inverted, which costs no kernel);
     ``key_padding_mask (T, Nk)`` True = padding (blocked); ``logit_weights (T, Nq, Nk)``
     multiply the scaled logits (all heads) before masking. Returns the output ``(T, Nq, d)`` and,
     with ``need_weights``, the head average of the post-softmax probabilities ``(T, Nq, Nk)``
@@ -85,13 +97,17 @@ class MultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def _project(self, x: Tensor, part: int) -> Tensor:
+    def _project(self, x: Tensor, first: int, count: int = 1) -> tuple[Tensor, ...]:
+        """The projections ``first .. first + count - 1`` (0 q, 1 k, 2 v) of ``x`` by one GEMM, each
+        ``(T, H, N, dh)``: self-attention projects q, k and v of one input at once, cross-attention
+        k and v of its source (fewer, wider GEMMs; each output element is the same dot product)."""
         d = self.d_model
-        w = self.in_proj_weight[part * d:(part + 1) * d]
-        b = self.in_proj_bias[part * d:(part + 1) * d]
+        w = self.in_proj_weight[first * d:(first + count) * d]
+        b = self.in_proj_bias[first * d:(first + count) * d]
         T, N, _ = x.shape
-        y = F.linear(x[:1], w, b).expand(T, N, d) if shared_rows(x) else F.linear(x, w, b)
-        return y.reshape(T, N, self.nhead, d // self.nhead).transpose(1, 2)  # (T, H, N, dh)
+        y = F.linear(x[:1], w, b).expand(T, N, count * d) if shared_rows(x) else F.linear(x, w, b)
+        return tuple(y[..., i * d:(i + 1) * d].reshape(T, N, self.nhead, d // self.nhead).transpose(1, 2)
+                     for i in range(count))
 
     @staticmethod
     def _merge(allowed: Tensor | None, kpm: Tensor | None) -> Tensor | None:
@@ -113,9 +129,12 @@ class MultiheadAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         T, Nq, d = query.shape
-        q = self._project(query, 0)
-        k = self._project(key, 1)
-        v = self._project(value, 2)
+        if query is key and key is value:
+            q, k, v = self._project(query, 0, 3)
+        elif key is value:
+            (q,), (k, v) = self._project(query, 0), self._project(key, 1, 2)
+        else:
+            (q,), (k,), (v,) = self._project(query, 0), self._project(key, 1), self._project(value, 2)
         mask = self._merge(allowed, key_padding_mask)
         p = self.dropout if self.training else 0.0
         weights = None

@@ -145,6 +145,12 @@ class InferenceConfig:
     (superpoint bucket of 128, sentences per call, token-length bucket of 16) and replay it: the
     decoder is hundreds of small kernels, so launches dominate an eager call. Captures that fail
     fall back to eager with a logged warning. Ignored on the CPU.
+    ``compile_decoder``: with ``cuda_graph`` on CUDA, compile that function with ``torch.compile``
+    (inductor, no CUDA graphs of its own) before capturing it, so the graph replays fused kernels.
+    The first sentence of every new sentence count or token bucket then waits for a compile (tens of
+    seconds on a GPU; the superpoint count is a dynamic dimension, so a new map does not compile);
+    a compile that fails is warned about and the function is captured uncompiled. Off by default;
+    ignored, with a warning, where no CUDA graph is captured (``bqnet_model/cuda_graphs.py``).
     ``cuda_graph_text``: with ``cuda_graph``, also replay the frozen text encoder's forward from a
     graph per (sentences to encode, rounded up to a power of two; token-length bucket of 16), for the
     sentences the text cache does not hold (``bqnet_model/cuda_graphs.py``); a trainable encoder
@@ -178,6 +184,7 @@ class InferenceConfig:
     amp: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     cuda_graph: bool = True
+    compile_decoder: bool = False
     cuda_graph_text: bool = True
     superpoints: SuperpointParams = field(default_factory=SuperpointParams)
     superpoint_threads: int = 0

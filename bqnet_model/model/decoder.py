@@ -14,7 +14,9 @@ FIXED seed position and W the words:
 3. Prediction head (before layer 0 and after each layer): ``out_norm(Z)`` feeds ``out_score`` and
    the mask logits ``out_norm(Z) . M``; ``indi_embedding`` and the contrastive projection read the
    un-normed Z. The next coarse attention may only see superpoints with sigmoid >= 0.5 (all real
-   ones when a query would see none) when ``attn_mask``.
+   ones when a query would see none) when ``attn_mask``. Inference (``keep_all_layers=False``)
+   keeps the last prediction only, so the heads run there only; the mask logits of every step
+   still feed the next attention mask.
 4. Layer i, in the official order: ``lla`` (word self-attention) -> ``lia`` (words attend to X)
    -> ``ila`` (X, padded rows included, attends to the words) -> ``lia_ffn``, ``ila_ffn`` (W and X
    are carried to the next layer) -> coarse ``qia`` (Z attends to X under the mask of step 3) ->
@@ -63,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import FFN, CrossAttentionLayer, SelfAttentionLayer, shared_rows, spatial_prior
+from .attention import FFN, CrossAttentionLayer, SelfAttentionLayer, shared_rows, spatial_prior, squared_distances
 from .query_sampling import TextGuidedSampling
 
 # torch 2.13 logs a one-time deprecation warning from torch.fx.is_fx_tracing into every log; it says
@@ -372,20 +374,23 @@ class BQNetDecoder(nn.Module):
             inst, mask_feats = inst.expand(T, *inst.shape[1:]), mask_feats.expand(T, *mask_feats.shape[1:])
         return inst, mask_feats
 
-    def _predict(self, query: Tensor, lang_q: Tensor, mask_feats: Tensor, sp_pad: Tensor,
-                 with_proj: bool) -> tuple[LayerPrediction, Tensor | None]:
-        """The prediction head and the next coarse attention's ``allowed`` mask (None without
-        ``attn_mask``): sigmoid < 0.5 or padding blocked; a fully blocked row sees all real ones."""
+    def _predict(self, query: Tensor, lang_q: Tensor, mask_feats: Tensor, sp_pad: Tensor, sp_keep: Tensor,
+                 heads: bool, next_mask: bool, with_proj: bool) -> tuple[LayerPrediction | None, Tensor | None]:
+        """The prediction (None without ``heads``: a prediction inference discards) and the next
+        coarse attention's ``allowed`` mask (None without ``next_mask`` or ``attn_mask``): sigmoid
+        < 0.5 or padding blocked; a fully blocked row sees all real ones. ``sp_keep (T,1,S)``: ~sp_pad."""
         qn = self.out_norm(query)
         if shared_rows(mask_feats):
             raw = torch.matmul(qn, mask_feats[0].transpose(0, 1))  # one GEMM, no per-row copy
         else:
             raw = torch.bmm(qn, mask_feats.transpose(1, 2))
         allowed = None
-        if self.cfg.attn_mask:
+        if next_mask and self.cfg.attn_mask:
             blocked = (raw.detach().sigmoid() < 0.5) | sp_pad.unsqueeze(1)
-            blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
-            allowed = ~(blocked | sp_pad.unsqueeze(1))
+            # a row blocked everywhere sees every real superpoint, any other row what it does not block
+            allowed = ~blocked | (blocked.all(dim=-1, keepdim=True) & sp_keep)
+        if not heads:
+            return None, allowed
         pq = pt = None
         if with_proj and self.contrastive_align_projection_vision is not None:
             pq = F.normalize(self.contrastive_align_projection_vision(query), p=2, dim=-1)
@@ -405,22 +410,25 @@ class BQNetDecoder(nn.Module):
         cfg = self.cfg
         gamma = cfg.spatial_gamma if cfg.psc else None
         k = cfg.num_proposal_query_inst[i] if cfg.psc else None
+        # PSC's kNN mask already leaves padded keys out: then no key padding mask on top of it
         if coarse_att is None:  # cfr off, psc on: all real superpoints are keys
             w, allowed = spatial_prior(query_pos, xyz, k, gamma, key_pad=sp_pad)
-            fine, _ = self.qia_layers_fine[i](query_ffn, inst, key_padding_mask=sp_pad, allowed=allowed,
-                                              logit_weights=w)
+            fine, _ = self.qia_layers_fine[i](query_ffn, inst, allowed=allowed, logit_weights=w)
             return fine
         T, S = sp_pad.shape
         if S < cfg.num_proposal_fine:
             keys, kpos, kpad = inst, xyz, sp_pad
         else:
-            score = (coarse_att * (~sp_pad).unsqueeze(1).to(coarse_att.dtype)).sum(1)  # (T, S)
+            # the authors multiply by the real-key mask; the weights are finite and >= 0, so zeroing
+            # the padded keys gives the same numbers, bit for bit, in one kernel instead of three
+            score = coarse_att.masked_fill(sp_pad.unsqueeze(1), 0.0).sum(1)  # (T, S)
             idx = score.topk(cfg.num_proposal_fine, dim=1).indices
             keys, kpos, kpad = _gather_rows(inst, idx), _gather_rows(xyz, idx), sp_pad.gather(1, idx)
         if not mask_padding:  # the authors': padded slots are ordinary keys here
             kpad = None
         w, allowed = spatial_prior(query_pos, kpos, k, gamma, key_pad=kpad) if cfg.psc else (None, None)
-        fine, _ = self.qia_layers_fine[i](query_ffn, keys, key_padding_mask=kpad, allowed=allowed, logit_weights=w)
+        fine, _ = self.qia_layers_fine[i](query_ffn, keys, key_padding_mask=kpad if allowed is None else None,
+                                          allowed=allowed, logit_weights=w)
         return fine
 
     # ------------------------------------------------------------------ forward
@@ -469,17 +477,22 @@ class BQNetDecoder(nn.Module):
         query = self.query_generator(_gather_rows(seed_feats, sample_idx))
         query_pos = _gather_rows(seed_pos, sample_idx)
 
-        pred, allowed = self._predict(query, lang, mask_feats, sp_pad, keep_all_layers)
-        layers = [pred]
+        # key masks as "may attend" rows (T, 1, keys), made once: the padding masks inverted
+        word_keep, sp_keep = word_mask.unsqueeze(1), (~sp_pad).unsqueeze(1)
+        q_dis = squared_distances(query_pos, query_pos) if cfg.dqf else None  # the queries never move
+        last = cfg.num_layers - 1
+        pred, allowed = self._predict(query, lang, mask_feats, sp_pad, sp_keep, keep_all_layers, True, keep_all_layers)
+        layers = [pred] if keep_all_layers else []
         lang_q = lang
         for i in range(cfg.num_layers):
-            lang_q = self.lla_layers[i](lang_q, key_padding_mask=wpad)
-            lang_q, _ = self.lia_layers[i](lang_q, inst, key_padding_mask=sp_pad)
-            inst, _ = self.ila_layers[i](inst, lang_q, key_padding_mask=wpad)
+            lang_q = self.lla_layers[i](lang_q, allowed=word_keep)
+            lang_q, _ = self.lia_layers[i](lang_q, inst, allowed=sp_keep)
+            inst, _ = self.ila_layers[i](inst, lang_q, allowed=word_keep)
             lang_q = self.lia_ffn_layers[i](lang_q)
             inst = self.ila_ffn_layers[i](inst)
 
-            coarse, coarse_att = self.qia_layers[i](query, inst, key_padding_mask=sp_pad, allowed=allowed,
+            # the attention mask of _predict leaves padding out already
+            coarse, coarse_att = self.qia_layers[i](query, inst, allowed=sp_keep if allowed is None else allowed,
                                                     need_weights=cfg.cfr)
             coarse_ffn = self.qia_ffn_layers[i](coarse)
             if cfg.cfr or cfg.psc:
@@ -488,16 +501,15 @@ class BQNetDecoder(nn.Module):
             else:
                 query = coarse_ffn
 
-            q_qla, _ = self.qla_layers[i](query, lang_q, key_padding_mask=wpad)
-            near = spatial_prior(query_pos, query_pos, cfg.num_proposal_query[i], None)[1] if cfg.dqf else None
+            q_qla, _ = self.qla_layers[i](query, lang_q, allowed=word_keep)
+            near = spatial_prior(query_pos, query_pos, cfg.num_proposal_query[i], None, dis=q_dis)[1] if cfg.dqf else None
             q_self = self.qqa_layers[i](q_qla, allowed=near)
             query = self.qqa_ffn_layers[i](self.norm_qqa(q_self + q_qla))
 
-            pred, allowed = self._predict(query, lang_q, mask_feats, sp_pad, keep_all_layers)
-            if keep_all_layers:
+            pred, allowed = self._predict(query, lang_q, mask_feats, sp_pad, sp_keep, keep_all_layers or i == last,
+                                          i < last, keep_all_layers)
+            if pred is not None:
                 layers.append(pred)
-            else:
-                layers = [pred]
 
         return DecoderOutput(
             layers=layers,

@@ -90,6 +90,10 @@ class Segmenter:
         self._text_graphs: EncoderGraphs | None = None  # inference.cuda_graph_text captures (made on first use)
         self._decode_lock = threading.Lock()  # graph buffers are shared by every caller of query()
         inf = self.cfg.inference
+        if inf.compile_decoder and not self._decoder_graphs_on():
+            log.warning("inference.compile_decoder is ignored: it compiles the decoder that inference.cuda_graph "
+                        "captures, and this segmenter captures none (device %s, cuda_graph %s; CUDA only)",
+                        self.device, inf.cuda_graph)
         if inf.unknown_object != "answer" or inf.absent_class_points > 0 or inf.absent_class_prob:
             from bqnet_model.text import load_spacy
 
@@ -143,18 +147,15 @@ class Segmenter:
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=on, cache_enabled=cache_enabled)
 
     @property
-    def graph_stats(self) -> dict[str, int]:
-        """CUDA graph counters (captures, replays, failures, eager runs); zeros when unused."""
-        if self._graphs is None:
-            return {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
-        return dict(self._graphs.stats)
+    def graph_stats(self) -> dict[str, float]:
+        """CUDA graph counters (captures, replays, failures, eager runs, milliseconds spent capturing,
+        compiled captures, compile failures); zeros when unused."""
+        return dict((self._graphs.stats if self._graphs is not None else DecoderGraphs.STATS))
 
     @property
-    def text_graph_stats(self) -> dict[str, int]:
-        """The text encoder's CUDA graph counters (as ``graph_stats``); zeros when unused."""
-        if self._text_graphs is None:
-            return {"captures": 0, "replays": 0, "failures": 0, "eager": 0}
-        return dict(self._text_graphs.stats)
+    def text_graph_stats(self) -> dict[str, float]:
+        """The text encoder's CUDA graph counters (as ``graph_stats``, no compile); zeros when unused."""
+        return dict((self._text_graphs.stats if self._text_graphs is not None else EncoderGraphs.STATS))
 
     def close(self) -> None:
         """Drop the captured CUDA graphs (their memory pools); they are made again on demand."""
@@ -360,16 +361,22 @@ class Segmenter:
         graphs, key = self._text_graphs, (inf.amp, inf.amp_dtype)
         return enc(texts, runner=lambda ids, att, types: graphs.run(key, ids, att, types))
 
+    def _decoder_graphs_on(self) -> bool:
+        """Whether queries replay the decoder from CUDA graphs (``inference.cuda_graph`` on CUDA)."""
+        return self.inference.cuda_graph and DecoderGraphs.capturable(self.device)
+
     def _decode_summary(self, scene: SceneFeatures, n_superpoints: int, text: TextFeatures) -> tuple[torch.Tensor, int]:
         """The packed summary of one decoder call and the superpoint count it covers (a CUDA graph
-        pads the superpoints to its bucket): by graph replay when enabled, else eagerly."""
+        pads the superpoints to its bucket): by graph replay when enabled (compiled first with
+        ``inference.compile_decoder``), else eagerly."""
         fn = self.summary_fn()
         dev = self.device
+        inf = self.inference
         word_feats, word_mask = text.word_feats.to(dev), text.word_mask.to(dev)
-        if self.inference.cuda_graph and dev.type == "cuda":
+        if self._decoder_graphs_on():
             if self._graphs is None:
-                self._graphs = DecoderGraphs(lambda: self._autocast(cache_enabled=False))
-            key = (self.inference.mask_threshold, self.inference.amp, self.inference.amp_dtype)
+                self._graphs = DecoderGraphs(lambda: self._autocast(cache_enabled=False), compile=inf.compile_decoder)
+            key = (inf.mask_threshold, inf.amp, inf.amp_dtype)
             out = self._graphs.run(key, fn, scene, word_feats, word_mask)
             if out is not None:
                 return out
