@@ -227,7 +227,10 @@ def test_compiled_capture_on_the_gpu_replays_what_the_uncompiled_one_does(room, 
     import copy
     import dataclasses
 
-    base = Segmenter.from_config(tiny_config(), device="cuda", seed=0)
+    # raw sentences, no parse: the GPU machine has no spaCy, and the parse is not what is compiled
+    cfg = tiny_config(text={"official_prep": False})
+    cfg["inference"].update(unknown_object="answer", absent_class_points=0)
+    base = Segmenter.from_config(cfg, device="cuda", seed=0)
     cache = base.prepare(room.xyz, room.rgb, superpoints=sp)
 
     def on_cuda(**kw):
