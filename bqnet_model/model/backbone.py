@@ -149,7 +149,9 @@ def superpoint_pool(values: torch.Tensor, index: torch.Tensor, n_groups: int, mo
     out = values.new_zeros((n_groups, values.shape[1]))
     if mode == "mean":
         out.index_add_(0, index, values)
-        cnt = torch.bincount(index, minlength=n_groups).clamp_min(1).to(values.dtype)
+        # counts by a scatter: a CUDA bincount reads the largest index back to the host (a sync)
+        cnt = torch.zeros(n_groups, dtype=torch.long, device=index.device).index_add_(0, index, torch.ones_like(index))
+        cnt = cnt.clamp_min(1).to(values.dtype)
         return out / cnt[:, None]
     if mode == "max":
         return out.scatter_reduce(0, index[:, None].expand_as(values), values, reduce="amax", include_self=False)
@@ -175,6 +177,21 @@ class OffsetPadding:
         pad = torch.ones(self.shape, dtype=torch.bool)
         pad[scene, local] = False
         self.pad = pad.to(device)
+
+    @classmethod
+    def from_indices(cls, scene: torch.Tensor, local: torch.Tensor, pad: torch.Tensor,
+                     device: torch.device | str) -> "OffsetPadding":
+        """The padding of indices built beforehand (``targets.scene_padding``, in a loader worker):
+        ``scene``/``local`` (R,) and ``pad`` (B, R_max), moved to ``device`` without blocking."""
+        if scene.ndim != 1 or local.shape != scene.shape or pad.ndim != 2 or pad.dtype != torch.bool:
+            raise ValueError(f"padding indices: scene and local (R,), pad (B, R_max) bool expected, got "
+                             f"{tuple(scene.shape)}, {tuple(local.shape)}, {tuple(pad.shape)} {pad.dtype}")
+        self = cls.__new__(cls)
+        self.rows = int(scene.shape[0])
+        self.shape = (int(pad.shape[0]), int(pad.shape[1]))
+        self.scene, self.local = scene.to(device, non_blocking=True), local.to(device, non_blocking=True)
+        self.pad = pad.to(device, non_blocking=True)
+        return self
 
     def __call__(self, rows: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         if rows.shape[0] != self.rows:

@@ -31,6 +31,7 @@ from .config import ModelConfig, TrainConfig
 from .decoder import BQNetDecoder, DecoderOutput
 from .losses import LossTargets, bqnet_loss
 from .query_sampling import farthest_point_sample
+from .targets import PADDING_KEY, TABLES_KEY, loss_targets
 from .text_encoder import TextEncoder, TextFeatures
 
 __all__ = ["BQNet", "SceneFeatures", "TextFeatures", "sync_time"]
@@ -138,7 +139,9 @@ class BQNet(nn.Module):
         sp_xyz = superpoint_pool(xyz, sp, n_sp, "mean")
         # counts by a scatter (a CUDA bincount reads its maximum back to the host)
         sizes = torch.zeros(n_sp, dtype=torch.long, device=dev).index_add_(0, sp, torch.ones_like(sp))
-        pad_rows = OffsetPadding(batch["sp_offsets"], dev)  # one set of indices for the tensors below
+        pre = batch.get(PADDING_KEY)  # built by the loader's workers (train_collate), else here
+        pad_rows = (OffsetPadding.from_indices(pre["scene"], pre["local"], pre["pad"], dev) if pre is not None
+                    else OffsetPadding(batch["sp_offsets"], dev))  # one set of indices for the tensors below
         sp_feats_b, sp_xyz_b, sizes_b = pad_rows(sp_feats), pad_rows(sp_xyz), pad_rows(sizes)
         sp_pad = pad_rows.pad
         image_b = None
@@ -148,8 +151,14 @@ class BQNet(nn.Module):
                 raise ValueError(f"sp_image_feats must have shape ({n_sp}, C), one row per superpoint, got {tuple(img.shape)}")
             image_b = pad_rows(img)
         t2 = sync_time(dev)
+        # OffsetPadding's pad is a suffix by construction; an empty scene is caught here, on the host
+        # offsets, so the FPS need not read its pad back (three syncs on CUDA)
+        off = torch.as_tensor(batch["sp_offsets"])
+        on_host = off.device.type == "cpu"
+        if on_host and bool((off[1:] <= off[:-1]).any()):
+            raise ValueError("every scene of the batch needs at least one superpoint (sp_offsets must rise)")
         seed_idx = farthest_point_sample(self.centred(sp_xyz_b, sizes_b), self.cfg.decoder.fps_num, sp_pad,
-                                         kernel=fps_kernel)
+                                         kernel=fps_kernel, check_pad=not on_host)
         t3 = sync_time(dev)
         if timings is not None:
             timings["pooling"] = (t2 - t1) * 1e3
@@ -246,7 +255,9 @@ class BQNet(nn.Module):
                 and all(isinstance(p, PreparedText) for p in prepared):
             texts = list(prepared)
         text = self.encode_text(texts)
-        out = self.decode(scene, text, batch["text_scene"])
+        # training: no value checks in the decoder (its host syncs): the seeds come from the FPS
+        # above, every scene has superpoints (checked there), every sentence has tokens
+        out = self.decode(scene, text, batch["text_scene"], check_values=not self.training)
         if self.sem_cls_head is not None:
             out.sem_logits = self.semantic_logits(scene)
         return out
@@ -337,13 +348,17 @@ class BQNet(nn.Module):
         return out if device is None else out.to(device)
 
     def loss(self, out: DecoderOutput, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``bqnet_loss`` of a ``forward`` output against the batch's targets
-        (``sentence_targets``), with the sentences' span token maps when the contrastive term is
-        on and the decoder gives token projections. The maps come from the ``PreparedText`` of
-        each sentence: the output's ``prepared`` when the forward kept it, else the batch's
-        (``dataset.collate_fn``), else ``text_prep.prepare_text`` of the batch texts."""
+        """``bqnet_loss`` of a ``forward`` output against the batch's targets: the tables of
+        ``targets.build_tables`` when the batch carries them (``train.data.train_collate``), else
+        ``sentence_targets`` of its per-sentence lists (the same values), with the sentences' span
+        token maps when the contrastive term is on and the decoder gives token projections. The
+        maps come from the ``PreparedText`` of each sentence: the output's ``prepared`` when the
+        forward kept it, else the batch's (``dataset.collate_fn``), else ``text_prep.prepare_text``
+        of the batch texts."""
         dev = out.layers[-1].masks.device
-        targets = self.sentence_targets(batch, dev)
+        tables = batch.get(TABLES_KEY)  # built by the loader's workers (train_collate), else here
+        targets = (loss_targets(tables, batch["text_scene"], dev) if tables is not None
+                   else self.sentence_targets(batch, dev))
         cfg = self.cfg.loss
         if cfg.align > 0 and any(getattr(p, "proj_tokens", None) is not None for p in out.layers):
             from bqnet_model.text import positive_maps, prepare_text

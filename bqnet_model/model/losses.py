@@ -278,14 +278,20 @@ def sampling_loss(seed_scores: Tensor, seed_target: Tensor, seed_valid: Tensor, 
     return ((elem * v).sum(-1) / v.sum(-1).clamp_min(1.0)).mean()
 
 
-def semantic_loss(logits: Tensor, targets: Tensor, balance: float = 0.0) -> Tensor:
+def semantic_loss(logits: Tensor, targets: Tensor, balance: float = 0.0, labelled: Tensor | None = None,
+                  max_label: int | None = None) -> Tensor:
     """Cross-entropy of ``logits`` (B,S,K) against ``targets`` (B,S) int64, -1 = ignored
     (unlabelled superpoints and padding); mean over the labelled entries, 0 (in the graph) if none.
 
     ``balance`` > 0 weighs each class by (its labelled superpoints in this batch) ** -balance, a
     weighted mean: floor and wall superpoints outnumber a toilet's by hundreds, and with plain
     cross-entropy a short training never learns to predict the rare classes at all (0.5 = inverse
-    square root of the frequency, 1 = every present class counts the same)."""
+    square root of the frequency, 1 = every present class counts the same).
+
+    ``labelled`` / ``max_label`` (optional, both or neither): the flat indices of the labelled
+    entries (ascending, on the logits' device) and the largest label, known on the host
+    (``targets.build_tables``): the same value with no host synchronisation (no range check read
+    back, no boolean-mask indexing, no CUDA ``bincount``)."""
     if not 0.0 <= balance <= 1.0:
         raise ValueError(f"semantic_loss: balance must be in [0, 1] (0 = plain cross-entropy), got {balance!r}")
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
@@ -295,6 +301,20 @@ def semantic_loss(logits: Tensor, targets: Tensor, balance: float = 0.0) -> Tens
         raise TypeError(f"semantic targets must be int64, got {targets.dtype}")
     lg = logits.float().reshape(-1, logits.shape[-1])
     tg = targets.reshape(-1)
+    if labelled is not None:
+        if max_label is None:
+            raise ValueError("semantic_loss: labelled needs max_label (the largest label, known on the host)")
+        if max_label >= logits.shape[-1]:
+            raise ValueError(f"semantic label {max_label} out of range for {logits.shape[-1]} classes")
+        if labelled.numel() == 0:
+            return 0.0 * lg.sum()
+        lv, tv = lg.index_select(0, labelled), tg.index_select(0, labelled)
+        if balance == 0.0:
+            return F.cross_entropy(lv, tv)
+        counts = torch.zeros(logits.shape[-1], dtype=torch.long, device=tv.device).index_add_(
+            0, tv, torch.ones_like(tv)).float()
+        weight = torch.where(counts > 0, counts.clamp(min=1.0) ** -balance, torch.zeros_like(counts))
+        return F.cross_entropy(lv, tv, weight=weight)
     if bool((tg >= logits.shape[-1]).any()):
         raise ValueError(f"semantic label {int(tg.max())} out of range for {logits.shape[-1]} classes")
     valid = tg >= 0
@@ -315,12 +335,14 @@ def anchor_matching(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets, 
         raise ValueError("the anchor-mask term (loss.anchor_mask > 0) needs LossTargets.sp_anchor (the batch's "
                          "gt_sp_anchor from dataset.collate_fn, filled from the annotations' anchor_ids); "
                          "set loss.anchor_mask: 0 to train without it")
-    am = match_batch(seed_idx, sample_idx, replace(targets, sp_inst=targets.sp_anchor))
-    keep = ~target_matching.matched[am.t_idx, am.q_idx]
-    t_idx, q_idx = am.t_idx[keep], am.q_idx[keep]
+    am = match_batch(seed_idx, sample_idx, replace(targets, sp_inst=targets.sp_anchor, objects=targets.anchor_objects))
+    # one nonzero (a host sync on CUDA) for the four selections, not one per boolean-mask index
+    keep = torch.nonzero(~target_matching.matched[am.t_idx, am.q_idx]).squeeze(1)
+    t_idx, q_idx = am.t_idx.index_select(0, keep), am.q_idx.index_select(0, keep)
     matched = torch.zeros_like(am.matched)
     matched[t_idx, q_idx] = True
-    return Matching(t_idx, q_idx, am.k_idx[keep], am.targets[keep], matched, am.objects)
+    return Matching(t_idx, q_idx, am.k_idx.index_select(0, keep), am.targets.index_select(0, keep), matched,
+                    am.objects)
 
 
 def _check_output(out: Any) -> tuple[int, int, int]:
@@ -392,7 +414,9 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
         result["anchor_insts"] = torch.tensor(am.num_insts / max(T, 1))
     sem_logits = getattr(out, "sem_logits", None)
     if sem_logits is not None and targets.sem is not None:
-        sem = semantic_loss(sem_logits, targets.sem.to(sem_logits.device), cfg.sem_balance)
+        lab = targets.sem_labelled
+        sem = semantic_loss(sem_logits, targets.sem.to(sem_logits.device), cfg.sem_balance,
+                            labelled=None if lab is None else lab.to(sem_logits.device), max_label=targets.sem_max)
         total = total + cfg.sem * sem
         result["sem"] = sem.detach()
     result["num_insts"] = torch.tensor(m.num_insts / max(T, 1))

@@ -30,8 +30,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["LossTargets", "Matching", "ObjectSet", "BatchObjects", "match_objects", "sentence_objects",
+__all__ = ["LossTargets", "Matching", "ObjectSet", "ObjectKeys", "BatchObjects", "match_objects", "sentence_objects",
            "batch_objects", "match_batch", "sampling_targets"]
+
+
+@dataclass
+class ObjectKeys:
+    """Which objects the sentences of a batch have, in ``BatchObjects``'s order: object ``g`` is
+    instance ``ids[g]`` of sentence ``t_idx[g]``; ``first (T,)`` as ``BatchObjects.first``."""
+
+    t_idx: Tensor
+    ids: Tensor
+    first: Tensor
 
 
 @dataclass
@@ -47,7 +57,12 @@ class LossTargets:
     pron, other_entity, rel), needed only by the contrastive term; ``sem (B,S)`` int64: majority
     semantic label per superpoint of each scene for the auxiliary semantic head (-1 = ignore);
     ``sp_anchor (T,S)`` int64: like ``sp_inst`` for the sentence's anchors (the other objects it
-    names), read only by the auxiliary anchor-mask term (``loss.anchor_mask``)."""
+    names), read only by the auxiliary anchor-mask term (``loss.anchor_mask``). ``objects`` /
+    ``anchor_objects`` (optional): the objects of ``sp_inst`` / ``sp_anchor`` found beforehand
+    (``targets.build_tables``, on the host), so that ``batch_objects`` needs no ``unique`` and no
+    read-back of the largest id on the device; None = found in the loss. ``sem_labelled`` /
+    ``sem_max`` (optional): the flat indices of the labelled entries of ``sem`` and its largest
+    label, found on the host (``losses.semantic_loss``'s ``labelled`` / ``max_label``)."""
 
     sp_inst: Tensor
     sp_pad: Tensor
@@ -56,6 +71,10 @@ class LossTargets:
     token_maps: dict[str, Tensor] | None = None
     sem: Tensor | None = None
     sp_anchor: Tensor | None = None
+    objects: ObjectKeys | None = None
+    anchor_objects: ObjectKeys | None = None
+    sem_labelled: Tensor | None = None
+    sem_max: int | None = None
 
     def check(self, T: int, S: int) -> None:
         """Raise when a field does not fit a decoder output of T sentences and S superpoints."""
@@ -156,10 +175,14 @@ def match_objects(pos: Tensor, labels: Tensor, obj_ids: Tensor, obj_pos: Tensor)
     return cand, obj, nearest
 
 
-def batch_objects(sp_inst: Tensor, sp_xyz: Tensor) -> BatchObjects:
-    """``sentence_objects`` of every sentence at once: ``sp_inst (T,S)``, ``sp_xyz (T,S,3)``."""
+def batch_objects(sp_inst: Tensor, sp_xyz: Tensor, keys: ObjectKeys | None = None) -> BatchObjects:
+    """``sentence_objects`` of every sentence at once: ``sp_inst (T,S)``, ``sp_xyz (T,S,3)``.
+    ``keys``: the objects already found (``ObjectKeys`` of the same ``sp_inst``, on its device):
+    then only their masks and centroids are computed here, with no host synchronisation."""
     T, S = sp_inst.shape
     dev = sp_inst.device
+    if keys is not None:
+        return _objects_of(sp_inst, sp_xyz, keys.t_idx, keys.ids, keys.first)
     valid = sp_inst >= 0
     # One sorted list of (sentence, id) keys; the max is read back once to size the key space.
     span = int(sp_inst.max()) + 1 if sp_inst.numel() else 0
@@ -171,11 +194,14 @@ def batch_objects(sp_inst: Tensor, sp_xyz: Tensor) -> BatchObjects:
     uniq = torch.unique(keys[valid])  # sorted: sentence-major, ids ascending within a sentence
     t_idx = torch.div(uniq, span, rounding_mode="floor")
     ids = uniq - t_idx * span
+    return _objects_of(sp_inst, sp_xyz, t_idx, ids, torch.searchsorted(t_idx, torch.arange(T, device=dev)))
+
+
+def _objects_of(sp_inst: Tensor, sp_xyz: Tensor, t_idx: Tensor, ids: Tensor, first: Tensor) -> BatchObjects:
     masks = sp_inst.index_select(0, t_idx) == ids.unsqueeze(1)  # (K, S)
     w = masks.to(sp_xyz.dtype)
     sums = torch.bmm(w.unsqueeze(1), sp_xyz.index_select(0, t_idx)).squeeze(1)  # (K, 3)
     centroids = sums / w.sum(1, keepdim=True).clamp_min(1.0)
-    first = torch.searchsorted(t_idx, torch.arange(T, device=dev))
     return BatchObjects(t_idx, ids, masks, centroids, first)
 
 
@@ -215,7 +241,7 @@ def match_batch(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets) -> M
     T, Q = sample_idx.shape
     dev = sample_idx.device
     query_sp = seed_idx.gather(1, sample_idx)  # (T, Q)
-    objs = batch_objects(targets.sp_inst, targets.sp_xyz)
+    objs = batch_objects(targets.sp_inst, targets.sp_xyz, targets.objects)
     q_idx, obj, _ = _match_all(_gather_xyz(targets.sp_xyz, query_sp), targets.sp_inst.gather(1, query_sp), objs)
     t_idx = objs.t_idx[obj]
     k_idx = obj - objs.first[t_idx]

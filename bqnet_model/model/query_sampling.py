@@ -183,7 +183,7 @@ def fps_order_keys(n_real: Tensor, S: int) -> Tensor:
 
 @torch.no_grad()
 def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix: bool | None = None,
-                          kernel: bool = False) -> Tensor:
+                          kernel: bool = False, check_pad: bool = True) -> Tensor:
     """Farthest point sampling of ``n`` indices per row, by the rules of the pointnet2 CUDA kernel
     the authors use; ``(B, S, 3) -> (B, n)`` long.
 
@@ -207,6 +207,9 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix
     indices in one launch instead of ~3n) when the extension has it, else the torch loop. The
     pipeline asks for it by default (``inference.fps_cuda_kernel``); this function's default stays
     the loop, the reference. Coordinates must be finite for the two to agree.
+    ``check_pad`` False: skip the checks of ``pad``'s values (every row has a real point, the
+    padding is a suffix), three host synchronisations on CUDA, for a caller that knows them (a
+    ``pad`` of ``backbone.OffsetPadding`` whose offsets it checked on the host).
     """
     _check_tensor("xyz", xyz, 3)
     if xyz.shape[-1] != 3:
@@ -228,10 +231,12 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix
         if pad.shape != (B, S):
             raise ValueError(f"pad must have shape {(B, S)} to match xyz, got {tuple(pad.shape)}")
     n_real = (~pad).sum(dim=1)
-    if bool((n_real == 0).any()):
+    if not check_pad:
+        pass
+    elif bool((n_real == 0).any()):
         rows = torch.nonzero(n_real == 0).flatten().tolist()
         raise ValueError(f"rows {rows} of pad are all padding: no point to sample from")
-    if bool(pad[:, 0].any()) or bool((pad[:, 1:] < pad[:, :-1]).any()):
+    if check_pad and (bool(pad[:, 0].any()) or bool((pad[:, 1:] < pad[:, :-1]).any())):
         raise ValueError("pad must mark a suffix of each row (real points first, as pad_by_offsets builds)")
     run = _kernel_for(kernel, dev)
     if run is not None:

@@ -16,7 +16,7 @@ from bqnet_model.data.dataset import ReferDataset, collate_fn
 from bqnet_model.data.referit import load_annotations
 
 __all__ = ["ANNOTATION_NAMES", "scene_dir", "find_annotations", "build_datasets", "text_preparer", "encoder_preparer",
-           "make_loader"]
+           "make_loader", "train_collate", "with_target_tables", "targets_in_step", "PER_SENTENCE_KEYS"]
 
 log = logging.getLogger("bqnet.train")
 
@@ -113,7 +113,45 @@ def encoder_preparer(cfg: Any) -> Any:
     return prep
 
 
-def make_loader(ds: ReferDataset, sampler: Sampler[int], batch_size: int, workers: int, device: torch.device) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+# The per-sentence lists of collate_fn that only the loss targets read (and gt_point_masks, which
+# training never reads): train_collate replaces them by the tables of targets.build_tables.
+PER_SENTENCE_KEYS = ("gt_sp_masks", "gt_point_masks", "gt_sp_inst", "sp_ref_masks", "gt_sp_anchor")
 
+
+def targets_in_step() -> bool:
+    """``BQNET_TARGETS_IN_STEP=1``: build the loss targets in the training step from the per-sentence
+    lists (``BQNet.sentence_targets``, the path before the loader built them), for comparison."""
+    return os.environ.get("BQNET_TARGETS_IN_STEP", "0") not in ("", "0")
+
+
+def train_collate(samples: list[Any], in_step: bool = False) -> dict[str, Any]:
+    """``collate_fn`` for training: in the DataLoader's workers, the loss-target tables
+    (``targets.build_tables``, under ``targets.TABLES_KEY``) and the scene padding indices of
+    ``BQNet.pool_scene`` (``targets.PADDING_KEY``) replace the per-sentence lists
+    (``PER_SENTENCE_KEYS``, set to None), so the main process pins and copies about 20 tensors per
+    batch instead of five per sentence. ``in_step``: the batch of ``collate_fn`` unchanged (the
+    step then builds the targets)."""
+    batch = collate_fn(samples)
+    return batch if in_step else with_target_tables(batch)
+
+
+def with_target_tables(batch: dict[str, Any]) -> dict[str, Any]:
+    """What ``train_collate`` adds to a ``collate_fn`` batch (a new dict; the lists become None)."""
+    from bqnet_model.model.targets import PADDING_KEY, TABLES_KEY, build_tables, scene_padding
+
+    out = dict(batch)
+    out[TABLES_KEY] = build_tables(batch)
+    out[PADDING_KEY] = scene_padding(batch["sp_offsets"])
+    for k in PER_SENTENCE_KEYS:
+        out[k] = None
+    return out
+
+
+def make_loader(ds: ReferDataset, sampler: Sampler[int], batch_size: int, workers: int, device: torch.device,
+                in_step: bool | None = None) -> DataLoader:
+    """The training loader: ``train_collate`` (``in_step``: None = ``targets_in_step()``), pinned
+    batches on CUDA, workers kept across epochs."""
+    in_step = targets_in_step() if in_step is None else in_step
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=functools.partial(train_collate, in_step=in_step),
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)

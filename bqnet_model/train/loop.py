@@ -88,11 +88,25 @@ def train_step(model: torch.nn.Module, raw_model: Any, batch: dict[str, Any], op
             scaler.update()
         else:
             optimizer.step()
-    with region("readback", regions):  # the host waits here for the step's kernels
-        res = {k: float(v) for k, v in parts.items()}
-        res["loss"] = float(loss.detach())
-        res["grad_norm"] = float(gnorm)
+    with region("readback", regions):  # the host waits here for the step's kernels, once
+        res = _read_back({**parts, "loss": loss.detach(), "grad_norm": gnorm})
     return res
+
+
+def _read_back(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``float`` of every 0-d tensor, with one read-back per device (a stack and ``tolist``) instead
+    of one per value: the same floats."""
+    out: dict[str, float] = {}
+    by_dev: dict[tuple[torch.device, torch.dtype], list[str]] = {}
+    for k, v in values.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            by_dev.setdefault((v.device, v.dtype), []).append(k)
+        else:
+            out[k] = float(v)
+    for keys in by_dev.values():
+        for k, x in zip(keys, torch.stack([values[k].reshape(()) for k in keys]).tolist()):
+            out[k] = float(x)
+    return {k: out[k] for k in values}
 
 
 def _seed_everything(seed: int) -> None:
@@ -272,6 +286,20 @@ def run_training(opt: TrainOptions, cfg: Any, info: DistInfo, device: torch.devi
             "seconds": elapsed}
 
 
+def _set_threads() -> None:
+    """The main process's torch threads: at most ``BQNET_THREADS`` when set (on CUDA too: the step's
+    host ops then do not compete with the loader's workers for the cores), else at most 2 on a
+    machine without CUDA and torch's default with it."""
+    env = os.environ.get("BQNET_THREADS", "")
+    if env:
+        n = int(env)
+        if n < 1:
+            raise ValueError(f"BQNET_THREADS must be a positive integer, got {env!r}")
+        torch.set_num_threads(min(n, torch.get_num_threads()))  # lowers torch's default, never raises it
+    elif torch.get_num_threads() > 2 and not torch.cuda.is_available():
+        torch.set_num_threads(2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry (``bqnet-train``); returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -283,8 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if torch.get_num_threads() > 2 and not torch.cuda.is_available():
-        torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("BQNET_THREADS", "2"))))
+    _set_threads()
     info, device = init_distributed(opt.gpu_id)
     try:
         if opt.checkpoint:
