@@ -14,8 +14,8 @@ from bqnet_model.data.dataset import collate_fn
 from bqnet_model.model.backbone import OffsetPadding
 from bqnet_model.model.bqnet import BQNet
 from bqnet_model.model.config import load_config
-from bqnet_model.model.matching import batch_objects
-from bqnet_model.model.targets import PADDING_KEY, TABLES_KEY, build_tables, loss_targets, object_keys
+from bqnet_model.model.matching import batch_objects, object_keys
+from bqnet_model.model.targets import PADDING_KEY, TABLES_KEY, build_tables, loss_targets
 from bqnet_model.train import EpochSampler, build_datasets
 from bqnet_model.train.data import PER_SENTENCE_KEYS, make_loader, train_collate
 from tiny_model import _TRAIN, _merged

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["LossTargets", "Matching", "ObjectSet", "ObjectKeys", "BatchObjects", "match_objects", "sentence_objects",
-           "batch_objects", "match_batch", "sampling_targets"]
+           "object_keys", "batch_objects", "match_batch", "sampling_targets"]
 
 
 @dataclass
@@ -175,34 +175,34 @@ def match_objects(pos: Tensor, labels: Tensor, obj_ids: Tensor, obj_pos: Tensor)
     return cand, obj, nearest
 
 
-def batch_objects(sp_inst: Tensor, sp_xyz: Tensor, keys: ObjectKeys | None = None) -> BatchObjects:
-    """``sentence_objects`` of every sentence at once: ``sp_inst (T,S)``, ``sp_xyz (T,S,3)``.
-    ``keys``: the objects already found (``ObjectKeys`` of the same ``sp_inst``, on its device):
-    then only their masks and centroids are computed here, with no host synchronisation."""
-    T, S = sp_inst.shape
+def object_keys(sp_inst: Tensor) -> ObjectKeys:
+    """The objects of every sentence of ``sp_inst (T,S)`` (-1 = none), on its device: one sorted
+    list of (sentence, id) keys, sentence-major, ids ascending within a sentence. The largest id is
+    read back once to size the key space (a host sync on CUDA: ``targets.build_tables`` calls this
+    on the host, in the loader's workers)."""
+    T = sp_inst.shape[0]
     dev = sp_inst.device
-    if keys is not None:
-        return _objects_of(sp_inst, sp_xyz, keys.t_idx, keys.ids, keys.first)
-    valid = sp_inst >= 0
-    # One sorted list of (sentence, id) keys; the max is read back once to size the key space.
     span = int(sp_inst.max()) + 1 if sp_inst.numel() else 0
     if span <= 0:
         empty = torch.zeros(0, dtype=torch.long, device=dev)
-        return BatchObjects(empty, empty.clone(), torch.zeros(0, S, dtype=torch.bool, device=dev),
-                            torch.zeros(0, 3, dtype=sp_xyz.dtype, device=dev), torch.zeros(T, dtype=torch.long, device=dev))
+        return ObjectKeys(empty, empty.clone(), torch.zeros(T, dtype=torch.long, device=dev))
     keys = torch.arange(T, device=dev).unsqueeze(1) * span + sp_inst
-    uniq = torch.unique(keys[valid])  # sorted: sentence-major, ids ascending within a sentence
+    uniq = torch.unique(keys[sp_inst >= 0])
     t_idx = torch.div(uniq, span, rounding_mode="floor")
     ids = uniq - t_idx * span
-    return _objects_of(sp_inst, sp_xyz, t_idx, ids, torch.searchsorted(t_idx, torch.arange(T, device=dev)))
+    return ObjectKeys(t_idx, ids, torch.searchsorted(t_idx, torch.arange(T, device=dev)))
 
 
-def _objects_of(sp_inst: Tensor, sp_xyz: Tensor, t_idx: Tensor, ids: Tensor, first: Tensor) -> BatchObjects:
-    masks = sp_inst.index_select(0, t_idx) == ids.unsqueeze(1)  # (K, S)
+def batch_objects(sp_inst: Tensor, sp_xyz: Tensor, keys: ObjectKeys | None = None) -> BatchObjects:
+    """``sentence_objects`` of every sentence at once: ``sp_inst (T,S)``, ``sp_xyz (T,S,3)``.
+    ``keys``: the objects already found (``object_keys`` of the same ``sp_inst``, on its device):
+    then only their masks and centroids are computed here, with no host synchronisation."""
+    keys = object_keys(sp_inst) if keys is None else keys
+    masks = sp_inst.index_select(0, keys.t_idx) == keys.ids.unsqueeze(1)  # (K, S)
     w = masks.to(sp_xyz.dtype)
-    sums = torch.bmm(w.unsqueeze(1), sp_xyz.index_select(0, t_idx)).squeeze(1)  # (K, 3)
+    sums = torch.bmm(w.unsqueeze(1), sp_xyz.index_select(0, keys.t_idx)).squeeze(1)  # (K, 3)
     centroids = sums / w.sum(1, keepdim=True).clamp_min(1.0)
-    return BatchObjects(t_idx, ids, masks, centroids, first)
+    return BatchObjects(keys.t_idx, keys.ids, masks, centroids, keys.first)
 
 
 def _match_all(pos: Tensor, labels: Tensor, objs: BatchObjects) -> tuple[Tensor, Tensor, Tensor]:

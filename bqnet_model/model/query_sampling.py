@@ -231,13 +231,12 @@ def farthest_point_sample(xyz: Tensor, n: int, pad: Tensor | None = None, matrix
         if pad.shape != (B, S):
             raise ValueError(f"pad must have shape {(B, S)} to match xyz, got {tuple(pad.shape)}")
     n_real = (~pad).sum(dim=1)
-    if not check_pad:
-        pass
-    elif bool((n_real == 0).any()):
-        rows = torch.nonzero(n_real == 0).flatten().tolist()
-        raise ValueError(f"rows {rows} of pad are all padding: no point to sample from")
-    if check_pad and (bool(pad[:, 0].any()) or bool((pad[:, 1:] < pad[:, :-1]).any())):
-        raise ValueError("pad must mark a suffix of each row (real points first, as pad_by_offsets builds)")
+    if check_pad:
+        if bool((n_real == 0).any()):
+            rows = torch.nonzero(n_real == 0).flatten().tolist()
+            raise ValueError(f"rows {rows} of pad are all padding: no point to sample from")
+        if bool(pad[:, 0].any()) or bool((pad[:, 1:] < pad[:, :-1]).any()):
+            raise ValueError("pad must mark a suffix of each row (real points first, as pad_by_offsets builds)")
     run = _kernel_for(kernel, dev)
     if run is not None:
         return run(xyz.float().contiguous(), n_real, n)

@@ -31,41 +31,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .matching import LossTargets, ObjectKeys
+from .backbone import OffsetPadding
+from .matching import LossTargets, ObjectKeys, object_keys
 
-__all__ = ["TABLES_KEY", "PADDING_KEY", "build_tables", "object_keys", "loss_targets", "scene_padding"]
+__all__ = ["TABLES_KEY", "PADDING_KEY", "build_tables", "loss_targets", "scene_padding"]
 
 # Where train_collate puts the tables in the batch dict, and the padding indices of pool_scene.
 TABLES_KEY = "loss_tables"
 PADDING_KEY = "sp_padding"
 
 
-def object_keys(sp_inst: Tensor) -> ObjectKeys:
-    """The objects of every sentence of ``sp_inst (T,S)`` (-1 = none), sentence-major, ids ascending
-    within a sentence: what ``matching.batch_objects`` finds with ``unique`` (on the host here)."""
-    T = sp_inst.shape[0]
-    span = int(sp_inst.max()) + 1 if sp_inst.numel() else 0
-    if span <= 0:
-        empty = torch.zeros(0, dtype=torch.long)
-        return ObjectKeys(empty, empty.clone(), torch.zeros(T, dtype=torch.long))
-    keys = torch.arange(T).unsqueeze(1) * span + sp_inst
-    uniq = torch.unique(keys[sp_inst >= 0])
-    t_idx = torch.div(uniq, span, rounding_mode="floor")
-    ids = uniq - t_idx * span
-    return ObjectKeys(t_idx, ids, torch.searchsorted(t_idx, torch.arange(T)))
-
-
 def scene_padding(sp_offsets: Tensor) -> dict[str, Tensor]:
-    """``OffsetPadding``'s indices for ``sp_offsets (B+1,)``: ``scene``, ``local`` (S_total,) and
-    ``pad`` (B, S_max) bool, True = padding."""
-    off = sp_offsets.long()
-    counts = off[1:] - off[:-1]
-    B, s_max, n = int(counts.shape[0]), int(counts.max()), int(off[-1])
-    scene = torch.repeat_interleave(torch.arange(B), counts, output_size=n)
-    local = torch.arange(n) - off[:-1][scene]
-    pad = torch.ones(B, s_max, dtype=torch.bool)
-    pad[scene, local] = False
-    return {"scene": scene, "local": local, "pad": pad}
+    """``OffsetPadding``'s indices for ``sp_offsets (B+1,)``, on the host: ``scene``, ``local``
+    (S_total,) and ``pad`` (B, S_max) bool, True = padding (``OffsetPadding.from_indices``)."""
+    p = OffsetPadding(sp_offsets, "cpu")
+    return {"scene": p.scene, "local": p.local, "pad": p.pad}
 
 
 def _rows(values: list[Any], name: str, lengths: list[int]) -> Tensor:
@@ -75,14 +55,15 @@ def _rows(values: list[Any], name: str, lengths: list[int]) -> Tensor:
     return torch.cat([torch.as_tensor(v) for v in values]) if values else torch.zeros(0)
 
 
-def build_tables(batch: dict[str, Any]) -> dict[str, Any]:
+def build_tables(batch: dict[str, Any], padding: dict[str, Tensor] | None = None) -> dict[str, Any]:
     """The target tables of a ``dataset.collate_fn`` batch (module docstring), on the host. Raises
-    as ``sentence_targets`` does when the batch has no ``gt_sp_masks`` or a list disagrees with it."""
+    as ``sentence_targets`` does when the batch has no ``gt_sp_masks`` or a list disagrees with it.
+    ``padding``: ``scene_padding`` of the batch's ``sp_offsets`` when the caller has it already."""
     gt_list = batch.get("gt_sp_masks")
     if gt_list is None:
         raise ValueError("batch has no gt_sp_masks (training batches need them)")
     off = torch.as_tensor(batch["sp_offsets"]).long()
-    pads = scene_padding(off)
+    pads = scene_padding(off) if padding is None else padding
     scene, local = pads["scene"], pads["local"]
     B, s_max = pads["pad"].shape
     n_sp = int(off[-1])

@@ -140,8 +140,8 @@ def with_target_tables(batch: dict[str, Any]) -> dict[str, Any]:
     from bqnet_model.model.targets import PADDING_KEY, TABLES_KEY, build_tables, scene_padding
 
     out = dict(batch)
-    out[TABLES_KEY] = build_tables(batch)
     out[PADDING_KEY] = scene_padding(batch["sp_offsets"])
+    out[TABLES_KEY] = build_tables(batch, out[PADDING_KEY])  # the same padding, built once
     for k in PER_SENTENCE_KEYS:
         out[k] = None
     return out
