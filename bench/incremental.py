@@ -30,6 +30,8 @@ Examples::
     OMP_NUM_THREADS=2 python bench/incremental.py --out /tmp/incremental.json
     # GPU machine (tools/device_bench_ingest.sh): the shipped sizes, the 1M map grown by 5 %
     python bench/incremental.py --device cuda --models config/tiny.yaml --raw-text --maps "1M map" --out x.json
+    # ... and where the update's time goes: torch.profiler tables of one exact update per map
+    python bench/incremental.py --device cuda --models config/tiny.yaml --raw-text --maps "1M map" --profile DIR
 """
 
 from __future__ import annotations
@@ -117,9 +119,44 @@ def answers(seg: Segmenter, a: Any, b: Any, texts: list[str]) -> dict[str, Any]:
             "iou_mean": float(np.mean(ious)) if ious else None}
 
 
+def profile_update(seg: Segmenter, base: Any, xyz: np.ndarray, rgb: np.ndarray, path: Path) -> dict[str, float]:
+    """One exact update under ``torch.profiler`` (CPU and, on CUDA, kernel time), its op tables written
+    to ``path``: by self CPU time (the host's Python, dispatch and synchronisations) and by self device
+    time (the kernels). Returns the totals: wall, host ops' self CPU, device kernels, host waits."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if seg.device.type == "cuda" else [])
+    if seg.device.type == "cuda":
+        torch.cuda.synchronize(seg.device)
+    t0 = time.perf_counter()
+    with profile(activities=acts, record_shapes=False) as prof:
+        up = seg.update(base, xyz, rgb, params=IncrementalParams())
+        if seg.device.type == "cuda":
+            torch.cuda.synchronize(seg.device)
+    wall = (time.perf_counter() - t0) * 1e3
+    ka = prof.key_averages()
+    dev_attr = "self_device_time_total" if hasattr(ka[0], "self_device_time_total") else "self_cuda_time_total"
+    kernels = sum(getattr(e, dev_attr, 0.0) for e in ka) / 1e3
+    waits = sum(e.self_cpu_time_total for e in ka if "Synchronize" in e.key or e.key == "aten::_local_scalar_dense") / 1e3
+    host = sum(e.self_cpu_time_total for e in ka) / 1e3
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"one exact update, profiled: wall {wall:.1f} ms; stages (unprofiled clock reads) "
+                + ", ".join(f"{k} {v:.1f}" for k, v in up.timings_ms.items()) + "\n")
+        f.write(f"self CPU of all host ops {host:.1f} ms, of them synchronisations / scalar reads {waits:.1f} ms; "
+                f"device kernels {kernels:.1f} ms\n\n== by self CPU time ==\n")
+        f.write(ka.table(sort_by="self_cpu_time_total", row_limit=45))
+        if seg.device.type == "cuda":
+            f.write("\n\n== by self device time ==\n")
+            f.write(ka.table(sort_by=dev_attr, row_limit=45))
+    return {"wall_ms": wall, "host_self_cpu_ms": host, "sync_ms": waits, "kernel_ms": kernels}
+
+
 def bench(seg: Segmenter, name: str, maps: dict[str, Any], repeats: int,
-          done: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:
-    """One row per map; ``done`` is called with each finished row (the JSON is rewritten)."""
+          done: Callable[[dict[str, Any]], None] = lambda row: None,
+          profile_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One row per map; ``done`` is called with each finished row (the JSON is rewritten).
+    ``profile_dir``: also profile one exact update per map (``profile_update``)."""
     rows = []
     dev = seg.device
     for map_name, ((xyz, rgb, room), old, _, added) in maps.items():
@@ -146,6 +183,11 @@ def bench(seg: Segmenter, name: str, maps: dict[str, Any], repeats: int,
                   f"{up.update_info.get('voxels')} voxels  "
                   + ", ".join(f"{k} {v:.1f}" for k, v in up.timings_ms.items()) + f", untimed {untimed:.1f}"
                   + (f"  answers {r['answers_vs_prepare']}" if "answers_vs_prepare" in r else ""), flush=True)
+        if profile_dir is not None:
+            f = profile_dir / f"{name.replace('.', '_')}_{map_name.replace(' ', '_')}_update.txt"
+            row["profile"] = profile_update(seg, base, xyz, rgb, f)
+            print(f"{name:8s} {map_name:10s} profile: " + ", ".join(f"{k} {v:.1f}" for k, v in row["profile"].items())
+                  + f"  ({f})", flush=True)
         rows.append(row)
         done(row)
     return rows
@@ -186,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="no official parse and no absent-object checks (a machine without spaCy)")
     ap.add_argument("--maps", nargs="+", default=["demo room", "1M map"], choices=["demo room", "1M map"])
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="also profile one exact update per model and map (torch.profiler tables into DIR)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     maps = {}
@@ -207,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         seg = build(m, args.device, args.raw_text)
         seg.cfg.inference.max_points = 2_000_000  # the 1M map is not thinned
         name = m if m in ("tiny", "shipped") else Path(m).name
-        bench(seg, name, maps, args.repeats, lambda row: (rows.append(row), write()))
+        bench(seg, name, maps, args.repeats, lambda row: (rows.append(row), write()), args.profile)
     write()
     return 0
 

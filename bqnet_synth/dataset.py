@@ -6,6 +6,7 @@ command line (``python -m bqnet_synth``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -84,6 +85,14 @@ class DatasetSummary:
     typo_count: int = 0
 
 
+def _room_config(cfg: RoomConfig, rng: np.random.Generator) -> RoomConfig:
+    """``cfg`` with its density drawn log-uniformly in ``cfg.density_range`` (``cfg`` itself without one)."""
+    if cfg.density_range is None:
+        return cfg
+    lo, hi = (float(v) for v in cfg.density_range)
+    return dataclasses.replace(cfg, density=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+
+
 def generate_dataset(out_dir: str | os.PathLike, n_scenes: int, seed: int = 0, split_name: str = "train", *,
                      config: RoomConfig | None = None, expr_config: Any = None, superpoints: bool | None = None,
                      progress: bool = False, first_index: int = 0) -> DatasetSummary:
@@ -119,12 +128,15 @@ def generate_dataset(out_dir: str | os.PathLike, n_scenes: int, seed: int = 0, s
         it = tqdm(it, desc=f"bqnet-synth {split_name}", unit="room")
     for i in it:
         ss = np.random.SeedSequence([int(seed), salt, int(i)])
-        room_rng, expr_rng = (np.random.default_rng(s) for s in ss.spawn(2))
+        # a third child for the density draw: the first two (and so every room without
+        # density_range) are the same as before it existed
+        room_rng, expr_rng, density_rng = (np.random.default_rng(s) for s in ss.spawn(3))
         t0, c0 = time.perf_counter(), time.process_time()
-        room_type = cfg.room_type or ROOM_TYPES[int(room_rng.integers(len(ROOM_TYPES)))]
-        layout = _layout_room(room_rng, room_type, cfg)
+        rcfg = _room_config(cfg, density_rng)
+        room_type = rcfg.room_type or ROOM_TYPES[int(room_rng.integers(len(ROOM_TYPES)))]
+        layout = _layout_room(room_rng, room_type, rcfg)
         scene_id = f"synth_{split_name}_{int(i):05d}"
-        scene = _finish(scene_id, layout, cfg, room_rng, room_type)
+        scene = _finish(scene_id, layout, rcfg, room_rng, room_type)
         secs.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         exprs = ex.generate_expressions(scene, expr_rng, expr_config)
@@ -157,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--split", default="train", help="split name (file prefix and seed salt)")
     ap.add_argument("--first-index", type=int, default=0, help="index of the first room (to extend a set)")
     ap.add_argument("--density", type=float, default=RoomConfig.density, help="points per m^2 before thinning")
+    ap.add_argument("--density-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="draw each room's density log-uniformly in [LO, HI] points per m^2 (overrides "
+                         "--density): rooms as sparse as real scans' 50k-point subsets, e.g. 250 2000")
     ap.add_argument("--room-type", choices=ROOM_TYPES, default=None)
     ap.add_argument("--styles", type=float, default=0.0,
                     help="share of sentences reworded as commands, questions, Sr3D / ScanRefer / Nr3D styles "
@@ -176,7 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in ("styles", "typo_rate"):
         if not 0.0 <= getattr(args, k) <= 1.0:
             ap.error(f"--{k.replace('_', '-')} must be in [0, 1]")
-    cfg = RoomConfig(density=args.density, room_type=args.room_type)
+    if args.density_range is not None and not 0 < args.density_range[0] <= args.density_range[1]:
+        ap.error("--density-range needs 0 < LO <= HI")
+    cfg = RoomConfig(density=args.density, room_type=args.room_type,
+                     density_range=None if args.density_range is None else tuple(args.density_range))
     ecfg = ex.ExpressionConfig(styles=args.styles, typo_rate=args.typo_rate, held_out=args.held_out_styles)
     s = generate_dataset(args.out, args.scenes, args.seed, args.split, config=cfg, expr_config=ecfg,
                          superpoints=args.superpoints, progress=True, first_index=args.first_index)

@@ -135,6 +135,10 @@ class RoomConfig:
     """Knobs of the room generator (defaults give ~100k-300k points per room)."""
 
     density: float = 2000.0  # points per m^2 of visible surface, before scan thinning
+    # (lo, hi): generate_dataset draws each room's density log-uniformly in it (overrides density),
+    # so that rooms span the densities of real scans (ScanNet's 50k-point subsets: ~170-1,100 floor
+    # points per m^2 against ~1,100 for the default density)
+    density_range: tuple[float, float] | None = None
     noise: float = 0.005  # gaussian xyz noise, metres
     color_noise: float = 6.0  # gaussian rgb noise per point
     dropout_patches: float = 1.5  # mean number of scan holes per room (Poisson)
@@ -147,6 +151,10 @@ class RoomConfig:
     def __post_init__(self) -> None:
         if not (np.isfinite(self.density) and self.density > 0):
             raise ValueError(f"density must be a positive number of points per m^2, got {self.density!r}")
+        if self.density_range is not None:
+            lo, hi = (float(v) for v in self.density_range)
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+                raise ValueError(f"density_range must be (lo, hi) with 0 < lo <= hi, got {self.density_range!r}")
         if self.noise < 0 or self.color_noise < 0 or self.dropout_patches < 0:
             raise ValueError("noise, color_noise and dropout_patches must be >= 0, got "
                              f"{self.noise!r}, {self.color_noise!r}, {self.dropout_patches!r}")

@@ -341,6 +341,35 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "test_scanrefer.json").is_file() and (tmp_path / "synth_test_00000.npz").is_file()
 
 
+def test_density_range_draws_each_rooms_density(tmp_path):
+    """--density-range: rooms of one layout at drawn densities, deterministic; without it the rooms
+    are those of a plain run (the draw has its own random stream)."""
+    kw = dict(superpoints=False, config=_cfg(room_type="bedroom"))
+    S.generate_dataset(tmp_path / "plain", 3, seed=2, **kw)
+    rng_cfg = _cfg(room_type="bedroom", density_range=(150.0, 1200.0))
+    for name in ("a", "b"):
+        S.generate_dataset(tmp_path / name, 3, seed=2, superpoints=False, config=rng_cfg)
+    n_plain, n_a = [], []
+    for i in range(3):
+        f = f"synth_train_{i:05d}.npz"
+        with np.load(tmp_path / "plain" / f) as p, np.load(tmp_path / "a" / f) as a, np.load(tmp_path / "b" / f) as b:
+            np.testing.assert_array_equal(a["xyz"], b["xyz"])  # deterministic
+            n_plain.append(len(p["xyz"]))
+            n_a.append(len(a["xyz"]))
+            # same layout: the same furniture, so the room's extent agrees within the noise and holes
+            np.testing.assert_allclose(a["xyz"].min(0), p["xyz"].min(0), atol=0.1)
+            np.testing.assert_allclose(a["xyz"].max(0), p["xyz"].max(0), atol=0.1)
+    ratios = np.array(n_a) / np.array(n_plain)  # plain rooms at 600 points per m^2
+    assert len(set(np.round(ratios, 2))) == 3  # each room its own density
+    assert (ratios > 150 / 600 * 0.7).all() and (ratios < 1200 / 600 * 1.3).all()
+    assert S.main(["--out", str(tmp_path / "cli"), "--scenes", "1", "--no-superpoints",
+                   "--density-range", "200", "400", "--room-type", "kitchen"]) == 0
+    with pytest.raises(SystemExit):
+        S.main(["--out", str(tmp_path / "bad"), "--scenes", "1", "--density-range", "400", "200"])
+    with pytest.raises(ValueError, match="density_range"):
+        S.RoomConfig(density_range=(0.0, 10.0))
+
+
 # ---- furniture and bad input ----------------------------------------------------------------------
 
 def test_furniture_builds_and_rotates():

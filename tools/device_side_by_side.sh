@@ -11,6 +11,8 @@
 #   REAL_<name>         a packed real-scan training folder (tools/make_real_training.py --repeat K, then tar -cJf)
 #                       merged into that run's rooms (bqnet_synth.real_training.merge_real_into, on links to the
 #                       synthetic scenes); runs without one train on the synthetic rooms alone
+#   SYNTH_<name>="--density-range 250 2000"  that run's rooms are generated apart (/tmp/synth_<name>: the same
+#                       rooms and seeds as /tmp/synth, with these bqnet-synth options added to SYNTH_ARGS)
 #   COMPOSED_<name>=bank.npz  also merge COMPOSED_ROOMS (default 300) composed rooms into that run's rooms: synthetic
 #                       layouts furnished with the bank's real objects (tools/make_composed_rooms.py --save-bank),
 #                       composed here in parallel parts, after the real scans
@@ -32,12 +34,12 @@ merge_into() {  # src dst: append a training folder's rooms and sentences to a d
     "$1" "$2" >&2
 }
 with_real() {  # packed-folder -> a data folder holding the synthetic rooms and the real scans
-  local dst=/tmp/synth_real_$(basename "$1" .tar.xz)
+  local src_rooms=${2:-/tmp/synth} dst=${2:-/tmp/synth}_real_$(basename "$1" .tar.xz)
   if [ ! -f "$dst/train_multi3drefer.json" ]; then
     rm -rf "/tmp/unpacked_$(basename "$1")" "$dst" && mkdir -p "/tmp/unpacked_$(basename "$1")" || return 1
     tar -xJf "$1" -C "/tmp/unpacked_$(basename "$1")" || return 1
     local src; src=$(dirname "$(find "/tmp/unpacked_$(basename "$1")" -name train_multi3drefer.json | head -1)")
-    mkdir -p "$dst" && ln -s /tmp/synth/*.npz "$dst"/ && cp /tmp/synth/*.json "$dst"/ || return 1
+    mkdir -p "$dst" && ln -s "$src_rooms"/*.npz "$dst"/ && cp "$src_rooms"/*.json "$dst"/ || return 1
     merge_into "$src" "$dst" || return 1
   fi
   echo "$dst"
@@ -65,8 +67,14 @@ with_composed() {  # data-folder bank -> a data folder holding that folder's roo
 runs=(${RUNS:-A B})
 declare -A data
 for name in "${runs[@]}"; do  # every data folder first, so that the runs start together
-  real_var="REAL_$name"; comp_var="COMPOSED_$name"; data[$name]=/tmp/synth
-  if [ -n "${!real_var:-}" ]; then data[$name]=$(with_real "${!real_var}") || exit 1; fi
+  real_var="REAL_$name"; comp_var="COMPOSED_$name"; synth_var="SYNTH_$name"; data[$name]=/tmp/synth
+  if [ -n "${!synth_var:-}" ]; then
+    data[$name]=/tmp/synth_$name
+    [ -f "${data[$name]}/val_scanrefer.json" ] || SYNTH_ARGS="${SYNTH_ARGS:-} ${!synth_var}" \
+      tools/make_synthetic.sh "${data[$name]}" 1200 30 "$(nproc)" || exit 1
+    echo "[side-by-side] $name: its own rooms (${!synth_var}) ready after $(( $(date +%s) - t_script )) s"
+  fi
+  if [ -n "${!real_var:-}" ]; then data[$name]=$(with_real "${!real_var}" "${data[$name]}") || exit 1; fi
   if [ -n "${!comp_var:-}" ]; then data[$name]=$(with_composed "${data[$name]}" "${!comp_var}") || exit 1; fi
 done
 workers=$(( $(nproc) / ${#runs[@]} - 2 )); workers=$(( workers < 2 ? 2 : workers ))
