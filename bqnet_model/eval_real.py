@@ -24,6 +24,11 @@ answering with a uniformly random object of the target's class, a picked object 
 ground-truth points (``chance_res``; 1/k for k objects of the class). A superpoint table follows:
 the achievable segmentation accuracy (ASA) of our online superpoints, ScanNet's mesh segments
 (full scans only) and a 0.25 m grid on the same points.
+
+Oracle masks (``bqnet_model.mask_oracle``; ``--no-oracle`` leaves them out): per sentence the best
+point IoU any decoder query's mask reaches with the target (a perfect selection assumed), as
+Oracle Acc@k / mIoU columns of the summary and a table split by target size (``--size-edges``),
+so that mask quality can be told from selection quality.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from bqnet_model.data.scannet import (
     load_votenet_scene,
 )
 from bqnet_model.data.classes import CLASSES
+from bqnet_model.mask_oracle import SIZE_EDGES, format_oracle_table, oracle_fields, summarize_oracle
 from bqnet_model.metrics import ACC_THRESHOLDS, RES_SPLITS, chance_res, res_record
 from bqnet_model.superpoint_params import SuperpointParams
 
@@ -192,12 +198,17 @@ def _group_stats(recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for k in ACC_THRESHOLDS:
         model[f"Acc@{k}"] = float((ious > k).mean())
         chance[f"Acc@{k}"] = float(np.mean([r["chance"][f"Acc@{k}"] for r in recs]))
-    return {"count": len(recs), "model": model, "chance": chance}
+    out: dict[str, Any] = {"count": len(recs), "model": model, "chance": chance}
+    if all("oracle_iou" in r for r in recs):  # the best query's mask (mask_oracle), same rules
+        orc = np.asarray([r["oracle_iou"] for r in recs], dtype=np.float64)
+        out["oracle"] = {**{f"Acc@{k}": float((orc > k).mean()) for k in ACC_THRESHOLDS}, "mIoU": float(orc.mean())}
+    return out
 
 
 def summarize_real(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """{group: {count, model: {Acc@k, mIoU}, chance: {...}}} for 'overall', each split, each source
-    and each source/split present (groups with no sentence are left out)."""
+    """{group: {count, model: {Acc@k, mIoU}, chance: {...}[, oracle: {...}]}} for 'overall', each
+    split, each source and each source/split present (groups with no sentence are left out);
+    ``oracle`` when the records carry ``mask_oracle.oracle_fields``."""
     if not records:
         raise ValueError("no records to summarize")
     groups: dict[str, list[dict[str, Any]]] = collections.OrderedDict()
@@ -213,12 +224,18 @@ def summarize_real(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_real_summary(summary: dict[str, Any]) -> str:
-    """The summary as a table of percentages, chance in brackets after each figure."""
+    """The summary as a table of percentages, chance in brackets after each figure, then the
+    oracle figures (best query's mask) when the summary has them."""
     cols = [f"Acc@{k}" for k in ACC_THRESHOLDS] + ["mIoU"]
+    oracle = all("oracle" in s for s in summary.values())
     head = f"{'group':<20} {'n':>5}  " + "  ".join(f"{c + ' (chance)':>20}" for c in cols)
+    if oracle:
+        head += "  |" + "".join(f"{'oracle ' + c:>16}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, s in summary.items():
         cells = "  ".join(f"{100 * s['model'][c]:9.1f} ({100 * s['chance'][c]:5.1f})   " for c in cols)
+        if oracle:
+            cells += "  |" + "".join(f"{100 * s['oracle'][c]:16.1f}" for c in cols)
         lines.append(f"{name:<20} {s['count']:>5}  {cells}")
     return "\n".join(lines)
 
@@ -279,12 +296,16 @@ def format_asa_table(rows: Iterable[dict[str, Any]]) -> str:
 
 def evaluate_real(segmenter: Any, layout: RealLayout, scans: Sequence[str] | None = None, *,
                   limit: int | None = None, points: str = "auto", superpoints: str = "online",
-                  asa: bool = True, progress: bool = True, chunk: int = 16) -> dict[str, Any]:
-    """Run ``segmenter`` on the folder's sentences; returns records, summary, ASA rows, skips.
+                  asa: bool = True, progress: bool = True, chunk: int = 16, oracle: bool = True,
+                  size_edges: Sequence[int] = SIZE_EDGES) -> dict[str, Any]:
+    """Run ``segmenter`` on the folder's sentences; returns records, summary, ASA rows, skips and,
+    with ``oracle``, the oracle mask summary (``mask_oracle.summarize_oracle``, target size
+    buckets at ``size_edges`` points).
 
     ``superpoints='mesh'`` hands ScanNet's mesh segments to ``prepare`` where a scan has them (the
     paper's setting); 'online' lets the product compute its own, as on a robot. ``limit`` keeps the
-    first sentences in scan order.
+    first sentences in scan order. ``oracle`` asks ``query`` for every query's mask
+    (``keep_query_masks``) and adds ``mask_oracle.oracle_fields`` to each record.
     """
     if superpoints not in ("online", "mesh"):
         raise ValueError(f"superpoints must be 'online' or 'mesh', got {superpoints!r}")
@@ -325,16 +346,23 @@ def evaluate_real(segmenter: Any, layout: RealLayout, scans: Sequence[str] | Non
             cache = segmenter.prepare(sc.xyz, sc.rgb, given)
             for i in range(0, len(anns), chunk):
                 part = anns[i:i + chunk]
-                for a, res in zip(part, segmenter.query(cache, [a.description for a in part], task="res")):
-                    records.append(sentence_record(sc, a, res.point_indices, points=rs.points))
+                kw = {"keep_query_masks": True} if oracle else {}
+                for a, res in zip(part, segmenter.query(cache, [a.description for a in part], task="res", **kw)):
+                    rec = sentence_record(sc, a, res.point_indices, points=rs.points)
+                    if oracle:
+                        rec.update(oracle_fields(res, cache, sc.instance == a.object_ids[0]))
+                    records.append(rec)
                 bar.update(len(part))
         if asa:
             asa_rows += superpoint_asa(rs, sp_params)
     bar.close()
     if not records:
         raise ValueError(f"every sentence was skipped: {skipped[:3]}")
-    return dict(records=records, summary=summarize_real(records), asa=asa_rows, skipped=skipped,
-                scan_points=scan_points, superpoints=superpoints)
+    out = dict(records=records, summary=summarize_real(records), asa=asa_rows, skipped=skipped,
+               scan_points=scan_points, superpoints=superpoints)
+    if oracle:
+        out["oracle"] = summarize_oracle(records, size_edges)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,10 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-asa", action="store_true", help="skip the superpoint ASA table")
     ap.add_argument("--asa-only", action="store_true",
                     help="only the superpoint ASA table (default superpoint parameters, or the checkpoint's when given)")
+    ap.add_argument("--no-oracle", action="store_true",
+                    help="leave out the oracle mask figures (best query's mask per sentence, bqnet_model.mask_oracle)")
+    ap.add_argument("--size-edges", type=int, nargs="+", default=list(SIZE_EDGES),
+                    help="target size bucket edges in points for the oracle table (default: %(default)s)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be a positive number of sentences")
+    if args.size_edges[0] < 1 or any(b <= a for a, b in zip(args.size_edges, args.size_edges[1:])):
+        ap.error("--size-edges must be increasing positive point counts, e.g. 200 500 1000 5000")
     try:
         layout = check_real_dir(args.real_dir)
     except (FileNotFoundError, ValueError) as exc:
@@ -376,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
     try:
         out = evaluate_real(seg, layout, args.scans, limit=args.limit, points=args.points,
-                            superpoints=args.superpoints, asa=not args.no_asa, progress=not args.quiet)
+                            superpoints=args.superpoints, asa=not args.no_asa, progress=not args.quiet,
+                            oracle=not args.no_oracle, size_edges=args.size_edges)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -385,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     for scan, pts in out["scan_points"].items():
         print(f"  {scan}: {pts}")
     print(format_real_summary(out["summary"]))
+    if "oracle" in out:
+        print("\noracle masks: the best query's mask per sentence (o = oracle; o-rec / o-prec: that mask's recall /"
+              " precision; IoU>0: any mask touches the target; masks: non-empty query masks per sentence)")
+        print(format_oracle_table(out["oracle"]))
     if out["skipped"]:
         print(f"skipped {len(out['skipped'])} sentences whose target has no points (see --json)")
     if out["asa"]:

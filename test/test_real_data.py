@@ -299,16 +299,16 @@ def test_evaluate_real_on_a_tiny_folder(tmp_path, capsys):
     assert sorted(a.extra["source"] for a in anns) == ["nr3d", "scanrefer", "sr3d", "sr3d"]
     seg = _Oracle({"the chair closest to the couch": 0, "the couch, near the chairs": 2})
     seg._inst = t["ins"].astype(np.int64) - 1
-    out = evaluate_real(seg, layout, progress=False, chunk=2)
+    out = evaluate_real(seg, layout, progress=False, chunk=2, oracle=False)  # the stand-in has no query masks
     assert seg.prepared == [(len(t["xyz"]), False)]
     recs = {(r["source"], r["ann_id"]): r for r in out["records"]}
     assert recs[("sr3d", "0")]["iou"] == 1.0 and recs[("sr3d", "1")]["iou"] == 0.0
     assert recs[("nr3d", "0")]["eval_type"] == "unique" and recs[("scanrefer", "0")]["eval_type"] == "multiple"
     assert out["summary"]["overall"]["count"] == 4 and out["summary"]["overall"]["model"]["Acc@0.5"] == 0.5
     assert {r["method"] for r in out["asa"]} == {"ours", "grid 0.25 m"}
-    assert evaluate_real(seg, layout, progress=False, limit=1, asa=False)["summary"]["overall"]["count"] == 1
+    assert evaluate_real(seg, layout, progress=False, limit=1, asa=False, oracle=False)["summary"]["overall"]["count"] == 1
     with pytest.raises(ValueError, match="not in"):
-        evaluate_real(seg, layout, ["scene0555_00"], progress=False)
+        evaluate_real(seg, layout, ["scene0555_00"], progress=False, oracle=False)
     # the command: a clear error for a missing or malformed folder
     assert main(["--checkpoint", "x.pth", "--real-dir", str(tmp_path / "nothing")]) == 2
     assert "real-data folder not found" in capsys.readouterr().err

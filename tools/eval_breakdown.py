@@ -19,6 +19,9 @@ expressions carry; "-" when absent), per relation over the *multiple* sentences 
 relation, not the class, decides the target), per ``object_name`` and per ``style`` (the wording
 of ``bqnet_synth.styles``; "-" when absent), each next to the chance
 baseline of the same sentences (a random object of the named class, ``metrics.chance_res``).
+Then the oracle masks (``bqnet_model.mask_oracle``; ``--no-oracle`` leaves them out): the best
+point IoU any decoder query's mask reaches with the target, overall, per split and per target
+size, next to the plain scores: whether the masks or the selection fail.
 ``--json`` writes everything.
 
     python tools/eval_breakdown.py models/bqnet_tiny.pth --data-root data/synth --scenes 30
@@ -69,16 +72,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--online-superpoints", action="store_true",
                     help="compute the superpoints from the points as the node does, instead of the scene file's")
+    ap.add_argument("--no-oracle", action="store_true",
+                    help="leave out the oracle mask figures (best query's mask per sentence)")
+    ap.add_argument("--size-edges", type=int, nargs="+", default=None,
+                    help="target size bucket edges in points for the oracle table (default: mask_oracle.SIZE_EDGES)")
     args = ap.parse_args(argv)
 
     from tqdm import tqdm
 
     from bqnet_model.data.referit import same_class_ids
     from bqnet_model.data.scannet import load_scene_npz
+    from bqnet_model.mask_oracle import SIZE_EDGES, format_oracle_table, oracle_fields, summarize_oracle
     from bqnet_model.metrics import chance_res
     from bqnet_model.pipeline import Segmenter
     from bqnet_model.train import scene_dir
 
+    edges = SIZE_EDGES if args.size_edges is None else tuple(args.size_edges)
+    if edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        ap.error("--size-edges must be increasing positive point counts, e.g. 200 500 1000 5000")
+    oracle = not args.no_oracle
     root = Path(args.data_root)
     ann_path = Path(args.annotations) if args.annotations else root / f"{args.split}_scanrefer.json"
     if not ann_path.is_file():
@@ -95,16 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         scene = load_scene_npz(scenes / f"{sid}.npz")
         cache = seg.prepare(scene["xyz"], scene["rgb"], None if args.online_superpoints else scene["superpoint"])
         rows = by_scene[sid]
-        for row, res in zip(rows, seg.query(cache, [r["description"] for r in rows], task="res")):
+        answers = seg.query(cache, [r["description"] for r in rows], task="res", keep_query_masks=oracle)
+        for row, res in zip(rows, answers):
             pred = np.zeros(scene["xyz"].shape[0], bool)
             pred[res.point_indices] = True
             target = int(row["object_id"])
             kind, iou = classify(scene["instance"], scene["semantic"], target, pred)
             same = same_class_ids(target, scene["instance"], scene["semantic"],
                                   [str(x) for x in scene.get("object_names", [])])
-            records.append(dict(scene_id=sid, text=row["description"], eval_type=row.get("eval_type", "-"),
-                                relation=row.get("relation", "-"), object_name=row.get("object_name", "-"),
-                                style=row.get("style", "-"), kind=kind, iou=iou, chance50=chance_res(scene["instance"], target, same)["Acc@0.5"]))
+            rec = dict(scene_id=sid, text=row["description"], eval_type=row.get("eval_type", "-"),
+                       relation=row.get("relation", "-"), object_name=row.get("object_name", "-"),
+                       style=row.get("style", "-"), kind=kind, iou=iou, n_gt=int((scene["instance"] == target).sum()),
+                       chance50=chance_res(scene["instance"], target, same)["Acc@0.5"])
+            if oracle:
+                rec.update(oracle_fields(res, cache, scene["instance"] == target))
+            records.append(rec)
     if not records:
         print("no sentences evaluated", file=sys.stderr)
         return 2
@@ -113,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(records)} sentences in {len(scene_ids)} scenes: Acc@0.5 {100 * (ious > 0.5).mean():.1f} %, "
           f"Acc@0.25 {100 * (ious > 0.25).mean():.1f} %, mIoU {100 * ious.mean():.1f} %; "
           f"chance Acc@0.5 {100 * np.mean([r['chance50'] for r in records]):.1f} %")
+    oracle_summary = summarize_oracle(records, edges) if oracle else None
+    if oracle_summary is not None:
+        o = oracle_summary["groups"]["overall"]["oracle"]
+        print(f"oracle (best query's mask): Acc@0.5 {100 * o['Acc@0.5']:.1f} %, Acc@0.25 {100 * o['Acc@0.25']:.1f} %, "
+              f"mIoU {100 * o['mIoU']:.1f} %")
     kinds = collections.Counter((r["eval_type"], r["kind"]) for r in records)
     for et in sorted({r["eval_type"] for r in records}):
         n = sum(v for (e, _), v in kinds.items() if e == et)
@@ -134,9 +156,13 @@ def main(argv: list[str] | None = None) -> int:
             chance = float(np.mean([c for _, c in v]))
             table[name] = dict(n=len(v), acc50=acc, chance50=chance)
             print(f"  {name:16s} n={len(v):4d}  {100 * acc:5.1f} % ({100 * chance:5.1f} %)")
+    if oracle_summary is not None:
+        print("\noracle masks by split and target size (points); o = oracle (best query's mask), o-rec / o-prec: "
+              "its recall / precision, IoU>0: any mask touches the target, masks: non-empty query masks per sentence")
+        print(format_oracle_table(oracle_summary))
     if args.json:
         args.json.write_text(json.dumps(dict(checkpoint=args.checkpoint, kinds={f"{e}/{k}": v for (e, k), v in kinds.items()},
-                                             tables=tables, records=records), indent=1))
+                                             tables=tables, oracle=oracle_summary, records=records), indent=1))
     return 0
 
 

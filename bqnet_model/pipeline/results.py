@@ -53,6 +53,12 @@ class Result:
     reason: str = ""
     score: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # Only with ``Segmenter.query(..., keep_query_masks=True)`` (evaluation), else None: every
+    # decoder query's superpoint mask as the selection saw it (sigmoid >= inference.mask_threshold,
+    # bool (V*Q, S), row v*Q + q = query q of view v, views as ``SceneCache.views`` after the map
+    # itself) and its target probability (float32 (V*Q,)).
+    query_masks: np.ndarray | None = None
+    query_probs: np.ndarray | None = None
 
     def to_dict(self, *, include_indices: bool = True) -> dict[str, Any]:
         """This answer as plain JSON types (``answer_to_dict``; ``reason`` only when there is one)."""

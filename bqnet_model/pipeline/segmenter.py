@@ -321,8 +321,15 @@ class Segmenter:
             return self.model.decode(cache.scene, text, None, keep_all_layers=keep_all_layers,
                                      fine_mask_padding=FINE_MASK_PADDING)
 
-    def query(self, cache: SceneCache, texts: str | list[str], task: str | None = None) -> list[Result]:
-        """Answer sentences over a prepared map; batched (``inference.text_chunk`` per decoder call)."""
+    def query(self, cache: SceneCache, texts: str | list[str], task: str | None = None,
+              keep_query_masks: bool = False) -> list[Result]:
+        """Answer sentences over a prepared map; batched (``inference.text_chunk`` per decoder call).
+
+        ``keep_query_masks``: also hand out, on each ``Result``, every decoder query's thresholded
+        superpoint mask and target probability (``Result.query_masks`` / ``query_probs``: the very
+        arrays the selection chose the answer from), for evaluation tools such as the oracle mask
+        metric (``bqnet_model.mask_oracle``). Off by default: the node's answers do not copy them.
+        """
         self._check_cache(cache)
         texts = validate_texts(texts)
         task = self.inference.task if task is None else task
@@ -331,7 +338,7 @@ class Segmenter:
         results: list[Result] = []
         n = self.inference.text_chunk
         for i in range(0, len(texts), n):
-            results.extend(self._query_chunk(cache, texts[i:i + n], task))
+            results.extend(self._query_chunk(cache, texts[i:i + n], task, keep_query_masks))
         return results
 
     def summary_fn(self) -> Any:
@@ -382,7 +389,7 @@ class Segmenter:
                 return out
         return fn(scene, word_feats, word_mask), n_superpoints
 
-    def _query_chunk(self, cache: SceneCache, texts: list[str], task: str) -> list[Result]:
+    def _query_chunk(self, cache: SceneCache, texts: list[str], task: str, keep_query_masks: bool = False) -> list[Result]:
         dev = self.device
         inf = self.inference
         t0 = sync_time(dev)
@@ -405,7 +412,11 @@ class Segmenter:
         for t, text_t in enumerate(texts):
             groups = group_queries([p[t] for p in probs], [m[t] for m in masks], weights,
                                    inf.candidates, inf.merge_iou)
-            results.append(apply_checks(answer(cache, text_t, task, groups, inf.gres_min_points), cache, inf))
+            res = apply_checks(answer(cache, text_t, task, groups, inf.gres_min_points), cache, inf)
+            if keep_query_masks:  # views one after the other: row v * Q + q, as Candidate.members
+                res.query_masks = np.concatenate([m[t] for m in masks])
+                res.query_probs = np.concatenate([p[t] for p in probs])
+            results.append(res)
         t3 = time.perf_counter()
         timings = {"text": (t1 - t0) * 1e3, "decoder": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
