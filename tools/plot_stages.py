@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in stages:
         top = max(s[k] for k, _, _ in SERIES if s.get(k) is not None)
         ax.annotate(s["name"], (s["steps"], top + 3), ha="center", fontsize=8, color="0.3")
-    ax.set_xlabel("optimizer steps (8 rooms each)")
+    ax.set_xlabel("optimizer steps (8 rooms each up to s7a, 32 from s8 on)")
     ax.set_ylabel("held-out score (%)")
     ax.set_xlim(min(steps) - 200, max(steps) + 200)
     ax.set_ylim(0, 100)
