@@ -70,9 +70,11 @@ T get(B& be, const T* p) {  // one value back to the host
   return v;
 }
 
+// One value written by a one-lane kernel, not copied from the host: on CUDA a copy from pageable host
+// memory waits for the stream first, and the merge loops reset their flag every round.
 template <class B, class T>
 void put(B& be, T* p, T v) {
-  be.from_host(p, &v, sizeof(T));
+  be.for_each(1, SP_FN(int64_t) { *p = v; });
 }
 
 template <class B, class T>
