@@ -203,17 +203,27 @@ def layer_mask_and_anchor_losses(masks: Sequence[Tensor], scores: Sequence[Tenso
     valid = (~sp_pad).float()[t_all]  # (P+A, S)
     logit = torch.stack([mk[t_all, q_all] for mk in masks]).float()  # (N, P+A, S)
     bce, dice, n_real = _pair_terms(logit, tgt_all, valid)
-    ones = torch.ones_like(n_real)
+    # the anchors' pairs count as sentences T..2T-1: one per-sentence mean for both sets of pairs
+    t2 = torch.cat([m.t_idx, am.t_idx + T])
+    bce2 = _per_sentence_mean_pair(bce, t2, T, n_real)  # (N, 2): targets, anchors
+    dice2 = _per_sentence_mean_pair(dice, t2, T, torch.ones_like(n_real))
     parts = {
-        "mask_bce": _per_sentence_mean(bce[:, :P], m.t_idx, T, n_real[:P]) / norm,
-        "mask_dice": _per_sentence_mean(dice[:, :P], m.t_idx, T, ones[:P]) / norm,
+        "mask_bce": bce2[:, 0] / norm,
+        "mask_dice": dice2[:, 0] / norm,
         "score": _score_term(logit[:, :P], [s[m.t_idx, m.q_idx] for s in scores], m, valid[:P], cfg, T) / norm,
     }
-    anchor = {
-        "mask_bce": _per_sentence_mean(bce[:, P:], am.t_idx, T, n_real[P:]) / anchor_norm,
-        "mask_dice": _per_sentence_mean(dice[:, P:], am.t_idx, T, ones[P:]) / anchor_norm,
-    }
+    anchor = {"mask_bce": bce2[:, 1] / anchor_norm, "mask_dice": dice2[:, 1] / anchor_norm}
     return parts, anchor
+
+
+def _per_sentence_mean_pair(values: Tensor, t2: Tensor, T: int, weight: Tensor) -> Tensor:
+    """``_per_sentence_mean`` of two sets of pairs at once: ``t2`` numbers the first set's sentences
+    0..T-1 and the second's T..2T-1; returns ``(..., 2)``, the sum over each set's sentences (each
+    sentence's bins filled in the same order, each set's T ratios summed as one row of T)."""
+    sums = values.new_zeros(*values.shape[:-1], 2 * T).index_add(-1, t2, values)
+    counts = values.new_zeros(*weight.shape[:-1], 2 * T).index_add(-1, t2, weight.to(values.dtype))
+    ratio = sums / counts.clamp_min(1e-12) * (counts > 0)
+    return ratio.reshape(*ratio.shape[:-1], 2, T).sum(-1)
 
 
 def _zero_parts(masks: Sequence[Tensor], scores: Sequence[Tensor]) -> dict[str, Tensor]:
