@@ -107,7 +107,8 @@ def _objective(parts: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], 
     w = torch.tensor(layer_weights(cfg, parts["mask_bce"].shape[0]))
     total = (w * (cfg.mask_bce * parts["mask_bce"] + cfg.mask_dice * parts["mask_dice"]
                   + cfg.score * parts["score"])).sum()
-    return total + cfg.anchor_mask * (w * (cfg.mask_bce * anchor["mask_bce"] + cfg.mask_dice * anchor["mask_dice"])).sum()
+    anchor_term = cfg.mask_bce * anchor["mask_bce"] + cfg.mask_dice * anchor["mask_dice"]
+    return total + cfg.anchor_mask * (w * anchor_term).sum()
 
 
 def _pairs(seed: int, empty: bool = False):

@@ -46,7 +46,8 @@ from torch import Tensor
 from .matching import LossTargets, Matching, match_batch, sampling_targets
 
 __all__ = ["LossConfig", "LossTargets", "bqnet_loss", "semantic_loss", "dice_loss", "sigmoid_focal_loss",
-           "layer_weights", "mask_losses", "layer_mask_losses", "layer_mask_and_anchor_losses", "indicator_loss", "layer_indicator_losses", "align_loss", "sampling_loss", "anchor_matching",
+           "layer_weights", "mask_losses", "layer_mask_losses", "layer_mask_and_anchor_losses", "indicator_loss",
+           "layer_indicator_losses", "align_loss", "sampling_loss", "anchor_matching",
            "TOKEN_MAP_KINDS"]
 
 # Span kinds of ``text_prep.positive_maps`` the contrastive term reads.
@@ -189,7 +190,8 @@ def layer_mask_and_anchor_losses(masks: Sequence[Tensor], scores: Sequence[Tenso
     P = m.num_insts
     A = 0 if am is None else am.num_insts
     if P == 0 or (am is not None and A == 0):  # the rare cases: each set on its own (heads kept in the graph)
-        parts = _pair_mask_losses(masks, scores, m, sp_pad, cfg, norm, with_score=True) if P else _zero_parts(masks, scores)
+        parts = (_pair_mask_losses(masks, scores, m, sp_pad, cfg, norm, with_score=True) if P
+                 else _zero_parts(masks, scores))
         if am is None:
             return parts, None
         anchor = (_pair_mask_losses(masks, scores, am, sp_pad, cfg, anchor_norm, with_score=False) if A
@@ -412,8 +414,8 @@ def anchor_matching(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets, 
                          "gt_sp_anchor from dataset.collate_fn, filled from the annotations' anchor_ids); "
                          "set loss.anchor_mask: 0 to train without it")
     # the target's queries are dropped inside the matching's own nonzero: one host sync on CUDA, not two
-    return match_batch(seed_idx, sample_idx, replace(targets, sp_inst=targets.sp_anchor, objects=targets.anchor_objects),
-                       exclude=target_matching.matched)
+    anchors = replace(targets, sp_inst=targets.sp_anchor, objects=targets.anchor_objects)
+    return match_batch(seed_idx, sample_idx, anchors, exclude=target_matching.matched)
 
 
 def _check_output(out: Any) -> tuple[int, int, int]:
