@@ -46,7 +46,8 @@ from torch import Tensor
 from .matching import LossTargets, Matching, match_batch, sampling_targets
 
 __all__ = ["LossConfig", "LossTargets", "bqnet_loss", "semantic_loss", "dice_loss", "sigmoid_focal_loss",
-           "layer_weights", "mask_losses", "layer_mask_losses", "indicator_loss", "layer_indicator_losses", "align_loss", "sampling_loss", "anchor_matching",
+           "layer_weights", "mask_losses", "layer_mask_losses", "layer_mask_and_anchor_losses", "indicator_loss",
+           "layer_indicator_losses", "align_loss", "sampling_loss", "anchor_matching",
            "TOKEN_MAP_KINDS"]
 
 # Span kinds of ``text_prep.positive_maps`` the contrastive term reads.
@@ -168,16 +169,83 @@ def layer_mask_losses(masks: Sequence[Tensor], scores: Sequence[Tensor], m: Matc
     """``mask_losses`` of N predictions at once (``masks`` N x (T,Q,S), ``scores`` N x (T,Q)):
     each term an (N,) tensor. The matched pairs are the same for every prediction, so the pairs'
     logits are stacked and each term is one set of ops for all layers instead of one per layer."""
+    return layer_mask_and_anchor_losses(masks, scores, m, None, sp_pad, cfg, norm)[0]
+
+
+def layer_mask_and_anchor_losses(masks: Sequence[Tensor], scores: Sequence[Tensor], m: Matching,
+                                 am: Matching | None, sp_pad: Tensor, cfg: LossConfig, norm: float,
+                                 anchor_norm: float = 1.0) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """``layer_mask_losses`` of the target pairs ``m`` and, when ``am`` is given, the ``mask_bce``
+    and ``mask_dice`` of the anchor pairs ``am`` (``anchor_matching``) divided by ``anchor_norm``:
+    the same values as two ``layer_mask_losses`` calls, with the pairs of both gathered from each
+    prediction's masks by one index (one gradient scatter into a (T,Q,S) buffer per prediction in
+    backward instead of two, and no sum of two such buffers), and no IoU or score work for the
+    anchors, which the anchor term does not read.
+
+    Parameters: ``masks`` / ``scores``: N x (T,Q,S) / N x (T,Q), one per prediction; ``m``: the
+    target pairs (``match_batch``); ``am``: the anchor pairs or None; ``sp_pad (T,S)``: True =
+    padding; ``cfg``: the loss config (``score_iou_min``); ``norm`` / ``anchor_norm``: the pair
+    counts the target / anchor terms are divided by. Returns (target terms, anchor terms or None)."""
     T = masks[0].shape[0]
-    if m.num_insts == 0:  # keeps the heads in the graph
-        zero = 0.0 * torch.stack([mk.float().sum() + sc.float().sum() for mk, sc in zip(masks, scores)])
-        return {"mask_bce": zero, "mask_dice": zero, "score": zero}
-    valid = (~sp_pad).float()[m.t_idx]  # (P, S)
-    logit = torch.stack([mk[m.t_idx, m.q_idx] for mk in masks]).float()  # (N, P, S)
-    tgt = m.targets
+    P = m.num_insts
+    A = 0 if am is None else am.num_insts
+    if P == 0 or (am is not None and A == 0):  # the rare cases: each set on its own (heads kept in the graph)
+        parts = (_pair_mask_losses(masks, scores, m, sp_pad, cfg, norm, with_score=True) if P
+                 else _zero_parts(masks, scores))
+        if am is None:
+            return parts, None
+        anchor = (_pair_mask_losses(masks, scores, am, sp_pad, cfg, anchor_norm, with_score=False) if A
+                  else _zero_parts(masks, scores))
+        return parts, {k: anchor[k] for k in ("mask_bce", "mask_dice")}
+    if am is None:
+        return _pair_mask_losses(masks, scores, m, sp_pad, cfg, norm, with_score=True), None
+    t_all = torch.cat([m.t_idx, am.t_idx])
+    q_all = torch.cat([m.q_idx, am.q_idx])
+    tgt_all = torch.cat([m.targets, am.targets])
+    valid = (~sp_pad).float()[t_all]  # (P+A, S)
+    logit = torch.stack([mk[t_all, q_all] for mk in masks]).float()  # (N, P+A, S)
+    bce, dice, n_real = _pair_terms(logit, tgt_all, valid)
+    # the anchors' pairs count as sentences T..2T-1: one per-sentence mean for both sets of pairs
+    t2 = torch.cat([m.t_idx, am.t_idx + T])
+    bce2 = _per_sentence_mean_pair(bce, t2, T, n_real)  # (N, 2): targets, anchors
+    dice2 = _per_sentence_mean_pair(dice, t2, T, torch.ones_like(n_real))
+    parts = {
+        "mask_bce": bce2[:, 0] / norm,
+        "mask_dice": dice2[:, 0] / norm,
+        "score": _score_term(logit[:, :P], [s[m.t_idx, m.q_idx] for s in scores], m, valid[:P], cfg, T) / norm,
+    }
+    anchor = {"mask_bce": bce2[:, 1] / anchor_norm, "mask_dice": dice2[:, 1] / anchor_norm}
+    return parts, anchor
+
+
+def _per_sentence_mean_pair(values: Tensor, t2: Tensor, T: int, weight: Tensor) -> Tensor:
+    """``_per_sentence_mean`` of two sets of pairs at once: ``t2`` numbers the first set's sentences
+    0..T-1 and the second's T..2T-1; returns ``(..., 2)``, the sum over each set's sentences (each
+    sentence's bins filled in the same order, each set's T ratios summed as one row of T)."""
+    sums = values.new_zeros(*values.shape[:-1], 2 * T).index_add(-1, t2, values)
+    counts = values.new_zeros(*weight.shape[:-1], 2 * T).index_add(-1, t2, weight.to(values.dtype))
+    ratio = sums / counts.clamp_min(1e-12) * (counts > 0)
+    return ratio.reshape(*ratio.shape[:-1], 2, T).sum(-1)
+
+
+def _zero_parts(masks: Sequence[Tensor], scores: Sequence[Tensor]) -> dict[str, Tensor]:
+    """Zero terms that keep the heads in the graph (no pairs)."""
+    zero = 0.0 * torch.stack([mk.float().sum() + sc.float().sum() for mk, sc in zip(masks, scores)])
+    return {"mask_bce": zero, "mask_dice": zero, "score": zero}
+
+
+def _pair_terms(logit: Tensor, tgt: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per pair: the BCE summed over real superpoints ``(N, P)``, the dice loss ``(N, P)`` and the
+    number of real superpoints ``(P,)``, of the pairs' logits ``(N, P, S)``."""
     bce = (F.binary_cross_entropy_with_logits(logit, tgt.expand_as(logit), reduction="none") * valid).sum(-1)
-    n_real = valid.sum(-1)
-    ones = torch.ones_like(n_real)
+    return bce, dice_loss(logit, tgt, valid), valid.sum(-1)
+
+
+def _score_term(logit: Tensor, pair_scores: list[Tensor], m: Matching, valid: Tensor, cfg: LossConfig,
+                T: int) -> Tensor:
+    """The score term before the division by the pair count: MSE between each pair's score and
+    its binarised mask's IoU, pairs with IoU > ``score_iou_min`` only, mean per sentence, summed."""
+    tgt = m.targets
     with torch.no_grad():
         binm = (logit >= 0) & (valid > 0)
         tb = tgt > 0.5
@@ -185,12 +253,22 @@ def layer_mask_losses(masks: Sequence[Tensor], scores: Sequence[Tensor], m: Matc
         union = tb.sum(-1).float() + binm.sum(-1).float() - inter
         iou = inter / (union + 1e-6)
         keep = iou > cfg.score_iou_min
-    sc = torch.stack([s[m.t_idx, m.q_idx] for s in scores]).float()  # (N, P)
-    return {
-        "mask_bce": _per_sentence_mean(bce, m.t_idx, T, n_real) / norm,
-        "mask_dice": _per_sentence_mean(dice_loss(logit, tgt, valid), m.t_idx, T, ones) / norm,
-        "score": _per_sentence_mean((sc - iou).square() * keep, m.t_idx, T, keep) / norm,
-    }
+    sc = torch.stack(pair_scores).float()  # (N, P)
+    return _per_sentence_mean((sc - iou).square() * keep, m.t_idx, T, keep)
+
+
+def _pair_mask_losses(masks: Sequence[Tensor], scores: Sequence[Tensor], m: Matching, sp_pad: Tensor,
+                      cfg: LossConfig, norm: float, with_score: bool) -> dict[str, Tensor]:
+    """The mask terms of one set of pairs (``m.num_insts`` > 0); ``with_score``: the score term too."""
+    T = masks[0].shape[0]
+    valid = (~sp_pad).float()[m.t_idx]  # (P, S)
+    logit = torch.stack([mk[m.t_idx, m.q_idx] for mk in masks]).float()  # (N, P, S)
+    bce, dice, n_real = _pair_terms(logit, m.targets, valid)
+    out = {"mask_bce": _per_sentence_mean(bce, m.t_idx, T, n_real) / norm,
+           "mask_dice": _per_sentence_mean(dice, m.t_idx, T, torch.ones_like(n_real)) / norm}
+    if with_score:
+        out["score"] = _score_term(logit, [s[m.t_idx, m.q_idx] for s in scores], m, valid, cfg, T) / norm
+    return out
 
 
 def indicator_loss(indi: Tensor, matched: Tensor, eos_coef: float, norm: float) -> Tensor:
@@ -335,14 +413,9 @@ def anchor_matching(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets, 
         raise ValueError("the anchor-mask term (loss.anchor_mask > 0) needs LossTargets.sp_anchor (the batch's "
                          "gt_sp_anchor from dataset.collate_fn, filled from the annotations' anchor_ids); "
                          "set loss.anchor_mask: 0 to train without it")
-    am = match_batch(seed_idx, sample_idx, replace(targets, sp_inst=targets.sp_anchor, objects=targets.anchor_objects))
-    # one nonzero (a host sync on CUDA) for the four selections, not one per boolean-mask index
-    keep = torch.nonzero(~target_matching.matched[am.t_idx, am.q_idx]).squeeze(1)
-    t_idx, q_idx = am.t_idx.index_select(0, keep), am.q_idx.index_select(0, keep)
-    matched = torch.zeros_like(am.matched)
-    matched[t_idx, q_idx] = True
-    return Matching(t_idx, q_idx, am.k_idx.index_select(0, keep), am.targets.index_select(0, keep), matched,
-                    am.objects)
+    # the target's queries are dropped inside the matching's own nonzero: one host sync on CUDA, not two
+    anchors = replace(targets, sp_inst=targets.sp_anchor, objects=targets.anchor_objects)
+    return match_batch(seed_idx, sample_idx, anchors, exclude=target_matching.matched)
 
 
 def _check_output(out: Any) -> tuple[int, int, int]:
@@ -384,7 +457,9 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
     # Every prediction at once (same pairs): one set of ops per term, not one per layer.
     dev = targets.sp_xyz.device
     preds = out.layers
-    parts = layer_mask_losses([p.masks for p in preds], [p.scores for p in preds], m, targets.sp_pad, cfg, norm)
+    parts, ap = layer_mask_and_anchor_losses([p.masks for p in preds], [p.scores for p in preds], m, am,
+                                             targets.sp_pad, cfg, norm,
+                                             float(max(am.num_insts, 1)) if am is not None else 1.0)
     parts["indicator"] = layer_indicator_losses([p.indi for p in preds], m.matched, cfg.eos_coef, norm)
     if wants_align:
         zero = torch.zeros((), device=dev)
@@ -398,8 +473,6 @@ def bqnet_loss(out: Any, targets: LossTargets, cfg: LossConfig | None = None) ->
     total = (w * sum(getattr(cfg, k) * parts[k] for k in keys)).sum()
     acc = {k: (w * parts[k].detach()).sum() for k in keys}
     if am is not None:
-        ap = layer_mask_losses([p.masks for p in preds], [p.scores for p in preds], am, targets.sp_pad, cfg,
-                               float(max(am.num_insts, 1)))
         anchor = cfg.mask_bce * ap["mask_bce"] + cfg.mask_dice * ap["mask_dice"]  # (N,)
         total = total + cfg.anchor_mask * (w * anchor).sum()
         anchor_acc = (w * anchor.detach()).sum()

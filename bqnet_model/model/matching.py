@@ -205,11 +205,15 @@ def batch_objects(sp_inst: Tensor, sp_xyz: Tensor, keys: ObjectKeys | None = Non
     return BatchObjects(keys.t_idx, keys.ids, masks, centroids, keys.first)
 
 
-def _match_all(pos: Tensor, labels: Tensor, objs: BatchObjects) -> tuple[Tensor, Tensor, Tensor]:
+def _match_all(pos: Tensor, labels: Tensor, objs: BatchObjects,
+               exclude: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``match_objects`` of every sentence at once: candidates ``pos (T,N,3)`` with ``labels (T,N)``.
 
     Returns ``(cand (P,), obj (P,), nearest (K,))`` with ``obj`` indexing ``objs`` (global) and the
-    pairs in ``match_objects``'s order within each sentence, sentences one after the other."""
+    pairs in ``match_objects``'s order within each sentence, sentences one after the other.
+    ``exclude (T,N)`` bool (optional): candidates whose pairs are dropped afterwards (they still
+    count as their object's nearest, so no other candidate is paired in their place): the pairs of
+    the rule less those, in the same order, found with the same single ``nonzero``."""
     dev = pos.device
     K, N = int(objs.ids.numel()), pos.shape[1]
     if K == 0 or N == 0:
@@ -221,9 +225,18 @@ def _match_all(pos: Tensor, labels: Tensor, objs: BatchObjects) -> tuple[Tensor,
     taken = torch.zeros(pos.shape[:2], dtype=torch.bool, device=dev)
     taken[own, nearest] = True
     inside = (labels.index_select(0, own) == objs.ids.unsqueeze(1)) & ~taken.index_select(0, own)  # (K, N)
-    k_in, c_in = torch.nonzero(inside, as_tuple=True)  # object by object, candidates ascending
-    cand = torch.cat([nearest, c_in])
-    obj = torch.cat([torch.arange(K, device=dev), k_in])
+    if exclude is None:
+        k_in, c_in = torch.nonzero(inside, as_tuple=True)  # object by object, candidates ascending
+        cand = torch.cat([nearest, c_in])
+        obj = torch.cat([torch.arange(K, device=dev), k_in])
+    else:  # the kept entries of [nearest pairs, inside pairs (row-major)]: the order of the cat above
+        inside = inside & ~exclude.index_select(0, own)
+        sel = torch.nonzero(torch.cat([~exclude[own, nearest], inside.flatten()])).squeeze(1)
+        is_near = sel < K
+        j = (sel - K).clamp_min(0)  # position in inside.flatten() (0 for the nearest entries, unused)
+        row = torch.div(j, N, rounding_mode="floor")
+        obj = torch.where(is_near, sel, row)
+        cand = torch.where(is_near, nearest.index_select(0, sel.clamp_max(K - 1)), j - row * N)
     # Sentence-major with each sentence's nearest pairs first: a stable sort by sentence keeps the
     # order of the concatenation within a sentence.
     order = torch.sort(own[obj], stable=True).indices
@@ -234,15 +247,18 @@ def _gather_xyz(sp_xyz: Tensor, idx: Tensor) -> Tensor:
     return sp_xyz.gather(1, idx.unsqueeze(-1).expand(-1, -1, 3))
 
 
-def match_batch(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets) -> Matching:
+def match_batch(seed_idx: Tensor, sample_idx: Tensor, targets: LossTargets, exclude: Tensor | None = None) -> Matching:
     """Match the queries of every sentence (``seed_idx (T,F)``, ``sample_idx (T,Q)`` of the decoder
     output) to its objects; positions come from ``targets.sp_xyz`` so seeds and centroids share a frame.
-    The pairs are those of ``match_objects`` on each sentence, in that order, sentence by sentence."""
+    The pairs are those of ``match_objects`` on each sentence, in that order, sentence by sentence.
+    ``exclude (T,Q)`` bool (optional): queries whose pairs are dropped (``losses.anchor_matching``:
+    the queries a target took), with no further host synchronisation."""
     T, Q = sample_idx.shape
     dev = sample_idx.device
     query_sp = seed_idx.gather(1, sample_idx)  # (T, Q)
     objs = batch_objects(targets.sp_inst, targets.sp_xyz, targets.objects)
-    q_idx, obj, _ = _match_all(_gather_xyz(targets.sp_xyz, query_sp), targets.sp_inst.gather(1, query_sp), objs)
+    q_idx, obj, _ = _match_all(_gather_xyz(targets.sp_xyz, query_sp), targets.sp_inst.gather(1, query_sp), objs,
+                               exclude)
     t_idx = objs.t_idx[obj]
     k_idx = obj - objs.first[t_idx]
     tgt = objs.masks[obj].float()
