@@ -1,7 +1,7 @@
 """The anchor-mask term's pairs gathered together with the targets' (``layer_mask_and_anchor_losses``)
 against the code before (``layer_mask_losses`` called once for the target pairs and once for the
-anchor pairs, copied below as it was): every term bit for bit on the CPU and every gradient within
-1e-6 relative, and ``bqnet_loss`` with anchors on against the same two-call composition.
+anchor pairs, as the reference ``loss_reference.mask_losses`` gives it, prediction by prediction):
+every term bit for bit on the CPU and every gradient within 1e-6 relative, and ``bqnet_loss`` with anchors on against the same two-call composition.
 
 The gradients are not always bit-identical: a few mask-gradient entries differ by one float32
 ulp (1e-10 absolute on entries of ~5e-3, measured on these cases). The values are the same per
@@ -16,42 +16,23 @@ from typing import Sequence
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from bqnet_model.model.losses import (LossConfig, _per_sentence_mean, anchor_matching, bqnet_loss, dice_loss,
-                                      layer_mask_and_anchor_losses, layer_weights)
+from bqnet_model.model.losses import (LossConfig, anchor_matching, bqnet_loss, layer_mask_and_anchor_losses,
+                                      layer_weights)
 from dataclasses import replace
 
 from bqnet_model.model.matching import Matching, match_batch, object_keys
+from loss_reference import mask_losses
 from test_loss_batching import _leaves, _random_case
 
 
 def _old_layer_mask_losses(masks: Sequence[torch.Tensor], scores: Sequence[torch.Tensor], m: Matching,
                            sp_pad: torch.Tensor, cfg: LossConfig, norm: float) -> dict[str, torch.Tensor]:
-    """``losses.layer_mask_losses`` as it was before the anchors' pairs were gathered with the targets'."""
-    T = masks[0].shape[0]
-    if m.num_insts == 0:
-        zero = 0.0 * torch.stack([mk.float().sum() + sc.float().sum() for mk, sc in zip(masks, scores)])
-        return {"mask_bce": zero, "mask_dice": zero, "score": zero}
-    valid = (~sp_pad).float()[m.t_idx]
-    logit = torch.stack([mk[m.t_idx, m.q_idx] for mk in masks]).float()
-    tgt = m.targets
-    bce = (F.binary_cross_entropy_with_logits(logit, tgt.expand_as(logit), reduction="none") * valid).sum(-1)
-    n_real = valid.sum(-1)
-    ones = torch.ones_like(n_real)
-    with torch.no_grad():
-        binm = (logit >= 0) & (valid > 0)
-        tb = tgt > 0.5
-        inter = (binm & tb).sum(-1).float()
-        union = tb.sum(-1).float() + binm.sum(-1).float() - inter
-        iou = inter / (union + 1e-6)
-        keep = iou > cfg.score_iou_min
-    sc = torch.stack([s[m.t_idx, m.q_idx] for s in scores]).float()
-    return {
-        "mask_bce": _per_sentence_mean(bce, m.t_idx, T, n_real) / norm,
-        "mask_dice": _per_sentence_mean(dice_loss(logit, tgt, valid), m.t_idx, T, ones) / norm,
-        "score": _per_sentence_mean((sc - iou).square() * keep, m.t_idx, T, keep) / norm,
-    }
+    """The old per-pair-set call: the reference ``loss_reference.mask_losses`` of each prediction,
+    stacked (bit for bit what ``layer_mask_losses`` gave before the anchors' pairs joined the
+    targets')."""
+    per = [mask_losses(mk, sc, m, sp_pad, cfg, norm) for mk, sc in zip(masks, scores)]
+    return {k: torch.stack([p[k] for p in per]) for k in per[0]}
 
 
 def _old_anchor_matching(seed_idx, sample_idx, targets, target_matching) -> Matching:

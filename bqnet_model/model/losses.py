@@ -150,12 +150,17 @@ def dice_loss(logits: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
     return 1.0 - (2.0 * (p * t).sum(-1) + 1.0) / (p.sum(-1) + t.sum(-1) + 1.0)
 
 
-def _per_sentence_mean(values: Tensor, t_idx: Tensor, T: int, weight: Tensor) -> Tensor:
+def _per_sentence_mean(values: Tensor, t_idx: Tensor, T: int, weight: Tensor, sets: int = 1) -> Tensor:
     """Sum over sentences of (sum of ``values`` / sum of ``weight``) within each sentence; values
-    ``(..., P)`` (a leading axis of predictions), weight ``(..., P)`` or ``(P,)``."""
-    sums = values.new_zeros(*values.shape[:-1], T).index_add(-1, t_idx, values)
-    counts = values.new_zeros(*weight.shape[:-1], T).index_add(-1, t_idx, weight.to(values.dtype))
-    return (sums / counts.clamp_min(1e-12) * (counts > 0)).sum(-1)
+    ``(..., P)`` (a leading axis of predictions), weight ``(..., P)`` or ``(P,)``.
+
+    ``sets`` > 1: the pairs are ``sets`` sets at once, ``t_idx`` numbering set k's sentences
+    k*T..(k+1)*T-1; returns ``(..., sets)``, each set's sum over its T sentences (one index_add for
+    all sets instead of one per set)."""
+    sums = values.new_zeros(*values.shape[:-1], sets * T).index_add(-1, t_idx, values)
+    counts = values.new_zeros(*weight.shape[:-1], sets * T).index_add(-1, t_idx, weight.to(values.dtype))
+    ratio = sums / counts.clamp_min(1e-12) * (counts > 0)
+    return ratio.sum(-1) if sets == 1 else ratio.reshape(*ratio.shape[:-1], sets, T).sum(-1)
 
 
 def mask_losses(masks: Tensor, scores: Tensor, m: Matching, sp_pad: Tensor, cfg: LossConfig,
@@ -207,8 +212,8 @@ def layer_mask_and_anchor_losses(masks: Sequence[Tensor], scores: Sequence[Tenso
     bce, dice, n_real = _pair_terms(logit, tgt_all, valid)
     # the anchors' pairs count as sentences T..2T-1: one per-sentence mean for both sets of pairs
     t2 = torch.cat([m.t_idx, am.t_idx + T])
-    bce2 = _per_sentence_mean_pair(bce, t2, T, n_real)  # (N, 2): targets, anchors
-    dice2 = _per_sentence_mean_pair(dice, t2, T, torch.ones_like(n_real))
+    bce2 = _per_sentence_mean(bce, t2, T, n_real, sets=2)  # (N, 2): targets, anchors
+    dice2 = _per_sentence_mean(dice, t2, T, torch.ones_like(n_real), sets=2)
     parts = {
         "mask_bce": bce2[:, 0] / norm,
         "mask_dice": dice2[:, 0] / norm,
@@ -216,16 +221,6 @@ def layer_mask_and_anchor_losses(masks: Sequence[Tensor], scores: Sequence[Tenso
     }
     anchor = {"mask_bce": bce2[:, 1] / anchor_norm, "mask_dice": dice2[:, 1] / anchor_norm}
     return parts, anchor
-
-
-def _per_sentence_mean_pair(values: Tensor, t2: Tensor, T: int, weight: Tensor) -> Tensor:
-    """``_per_sentence_mean`` of two sets of pairs at once: ``t2`` numbers the first set's sentences
-    0..T-1 and the second's T..2T-1; returns ``(..., 2)``, the sum over each set's sentences (each
-    sentence's bins filled in the same order, each set's T ratios summed as one row of T)."""
-    sums = values.new_zeros(*values.shape[:-1], 2 * T).index_add(-1, t2, values)
-    counts = values.new_zeros(*weight.shape[:-1], 2 * T).index_add(-1, t2, weight.to(values.dtype))
-    ratio = sums / counts.clamp_min(1e-12) * (counts > 0)
-    return ratio.reshape(*ratio.shape[:-1], 2, T).sum(-1)
 
 
 def _zero_parts(masks: Sequence[Tensor], scores: Sequence[Tensor]) -> dict[str, Tensor]:
