@@ -54,7 +54,8 @@ from bqnet_model.data.scannet import (
     load_votenet_scene,
 )
 from bqnet_model.data.classes import CLASSES
-from bqnet_model.mask_oracle import SIZE_EDGES, format_oracle_table, oracle_fields, summarize_oracle
+from bqnet_model.mask_oracle import (SIZE_EDGES, check_size_edges, format_oracle_table, oracle_fields, oracle_scores,
+                                     summarize_oracle)
 from bqnet_model.metrics import ACC_THRESHOLDS, RES_SPLITS, chance_res, res_record
 from bqnet_model.superpoint_params import SuperpointParams
 
@@ -200,8 +201,7 @@ def _group_stats(recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         chance[f"Acc@{k}"] = float(np.mean([r["chance"][f"Acc@{k}"] for r in recs]))
     out: dict[str, Any] = {"count": len(recs), "model": model, "chance": chance}
     if all("oracle_iou" in r for r in recs):  # the best query's mask (mask_oracle), same rules
-        orc = np.asarray([r["oracle_iou"] for r in recs], dtype=np.float64)
-        out["oracle"] = {**{f"Acc@{k}": float((orc > k).mean()) for k in ACC_THRESHOLDS}, "mIoU": float(orc.mean())}
+        out["oracle"] = oracle_scores(recs)
     return out
 
 
@@ -389,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be a positive number of sentences")
-    if args.size_edges[0] < 1 or any(b <= a for a, b in zip(args.size_edges, args.size_edges[1:])):
-        ap.error("--size-edges must be increasing positive point counts, e.g. 200 500 1000 5000")
+    try:
+        check_size_edges(args.size_edges)
+    except ValueError as exc:
+        ap.error(f"--size-edges: {exc}")
     try:
         layout = check_real_dir(args.real_dir)
     except (FileNotFoundError, ValueError) as exc:

@@ -31,6 +31,7 @@ exact size for any other split.
 
 from __future__ import annotations
 
+import bisect
 import collections
 from typing import Any, Mapping, Sequence
 
@@ -40,6 +41,8 @@ from bqnet_model.metrics import ACC_THRESHOLDS, RES_SPLITS
 
 __all__ = [
     "SIZE_EDGES",
+    "check_size_edges",
+    "oracle_scores",
     "query_point_ious",
     "superpoint_target_points",
     "oracle_fields",
@@ -127,22 +130,30 @@ def oracle_fields(result: Any, cache: Any, gt: np.ndarray) -> dict[str, Any]:
                 n_queries=int(masks.shape[0]), n_nonempty=int(masks.any(axis=1).sum()))
 
 
-def size_bucket(n_points: int, edges: Sequence[int] = SIZE_EDGES) -> str:
-    """The bucket name of a target of ``n_points`` points: '<200', '200-499', ..., '>=5000'."""
-    e = [int(x) for x in edges]
+def check_size_edges(edges: Sequence[int]) -> tuple[int, ...]:
+    """``edges`` as ints, checked: increasing positive point counts (ValueError otherwise; the
+    command lines report its message)."""
+    e = tuple(int(x) for x in edges)
     if not e or any(b <= a for a, b in zip(e, e[1:])) or e[0] < 1:
-        raise ValueError(f"size edges must be increasing positive point counts, got {list(edges)}")
-    if n_points < e[0]:
-        return f"<{e[0]}"
-    for lo, hi in zip(e, e[1:]):
-        if n_points < hi:
-            return f"{lo}-{hi - 1}"
-    return f">={e[-1]}"
+        raise ValueError(f"size edges must be increasing positive point counts, e.g. 200 500 1000 5000; "
+                         f"got {list(edges)}")
+    return e
 
 
 def _bucket_names(edges: Sequence[int]) -> list[str]:
-    e = [int(x) for x in edges]
+    e = check_size_edges(edges)
     return [f"<{e[0]}"] + [f"{lo}-{hi - 1}" for lo, hi in zip(e, e[1:])] + [f">={e[-1]}"]
+
+
+def size_bucket(n_points: int, edges: Sequence[int] = SIZE_EDGES) -> str:
+    """The bucket name of a target of ``n_points`` points: '<200', '200-499', ..., '>=5000'."""
+    return _bucket_names(edges)[bisect.bisect_right(check_size_edges(edges), n_points)]
+
+
+def oracle_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Oracle Acc@k (oracle IoU > k, the plain rule) and mIoU of records carrying ``oracle_iou``."""
+    orc = np.asarray([r["oracle_iou"] for r in records], dtype=np.float64)
+    return {**{f"Acc@{k}": float((orc > k).mean()) for k in ACC_THRESHOLDS}, "mIoU": float(orc.mean())}
 
 
 def oracle_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -153,11 +164,9 @@ def oracle_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not records:
         raise ValueError("no records to summarize")
     iou = np.asarray([r["iou"] for r in records], dtype=np.float64)
-    orc = np.asarray([r["oracle_iou"] for r in records], dtype=np.float64)
-    model = {f"Acc@{k}": float((iou > k).mean()) for k in ACC_THRESHOLDS}
-    oracle = {f"Acc@{k}": float((orc > k).mean()) for k in ACC_THRESHOLDS}
-    model["mIoU"], oracle["mIoU"] = float(iou.mean()), float(orc.mean())
-    return dict(count=len(records), model=model, oracle=oracle, touched=float((orc > 0).mean()),
+    model = {**{f"Acc@{k}": float((iou > k).mean()) for k in ACC_THRESHOLDS}, "mIoU": float(iou.mean())}
+    touched = float(np.mean([r["oracle_iou"] > 0 for r in records]))
+    return dict(count=len(records), model=model, oracle=oracle_scores(records), touched=touched,
                 recall=float(np.mean([r["oracle_recall"] for r in records])),
                 precision=float(np.mean([r["oracle_precision"] for r in records])),
                 nonempty=float(np.mean([r["n_nonempty"] for r in records])))

@@ -82,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from bqnet_model.data.referit import same_class_ids
     from bqnet_model.data.scannet import load_scene_npz
-    from bqnet_model.mask_oracle import SIZE_EDGES, format_oracle_table, oracle_fields, summarize_oracle
+    from bqnet_model.mask_oracle import SIZE_EDGES, check_size_edges, format_oracle_table, oracle_fields, summarize_oracle
     from bqnet_model.metrics import chance_res
     from bqnet_model.pipeline import Segmenter
     from bqnet_model.train import scene_dir
 
-    edges = SIZE_EDGES if args.size_edges is None else tuple(args.size_edges)
-    if edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
-        ap.error("--size-edges must be increasing positive point counts, e.g. 200 500 1000 5000")
+    try:
+        edges = check_size_edges(SIZE_EDGES if args.size_edges is None else args.size_edges)
+    except ValueError as exc:
+        ap.error(f"--size-edges: {exc}")
     oracle = not args.no_oracle
     root = Path(args.data_root)
     ann_path = Path(args.annotations) if args.annotations else root / f"{args.split}_scanrefer.json"
@@ -112,15 +113,16 @@ def main(argv: list[str] | None = None) -> int:
             pred = np.zeros(scene["xyz"].shape[0], bool)
             pred[res.point_indices] = True
             target = int(row["object_id"])
+            gt = scene["instance"] == target
             kind, iou = classify(scene["instance"], scene["semantic"], target, pred)
             same = same_class_ids(target, scene["instance"], scene["semantic"],
                                   [str(x) for x in scene.get("object_names", [])])
             rec = dict(scene_id=sid, text=row["description"], eval_type=row.get("eval_type", "-"),
                        relation=row.get("relation", "-"), object_name=row.get("object_name", "-"),
-                       style=row.get("style", "-"), kind=kind, iou=iou, n_gt=int((scene["instance"] == target).sum()),
+                       style=row.get("style", "-"), kind=kind, iou=iou, n_gt=int(gt.sum()),
                        chance50=chance_res(scene["instance"], target, same)["Acc@0.5"])
             if oracle:
-                rec.update(oracle_fields(res, cache, scene["instance"] == target))
+                rec.update(oracle_fields(res, cache, gt))
             records.append(rec)
     if not records:
         print("no sentences evaluated", file=sys.stderr)
