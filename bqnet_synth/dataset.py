@@ -191,10 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in ("styles", "typo_rate"):
         if not 0.0 <= getattr(args, k) <= 1.0:
             ap.error(f"--{k.replace('_', '-')} must be in [0, 1]")
-    if args.density_range is not None and not 0 < args.density_range[0] <= args.density_range[1]:
-        ap.error("--density-range needs 0 < LO <= HI")
-    cfg = RoomConfig(density=args.density, room_type=args.room_type,
-                     density_range=None if args.density_range is None else tuple(args.density_range))
+    try:  # RoomConfig checks the values (density, density_range)
+        cfg = RoomConfig(density=args.density, room_type=args.room_type,
+                         density_range=None if args.density_range is None else tuple(args.density_range))
+    except ValueError as exc:
+        ap.error(str(exc))
     ecfg = ex.ExpressionConfig(styles=args.styles, typo_rate=args.typo_rate, held_out=args.held_out_styles)
     s = generate_dataset(args.out, args.scenes, args.seed, args.split, config=cfg, expr_config=ecfg,
                          superpoints=args.superpoints, progress=True, first_index=args.first_index)
