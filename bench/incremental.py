@@ -56,6 +56,7 @@ import torch  # noqa: E402
 from bqnet_model.model.config import load_config  # noqa: E402
 from bqnet_model.pipeline import IncrementalParams, Segmenter  # noqa: E402
 from bqnet_model.pipeline.change_region import receptive_field  # noqa: E402
+from bqnet_model.train.profiling import device_events  # noqa: E402
 from bqnet_synth import demo_expressions, demo_room  # noqa: E402
 
 TINY = {
@@ -135,8 +136,7 @@ def profile_update(seg: Segmenter, base: Any, xyz: np.ndarray, rgb: np.ndarray, 
             torch.cuda.synchronize(seg.device)
     wall = (time.perf_counter() - t0) * 1e3
     ka = prof.key_averages()
-    dev_attr = "self_device_time_total" if hasattr(ka[0], "self_device_time_total") else "self_cuda_time_total"
-    kernels = sum(getattr(e, dev_attr, 0.0) for e in ka) / 1e3
+    kernels = sum(e.self_device_time_total for e in device_events(ka)) / 1e3
     waits = sum(e.self_cpu_time_total for e in ka if "Synchronize" in e.key or e.key == "aten::_local_scalar_dense") / 1e3
     host = sum(e.self_cpu_time_total for e in ka) / 1e3
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ def profile_update(seg: Segmenter, base: Any, xyz: np.ndarray, rgb: np.ndarray, 
         f.write(ka.table(sort_by="self_cpu_time_total", row_limit=45))
         if seg.device.type == "cuda":
             f.write("\n\n== by self device time ==\n")
-            f.write(ka.table(sort_by=dev_attr, row_limit=45))
+            f.write(ka.table(sort_by="self_device_time_total", row_limit=45))
     return {"wall_ms": wall, "host_self_cpu_ms": host, "sync_ms": waits, "kernel_ms": kernels}
 
 

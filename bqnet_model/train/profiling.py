@@ -147,8 +147,7 @@ class StepProfiler:
     def _figures(self, prof: profile, n: int, wall: float, step: int) -> dict[str, Any]:
         ka = prof.key_averages()
         host = [e for e in ka if e.device_type == DeviceType.CPU and not e.key.startswith(REGION_PREFIX)]
-        # the device's own events; a range's projection onto the GPU timeline is no kernel (as the table's sum)
-        device = [e for e in ka if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False)]
+        device = device_events(ka)
         first = step - n + 1
         regions: dict[str, dict[str, float]] = {}
         ops_below = _ops_below_regions(prof)
@@ -205,6 +204,14 @@ class StepProfiler:
             lines.append("  none: a CPU run records no device time")
         lines += ["", f"top {TABLE_ROWS} by self CPU time:", ka.table(sort_by="self_cpu_time_total", row_limit=TABLE_ROWS)]
         return "\n".join(lines) + "\n"
+
+
+def device_events(ka: Any) -> list[Any]:
+    """The device's own events of ``prof.key_averages()`` (kernels, copies, memsets): their self
+    device times add up to the table's "Self CUDA time total". Host ops also carry the device time
+    of what they launched, so a sum over every event counts each kernel twice; a range's projection
+    onto the GPU timeline (a user annotation) is no kernel either."""
+    return [e for e in ka if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False)]
 
 
 def _ops_below_regions(prof: profile) -> dict[str, int]:
