@@ -194,7 +194,7 @@ def layer_mask_and_anchor_losses(masks: Sequence[Tensor], scores: Sequence[Tenso
     T = masks[0].shape[0]
     P = m.num_insts
     A = 0 if am is None else am.num_insts
-    if P == 0 or (am is not None and A == 0):  # the rare cases: each set on its own (heads kept in the graph)
+    if am is None or P == 0 or A == 0:  # one set alone, or an empty one: each set on its own (heads kept in the graph)
         parts = (_pair_mask_losses(masks, scores, m, sp_pad, cfg, norm, with_score=True) if P
                  else _zero_parts(masks, scores))
         if am is None:
@@ -202,8 +202,6 @@ def layer_mask_and_anchor_losses(masks: Sequence[Tensor], scores: Sequence[Tenso
         anchor = (_pair_mask_losses(masks, scores, am, sp_pad, cfg, anchor_norm, with_score=False) if A
                   else _zero_parts(masks, scores))
         return parts, {k: anchor[k] for k in ("mask_bce", "mask_dice")}
-    if am is None:
-        return _pair_mask_losses(masks, scores, m, sp_pad, cfg, norm, with_score=True), None
     t_all = torch.cat([m.t_idx, am.t_idx])
     q_all = torch.cat([m.q_idx, am.q_idx])
     tgt_all = torch.cat([m.targets, am.targets])
